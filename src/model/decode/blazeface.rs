@@ -1,0 +1,140 @@
+//! MediaPipe BlazeFace: box regressors [1, A, 4 + 2k] and score logits [1, A, 1] over a
+//! fixed grid of A anchors.
+//!
+//! Anchors are laid out layer by layer, then row by row, column by column, with `per_cell`
+//! anchors per cell, centred at ((col + 0.5) / cols, (row + 0.5) / rows) in fractions of the
+//! input. A box is (cx, cy, w, h) = raw[0..4] / box_scale + (ax, ay, 0, 0), in fractions of
+//! the input; the score is sigmoid(raw score). The keypoints that follow are not decoded.
+
+use super::{sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
+use crate::model::manifest::AnchorLayer;
+use crate::model::nms::nms;
+use crate::model::{BBox, Candidate};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blazeface {
+    regressors: usize,
+    scores: usize,
+    /// Per regressor row: its length.
+    row: usize,
+    anchors: Vec<(f32, f32)>,
+    box_scale: f32,
+    input: (f32, f32),
+}
+
+/// Anchor centres, in fractions of the input.
+pub fn anchors(layers: &[AnchorLayer], width: usize, height: usize) -> Vec<(f32, f32)> {
+    let mut out = Vec::new();
+    for layer in layers {
+        let cols = width.div_ceil(layer.stride);
+        let rows = height.div_ceil(layer.stride);
+        for y in 0..rows {
+            for x in 0..cols {
+                let centre = ((x as f32 + 0.5) / cols as f32, (y as f32 + 0.5) / rows as f32);
+                out.extend(std::iter::repeat_n(centre, layer.per_cell));
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn bind(layers: &[AnchorLayer], box_scale: f32, g: GraphOutputs) -> Result<Blazeface, String> {
+    let anchors = anchors(layers, g.input_width, g.input_height);
+    let n = anchors.len();
+    let dims: Vec<Option<&[usize]>> = g.shapes.iter().map(|s| unbatched(s)).collect();
+    let scores = dims.iter().position(|d| *d == Some(&[n, 1][..]));
+    let regressors = dims.iter().position(|d| matches!(d, Some([a, r]) if *a == n && *r >= 4));
+    let (Some(regressors), Some(scores)) = (regressors, scores) else {
+        return Err(format!(
+            "decoder \"blazeface\": decoder.anchors give {n} anchors at input {}×{}, so expected \
+             regressors [1, {n}, 4 + 2k] and scores [1, {n}, 1], but the graph's outputs are {}",
+            g.input_width,
+            g.input_height,
+            g.describe()
+        ));
+    };
+    Ok(Blazeface {
+        regressors,
+        scores,
+        row: dims[regressors].unwrap()[1],
+        anchors,
+        box_scale,
+        input: (g.input_width as f32, g.input_height as f32),
+    })
+}
+
+impl Blazeface {
+    pub(super) fn decode(&self, outputs: &[OutputTensor], p: &DecodeParams) -> Vec<Candidate> {
+        let reg = &outputs[self.regressors].data;
+        let logits = &outputs[self.scores].data;
+        let (w, h) = self.input;
+        let mut candidates = Vec::new();
+        for (a, &(ax, ay)) in self.anchors.iter().enumerate() {
+            let score = sigmoid(logits[a].clamp(-100.0, 100.0));
+            if score <= p.score {
+                continue;
+            }
+            let r = &reg[a * self.row..a * self.row + 4];
+            let cx = (r[0] / self.box_scale + ax) * w;
+            let cy = (r[1] / self.box_scale + ay) * h;
+            let bw = r[2] / self.box_scale * w;
+            let bh = r[3] / self.box_scale * h;
+            candidates.push(Candidate {
+                class_id: 0,
+                score,
+                bbox: BBox { x1: cx - bw / 2.0, y1: cy - bh / 2.0, x2: cx + bw / 2.0, y2: cy + bh / 2.0 },
+            });
+        }
+        nms(candidates, p.iou, p.max_detections)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short_range() -> Vec<AnchorLayer> {
+        vec![AnchorLayer { stride: 8, per_cell: 2 }, AnchorLayer { stride: 16, per_cell: 6 }]
+    }
+
+    #[test]
+    fn short_range_model_has_896_anchors() {
+        let a = anchors(&short_range(), 128, 128);
+        assert_eq!(a.len(), 896);
+        assert_eq!(a[0], (0.5 / 16.0, 0.5 / 16.0));
+        assert_eq!(a[1], a[0]);
+        assert_eq!(a[2], (1.5 / 16.0, 0.5 / 16.0));
+        assert_eq!(a[512], (0.5 / 8.0, 0.5 / 8.0));
+        assert_eq!(a[895], (7.5 / 8.0, 7.5 / 8.0));
+    }
+
+    #[test]
+    fn decodes_one_face() {
+        let layers = [AnchorLayer { stride: 64, per_cell: 1 }]; // 2×2 anchors at 128
+        let names = vec!["reg".to_string(), "cls".to_string()];
+        let shapes = vec![vec![1, 4, 16], vec![1, 4, 1]];
+        let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 128, input_height: 128, classes: 1 };
+        let d = bind(&layers, 128.0, g).unwrap();
+        let mut reg = vec![0.0; 64];
+        // Anchor 3 is centred at (96, 96); shift by +8 px in x, size 32×16.
+        reg[3 * 16..3 * 16 + 4].copy_from_slice(&[8.0, 0.0, 32.0, 16.0]);
+        let outs = vec![
+            OutputTensor { name: "reg".into(), shape: shapes[0].clone(), data: reg },
+            OutputTensor { name: "cls".into(), shape: shapes[1].clone(), data: vec![-5.0, -5.0, -5.0, 3.0] },
+        ];
+        let p = DecodeParams { score: 0.5, iou: 0.3, max_detections: 10, top_k: 1 };
+        let out = d.decode(&outs, &p);
+        assert_eq!(out.len(), 1);
+        assert!((out[0].score - sigmoid(3.0)).abs() < 1e-6);
+        assert_eq!(out[0].bbox, BBox { x1: 88.0, y1: 88.0, x2: 120.0, y2: 104.0 });
+    }
+
+    #[test]
+    fn anchor_count_mismatch_is_named() {
+        let names = vec!["reg".to_string(), "cls".to_string()];
+        let shapes = vec![vec![1, 896, 16], vec![1, 896, 1]];
+        let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 128, input_height: 128, classes: 1 };
+        let err = bind(&[AnchorLayer { stride: 8, per_cell: 2 }], 128.0, g).unwrap_err();
+        assert!(err.contains("512 anchors") && err.contains("[1, 896, 16]"), "{err}");
+    }
+}

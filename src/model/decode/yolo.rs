@@ -1,0 +1,149 @@
+//! Ultralytics-style YOLO outputs.
+//!
+//! - v8 / v11 layout: one output [1, 4 + C, N] (channels first, as exported) or its
+//!   transpose [1, N, 4 + C]; rows are cx, cy, w, h in input pixels then C class scores.
+//! - v5 layout: one output [1, N, 5 + C]: cx, cy, w, h, objectness, C class scores; the
+//!   score of class c is objectness × class score.
+//!
+//! Each anchor proposes its best class (as Ultralytics does without `multi_label`), then
+//! class-wise NMS keeps the best boxes.
+
+use super::{argmax, unbatched, DecodeParams, GraphOutputs, OutputTensor};
+use crate::model::nms::nms;
+use crate::model::{BBox, Candidate};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yolo {
+    output: usize,
+    classes: usize,
+    anchors: usize,
+    /// Values of one anchor are `stride` apart (channels-first) or consecutive.
+    channels_first: bool,
+    objectness: bool,
+}
+
+pub(super) fn bind(objectness: bool, g: GraphOutputs) -> Result<Yolo, String> {
+    let kind = if objectness { "yolov5" } else { "yolov8" };
+    let rows = g.classes + if objectness { 5 } else { 4 };
+    let expected = if objectness {
+        format!("[1, N, {rows}] (5 + {} labels)", g.classes)
+    } else {
+        format!("[1, {rows}, N] or [1, N, {rows}] (4 + {} labels)", g.classes)
+    };
+    if g.shapes.len() != 1 {
+        return Err(format!(
+            "decoder \"{kind}\": expected one output {expected}, but the graph has {}: {}",
+            g.shapes.len(),
+            g.describe()
+        ));
+    }
+    let shape = &g.shapes[0];
+    let (channels_first, anchors) = match unbatched(shape) {
+        Some(&[a, b]) if !objectness && a == rows => (true, b),
+        Some(&[a, b]) if b == rows => (false, a),
+        _ => {
+            return Err(format!(
+                "decoder \"{kind}\": expected the output {expected}, but the graph's output \"{}\" \
+                 is {:?}; check that labels lists exactly the model's classes",
+                g.names[0], shape
+            ))
+        }
+    };
+    Ok(Yolo { output: 0, classes: g.classes, anchors, channels_first, objectness })
+}
+
+impl Yolo {
+    pub(super) fn decode(&self, outputs: &[OutputTensor], p: &DecodeParams) -> Vec<Candidate> {
+        let data = &outputs[self.output].data;
+        let rows = self.classes + if self.objectness { 5 } else { 4 };
+        let first_class = if self.objectness { 5 } else { 4 };
+        let mut anchor = vec![0f32; rows];
+        let mut candidates = Vec::new();
+        for a in 0..self.anchors {
+            if self.channels_first {
+                for (r, v) in anchor.iter_mut().enumerate() {
+                    *v = data[r * self.anchors + a];
+                }
+            } else {
+                anchor.copy_from_slice(&data[a * rows..(a + 1) * rows]);
+            }
+            let (class_id, mut score) = argmax(&anchor[first_class..]);
+            if self.objectness {
+                score *= anchor[4];
+            }
+            if score <= p.score {
+                continue;
+            }
+            let (cx, cy, w, h) = (anchor[0], anchor[1], anchor[2], anchor[3]);
+            candidates.push(Candidate {
+                class_id,
+                score,
+                bbox: BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 },
+            });
+        }
+        nms(candidates, p.iou, p.max_detections)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph<'a>(names: &'a [String], shapes: &'a [Vec<usize>], classes: usize) -> GraphOutputs<'a> {
+        GraphOutputs { names, shapes, input_width: 64, input_height: 64, classes }
+    }
+    const P: DecodeParams = DecodeParams { score: 0.25, iou: 0.45, max_detections: 100, top_k: 5 };
+
+    /// Two classes, three anchors: anchor 0 class 1 (0.9), anchor 1 a weaker duplicate of
+    /// it, anchor 2 below threshold.
+    fn anchors() -> [[f32; 6]; 3] {
+        [
+            [20.0, 20.0, 10.0, 10.0, 0.1, 0.9],
+            [21.0, 20.0, 10.0, 10.0, 0.2, 0.8],
+            [50.0, 50.0, 4.0, 4.0, 0.2, 0.1],
+        ]
+    }
+
+    #[test]
+    fn v8_channels_first_and_transposed_decode_the_same() {
+        let names = ["output0".to_string()];
+        let a = anchors();
+        let first: Vec<f32> = (0..6).flat_map(|r| a.iter().map(move |x| x[r])).collect();
+        let last: Vec<f32> = a.iter().flatten().copied().collect();
+        for (shape, data) in [(vec![1, 6, 3], first), (vec![1, 3, 6], last)] {
+            let shapes = [shape.clone()];
+            let d = bind(false, graph(&names, &shapes, 2)).unwrap();
+            let out = d.decode(&[OutputTensor { name: "output0".into(), shape, data }], &P);
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!(out[0].class_id, 1);
+            assert_eq!(out[0].score, 0.9);
+            assert_eq!(out[0].bbox, BBox { x1: 15.0, y1: 15.0, x2: 25.0, y2: 25.0 });
+        }
+    }
+
+    #[test]
+    fn v5_multiplies_objectness() {
+        let names = ["output0".to_string()];
+        let shapes = [vec![1, 2, 7]];
+        let d = bind(true, graph(&names, &shapes, 2)).unwrap();
+        let data = vec![
+            10.0, 10.0, 4.0, 4.0, 0.5, 0.2, 0.8, // 0.4 for class 1
+            40.0, 40.0, 4.0, 4.0, 0.3, 0.9, 0.1, // 0.27 for class 0
+        ];
+        let out = d.decode(&[OutputTensor { name: "output0".into(), shape: vec![1, 2, 7], data }], &P);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].class_id, out[0].score), (1, 0.4));
+        assert!((out[1].score - 0.27).abs() < 1e-6 && out[1].class_id == 0);
+    }
+
+    #[test]
+    fn a_class_count_mismatch_is_named() {
+        let names = ["output0".to_string()];
+        let shapes = [vec![1, 84, 2100]];
+        let err = bind(false, graph(&names, &shapes, 79)).unwrap_err();
+        assert!(err.contains("[1, 83, N]") && err.contains("[1, 84, 2100]") && err.contains("labels"), "{err}");
+        let shapes = [vec![1, 2100, 84]];
+        assert!(bind(true, graph(&names, &shapes, 80)).is_err());
+        assert!(bind(true, graph(&names, &shapes, 79)).is_ok());
+    }
+}

@@ -1,0 +1,521 @@
+//! The model manifest: the `<name>.toml` beside an ONNX file that says how to feed the
+//! model and how to read its outputs (documented field by field in docs/models.md).
+//!
+//! Parsing is two-phase: [`RawManifest`] is what serde reads (unknown keys refused), and
+//! [`ModelManifest::load`] turns it into a checked manifest, collecting every problem it
+//! finds before failing so that a user fixes a manifest in one pass.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+
+/// What the model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classify,
+    Detect,
+}
+
+/// Memory layout of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// Order of the three colour channels the model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+/// How an image is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// Keep the aspect ratio, centre the image and pad the rest with `input.pad`.
+    Letterbox,
+    /// Scale each axis independently to fill the input.
+    Stretch,
+}
+
+/// Whether a classifier's output still needs a softmax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierOutput {
+    /// Unnormalised scores: vigil applies a softmax.
+    #[default]
+    Logits,
+    /// Already probabilities: used as they are.
+    Probabilities,
+}
+
+/// Coordinates format of an SSD-style box tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxFormat {
+    /// x1, y1, x2, y2
+    #[default]
+    Xyxy,
+    /// y1, x1, y2, x2 (TensorFlow Object Detection API order)
+    Yxyx,
+    /// centre x, centre y, width, height
+    Cxcywh,
+}
+
+/// One anchor layer of a BlazeFace-style detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorLayer {
+    /// Grid stride in input pixels.
+    pub stride: usize,
+    /// Anchors per grid cell.
+    pub per_cell: usize,
+}
+
+/// How to turn the raw output tensors into classes or boxes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DecoderSpec {
+    /// One output [1, C] (or [C]): class scores.
+    Classify {
+        #[serde(default)]
+        output: ClassifierOutput,
+    },
+    /// Ultralytics YOLOv8 / v11 export: one output [1, 4 + C, N] (or transposed [1, N, 4 + C]);
+    /// boxes are centre x, centre y, width, height in input pixels; scores already sigmoid.
+    Yolov8 {},
+    /// YOLOv5-style export: one output [1, N, 5 + C] = box, objectness, class scores;
+    /// a box's score for class c is objectness × class score.
+    Yolov5 {},
+    /// NanoDet (generalised focal loss heads): per stride a class map [1, N, C] (sigmoid)
+    /// and a distribution box map [1, N, 4 × (reg_max + 1)].
+    Nanodet {
+        #[serde(default = "default_nanodet_strides")]
+        strides: Vec<usize>,
+        #[serde(default = "default_reg_max")]
+        reg_max: usize,
+    },
+    /// SSD-style: boxes [1, N, 4] and scores [1, N, C].
+    Ssd {
+        #[serde(default)]
+        box_format: BoxFormat,
+        /// Box coordinates are fractions of the input size rather than pixels.
+        #[serde(default)]
+        normalized: bool,
+        /// Scores column 0 is a background class that is never reported.
+        #[serde(default)]
+        background: bool,
+        /// Scores are logits and need a sigmoid.
+        #[serde(default)]
+        sigmoid: bool,
+    },
+    /// MediaPipe BlazeFace: regressors [1, N, 4 + 2k] and scores [1, N, 1] (logits) over a
+    /// fixed anchor grid.
+    Blazeface {
+        anchors: Vec<AnchorLayer>,
+        /// Divisor of the raw box offsets (the input size the model was trained at).
+        #[serde(default = "default_blazeface_scale")]
+        box_scale: f32,
+    },
+}
+
+fn default_nanodet_strides() -> Vec<usize> {
+    vec![8, 16, 32]
+}
+fn default_reg_max() -> usize {
+    7
+}
+fn default_blazeface_scale() -> f32 {
+    128.0
+}
+
+/// Labels given inline or as a file beside the manifest (one label per line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawLabels {
+    Inline(Vec<String>),
+    File { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    pub width: usize,
+    pub height: usize,
+    #[serde(default = "default_layout")]
+    pub layout: Layout,
+    #[serde(default = "default_channels")]
+    pub channels: ChannelOrder,
+    #[serde(default = "default_scale")]
+    pub scale: f32,
+    #[serde(default = "default_mean")]
+    pub mean: [f32; 3],
+    #[serde(default = "default_std")]
+    pub std: [f32; 3],
+    #[serde(default = "default_resize")]
+    pub resize: Resize,
+    #[serde(default = "default_pad")]
+    pub pad: f32,
+}
+
+fn default_layout() -> Layout {
+    Layout::Nchw
+}
+fn default_channels() -> ChannelOrder {
+    ChannelOrder::Rgb
+}
+fn default_scale() -> f32 {
+    1.0 / 255.0
+}
+fn default_mean() -> [f32; 3] {
+    [0.0; 3]
+}
+fn default_std() -> [f32; 3] {
+    [1.0; 3]
+}
+fn default_resize() -> Resize {
+    Resize::Stretch
+}
+fn default_pad() -> f32 {
+    114.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholds {
+    pub score: Option<f32>,
+    pub iou: Option<f32>,
+    pub max_detections: Option<usize>,
+    pub top_k: Option<usize>,
+}
+
+/// The manifest as written in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    pub name: String,
+    pub version: String,
+    pub task: Task,
+    /// The ONNX file, relative to the manifest.
+    pub model: PathBuf,
+    pub labels: RawLabels,
+    pub input: RawInput,
+    pub decoder: DecoderSpec,
+    #[serde(default)]
+    pub thresholds: RawThresholds,
+    /// Free text: where the model comes from, its licence.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// The pixel pipeline a model expects, checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InputSpec {
+    pub width: usize,
+    pub height: usize,
+    pub layout: Layout,
+    pub channels: ChannelOrder,
+    /// A channel value `v` (0–255) is fed as `(v * scale - mean[c]) / std[c]`.
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub resize: Resize,
+    /// Letterbox fill, as a 0–255 pixel value before normalisation.
+    pub pad: f32,
+}
+
+/// Default thresholds a model ships with; the CLI and the daemon may override them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Thresholds {
+    pub score: f32,
+    pub iou: f32,
+    pub max_detections: usize,
+    pub top_k: usize,
+}
+
+/// A checked manifest, with paths resolved and labels loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelManifest {
+    pub name: String,
+    pub version: String,
+    pub task: Task,
+    /// The ONNX file, resolved against the manifest's folder.
+    pub model_path: PathBuf,
+    pub labels: Vec<String>,
+    pub input: InputSpec,
+    pub decoder: DecoderSpec,
+    pub thresholds: Thresholds,
+    pub source: Option<String>,
+}
+
+impl ModelManifest {
+    /// Reads and checks the manifest at `path`.
+    pub fn load(path: &Path) -> Result<ModelManifest, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            what: "model manifest",
+            source: e,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, dir).map_err(|problems| ModelError::Manifest {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and checks manifest text; relative paths are resolved against `dir`.
+    /// Returns every problem found.
+    pub fn from_toml(text: &str, dir: &Path) -> Result<ModelManifest, Vec<String>> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        raw.check(dir)
+    }
+}
+
+impl RawManifest {
+    /// Turns the raw manifest into a [`ModelManifest`], collecting every problem.
+    pub fn check(self, dir: &Path) -> Result<ModelManifest, Vec<String>> {
+        let mut problems = Vec::new();
+        if self.name.trim().is_empty() {
+            problems.push("name: must not be empty".to_string());
+        }
+        if self.version.trim().is_empty() {
+            problems.push("version: must not be empty".to_string());
+        }
+
+        let labels = match &self.labels {
+            RawLabels::Inline(labels) => labels.clone(),
+            RawLabels::File { file } => {
+                let path = dir.join(file);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    Err(e) => {
+                        problems.push(format!(
+                            "labels.file: cannot read {}: {e}",
+                            path.display()
+                        ));
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        if labels.is_empty() && !matches!(&self.labels, RawLabels::File { .. } if !problems.is_empty())
+        {
+            problems.push("labels: at least one label is needed".to_string());
+        }
+
+        let i = &self.input;
+        if i.width == 0 || i.height == 0 {
+            problems.push(format!(
+                "input.width/height: must be positive, got {}x{}",
+                i.width, i.height
+            ));
+        }
+        if !(i.scale.is_finite() && i.scale > 0.0) {
+            problems.push(format!("input.scale: must be a positive number, got {}", i.scale));
+        }
+        for (c, s) in i.std.iter().enumerate() {
+            if !(s.is_finite() && *s != 0.0) {
+                problems.push(format!("input.std[{c}]: must be a non-zero number, got {s}"));
+            }
+        }
+        if !(0.0..=255.0).contains(&i.pad) {
+            problems.push(format!("input.pad: must be a pixel value 0–255, got {}", i.pad));
+        }
+
+        match (&self.task, &self.decoder) {
+            (Task::Classify, DecoderSpec::Classify { .. }) => {}
+            (Task::Detect, DecoderSpec::Classify { .. }) => problems
+                .push("decoder.kind: \"classify\" needs task = \"classify\", not \"detect\"".into()),
+            (Task::Classify, d) => problems.push(format!(
+                "decoder.kind: \"{}\" is a detector, but task = \"classify\"",
+                d.kind()
+            )),
+            (Task::Detect, _) => {}
+        }
+        match &self.decoder {
+            DecoderSpec::Nanodet { strides, reg_max } => {
+                if strides.is_empty() || strides.contains(&0) {
+                    problems.push(format!("decoder.strides: need positive strides, got {strides:?}"));
+                }
+                if *reg_max == 0 {
+                    problems.push("decoder.reg_max: must be positive".into());
+                }
+            }
+            DecoderSpec::Blazeface { anchors, box_scale } => {
+                if anchors.is_empty() || anchors.iter().any(|a| a.stride == 0 || a.per_cell == 0) {
+                    problems.push(
+                        "decoder.anchors: need at least one layer with positive stride and per_cell"
+                            .into(),
+                    );
+                }
+                if !(box_scale.is_finite() && *box_scale > 0.0) {
+                    problems.push(format!("decoder.box_scale: must be positive, got {box_scale}"));
+                }
+                if labels.len() != 1 && !labels.is_empty() {
+                    problems.push(format!(
+                        "labels: a blazeface decoder has exactly one class, got {}",
+                        labels.len()
+                    ));
+                }
+            }
+            _ => {}
+        }
+
+        let t = &self.thresholds;
+        let thresholds = Thresholds {
+            score: t.score.unwrap_or(match self.task {
+                Task::Classify => 0.0,
+                Task::Detect => 0.35,
+            }),
+            iou: t.iou.unwrap_or(0.5),
+            max_detections: t.max_detections.unwrap_or(100),
+            top_k: t.top_k.unwrap_or(5),
+        };
+        if !(0.0..=1.0).contains(&thresholds.score) {
+            problems.push(format!("thresholds.score: must be within 0–1, got {}", thresholds.score));
+        }
+        if !(0.0..=1.0).contains(&thresholds.iou) {
+            problems.push(format!("thresholds.iou: must be within 0–1, got {}", thresholds.iou));
+        }
+        if thresholds.top_k == 0 {
+            problems.push("thresholds.top_k: must be at least 1".into());
+        }
+        if thresholds.max_detections == 0 {
+            problems.push("thresholds.max_detections: must be at least 1".into());
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(ModelManifest {
+            name: self.name,
+            version: self.version,
+            task: self.task,
+            model_path: dir.join(&self.model),
+            labels,
+            input: InputSpec {
+                width: i.width,
+                height: i.height,
+                layout: i.layout,
+                channels: i.channels,
+                scale: i.scale,
+                mean: i.mean,
+                std: i.std,
+                resize: i.resize,
+                pad: i.pad,
+            },
+            decoder: self.decoder,
+            thresholds,
+            source: self.source,
+        })
+    }
+}
+
+impl DecoderSpec {
+    /// The `kind` string as written in a manifest.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecoderSpec::Classify { .. } => "classify",
+            DecoderSpec::Yolov8 {} => "yolov8",
+            DecoderSpec::Yolov5 {} => "yolov5",
+            DecoderSpec::Nanodet { .. } => "nanodet",
+            DecoderSpec::Ssd { .. } => "ssd",
+            DecoderSpec::Blazeface { .. } => "blazeface",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "tiny"
+version = "1"
+task = "detect"
+model = "tiny.onnx"
+labels = ["cat", "dog"]
+[input]
+width = 320
+height = 240
+resize = "letterbox"
+[decoder]
+kind = "yolov8"
+"#;
+
+    #[test]
+    fn reads_a_minimal_manifest_with_defaults() {
+        let m = ModelManifest::from_toml(GOOD, Path::new("/m")).unwrap();
+        assert_eq!(m.model_path, Path::new("/m/tiny.onnx"));
+        assert_eq!(m.labels, ["cat", "dog"]);
+        assert_eq!(m.input.layout, Layout::Nchw);
+        assert_eq!(m.input.channels, ChannelOrder::Rgb);
+        assert_eq!(m.input.resize, Resize::Letterbox);
+        assert_eq!(m.thresholds.score, 0.35);
+        assert_eq!(m.decoder, DecoderSpec::Yolov8 {});
+    }
+
+    #[test]
+    fn refuses_unknown_keys_naming_them() {
+        let text = GOOD.replace("resize = \"letterbox\"", "resise = \"letterbox\"");
+        let err = ModelManifest::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(err[0].contains("resise"), "{err:?}");
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let text = r#"
+name = ""
+version = "1"
+task = "classify"
+model = "m.onnx"
+labels = []
+[input]
+width = 0
+height = 224
+std = [1.0, 0.0, 1.0]
+[decoder]
+kind = "nanodet"
+reg_max = 0
+[thresholds]
+score = 1.5
+"#;
+        let err = ModelManifest::from_toml(text, Path::new(".")).unwrap_err();
+        let all = err.join("\n");
+        for needle in [
+            "name:",
+            "labels:",
+            "input.width/height",
+            "input.std[1]",
+            "decoder.kind",
+            "decoder.reg_max",
+            "thresholds.score",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn a_missing_labels_file_is_named() {
+        let text = GOOD.replace(
+            "labels = [\"cat\", \"dog\"]",
+            "labels = { file = \"nope.txt\" }",
+        );
+        let err = ModelManifest::from_toml(&text, Path::new("/nowhere")).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].contains("labels.file") && err[0].contains("/nowhere/nope.txt"), "{err:?}");
+    }
+}

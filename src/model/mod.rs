@@ -1,0 +1,325 @@
+//! The model layer: a manifest plus an ONNX graph, checked against each other, optimised
+//! once by tract, then run per image: preprocess → tract → decode → NMS → map back.
+
+pub mod decode;
+pub mod manifest;
+pub mod nms;
+pub mod preprocess;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+pub use decode::{DecodeParams, Decoded, Decoder, GraphOutputs, OutputTensor};
+pub use manifest::{ModelManifest, Task};
+pub use preprocess::{preprocess, InputTensor, Transform};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {what} {path}: {source}")]
+    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    #[error("model manifest {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Manifest { path: PathBuf, problems: Vec<String> },
+    #[error("{path} is not a usable ONNX model: {reason}")]
+    Onnx { path: PathBuf, reason: String },
+    #[error("model {name} ({manifest}) disagrees with its ONNX graph {onnx}: {reason}")]
+    Mismatch { name: String, manifest: PathBuf, onnx: PathBuf, reason: String },
+    #[error("model {name} failed to run: {reason}")]
+    Run { name: String, reason: String },
+}
+
+/// An axis-aligned box: corners in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn width(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0)
+    }
+    pub fn height(&self) -> f32 {
+        (self.y2 - self.y1).max(0.0)
+    }
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+}
+
+/// A box a decoder proposes, before labels and before mapping back to the image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub class_id: usize,
+    pub score: f32,
+    pub bbox: BBox,
+}
+
+/// A detected object, its box in original-image pixels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    pub label: String,
+    pub class_id: usize,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+}
+
+/// One class of a classifier's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScore {
+    pub label: String,
+    pub class_id: usize,
+    pub score: f32,
+}
+
+/// What a model says about one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prediction {
+    Classes(Vec<ClassScore>),
+    Detections(Vec<Detection>),
+}
+
+/// Timings of one inference.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Timings {
+    pub preprocess: Duration,
+    pub inference: Duration,
+    pub decode: Duration,
+}
+
+/// A loaded, checked and optimised model, ready to run. Cheap to share: running takes
+/// `&self`, so several threads may run one model side by side.
+#[derive(Debug)]
+pub struct Model {
+    pub manifest: ModelManifest,
+    /// sha256 of the ONNX file, lower-case hex.
+    pub sha256: String,
+    plan: TypedRunnableModel,
+    decoder: Decoder,
+    output_names: Vec<String>,
+}
+
+impl Model {
+    /// Loads the manifest at `path` and the ONNX graph it names.
+    pub fn load(manifest_path: &Path) -> Result<Model, ModelError> {
+        let manifest = ModelManifest::load(manifest_path)?;
+        Model::from_manifest(manifest, manifest_path)
+    }
+
+    /// Loads the ONNX graph a checked manifest names (`manifest_path` is for messages).
+    pub fn from_manifest(manifest: ModelManifest, manifest_path: &Path) -> Result<Model, ModelError> {
+        let onnx_path = manifest.model_path.clone();
+        let bytes = std::fs::read(&onnx_path).map_err(|e| ModelError::Io {
+            path: onnx_path.clone(),
+            what: "ONNX model",
+            source: e,
+        })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let mismatch = |reason: String| ModelError::Mismatch {
+            name: manifest.name.clone(),
+            manifest: manifest_path.to_path_buf(),
+            onnx: onnx_path.clone(),
+            reason,
+        };
+        let onnx_err = |e: TractError| ModelError::Onnx { path: onnx_path.clone(), reason: format!("{e:#}") };
+
+        let mut graph = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).map_err(onnx_err)?;
+        let inputs = graph.input_outlets().map_err(onnx_err)?.len();
+        if inputs != 1 {
+            return Err(mismatch(format!("vigil feeds one image input, but the graph has {inputs} inputs")));
+        }
+        check_input(&graph, &manifest.input).map_err(mismatch)?;
+        let shape = input_shape(&manifest.input);
+        graph.set_input_fact(0, f32::fact(shape).into()).map_err(onnx_err)?;
+        let typed = graph.into_typed().map_err(onnx_err)?;
+
+        let mut output_names = Vec::new();
+        let mut output_shapes = Vec::new();
+        for (i, outlet) in typed.output_outlets().map_err(onnx_err)?.iter().enumerate() {
+            let fact = typed.outlet_fact(*outlet).map_err(onnx_err)?;
+            let name = typed.node(outlet.node).name.clone();
+            let Some(dims) = fact.shape.as_concrete() else {
+                return Err(mismatch(format!("output {i} \"{name}\" has no fixed shape ({:?})", fact.shape)));
+            };
+            if fact.datum_type != f32::datum_type() {
+                return Err(mismatch(format!(
+                    "output \"{name}\" is {:?}; vigil decodes f32 outputs",
+                    fact.datum_type
+                )));
+            }
+            output_names.push(name);
+            output_shapes.push(dims.to_vec());
+        }
+        let decoder = Decoder::bind(
+            &manifest.decoder,
+            GraphOutputs {
+                names: &output_names,
+                shapes: &output_shapes,
+                input_width: manifest.input.width,
+                input_height: manifest.input.height,
+                classes: manifest.labels.len(),
+            },
+        )
+        .map_err(mismatch)?;
+
+        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(onnx_err)?;
+        Ok(Model { manifest, sha256, plan, decoder, output_names })
+    }
+
+    /// The manifest's thresholds as decode parameters.
+    pub fn default_params(&self) -> DecodeParams {
+        let t = &self.manifest.thresholds;
+        DecodeParams { score: t.score, iou: t.iou, max_detections: t.max_detections, top_k: t.top_k }
+    }
+
+    /// Runs the graph on a prepared input tensor and returns its raw outputs.
+    pub fn run_raw(&self, input: &InputTensor) -> Result<Vec<OutputTensor>, ModelError> {
+        let run_err = |e: TractError| ModelError::Run { name: self.manifest.name.clone(), reason: format!("{e:#}") };
+        let tensor = Tensor::from_shape(&input.shape, &input.data).map_err(run_err)?;
+        let outputs = self.plan.run(tvec!(tensor.into())).map_err(run_err)?;
+        outputs
+            .into_iter()
+            .zip(&self.output_names)
+            .map(|(value, name)| {
+                let view = value.to_array_view::<f32>().map_err(run_err)?;
+                Ok(OutputTensor {
+                    name: name.clone(),
+                    shape: view.shape().to_vec(),
+                    data: view.iter().copied().collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes raw outputs without mapping: boxes stay in input pixels, unlabelled.
+    pub fn decode_raw(&self, outputs: &[OutputTensor], params: &DecodeParams) -> Decoded {
+        self.decoder.decode(outputs, params)
+    }
+
+    /// Decodes raw outputs and maps boxes back to the image through `transform`.
+    pub fn decode(&self, outputs: &[OutputTensor], transform: &Transform, params: &DecodeParams) -> Prediction {
+        let labels = &self.manifest.labels;
+        match self.decode_raw(outputs, params) {
+            Decoded::Classes(classes) => Prediction::Classes(
+                classes
+                    .into_iter()
+                    .map(|(class_id, score)| ClassScore { label: labels[class_id].clone(), class_id, score })
+                    .collect(),
+            ),
+            Decoded::Boxes(boxes) => Prediction::Detections(
+                boxes
+                    .into_iter()
+                    .map(|c| Detection {
+                        label: labels[c.class_id].clone(),
+                        class_id: c.class_id,
+                        score: c.score,
+                        bbox: BBox {
+                            x1: transform.x(c.bbox.x1),
+                            y1: transform.y(c.bbox.y1),
+                            x2: transform.x(c.bbox.x2),
+                            y2: transform.y(c.bbox.y2),
+                        },
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The whole path for one image.
+    pub fn predict(&self, image: &RgbImage, params: &DecodeParams) -> Result<(Prediction, Timings), ModelError> {
+        let t0 = Instant::now();
+        let (input, transform) = preprocess(image, &self.manifest.input);
+        let t1 = Instant::now();
+        let outputs = self.run_raw(&input)?;
+        let t2 = Instant::now();
+        let prediction = self.decode(&outputs, &transform, params);
+        let timings = Timings { preprocess: t1 - t0, inference: t2 - t1, decode: t2.elapsed() };
+        Ok((prediction, timings))
+    }
+}
+
+/// The input shape the manifest describes (batch 1).
+fn input_shape(spec: &manifest::InputSpec) -> [usize; 4] {
+    match spec.layout {
+        manifest::Layout::Nchw => [1, 3, spec.height, spec.width],
+        manifest::Layout::Nhwc => [1, spec.height, spec.width, 3],
+    }
+}
+
+/// Compares the graph's declared input with the manifest, dimension by dimension;
+/// dimensions the graph leaves open (a symbolic batch, say) are accepted.
+fn check_input(graph: &InferenceModel, spec: &manifest::InputSpec) -> Result<(), String> {
+    let fact = graph.input_fact(0).map_err(|e| format!("{e:#}"))?;
+    let name = graph.node(graph.input_outlets().map_err(|e| format!("{e:#}"))?[0].node).name.clone();
+    let dims: Vec<Option<i64>> = fact
+        .shape
+        .dims()
+        .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+        .collect();
+    if let Some(dt) = fact.datum_type.concretize() {
+        if dt != f32::datum_type() {
+            return Err(format!("input \"{name}\" is {dt:?}; vigil feeds f32 images"));
+        }
+    }
+    if fact.shape.rank().concretize().is_none() {
+        return Ok(()); // Nothing declared: the manifest decides.
+    }
+    let show = |d: &[Option<i64>]| {
+        let parts: Vec<String> =
+            d.iter().map(|x| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into())).collect();
+        format!("[{}]", parts.join(", "))
+    };
+    if dims.len() != 4 {
+        return Err(format!("input \"{name}\" has rank {} ({}); vigil feeds a 4-d image tensor", dims.len(), show(&dims)));
+    }
+    let (c, h, w) = match spec.layout {
+        manifest::Layout::Nchw => (1, 2, 3),
+        manifest::Layout::Nhwc => (3, 1, 2),
+    };
+    let want = |i: usize, v: usize| dims[i].is_none_or(|d| d == v as i64);
+    if !want(c, 3) {
+        let other = match spec.layout {
+            manifest::Layout::Nchw if dims[3] == Some(3) => " (it looks like NHWC)",
+            manifest::Layout::Nhwc if dims[1] == Some(3) => " (it looks like NCHW)",
+            _ => "",
+        };
+        return Err(format!(
+            "input.layout = \"{}\" puts channels on axis {c}, but the graph's input \"{name}\" is {}{other}",
+            format!("{:?}", spec.layout).to_lowercase(),
+            show(&dims)
+        ));
+    }
+    if !want(w, spec.width) {
+        return Err(format!(
+            "input.width = {}, but the graph's input \"{name}\" {} has width {}",
+            spec.width,
+            show(&dims),
+            dims[w].unwrap()
+        ));
+    }
+    if !want(h, spec.height) {
+        return Err(format!(
+            "input.height = {}, but the graph's input \"{name}\" {} has height {}",
+            spec.height,
+            show(&dims),
+            dims[h].unwrap()
+        ));
+    }
+    if !want(0, 1) {
+        return Err(format!("the graph's input \"{name}\" {} has batch {}; vigil runs batch 1", show(&dims), dims[0].unwrap()));
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,89 @@
+//! Minimal `.npy` (NumPy format 1.0/2.0) reading and writing for little-endian f32 arrays
+//! in C order: how vigil exchanges tensors with the reference scripts (bench input,
+//! test fixtures) without a Python dependency in the binary.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Writes `data` with `shape` as a `.npy` file.
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape does not match the data");
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    out.write_all(b"\x93NUMPY\x01\x00")?;
+    out.write_all(&(header.len() as u16).to_le_bytes())?;
+    out.write_all(header.as_bytes())?;
+    for v in data {
+        out.write_all(&v.to_le_bytes())?;
+    }
+    out.flush()
+}
+
+/// Reads a little-endian f32, C-order `.npy` file: (shape, data).
+pub fn read_f32(path: &Path) -> std::io::Result<(Vec<usize>, Vec<f32>)> {
+    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file".into()));
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(bad(format!("unsupported .npy version {v}"))),
+    };
+    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header".into()))?)
+        .map_err(|e| bad(e.to_string()))?;
+    if !header.contains("'descr': '<f4'") {
+        return Err(bad(format!("expected little-endian f32 data, header is {header}")));
+    }
+    if header.contains("'fortran_order': True") {
+        return Err(bad("Fortran order is not supported".into()));
+    }
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad(format!("no shape in header {header}")))?;
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad(format!("bad dimension {s:?}"))))
+        .collect::<Result<_, _>>()?;
+    let body = &bytes[start + header_len..];
+    let count: usize = shape.iter().product();
+    if body.len() != count * 4 {
+        return Err(bad(format!("expected {count} values, found {} bytes", body.len())));
+    }
+    let data = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok((shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let dir = std::env::temp_dir().join(format!("vigil-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.npy");
+        let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+        write_f32(&path, &[2, 3, 4], &data).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!((bytes.len() - 24 * 4) % 64, 0);
+        assert_eq!(read_f32(&path).unwrap(), (vec![2, 3, 4], data));
+        write_f32(&path, &[5], &[1.0; 5]).unwrap();
+        assert_eq!(read_f32(&path).unwrap().0, vec![5]);
+        std::fs::write(&path, b"nope").unwrap();
+        assert!(read_f32(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,162 @@
+//! Bad input gets a clear error that names what is wrong, and never a panic: manifests
+//! that disagree with their graph, files that are not ONNX models, unreadable images.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vigil::model::{Model, ModelError};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-bad-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a variant of a bundled manifest into `dir`, pointing at the bundled files.
+fn variant(dir: &Path, bundled: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("models").join(bundled)).unwrap();
+    let models = root().join("models");
+    let text = text
+        .replace("model = \"", &format!("model = \"{}/", models.display()))
+        .replace("file = \"labels/", &format!("file = \"{}/labels/", models.display()));
+    let path = dir.join(bundled);
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn load_err(manifest: &Path) -> (ModelError, String) {
+    let err = Model::load(manifest).expect_err("the model should be refused");
+    let msg = err.to_string();
+    (err, msg)
+}
+
+#[test]
+fn input_size_mismatch_names_field_and_both_values() {
+    let dir = scratch("size");
+    let m = variant(&dir, "mobilenet-v2.toml", |t| t.replace("width = 224", "width = 320"));
+    let (err, msg) = load_err(&m);
+    assert!(matches!(err, ModelError::Mismatch { .. }), "{msg}");
+    assert!(msg.contains("input.width = 320") && msg.contains("has width 224") && msg.contains("\"input\""), "{msg}");
+}
+
+#[test]
+fn layout_mismatch_is_named() {
+    let dir = scratch("layout");
+    let m = variant(&dir, "mobilenet-v2.toml", |t| t.replace("layout = \"nchw\"", "layout = \"nhwc\""));
+    let (_, msg) = load_err(&m);
+    assert!(msg.contains("input.layout = \"nhwc\"") && msg.contains("[1, 3, 224, 224]") && msg.contains("NCHW"), "{msg}");
+}
+
+#[test]
+fn class_count_mismatch_is_named_for_a_classifier_and_a_detector() {
+    let dir = scratch("classes");
+    let m = variant(&dir, "mobilenet-v2.toml", |t| {
+        t.replace("labels = { file = \"", "labels = [\"a\", \"b\"]\n# was: { file = \"")
+    });
+    let (_, msg) = load_err(&m);
+    assert!(msg.contains("2 labels") && msg.contains("1000 class scores") && msg.contains("\"logits\""), "{msg}");
+
+    let labels: Vec<String> = (0..79).map(|i| format!("\"c{i}\"")).collect();
+    let m = variant(&dir, "nanodet-m.toml", |t| {
+        t.replace("labels = { file = \"", &format!("labels = [{}]\n# was: {{ file = \"", labels.join(", ")))
+    });
+    let (_, msg) = load_err(&m);
+    assert!(msg.contains("[1, 2704, 79]") && msg.contains("79 classes") && msg.contains("\"cls_8\" [1, 2704, 80]"), "{msg}");
+}
+
+#[test]
+fn decoder_that_does_not_fit_the_outputs_is_named() {
+    let dir = scratch("decoder");
+    let m = variant(&dir, "nanodet-m.toml", |t| t.replace("reg_max = 10", "reg_max = 7"));
+    let (_, msg) = load_err(&m);
+    assert!(msg.contains("box map") && msg.contains("[1, 2704, 32]") && msg.contains("decoder.reg_max = 7"), "{msg}");
+}
+
+#[test]
+fn truncated_and_foreign_files_are_refused_naming_the_file() {
+    let dir = scratch("onnx");
+    let bytes = std::fs::read(root().join("models/blazeface.onnx")).unwrap();
+    std::fs::write(dir.join("truncated.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(dir.join("notes.onnx"), "this is a text file, not a model\n").unwrap();
+    std::fs::copy(root().join("tests/photos/chelsea.png"), dir.join("photo.onnx")).unwrap();
+    for file in ["truncated.onnx", "notes.onnx", "photo.onnx"] {
+        let m = variant(&dir, "blazeface.toml", |t| {
+            t.replace(&format!("{}/blazeface.onnx", root().join("models").display()), &dir.join(file).display().to_string())
+        });
+        let (err, msg) = load_err(&m);
+        assert!(matches!(err, ModelError::Onnx { .. }), "{file}: {msg}");
+        assert!(msg.contains(file) && msg.contains("is not a usable ONNX model"), "{msg}");
+    }
+}
+
+#[test]
+fn a_missing_model_file_is_named() {
+    let dir = scratch("missing");
+    let m = variant(&dir, "blazeface.toml", |t| t.replace("blazeface.onnx", "nowhere.onnx"));
+    let (err, msg) = load_err(&m);
+    assert!(matches!(err, ModelError::Io { .. }), "{msg}");
+    assert!(msg.contains("nowhere.onnx"), "{msg}");
+}
+
+#[test]
+fn a_manifest_with_several_mistakes_lists_them_all() {
+    let dir = scratch("manifest");
+    let m = variant(&dir, "nanodet-m.toml", |t| {
+        t.replace("std = [57.375, 57.12, 58.395]", "std = [57.375, 0.0, 58.395]")
+            .replace("score = 0.35", "score = 3.5")
+            .replace("task = \"detect\"", "task = \"classify\"")
+    });
+    let (err, msg) = load_err(&m);
+    let ModelError::Manifest { problems, .. } = &err else { panic!("{msg}") };
+    assert_eq!(problems.len(), 3, "{msg}");
+    assert!(msg.contains("input.std[1]") && msg.contains("thresholds.score") && msg.contains("decoder.kind"), "{msg}");
+}
+
+fn vigil(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_reports_an_unreadable_image_and_carries_on() {
+    let dir = scratch("image");
+    let fake = dir.join("fake.png");
+    std::fs::write(&fake, "not an image").unwrap();
+    let model = root().join("models/blazeface.toml");
+    let good = root().join("tests/photos/astronaut.png");
+    let (code, stdout, stderr) = vigil(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        fake.to_str().unwrap(),
+        dir.join("absent.jpg").to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("fake.png is not a readable PNG or JPEG image"), "{stderr}");
+    assert!(stderr.contains("cannot open image") && stderr.contains("absent.jpg"), "{stderr}");
+    assert!(stderr.contains("2 of 3 image(s) failed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The good image was still processed.
+    assert!(stdout.contains("astronaut.png") && stdout.contains("face"), "{stdout}");
+}
+
+#[test]
+fn cli_exits_3_on_a_refused_model() {
+    let dir = scratch("cli-model");
+    let m = variant(&dir, "mobilenet-v2.toml", |t| t.replace("height = 224", "height = 100"));
+    let photo = root().join("tests/photos/chelsea.png");
+    let (code, _, stderr) = vigil(&["infer", "--model", m.to_str().unwrap(), photo.to_str().unwrap()]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("input.height = 100"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

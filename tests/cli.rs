@@ -1,0 +1,131 @@
+//! `vigil infer` and `vigil bench` as a user runs them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn vigil(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil")).current_dir(root()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn infer_json_gives_one_document_per_image() {
+    let (code, stdout, stderr) = vigil(&[
+        "infer",
+        "--model",
+        "models/nanodet-m.toml",
+        "--json",
+        "tests/photos/motorcycle_left.png",
+        "tests/photos/sample1.jpg",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let docs: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(docs.len(), 2);
+    let moto = &docs[0];
+    assert_eq!(moto["image"], "tests/photos/motorcycle_left.png");
+    assert_eq!((moto["width"].as_u64(), moto["height"].as_u64()), (Some(741), Some(500)));
+    assert_eq!(moto["model"]["name"], "nanodet-m");
+    assert_eq!(moto["model"]["sha256"].as_str().unwrap().len(), 64);
+    let dets = moto["detections"].as_array().unwrap();
+    let bike = dets.iter().find(|d| d["label"] == "motorcycle").expect("a motorcycle");
+    let b = &bike["box"];
+    let (x1, x2) = (b["x1"].as_f64().unwrap(), b["x2"].as_f64().unwrap());
+    // The motorcycle fills most of the frame: its box is in original-image pixels.
+    assert!(x1 < 150.0 && x2 > 600.0 && x2 <= 741.0, "{bike}");
+    // A JPEG group photo: people.
+    let persons = docs[1]["detections"].as_array().unwrap().iter().filter(|d| d["label"] == "person").count();
+    assert!(persons >= 2, "{}", docs[1]);
+}
+
+#[test]
+fn infer_text_and_threshold() {
+    let (code, stdout, stderr) =
+        vigil(&["infer", "--model", "models/mobilenet-v2.toml", "--top-k", "2", "tests/photos/chelsea.png"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("tests/photos/chelsea.png  (mobilenet-v2 1.0.0"), "{stdout}");
+    assert!(lines[1].contains("Egyptian cat"), "{stdout}");
+
+    // A threshold above every score leaves nothing.
+    let (code, stdout, _) =
+        vigil(&["infer", "--model", "models/nanodet-m.toml", "-t", "0.99", "tests/photos/motorcycle_left.png"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing detected"), "{stdout}");
+    let (code, _, stderr) =
+        vigil(&["infer", "--model", "models/nanodet-m.toml", "-t", "7", "tests/photos/motorcycle_left.png"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--threshold must be within 0–1"), "{stderr}");
+}
+
+#[test]
+fn infer_draw_writes_annotated_images() {
+    let dir = std::env::temp_dir().join(format!("vigil-draw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let single = dir.join("one.png");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, stderr) = vigil(&[
+        "infer",
+        "--model",
+        "models/blazeface.toml",
+        "--draw",
+        single.to_str().unwrap(),
+        "tests/photos/astronaut.png",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let original = image::open(root().join("tests/photos/astronaut.png")).unwrap().to_rgb8();
+    let drawn = image::open(&single).unwrap().to_rgb8();
+    assert_eq!(drawn.dimensions(), original.dimensions());
+    let changed = drawn.pixels().zip(original.pixels()).filter(|(a, b)| a != b).count();
+    assert!(changed > 500, "only {changed} pixels changed");
+
+    let folder = dir.join("many");
+    let (code, _, stderr) = vigil(&[
+        "infer",
+        "--model",
+        "models/nanodet-m.toml",
+        "--draw",
+        folder.to_str().unwrap(),
+        "tests/photos/motorcycle_left.png",
+        "tests/photos/group.png",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(folder.join("motorcycle_left.png").exists() && folder.join("group.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_reports_percentiles_and_saves_its_input() {
+    let npy = std::env::temp_dir().join(format!("vigil-bench-{}.npy", std::process::id()));
+    let (code, stdout, stderr) = vigil(&[
+        "bench",
+        "--model",
+        "models/blazeface.toml",
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+        "--json",
+        "--save-input",
+        npy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(doc["iterations"], 5);
+    let inf = &doc["inference_ms"];
+    let (p50, p99) = (inf["p50"].as_f64().unwrap(), inf["p99"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{doc}");
+    let (shape, data) = vigil::npy::read_f32(&npy).unwrap();
+    assert_eq!(shape, [1, 3, 128, 128]);
+    // A mid-grey frame scaled to [-1, 1]: 128/127.5 - 1.
+    assert!(data.iter().all(|v| (v - (128.0 / 127.5 - 1.0)).abs() < 1e-6));
+    std::fs::remove_file(&npy).unwrap();
+}
