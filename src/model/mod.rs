@@ -13,6 +13,7 @@ use image::RgbImage;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 pub use decode::{DecodeParams, Decoded, Decoder, GraphOutputs, OutputTensor};
 pub use manifest::{ModelManifest, Task};
@@ -103,7 +104,7 @@ pub struct Model {
     pub manifest: ModelManifest,
     /// sha256 of the ONNX file, lower-case hex.
     pub sha256: String,
-    plan: TypedRunnableModel,
+    plan: Arc<TypedRunnableModel>,
     decoder: Decoder,
     output_names: Vec<String>,
 }
@@ -146,7 +147,8 @@ impl Model {
         let mut output_shapes = Vec::new();
         for (i, outlet) in typed.output_outlets().map_err(onnx_err)?.iter().enumerate() {
             let fact = typed.outlet_fact(*outlet).map_err(onnx_err)?;
-            let name = typed.node(outlet.node).name.clone();
+            // The ONNX output tensor's name ("logits"), not its producing node's.
+            let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_string();
             let Some(dims) = fact.shape.as_concrete() else {
                 return Err(mismatch(format!("output {i} \"{name}\" has no fixed shape ({:?})", fact.shape)));
             };
@@ -190,7 +192,7 @@ impl Model {
             .into_iter()
             .zip(&self.output_names)
             .map(|(value, name)| {
-                let view = value.to_array_view::<f32>().map_err(run_err)?;
+                let view = value.to_plain_array_view::<f32>().map_err(run_err)?;
                 Ok(OutputTensor {
                     name: name.clone(),
                     shape: view.shape().to_vec(),
