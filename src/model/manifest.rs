@@ -101,6 +101,10 @@ pub enum DecoderSpec {
         strides: Vec<usize>,
         #[serde(default = "default_reg_max")]
         reg_max: usize,
+        /// Cell (row, col) is anchored at ((col + offset)·s, (row + offset)·s): 0.5 for
+        /// NanoDet (cell centres), 0 for NanoDet-Plus (cell corners).
+        #[serde(default = "default_centre_offset")]
+        centre_offset: f32,
     },
     /// SSD-style: boxes [1, N, 4] and scores [1, N, C].
     Ssd {
@@ -131,6 +135,9 @@ fn default_nanodet_strides() -> Vec<usize> {
 }
 fn default_reg_max() -> usize {
     7
+}
+fn default_centre_offset() -> f32 {
+    0.5
 }
 fn default_blazeface_scale() -> f32 {
     128.0
@@ -345,7 +352,10 @@ impl RawManifest {
             (Task::Detect, _) => {}
         }
         match &self.decoder {
-            DecoderSpec::Nanodet { strides, reg_max } => {
+            DecoderSpec::Nanodet { strides, reg_max, centre_offset } => {
+                if !(0.0..=1.0).contains(centre_offset) {
+                    problems.push(format!("decoder.centre_offset: must be within 0–1, got {centre_offset}"));
+                }
                 if strides.is_empty() || strides.contains(&0) {
                     problems.push(format!("decoder.strides: need positive strides, got {strides:?}"));
                 }

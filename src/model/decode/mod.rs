@@ -78,8 +78,8 @@ impl Decoder {
             DecoderSpec::Classify { output } => Decoder::Classify(classify::bind(*output, graph)?),
             DecoderSpec::Yolov8 {} => Decoder::Yolo(yolo::bind(false, graph)?),
             DecoderSpec::Yolov5 {} => Decoder::Yolo(yolo::bind(true, graph)?),
-            DecoderSpec::Nanodet { strides, reg_max } => {
-                Decoder::Nanodet(nanodet::bind(strides, *reg_max, graph)?)
+            DecoderSpec::Nanodet { strides, reg_max, centre_offset } => {
+                Decoder::Nanodet(nanodet::bind(strides, *reg_max, *centre_offset, graph)?)
             }
             DecoderSpec::Ssd { box_format, normalized, background, sigmoid } => {
                 Decoder::Ssd(ssd::bind(*box_format, *normalized, *background, *sigmoid, graph)?)

@@ -3,7 +3,8 @@
 //! For each stride s the graph gives a class map [1, N, C] (already sigmoid) and a box map
 //! [1, N, 4 × (reg_max + 1)], N = ⌈H/s⌉ · ⌈W/s⌉ cells in row-major order. Each box side
 //! (left, top, right, bottom) is a distribution over reg_max + 1 bins: softmax, take the
-//! expected bin, multiply by s. The cell at (row, col) is anchored at (col · s, row · s).
+//! expected bin, multiply by s. The cell at (row, col) is anchored at ((col + o) · s,
+//! (row + o) · s), o = `centre_offset` (0.5, the cell's centre, for NanoDet).
 //! Outputs are matched to strides by their shapes, so their order in the graph is free.
 
 use super::{argmax, unbatched, DecodeParams, GraphOutputs, OutputTensor};
@@ -15,6 +16,7 @@ pub struct Nanodet {
     levels: Vec<Level>,
     classes: usize,
     bins: usize,
+    offset: f32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +28,7 @@ struct Level {
     box_output: usize,
 }
 
-pub(super) fn bind(strides: &[usize], reg_max: usize, g: GraphOutputs) -> Result<Nanodet, String> {
+pub(super) fn bind(strides: &[usize], reg_max: usize, offset: f32, g: GraphOutputs) -> Result<Nanodet, String> {
     let bins = reg_max + 1;
     let mut levels = Vec::new();
     let mut used = vec![false; g.shapes.len()];
@@ -61,7 +63,7 @@ pub(super) fn bind(strides: &[usize], reg_max: usize, g: GraphOutputs) -> Result
         let box_output = find(4 * bins, "box map")?;
         levels.push(Level { stride, cols, cells, class_output, box_output });
     }
-    Ok(Nanodet { levels, classes: g.classes, bins })
+    Ok(Nanodet { levels, classes: g.classes, bins, offset })
 }
 
 impl Nanodet {
@@ -79,8 +81,8 @@ impl Nanodet {
                 }
                 let dist = &boxes[cell * 4 * self.bins..(cell + 1) * 4 * self.bins];
                 let side = |k: usize| expected_bin(&dist[k * self.bins..(k + 1) * self.bins]) * s;
-                let cx = (cell % level.cols) as f32 * s;
-                let cy = (cell / level.cols) as f32 * s;
+                let cx = ((cell % level.cols) as f32 + self.offset) * s;
+                let cy = ((cell / level.cols) as f32 + self.offset) * s;
                 candidates.push(Candidate {
                     class_id,
                     score,
@@ -120,9 +122,9 @@ mod tests {
         let names: Vec<String> = ["b16", "c8", "b8", "c16"].iter().map(|s| s.to_string()).collect();
         let shapes = vec![vec![1, 1, 8], vec![1, 4, 2], vec![1, 4, 8], vec![1, 1, 2]];
         let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 16, input_height: 16, classes: 2 };
-        let d = bind(&[8, 16], 1, g).unwrap();
+        let d = bind(&[8, 16], 1, 0.0, g).unwrap();
         let mut c8 = vec![0.0; 8];
-        c8[3 * 2 + 1] = 0.9; // cell 3 = row 1, col 1 → anchor (8, 8); class 1
+        c8[3 * 2 + 1] = 0.9; // cell 3 = row 1, col 1 → anchor (8, 8) at offset 0; class 1
         // Each side: bins [0, big] → expectation 1 → distance 8 (one stride).
         let b8: Vec<f32> = (0..4 * 8).map(|i| if i % 2 == 1 { 50.0 } else { 0.0 }).collect();
         let outs = vec![
@@ -139,6 +141,10 @@ mod tests {
         for (got, want) in [(b.x1, 0.0), (b.y1, 0.0), (b.x2, 16.0), (b.y2, 16.0)] {
             assert!((got - want).abs() < 1e-3, "{b:?}");
         }
+        // With NanoDet's default offset 0.5 the same cell is anchored at its centre (12, 12).
+        let d = bind(&[8, 16], 1, 0.5, g).unwrap();
+        let b = d.decode(&outs, &p)[0].bbox;
+        assert!((b.x1 - 4.0).abs() < 1e-3 && (b.y2 - 20.0).abs() < 1e-3, "{b:?}");
     }
 
     #[test]
@@ -146,7 +152,7 @@ mod tests {
         let names = vec!["c8".to_string(), "b8".to_string()];
         let shapes = vec![vec![1, 4, 80], vec![1, 4, 44]];
         let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 16, input_height: 16, classes: 81 };
-        let err = bind(&[8], 10, g).unwrap_err();
+        let err = bind(&[8], 10, 0.5, g).unwrap_err();
         assert!(err.contains("[1, 4, 81]") && err.contains("labels") && err.contains("\"c8\" [1, 4, 80]"), "{err}");
     }
 }
