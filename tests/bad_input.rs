@@ -1,21 +1,12 @@
 //! Bad input gets a clear error that names what is wrong, and never a panic: manifests
 //! that disagree with their graph, files that are not ONNX models, unreadable images.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{root, scratch, vigil};
 use vigil::model::{Model, ModelError};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-bad-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes a variant of a bundled manifest into `dir`, pointing at the bundled files.
 fn variant(dir: &Path, bundled: &str, edit: impl Fn(String) -> String) -> PathBuf {
@@ -115,15 +106,6 @@ fn a_manifest_with_several_mistakes_lists_them_all() {
     let ModelError::Manifest { problems, .. } = &err else { panic!("{msg}") };
     assert_eq!(problems.len(), 3, "{msg}");
     assert!(msg.contains("input.std[1]") && msg.contains("thresholds.score") && msg.contains("decoder.kind"), "{msg}");
-}
-
-fn vigil(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -1,20 +1,8 @@
 //! `vigil infer` and `vigil bench` as a user runs them.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn vigil(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil")).current_dir(root()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{root, scratch, vigil};
 
 #[test]
 fn infer_json_gives_one_document_per_image() {
@@ -68,10 +56,8 @@ fn infer_text_and_threshold() {
 
 #[test]
 fn infer_draw_writes_annotated_images() {
-    let dir = std::env::temp_dir().join(format!("vigil-draw-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("draw");
     let single = dir.join("one.png");
-    std::fs::create_dir_all(&dir).unwrap();
     let (code, _, stderr) = vigil(&[
         "infer",
         "--model",
@@ -104,7 +90,7 @@ fn infer_draw_writes_annotated_images() {
 
 #[test]
 fn bench_reports_percentiles_and_saves_its_input() {
-    let npy = std::env::temp_dir().join(format!("vigil-bench-{}.npy", std::process::id()));
+    let npy = scratch("bench").join("input.npy");
     let (code, stdout, stderr) = vigil(&[
         "bench",
         "--model",
@@ -127,5 +113,4 @@ fn bench_reports_percentiles_and_saves_its_input() {
     assert_eq!(shape, [1, 3, 128, 128]);
     // A mid-grey frame scaled to [-1, 1]: 128/127.5 - 1.
     assert!(data.iter().all(|v| (v - (128.0 / 127.5 - 1.0)).abs() < 1e-6));
-    std::fs::remove_file(&npy).unwrap();
 }

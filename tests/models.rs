@@ -4,14 +4,13 @@
 //! input tensor it preprocessed, onnxruntime's raw outputs for it, and its own decoding
 //! (written independently of vigil's decoders; Ultralytics' NMS for the YOLO layouts).
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{root, scratch};
 use serde_json::Value;
 use vigil::model::{preprocess, Decoded, InputTensor, Model, OutputTensor, Prediction};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 struct Case {
     name: &'static str,
@@ -229,8 +228,7 @@ fn yolov5_layout_model(v8_manifest: &std::path::Path) -> PathBuf {
     use prost::Message;
     use tract_onnx::pb;
 
-    let dir = std::env::temp_dir().join(format!("vigil-yolov5-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("yolov5");
     let v8 = std::fs::read(v8_manifest.with_extension("onnx")).unwrap();
     let mut model = pb::ModelProto::decode(v8.as_slice()).unwrap();
     let graph = model.graph.as_mut().unwrap();
