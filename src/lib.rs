@@ -8,3 +8,5 @@ pub mod annotate;
 pub mod cli;
 pub mod model;
 pub mod npy;
+#[cfg(feature = "train")]
+pub mod train;

@@ -1,6 +1,8 @@
 //! Command-line interface: the argument definitions and one module per subcommand.
 
 mod bench;
+#[cfg(feature = "train")]
+mod bench_train;
 mod infer;
 
 use std::path::PathBuf;
@@ -30,6 +32,33 @@ pub enum Command {
     Infer(InferArgs),
     /// Measure a model's inference latency.
     Bench(BenchArgs),
+    /// Measure training throughput (forward, backward, Adam step) of an ONNX classifier.
+    #[cfg(feature = "train")]
+    BenchTrain(BenchTrainArgs),
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, clap::Args)]
+pub struct BenchTrainArgs {
+    /// The ONNX classifier (its head is replaced for --classes classes).
+    #[arg(long)]
+    pub onnx: PathBuf,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 16)]
+    pub batch: i64,
+    #[arg(long, default_value_t = 10)]
+    pub classes: i64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// CPU threads for libtorch (0: its default, one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +110,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Infer(args) => infer::run(args),
         Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "train")]
+        Command::BenchTrain(args) => bench_train::run(args),
     }
 }
 

@@ -1,0 +1,548 @@
+//! An ONNX graph as a trainable tch module.
+//!
+//! The graph is read with prost (tract's ONNX protobuf types). Float initializers become
+//! trainable variables in a `VarStore`; the nodes run in file order (ONNX stores them
+//! topologically sorted) as tch operations, so autograd sees the whole network. Only the
+//! operators CNN classifiers exported by torchvision use are supported; any other is
+//! refused by name at load time, before anything runs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use prost::Message;
+use tch::{nn, Device, Kind, Tensor};
+use tract_onnx::pb;
+
+/// The operators the importer runs.
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Sigmoid",
+    "Sub",
+];
+
+/// One node, its operator decoded.
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    op: Op,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    MatMul,
+    Conv { strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64 },
+    Gemm { alpha: f64, beta: f64, trans_a: bool, trans_b: bool },
+    Clip { min: f64, max: f64 },
+    Relu,
+    Sigmoid,
+    HardSigmoid { alpha: f64, beta: f64 },
+    HardSwish,
+    GlobalAveragePool,
+    AveragePool { kernel: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, count_include_pad: bool },
+    MaxPool { kernel: Vec<i64>, strides: Vec<i64>, pads: Vec<i64> },
+    BatchNormalization { epsilon: f64 },
+    Flatten { axis: i64 },
+    Reshape,
+    ReduceMean { axes: Vec<i64>, keepdims: bool },
+    Concat { axis: i64 },
+    /// Identity and Dropout (inference graphs carry no dropout mask).
+    PassThrough,
+    /// Constant nodes are turned into constants at load time.
+    Constant,
+}
+
+/// A classifier's final fully-connected layer, as found in the graph.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// The Gemm node's name.
+    pub node: String,
+    pub weight: String,
+    pub bias: Option<String>,
+    pub features: i64,
+    pub classes: i64,
+}
+
+/// A loaded graph: its variables live in `vs`.
+pub struct GraphModule {
+    pub vs: nn::VarStore,
+    proto: pb::ModelProto,
+    nodes: Vec<Node>,
+    /// Initializer name → trainable variable.
+    params: HashMap<String, Tensor>,
+    /// Non-trainable values: integer initializers (shapes), Constant nodes.
+    consts: HashMap<String, Tensor>,
+    input: String,
+    output: String,
+    pub input_shape: Vec<i64>,
+}
+
+impl std::fmt::Debug for GraphModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphModule")
+            .field("nodes", &self.nodes.len())
+            .field("params", &self.params.len())
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+impl GraphModule {
+    /// Loads `path` onto `device`, refusing unsupported operators by name.
+    pub fn load(path: &Path, device: Device) -> anyhow::Result<GraphModule> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let proto = pb::ModelProto::decode(bytes.as_slice())
+            .with_context(|| format!("{} is not an ONNX model", path.display()))?;
+        GraphModule::from_proto(proto, device).with_context(|| format!("cannot import {}", path.display()))
+    }
+
+    fn from_proto(proto: pb::ModelProto, device: Device) -> anyhow::Result<GraphModule> {
+        let graph = proto.graph.as_ref().context("the model has no graph")?;
+        let unsupported: Vec<String> = graph
+            .node
+            .iter()
+            .filter(|n| !SUPPORTED_OPS.contains(&n.op_type.as_str()) || !n.domain.is_empty())
+            .map(|n| format!("{} (node \"{}\")", n.op_type, n.name))
+            .collect();
+        if !unsupported.is_empty() {
+            bail!(
+                "unsupported ONNX operator(s) for training: {}; supported: {}",
+                unsupported.join(", "),
+                SUPPORTED_OPS.join(", ")
+            );
+        }
+
+        let initializer_names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&pb::ValueInfoProto> =
+            graph.input.iter().filter(|i| !initializer_names.contains(&i.name.as_str())).collect();
+        if inputs.len() != 1 || graph.output.len() != 1 {
+            bail!(
+                "expected one image input and one output, found inputs {:?} and outputs {:?}",
+                inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                graph.output.iter().map(|o| &o.name).collect::<Vec<_>>()
+            );
+        }
+        let input_shape = value_shape(inputs[0]);
+
+        let vs = nn::VarStore::new(device);
+        let mut params = HashMap::new();
+        let mut consts = HashMap::new();
+        for (i, init) in graph.initializer.iter().enumerate() {
+            let t = tensor_from_proto(init).with_context(|| format!("initializer \"{}\"", init.name))?;
+            if t.kind() == Kind::Float {
+                // VarStore names may not contain '.', which ONNX names often do.
+                let var = vs.root().var_copy(&format!("p{i}"), &t.to_device(device));
+                params.insert(init.name.clone(), var);
+            } else {
+                consts.insert(init.name.clone(), t);
+            }
+        }
+
+        let mut nodes = Vec::new();
+        for n in &graph.node {
+            let op = decode_op(n, &consts).with_context(|| format!("node \"{}\" ({})", n.name, n.op_type))?;
+            if let Op::Constant = op {
+                let value = attr(n, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .with_context(|| format!("Constant node \"{}\" has no tensor value", n.name))?;
+                let t = tensor_from_proto(value)?;
+                consts.insert(n.output[0].clone(), if t.kind() == Kind::Float { t.to_device(device) } else { t });
+                continue;
+            }
+            nodes.push(Node { name: n.name.clone(), op, inputs: n.input.clone(), outputs: n.output.clone() });
+        }
+        Ok(GraphModule {
+            input: inputs[0].name.clone(),
+            output: graph.output[0].name.clone(),
+            input_shape,
+            vs,
+            proto,
+            nodes,
+            params,
+            consts,
+        })
+    }
+
+    /// Runs the graph. Gradients flow to every variable that requires them.
+    pub fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut env: HashMap<&str, Tensor> = HashMap::new();
+        env.insert(self.input.as_str(), x.shallow_clone());
+        for node in &self.nodes {
+            let get = |i: usize| -> anyhow::Result<Tensor> {
+                let name = node.inputs.get(i).map(String::as_str).unwrap_or("");
+                env.get(name)
+                    .or_else(|| self.params.get(name))
+                    .or_else(|| self.consts.get(name))
+                    .map(Tensor::shallow_clone)
+                    .with_context(|| format!("node \"{}\": input {i} \"{name}\" is not computed", node.name))
+            };
+            let has = |i: usize| node.inputs.get(i).is_some_and(|n| !n.is_empty());
+            let y = match &node.op {
+                Op::Add => get(0)? + get(1)?,
+                Op::Sub => get(0)? - get(1)?,
+                Op::Mul => get(0)? * get(1)?,
+                Op::Div => get(0)? / get(1)?,
+                Op::MatMul => get(0)?.matmul(&get(1)?),
+                Op::Conv { strides, pads, dilations, group } => {
+                    let bias = if has(2) { Some(get(2)?) } else { None };
+                    let x = get(0)?;
+                    let (x, padding) = symmetric_padding(&x, pads);
+                    x.conv2d(&get(1)?, bias.as_ref(), strides.as_slice(), padding.as_slice(), dilations.as_slice(), *group)
+                }
+                Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                    let a = if *trans_a { get(0)?.tr() } else { get(0)? };
+                    let b = if *trans_b { get(1)?.tr() } else { get(1)? };
+                    let mut y = a.matmul(&b);
+                    if *alpha != 1.0 {
+                        y = y * *alpha;
+                    }
+                    if has(2) {
+                        y = y + get(2)? * *beta;
+                    }
+                    y
+                }
+                Op::Clip { min, max } => get(0)?.clamp(*min, *max),
+                Op::Relu => get(0)?.relu(),
+                Op::Sigmoid => get(0)?.sigmoid(),
+                Op::HardSigmoid { alpha, beta } => (get(0)? * *alpha + *beta).clamp(0.0, 1.0),
+                Op::HardSwish => get(0)?.hardswish(),
+                Op::GlobalAveragePool => get(0)?.adaptive_avg_pool2d([1, 1]),
+                Op::AveragePool { kernel, strides, pads, count_include_pad } => {
+                    let (x, padding) = symmetric_padding(&get(0)?, pads);
+                    x.avg_pool2d(kernel.as_slice(), strides.as_slice(), padding.as_slice(), false, *count_include_pad, None)
+                }
+                Op::MaxPool { kernel, strides, pads } => {
+                    let (x, padding) = symmetric_padding(&get(0)?, pads);
+                    x.max_pool2d(kernel.as_slice(), strides.as_slice(), padding.as_slice(), [1, 1], false)
+                }
+                Op::BatchNormalization { epsilon } => {
+                    // Inference semantics: the stored running statistics, kept fixed.
+                    let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+                    get(0)?.batch_norm(Some(scale), Some(bias), Some(mean.detach()), Some(var.detach()), false, 0.0, *epsilon, false)
+                }
+                Op::Flatten { axis } => {
+                    let x = get(0)?;
+                    let axis = if *axis < 0 { axis + x.dim() as i64 } else { *axis };
+                    let lead: i64 = x.size()[..axis as usize].iter().product();
+                    x.reshape([lead, -1])
+                }
+                Op::Reshape => {
+                    let shape = Vec::<i64>::try_from(get(1)?.to_device(Device::Cpu).to_kind(Kind::Int64))?;
+                    get(0)?.reshape(shape.as_slice())
+                }
+                Op::ReduceMean { axes, keepdims } => get(0)?.mean_dim(axes.as_slice(), *keepdims, Kind::Float),
+                Op::Concat { axis } => {
+                    let parts = (0..node.inputs.len()).map(get).collect::<anyhow::Result<Vec<_>>>()?;
+                    Tensor::cat(&parts, *axis)
+                }
+                Op::PassThrough => get(0)?,
+                Op::Constant => unreachable!("constants are folded at load time"),
+            };
+            env.insert(node.outputs[0].as_str(), y);
+        }
+        env.remove(self.output.as_str()).with_context(|| format!("the graph never computes its output \"{}\"", self.output))
+    }
+
+    /// The final fully-connected layer: the Gemm node (or MatMul + Add) that produces the
+    /// graph's output.
+    pub fn head(&self) -> anyhow::Result<Head> {
+        let last = self.nodes.last().context("the graph has no nodes")?;
+        let Op::Gemm { trans_b, .. } = last.op else {
+            bail!(
+                "the graph's output comes from a {} node (\"{}\"), not a Gemm: vigil can only replace a fully-connected classifier head",
+                op_name(&last.op),
+                last.name
+            );
+        };
+        let weight = last.inputs[1].clone();
+        let w = self.params.get(&weight).context("the head's weight is not an initializer")?;
+        let (classes, features) = if trans_b { (w.size()[0], w.size()[1]) } else { (w.size()[1], w.size()[0]) };
+        let bias = last.inputs.get(2).filter(|b| self.params.contains_key(*b)).cloned();
+        Ok(Head { node: last.name.clone(), weight, bias, features, classes })
+    }
+
+    /// Replaces the head with a fresh one for `classes` classes (weights like torch's
+    /// `nn.Linear` initialisation). Returns the new head.
+    pub fn replace_head(&mut self, classes: i64) -> anyhow::Result<Head> {
+        let head = self.head()?;
+        let last = self.nodes.last_mut().unwrap();
+        let Op::Gemm { trans_b, .. } = &mut last.op else { unreachable!() };
+        let bound = 1.0 / (head.features as f64).sqrt();
+        let root = self.vs.root();
+        let weight = root.var("head_weight", &[classes, head.features], nn::Init::Uniform { lo: -bound, up: bound });
+        let bias = root.var("head_bias", &[classes], nn::Init::Uniform { lo: -bound, up: bound });
+        *trans_b = true;
+        let (wname, bname) = ("vigil_head_weight".to_string(), "vigil_head_bias".to_string());
+        last.inputs.truncate(1);
+        last.inputs.push(wname.clone());
+        last.inputs.push(bname.clone());
+        self.params.insert(wname.clone(), weight);
+        self.params.insert(bname.clone(), bias);
+        Ok(Head { node: head.node, weight: wname, bias: Some(bname), features: head.features, classes })
+    }
+
+    /// Freezes every variable but the head's.
+    pub fn freeze_backbone(&self) -> anyhow::Result<()> {
+        let head = self.head()?;
+        for (name, t) in &self.params {
+            let trainable = *name == head.weight || Some(name) == head.bias.as_ref();
+            let _ = t.set_requires_grad(trainable);
+        }
+        Ok(())
+    }
+
+    /// The ONNX model with the current weights (and head) written back.
+    pub fn to_onnx(&self) -> anyhow::Result<pb::ModelProto> {
+        let mut proto = self.proto.clone();
+        let head = self.head()?;
+        let graph = proto.graph.as_mut().unwrap();
+        graph.initializer.retain(|i| self.params.contains_key(&i.name) || self.consts.contains_key(&i.name));
+        for init in graph.initializer.iter_mut() {
+            if let Some(t) = self.params.get(&init.name) {
+                *init = tensor_to_proto(&init.name, t)?;
+            }
+        }
+        for name in [Some(&head.weight), head.bias.as_ref()].into_iter().flatten() {
+            if !graph.initializer.iter().any(|i| &i.name == name) {
+                graph.initializer.push(tensor_to_proto(name, &self.params[name])?);
+            }
+        }
+        let node = graph.node.iter_mut().find(|n| n.name == head.node).context("head node vanished")?;
+        node.input.truncate(1);
+        node.input.push(head.weight.clone());
+        node.input.extend(head.bias.clone());
+        set_attr_int(node, "transB", 1);
+        // The output's class dimension follows the new head.
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            graph.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            if let Some(shape) = t.shape.as_mut() {
+                if let Some(last) = shape.dim.last_mut() {
+                    last.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(head.classes));
+                }
+            }
+        }
+        graph.value_info.retain(|v| v.name != graph.output[0].name);
+        Ok(proto)
+    }
+}
+
+fn op_name(op: &Op) -> String {
+    format!("{op:?}").split([' ', '{']).next().unwrap_or("?").to_string()
+}
+
+/// ONNX pads are [x1_begin, x2_begin, x1_end, x2_end]; torch pads symmetrically, so
+/// asymmetric pads are applied explicitly first.
+fn symmetric_padding(x: &Tensor, pads: &[i64]) -> (Tensor, Vec<i64>) {
+    if pads.is_empty() {
+        return (x.shallow_clone(), vec![0, 0]);
+    }
+    let (top, left, bottom, right) = (pads[0], pads[1], pads[2], pads[3]);
+    if top == bottom && left == right {
+        (x.shallow_clone(), vec![top, left])
+    } else {
+        (x.constant_pad_nd([left, right, top, bottom]), vec![0, 0])
+    }
+}
+
+fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_ints(n: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+fn attr_int(n: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map(|a| a.i).unwrap_or(default)
+}
+
+fn attr_float(n: &pb::NodeProto, name: &str, default: f64) -> f64 {
+    attr(n, name).map(|a| a.f as f64).unwrap_or(default)
+}
+
+fn set_attr_int(n: &mut pb::NodeProto, name: &str, value: i64) {
+    n.attribute.retain(|a| a.name != name);
+    n.attribute.push(pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    });
+}
+
+fn decode_op(n: &pb::NodeProto, consts: &HashMap<String, Tensor>) -> anyhow::Result<Op> {
+    let scalar = |i: usize, default: f64| -> anyhow::Result<f64> {
+        match n.input.get(i).filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(name) => consts
+                .get(name)
+                .map(|t| t.double_value(&[]))
+                .with_context(|| format!("input \"{name}\" must be a constant")),
+        }
+    };
+    let kernel_attrs = |n: &pb::NodeProto| {
+        let kernel = attr_ints(n, "kernel_shape").unwrap_or_default();
+        let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; kernel.len().max(2)]);
+        let pads = attr_ints(n, "pads").unwrap_or_default();
+        (kernel, strides, pads)
+    };
+    if let Some(a) = attr(n, "auto_pad") {
+        let mode = String::from_utf8_lossy(&a.s);
+        if mode != "NOTSET" && !mode.is_empty() {
+            bail!("auto_pad = {mode} is not supported; export with explicit pads");
+        }
+    }
+    Ok(match n.op_type.as_str() {
+        "Add" => Op::Add,
+        "Sub" => Op::Sub,
+        "Mul" => Op::Mul,
+        "Div" => Op::Div,
+        "MatMul" => Op::MatMul,
+        "Conv" => {
+            let (kernel, strides, pads) = kernel_attrs(n);
+            if kernel.len() > 2 {
+                bail!("only 2-d convolutions are supported, kernel_shape is {kernel:?}");
+            }
+            Op::Conv {
+                strides,
+                pads,
+                dilations: attr_ints(n, "dilations").unwrap_or_else(|| vec![1, 1]),
+                group: attr_int(n, "group", 1),
+            }
+        }
+        "Gemm" => Op::Gemm {
+            alpha: attr_float(n, "alpha", 1.0),
+            beta: attr_float(n, "beta", 1.0),
+            trans_a: attr_int(n, "transA", 0) != 0,
+            trans_b: attr_int(n, "transB", 0) != 0,
+        },
+        "Clip" => {
+            // Opset ≥ 11: bounds are inputs; older: attributes.
+            let min = attr(n, "min").map(|a| a.f as f64).map_or_else(|| scalar(1, f64::MIN), Ok)?;
+            let max = attr(n, "max").map(|a| a.f as f64).map_or_else(|| scalar(2, f64::MAX), Ok)?;
+            Op::Clip { min, max }
+        }
+        "Relu" => Op::Relu,
+        "Sigmoid" => Op::Sigmoid,
+        "HardSigmoid" => Op::HardSigmoid { alpha: attr_float(n, "alpha", 0.2), beta: attr_float(n, "beta", 0.5) },
+        "HardSwish" => Op::HardSwish,
+        "GlobalAveragePool" => Op::GlobalAveragePool,
+        "AveragePool" => {
+            let (kernel, strides, pads) = kernel_attrs(n);
+            Op::AveragePool { kernel, strides, pads, count_include_pad: attr_int(n, "count_include_pad", 0) != 0 }
+        }
+        "MaxPool" => {
+            let (kernel, strides, pads) = kernel_attrs(n);
+            Op::MaxPool { kernel, strides, pads }
+        }
+        "BatchNormalization" => Op::BatchNormalization { epsilon: attr_float(n, "epsilon", 1e-5) },
+        "Flatten" => Op::Flatten { axis: attr_int(n, "axis", 1) },
+        "Reshape" => Op::Reshape,
+        "ReduceMean" => {
+            let axes = match attr_ints(n, "axes") {
+                Some(a) => a,
+                None => match n.input.get(1) {
+                    Some(name) => Vec::<i64>::try_from(consts.get(name).context("ReduceMean axes must be constant")?)?,
+                    None => bail!("ReduceMean over all axes is not supported"),
+                },
+            };
+            Op::ReduceMean { axes, keepdims: attr_int(n, "keepdims", 1) != 0 }
+        }
+        "Concat" => Op::Concat { axis: attr_int(n, "axis", 0) },
+        "Identity" | "Dropout" => Op::PassThrough,
+        "Constant" => Op::Constant,
+        other => bail!("unsupported operator {other}"),
+    })
+}
+
+fn value_shape(v: &pb::ValueInfoProto) -> Vec<i64> {
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => v,
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn tensor_from_proto(t: &pb::TensorProto) -> anyhow::Result<Tensor> {
+    use pb::tensor_proto::DataType;
+    let dims: Vec<i64> = t.dims.clone();
+    let out = match DataType::try_from(t.data_type) {
+        Ok(DataType::Float) => {
+            let values: Vec<f32> = if !t.raw_data.is_empty() {
+                t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            } else {
+                t.float_data.clone()
+            };
+            Tensor::from_slice(&values)
+        }
+        Ok(DataType::Int64) => {
+            let values: Vec<i64> = if !t.raw_data.is_empty() {
+                t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+            } else {
+                t.int64_data.clone()
+            };
+            Tensor::from_slice(&values)
+        }
+        Ok(DataType::Int32) => {
+            let values: Vec<i32> = if !t.raw_data.is_empty() {
+                t.raw_data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+            } else {
+                t.int32_data.clone()
+            };
+            Tensor::from_slice(&values).to_kind(Kind::Int64)
+        }
+        _ => bail!("tensor \"{}\" has data type {}, which is not supported", t.name, t.data_type),
+    };
+    Ok(out.reshape(dims.as_slice()))
+}
+
+fn tensor_to_proto(name: &str, t: &Tensor) -> anyhow::Result<pb::TensorProto> {
+    let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let values = Vec::<f32>::try_from(t.reshape([-1]))?;
+    Ok(pb::TensorProto {
+        name: name.into(),
+        dims: t.size(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    })
+}

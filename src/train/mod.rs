@@ -1,0 +1,93 @@
+//! Training with libtorch (cargo feature `train`): an ONNX classifier imported as a tch
+//! module ([`graph::GraphModule`]), fine-tuned, and written back as ONNX.
+//!
+//! This first part holds the importer and the training-throughput benchmark; the dataset
+//! loader, the training loop, evaluation and export build on it (see docs/training.md).
+
+pub mod graph;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+pub use graph::GraphModule;
+
+/// Parses "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
+pub fn parse_device(s: &str) -> anyhow::Result<Device> {
+    Ok(match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => anyhow::bail!("unknown device {other:?}: use cpu, cuda, cuda:N or auto"),
+        },
+    })
+}
+
+/// Result of [`bench_training`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBench {
+    pub device: String,
+    pub batch: i64,
+    pub size: i64,
+    pub classes: i64,
+    pub steps: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub final_loss: f64,
+}
+
+/// Training throughput: forward, cross-entropy, backward and an Adam step per batch of
+/// random images (no data loading, no augmentation), after `warmup` untimed steps.
+pub fn bench_training(
+    onnx: &Path,
+    device: Device,
+    batch: i64,
+    classes: i64,
+    steps: usize,
+    warmup: usize,
+) -> anyhow::Result<TrainBench> {
+    tch::manual_seed(0);
+    let mut module = GraphModule::load(onnx, device)?;
+    module.replace_head(classes)?;
+    let size = *module.input_shape.last().filter(|s| **s > 0).context("the graph's input has no fixed size")?;
+    let mut opt = nn::Adam::default().build(&module.vs, 1e-3)?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let y = Tensor::randint(classes, [batch], (Kind::Int64, device));
+    let step = |opt: &mut nn::Optimizer| -> anyhow::Result<Tensor> {
+        let loss = module.forward(&x)?.cross_entropy_for_logits(&y);
+        opt.backward_step(&loss);
+        Ok(loss)
+    };
+    for _ in 0..warmup {
+        let _ = step(&mut opt)?;
+    }
+    sync(device);
+    let t0 = Instant::now();
+    let mut loss = Tensor::zeros([], (Kind::Float, device));
+    for _ in 0..steps {
+        loss = step(&mut opt)?;
+    }
+    sync(device);
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(TrainBench {
+        device: format!("{device:?}"),
+        batch,
+        size,
+        classes,
+        steps,
+        seconds,
+        images_per_second: (batch as f64 * steps as f64) / seconds,
+        final_loss: loss.double_value(&[]),
+    })
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}

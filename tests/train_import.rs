@@ -1,0 +1,77 @@
+//! The ONNX → tch importer (feature `train`): the bundled MobileNetV2 imported into
+//! libtorch computes what onnxruntime computes, unsupported operators are refused by
+//! name, and a re-headed graph written back as ONNX runs in tract like it runs in tch.
+#![cfg(feature = "train")]
+
+mod common;
+
+use common::{root, scratch};
+use tch::{Device, Kind, Tensor};
+use vigil::model::{InputTensor, Model};
+use vigil::train::GraphModule;
+
+fn npy_tensor(path: &std::path::Path) -> (Vec<usize>, Vec<f32>, Tensor) {
+    let (shape, data) = vigil::npy::read_f32(path).unwrap();
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let t = Tensor::from_slice(&data).reshape(dims.as_slice());
+    (shape, data, t)
+}
+
+fn max_scaled_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
+}
+
+#[test]
+fn mobilenet_in_tch_matches_onnxruntime_on_chelsea() {
+    let fixture = root().join("tests/fixtures/mobilenet-v2--chelsea");
+    let (_, _, x) = npy_tensor(&fixture.join("input.npy"));
+    let (_, want, _) = npy_tensor(&fixture.join("out0.npy"));
+    let module = GraphModule::load(&root().join("models/mobilenet-v2.onnx"), Device::Cpu).unwrap();
+    let y = tch::no_grad(|| module.forward(&x)).unwrap();
+    assert_eq!(y.size(), [1, 1000]);
+    let got = Vec::<f32>::try_from(y.reshape([-1])).unwrap();
+    let d = max_scaled_diff(&got, &want);
+    eprintln!("tch vs onnxruntime: max scaled difference {d:.3e}");
+    assert!(d <= 1e-4, "tch differs from onnxruntime by {d}");
+    // Egyptian cat (285) is the top class.
+    assert_eq!(y.argmax(-1, false).int64_value(&[0]), 285);
+}
+
+#[test]
+fn unsupported_operators_are_refused_by_name() {
+    let err = GraphModule::load(&root().join("models/nanodet-m.onnx"), Device::Cpu).unwrap_err();
+    let msg = format!("{err:#}");
+    for op in ["LeakyRelu", "Pad", "Resize", "Transpose"] {
+        assert!(msg.contains(op), "{op} not named in: {msg}");
+    }
+    assert!(msg.contains("nanodet-m.onnx") && msg.contains("unsupported ONNX operator"), "{msg}");
+}
+
+#[test]
+fn a_new_head_exports_to_onnx_that_tract_runs_identically() {
+    tch::manual_seed(1);
+    let mut module = GraphModule::load(&root().join("models/mobilenet-v2.onnx"), Device::Cpu).unwrap();
+    let head = module.replace_head(3).unwrap();
+    assert_eq!((head.features, head.classes), (1280, 3));
+    module.freeze_backbone().unwrap();
+    let trainable: usize = module.vs.trainable_variables().iter().filter(|t| t.requires_grad()).count();
+    assert_eq!(trainable, 2, "only the head's weight and bias train");
+
+    let dir = scratch("export");
+    let onnx = module.to_onnx().unwrap();
+    std::fs::write(dir.join("three.onnx"), prost::Message::encode_to_vec(&onnx)).unwrap();
+    let manifest = std::fs::read_to_string(root().join("models/mobilenet-v2.toml"))
+        .unwrap()
+        .replace("mobilenet-v2.onnx", "three.onnx")
+        .replace("labels = { file = \"labels/imagenet-1k.txt\" }", "labels = [\"a\", \"b\", \"c\"]");
+    std::fs::write(dir.join("three.toml"), manifest).unwrap();
+    let model = Model::load(&dir.join("three.toml")).unwrap();
+
+    let (shape, data, x) = npy_tensor(&root().join("tests/fixtures/mobilenet-v2--coffee/input.npy"));
+    let ours = tch::no_grad(|| module.forward(&x)).unwrap().to_kind(Kind::Float);
+    let ours = Vec::<f32>::try_from(ours.reshape([-1])).unwrap();
+    let tract = model.run_raw(&InputTensor { shape: shape.try_into().unwrap(), data }).unwrap();
+    assert_eq!(tract[0].shape, [1, 3]);
+    let d = max_scaled_diff(&tract[0].data, &ours);
+    assert!(d <= 1e-4, "tract {:?} vs tch {ours:?}", tract[0].data);
+}
