@@ -70,7 +70,7 @@ def bench_torch(device, batch, classes, steps, warmup):
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return {"images_per_second": batch * steps / seconds, "seconds": seconds, "final_loss": float(loss)}
+    return {"images_per_second": batch * steps / seconds, "seconds": seconds, "final_loss": float(loss.detach())}
 
 
 def main():
