@@ -297,30 +297,24 @@ impl RawManifest {
         }
 
         let labels = match &self.labels {
-            RawLabels::Inline(labels) => labels.clone(),
+            RawLabels::Inline(labels) => Some(labels.clone()),
             RawLabels::File { file } => {
                 let path = dir.join(file);
                 match std::fs::read_to_string(&path) {
-                    Ok(text) => text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(String::from)
-                        .collect(),
+                    Ok(text) => Some(
+                        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
+                    ),
                     Err(e) => {
-                        problems.push(format!(
-                            "labels.file: cannot read {}: {e}",
-                            path.display()
-                        ));
-                        Vec::new()
+                        problems.push(format!("labels.file: cannot read {}: {e}", path.display()));
+                        None
                     }
                 }
             }
         };
-        if labels.is_empty() && !matches!(&self.labels, RawLabels::File { .. } if !problems.is_empty())
-        {
+        if labels.as_ref().is_some_and(Vec::is_empty) {
             problems.push("labels: at least one label is needed".to_string());
         }
+        let labels = labels.unwrap_or_default();
 
         let i = &self.input;
         if i.width == 0 || i.height == 0 {
