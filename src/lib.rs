@@ -5,6 +5,8 @@
 //! exit codes.
 
 pub mod annotate;
+pub mod dataset;
+pub mod metrics;
 pub mod cli;
 pub mod model;
 pub mod npy;

@@ -3,6 +3,7 @@
 mod bench;
 #[cfg(feature = "train")]
 mod bench_train;
+pub mod eval;
 mod infer;
 
 use std::path::PathBuf;
@@ -32,9 +33,27 @@ pub enum Command {
     Infer(InferArgs),
     /// Measure a model's inference latency.
     Bench(BenchArgs),
+    /// Evaluate a classifier on a labelled image folder (one folder per class).
+    Eval(EvalArgs),
     /// Measure training throughput (forward, backward, Adam step) of an ONNX classifier.
     #[cfg(feature = "train")]
     BenchTrain(BenchTrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The classifier's manifest.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// An ImageFolder: one folder per class, named after the model's labels.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Also write metrics.csv, confusion.csv and evaluation.json here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the evaluation as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(feature = "train")]
@@ -110,6 +129,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Infer(args) => infer::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
         #[cfg(feature = "train")]
         Command::BenchTrain(args) => bench_train::run(args),
     }

@@ -1,0 +1,242 @@
+//! Labelled images in the ImageFolder layout: one folder per class, named after it.
+//!
+//! A dataset root either holds the class folders directly (and is split into train /
+//! validation / test by a seeded stratified split), or holds `train/`, `val/` and `test/`
+//! folders that each hold the same class folders.
+
+use std::path::{Path, PathBuf};
+
+/// File extensions read as images.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// Why a dataset could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("cannot read dataset folder {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("dataset folder {0} has no class folders (expected one folder of images per class)")]
+    NoClasses(PathBuf),
+    #[error("class folder {0} holds no images (.png, .jpg, .jpeg)")]
+    EmptyClass(PathBuf),
+    #[error("the splits disagree on the classes: {0}")]
+    ClassMismatch(String),
+    #[error("{0}")]
+    Split(String),
+}
+
+/// One labelled image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub class: usize,
+}
+
+/// The images of one folder tree, classes in sorted order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFolder {
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+impl ImageFolder {
+    /// Reads `root/<class>/<image>`; every class folder must hold at least one image.
+    pub fn scan(root: &Path) -> Result<ImageFolder, DatasetError> {
+        let io = |e| DatasetError::Io { path: root.to_path_buf(), source: e };
+        let mut classes: Vec<String> = std::fs::read_dir(root)
+            .map_err(io)?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        classes.sort();
+        if classes.is_empty() {
+            return Err(DatasetError::NoClasses(root.to_path_buf()));
+        }
+        let mut samples = Vec::new();
+        for (class, name) in classes.iter().enumerate() {
+            let dir = root.join(name);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| DatasetError::Io { path: dir.clone(), source: e })?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str()))
+                })
+                .collect();
+            if files.is_empty() {
+                return Err(DatasetError::EmptyClass(dir));
+            }
+            files.sort();
+            samples.extend(files.into_iter().map(|path| Sample { path, class }));
+        }
+        Ok(ImageFolder { classes, samples })
+    }
+}
+
+/// Train, validation and test samples over one class list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splits {
+    pub classes: Vec<String>,
+    pub train: Vec<Sample>,
+    pub val: Vec<Sample>,
+    pub test: Vec<Sample>,
+}
+
+impl Splits {
+    /// Explicit `train/`, `val/`, `test/` folders when `root/train` exists, else a seeded
+    /// stratified split of `root`'s class folders.
+    pub fn load(root: &Path, val_fraction: f64, test_fraction: f64, seed: u64) -> Result<Splits, DatasetError> {
+        if root.join("train").is_dir() {
+            return Splits::explicit(root);
+        }
+        let all = ImageFolder::scan(root)?;
+        Splits::stratified(all, val_fraction, test_fraction, seed)
+    }
+
+    fn explicit(root: &Path) -> Result<Splits, DatasetError> {
+        let train = ImageFolder::scan(&root.join("train"))?;
+        let mut parts = Vec::new();
+        for name in ["val", "test"] {
+            let dir = root.join(name);
+            if !dir.is_dir() {
+                return Err(DatasetError::Split(format!(
+                    "{} exists but {} does not: give train/, val/ and test/ together",
+                    root.join("train").display(),
+                    dir.display()
+                )));
+            }
+            let split = ImageFolder::scan(&dir)?;
+            if split.classes != train.classes {
+                let only = |a: &[String], b: &[String]| a.iter().filter(|c| !b.contains(c)).cloned().collect::<Vec<_>>();
+                return Err(DatasetError::ClassMismatch(format!(
+                    "{name}/ lacks {:?} and has extra {:?} compared with train/",
+                    only(&train.classes, &split.classes),
+                    only(&split.classes, &train.classes)
+                )));
+            }
+            parts.push(split.samples);
+        }
+        let test = parts.pop().unwrap();
+        let val = parts.pop().unwrap();
+        Ok(Splits { classes: train.classes, train: train.samples, val, test })
+    }
+
+    /// Per class: shuffle with `seed`, then take the test share, the validation share, and
+    /// leave the rest for training (each share at least one image when the class has 3+).
+    pub fn stratified(all: ImageFolder, val_fraction: f64, test_fraction: f64, seed: u64) -> Result<Splits, DatasetError> {
+        if !(0.0..1.0).contains(&(val_fraction + test_fraction)) || val_fraction < 0.0 || test_fraction < 0.0 {
+            return Err(DatasetError::Split(format!(
+                "validation ({val_fraction}) and test ({test_fraction}) fractions must be ≥ 0 and sum below 1"
+            )));
+        }
+        let mut rng = SplitMix64(seed);
+        let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+        for class in 0..all.classes.len() {
+            let mut members: Vec<Sample> = all.samples.iter().filter(|s| s.class == class).cloned().collect();
+            shuffle(&mut members, &mut rng);
+            let n = members.len();
+            let share = |f: f64| if f > 0.0 && n >= 3 { ((n as f64 * f).round() as usize).max(1) } else { 0 };
+            let (n_test, n_val) = (share(test_fraction), share(val_fraction));
+            if n_test + n_val >= n {
+                return Err(DatasetError::Split(format!(
+                    "class \"{}\" has {n} image(s): too few to split into train, validation and test",
+                    all.classes[class]
+                )));
+            }
+            test.extend(members.drain(..n_test));
+            val.extend(members.drain(..n_val));
+            train.extend(members);
+        }
+        Ok(Splits { classes: all.classes, train, val, test })
+    }
+}
+
+/// A small, seedable generator (SplitMix64): reproducible splits and shuffles without a
+/// dependency.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Fisher–Yates shuffle.
+pub fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.below(i + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(root: &Path, layout: &[(&str, usize)]) {
+        for (class, n) in layout {
+            let dir = root.join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..*n {
+                image::RgbImage::new(2, 2).save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigil-dataset-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn stratified_split_is_seeded_and_per_class() {
+        let root = scratch("split");
+        tree(&root, &[("cat", 10), ("dog", 20)]);
+        let a = Splits::load(&root, 0.2, 0.2, 7).unwrap();
+        let b = Splits::load(&root, 0.2, 0.2, 7).unwrap();
+        let c = Splits::load(&root, 0.2, 0.2, 8).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.test, c.test);
+        assert_eq!(a.classes, ["cat", "dog"]);
+        let count = |s: &[Sample], class| s.iter().filter(|x| x.class == class).count();
+        assert_eq!((count(&a.test, 0), count(&a.val, 0), count(&a.train, 0)), (2, 2, 6));
+        assert_eq!((count(&a.test, 1), count(&a.val, 1), count(&a.train, 1)), (4, 4, 12));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_empty_class_folder_is_named() {
+        let root = scratch("empty");
+        tree(&root, &[("cat", 3), ("dog", 0)]);
+        let err = ImageFolder::scan(&root).unwrap_err().to_string();
+        assert!(err.contains("dog") && err.contains("holds no images"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn explicit_splits_must_agree_on_classes() {
+        let root = scratch("explicit");
+        tree(&root.join("train"), &[("cat", 2), ("dog", 2)]);
+        tree(&root.join("val"), &[("cat", 1), ("dog", 1)]);
+        tree(&root.join("test"), &[("cat", 1), ("cow", 1)]);
+        let err = Splits::load(&root, 0.1, 0.1, 0).unwrap_err().to_string();
+        assert!(err.contains("test/ lacks [\"dog\"]") && err.contains("extra [\"cow\"]"), "{err}");
+        std::fs::remove_dir_all(root.join("test/cow")).unwrap();
+        tree(&root.join("test"), &[("dog", 1)]);
+        let s = Splits::load(&root, 0.1, 0.1, 0).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (4, 2, 2));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
