@@ -3,6 +3,8 @@
 mod bench;
 #[cfg(feature = "train")]
 mod bench_train;
+#[cfg(feature = "train")]
+mod train;
 pub mod eval;
 mod infer;
 
@@ -38,6 +40,9 @@ pub enum Command {
     /// Measure training throughput (forward, backward, Adam step) of an ONNX classifier.
     #[cfg(feature = "train")]
     BenchTrain(BenchTrainArgs),
+    /// Fine-tune a pretrained ONNX classifier on labelled images and export it.
+    #[cfg(feature = "train")]
+    Train(TrainArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +59,77 @@ pub struct EvalArgs {
     /// Print the evaluation as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The pretrained classifier's manifest (e.g. models/mobilenet-v2.toml).
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// An ImageFolder: class folders, or train/ val/ test/ folders of class folders.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder for checkpoints, reports and the exported model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Name and version written into the exported manifest.
+    #[arg(long, default_value = "classifier")]
+    pub name: String,
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Input size to train and export at (default: the base model's).
+    #[arg(long)]
+    pub size: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: crate::train::OptimizerKind,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Linear warm-up before the cosine decay, in epochs.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_epochs: f64,
+    /// Early stopping: epochs without a better validation accuracy.
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Train only the new head.
+    #[arg(long)]
+    pub freeze_backbone: bool,
+    /// Turn off augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Augmentation: random horizontal flips.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub flip: bool,
+    /// Augmentation: maximum rotation in degrees.
+    #[arg(long, default_value_t = 10.0)]
+    pub rotation: f64,
+    /// Augmentation: smallest random crop, as a fraction of the side.
+    #[arg(long, default_value_t = 0.8)]
+    pub min_scale: f64,
+    /// Augmentation: brightness / contrast / saturation jitter.
+    #[arg(long, default_value_t = 0.2)]
+    pub jitter: f64,
+    /// Fractions held out when the data has no train/ val/ test/ folders.
+    #[arg(long, default_value_t = 0.15)]
+    pub val_fraction: f64,
+    #[arg(long, default_value_t = 0.15)]
+    pub test_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 #[cfg(feature = "train")]
@@ -132,6 +208,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Eval(args) => eval::run(args),
         #[cfg(feature = "train")]
         Command::BenchTrain(args) => bench_train::run(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => train::run(args),
     }
 }
 

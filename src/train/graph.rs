@@ -320,6 +320,13 @@ impl GraphModule {
 
     /// The ONNX model with the current weights (and head) written back.
     pub fn to_onnx(&self) -> anyhow::Result<pb::ModelProto> {
+        self.to_onnx_with_input(None)
+    }
+
+    /// Like [`to_onnx`](Self::to_onnx), declaring the graph's input as `input` (e.g. the
+    /// size the model was fine-tuned at). Intermediate shape annotations are dropped: they
+    /// describe the original size, and runtimes infer them again.
+    pub fn to_onnx_with_input(&self, input: Option<[i64; 4]>) -> anyhow::Result<pb::ModelProto> {
         let mut proto = self.proto.clone();
         let head = self.head()?;
         let graph = proto.graph.as_mut().unwrap();
@@ -350,6 +357,21 @@ impl GraphModule {
             }
         }
         graph.value_info.retain(|v| v.name != graph.output[0].name);
+        if let Some(dims) = input {
+            graph.value_info.clear();
+            let declared = graph.input.iter_mut().find(|i| i.name == self.input).context("input vanished")?;
+            if let Some(pb::type_proto::Value::TensorType(t)) = declared.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                t.shape = Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                });
+            }
+        }
         Ok(proto)
     }
 }

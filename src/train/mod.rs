@@ -1,10 +1,10 @@
 //! Training with libtorch (cargo feature `train`): an ONNX classifier imported as a tch
 //! module ([`graph::GraphModule`]), fine-tuned, and written back as ONNX.
 //!
-//! This first part holds the importer and the training-throughput benchmark; the dataset
-//! loader, the training loop, evaluation and export build on it (see docs/training.md).
+//! See docs/training.md.
 
 pub mod graph;
+pub mod trainer;
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 pub use graph::GraphModule;
+pub use trainer::{train, Augment, OptimizerKind, TrainOptions, TrainReport};
 
 /// Parses "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
 pub fn parse_device(s: &str) -> anyhow::Result<Device> {

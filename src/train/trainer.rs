@@ -1,0 +1,477 @@
+//! The fine-tuning loop: data on the device, augmentation as tensor ops, optimiser and
+//! schedule, validation with early stopping, checkpoints as ONNX, test evaluation, export
+//! with a manifest and a test vector, and the tract parity check.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use super::GraphModule;
+use crate::dataset::{shuffle, Sample, SplitMix64, Splits};
+use crate::metrics::{evaluate, ranking, Evaluation};
+use crate::model::manifest::{ChannelOrder, InputSpec, Layout};
+use crate::model::{preprocess, InputTensor, Model, ModelManifest, Task};
+
+/// Which optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+/// Augmentation applied to training batches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Augment {
+    pub flip: bool,
+    /// Maximum rotation, degrees either way.
+    pub rotation: f64,
+    /// Smallest crop side as a fraction of the image (random resized crop / zoom).
+    pub min_scale: f64,
+    /// Brightness, contrast and saturation are each multiplied by a factor in [1 − j, 1 + j].
+    pub jitter: f64,
+}
+
+impl Augment {
+    pub const NONE: Augment = Augment { flip: false, rotation: 0.0, min_scale: 1.0, jitter: 0.0 };
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOptions {
+    /// The pretrained model's manifest: its ONNX graph and input conventions.
+    pub base: PathBuf,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub name: String,
+    pub version: String,
+    /// Training (and exported) input size; the base model's when `None`.
+    pub size: Option<usize>,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub optimizer: OptimizerKind,
+    pub label_smoothing: f64,
+    pub warmup_epochs: f64,
+    /// Stop when validation accuracy has not improved for this many epochs.
+    pub patience: usize,
+    pub freeze_backbone: bool,
+    pub augment: Augment,
+    pub val_fraction: f64,
+    pub test_fraction: f64,
+    pub seed: u64,
+    #[serde(skip)]
+    pub device: Device,
+}
+
+/// One epoch's line in history.csv.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub classes: Vec<String>,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub test: Evaluation,
+    /// Largest |tract − tch| on the test vector, relative above 1.
+    pub parity: f32,
+    pub manifest: PathBuf,
+}
+
+/// A split's images, preprocessed like the device will (resized, un-normalised 0–255).
+struct Split {
+    images: Tensor,
+    labels: Tensor,
+}
+
+/// Trains, evaluates and exports; everything is written under `opts.out`.
+pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
+    let base = ModelManifest::load(&opts.base)?;
+    if base.task != Task::Classify {
+        bail!("{} is a {:?} model; vigil train fine-tunes classifiers", base.name, base.task);
+    }
+    if base.input.layout != Layout::Nchw {
+        bail!("{}: the trainer needs an NCHW model", opts.base.display());
+    }
+    let size = opts.size.unwrap_or(base.input.width);
+    let spec = InputSpec { width: size, height: size, ..base.input.clone() };
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let splits = Splits::load(&opts.data, opts.val_fraction, opts.test_fraction, opts.seed)?;
+    let classes = splits.classes.clone();
+    let n_classes = classes.len() as i64;
+    eprintln!(
+        "data: {} classes, {} train / {} val / {} test images from {}",
+        classes.len(),
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len(),
+        opts.data.display()
+    );
+    let device = opts.device;
+    let train_set = load_split(&splits.train, &spec, device)?;
+    let val_set = load_split(&splits.val, &spec, device)?;
+    let test_set = load_split(&splits.test, &spec, device)?;
+
+    tch::manual_seed(opts.seed as i64);
+    let mut module = GraphModule::load(&base.model_path, device)?;
+    module.replace_head(n_classes)?;
+    if opts.freeze_backbone {
+        module.freeze_backbone()?;
+    }
+    let mut opt = match opts.optimizer {
+        OptimizerKind::Adam => nn::Adam { wd: opts.weight_decay, ..Default::default() }.build(&module.vs, opts.lr)?,
+        OptimizerKind::Adamw => nn::AdamW { wd: opts.weight_decay, ..Default::default() }.build(&module.vs, opts.lr)?,
+        OptimizerKind::Sgd => nn::Sgd { momentum: opts.momentum, wd: opts.weight_decay, ..Default::default() }
+            .build(&module.vs, opts.lr)?,
+    };
+    let norm = Normalizer::new(&spec, device);
+    let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
+    let total_steps = steps_per_epoch * opts.epochs;
+    let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
+    let mut rng = SplitMix64(opts.seed);
+    let mut history = Vec::new();
+    let (mut best_acc, mut best_epoch, mut step) = (-1.0, 0, 0);
+    let mut csv = std::fs::File::create(opts.out.join("history.csv"))?;
+    writeln!(csv, "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")?;
+
+    for epoch in 1..=opts.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<i64> = (0..splits.train.len() as i64).collect();
+        shuffle(&mut order, &mut rng);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
+        let mut lr = opts.lr;
+        for (b, chunk) in order.chunks(opts.batch).enumerate() {
+            lr = schedule(opts.lr, step, warmup_steps, total_steps);
+            opt.set_lr(lr);
+            let idx = Tensor::from_slice(chunk).to_device(device);
+            let x = augment(&train_set.images.index_select(0, &idx), &opts.augment, &mut rng);
+            let y = train_set.labels.index_select(0, &idx);
+            let logits = module.forward(&norm.apply(&x))?;
+            let loss = smoothed_cross_entropy(&logits, &y, opts.label_smoothing);
+            opt.backward_step(&loss);
+            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            seen += chunk.len() as i64;
+            step += 1;
+            progress(epoch, opts.epochs, b + 1, steps_per_epoch);
+        }
+        let (val_loss, val_acc) = validate(&module, &val_set, &norm, opts.batch)?;
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            val_loss,
+            val_accuracy: val_acc,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "\repoch {epoch}/{}  train loss {:.4}  train acc {:.4}  val loss {:.4}  val acc {:.4}  lr {:.2e}  {:.1} s",
+            opts.epochs, record.train_loss, record.train_accuracy, val_loss, val_acc, lr, record.seconds
+        );
+        writeln!(
+            csv,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.3}",
+            epoch, record.train_loss, record.train_accuracy, val_loss, val_acc, lr, record.seconds
+        )?;
+        history.push(record);
+        write_onnx(&module, size, &opts.out.join("last.onnx"))?;
+        if val_acc > best_acc {
+            best_acc = val_acc;
+            best_epoch = epoch;
+            write_onnx(&module, size, &opts.out.join("best.onnx"))?;
+        } else if epoch - best_epoch >= opts.patience {
+            eprintln!("early stop: validation accuracy has not improved for {} epochs", opts.patience);
+            break;
+        }
+    }
+
+    // The exported model is the best checkpoint, read back from its ONNX file.
+    let model_onnx = opts.out.join("model.onnx");
+    std::fs::copy(opts.out.join("best.onnx"), &model_onnx)?;
+    let best = GraphModule::load(&model_onnx, device)?;
+    let (truth, rankings, logits) = predict(&best, &test_set, &norm, opts.batch)?;
+    let test = evaluate(&truth, &rankings, classes.len());
+    crate::cli::eval::write_reports(&opts.out, &test, &classes)?;
+
+    let manifest_path = opts.out.join("model.toml");
+    std::fs::write(&manifest_path, manifest_text(opts, &spec, &classes, best_epoch, &test))?;
+    let parity = test_vector(&best, &test_set, &norm, &manifest_path, &opts.out)?;
+    drop(logits);
+    let report = TrainReport { classes, history, best_epoch, test, parity, manifest: manifest_path };
+    std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
+    std::fs::write(opts.out.join("train.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// Learning rate at `step`: linear warm-up, then cosine decay to zero.
+pub fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let t = (step - warmup) as f64 / span;
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Cross-entropy with label smoothing ε: (1 − ε)·NLL + ε·mean over classes of −log p.
+fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Tensor {
+    let logp = logits.log_softmax(-1, Kind::Float);
+    let nll = -logp.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+    if epsilon == 0.0 {
+        return nll.mean(Kind::Float);
+    }
+    let smooth = -logp.mean_dim(-1, false, Kind::Float);
+    (nll * (1.0 - epsilon) + smooth * epsilon).mean(Kind::Float)
+}
+
+/// Reads and resizes every image of a split exactly as `vigil infer` does, without the
+/// normalisation (applied on the device, after augmentation).
+fn load_split(samples: &[Sample], spec: &InputSpec, device: Device) -> anyhow::Result<Split> {
+    let raw = InputSpec {
+        scale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        channels: ChannelOrder::Rgb,
+        layout: Layout::Nchw,
+        ..spec.clone()
+    };
+    let mut data = Vec::with_capacity(samples.len() * 3 * spec.width * spec.height);
+    for s in samples {
+        let image = crate::cli::read_image(&s.path)?;
+        data.extend(preprocess(&image, &raw).0.data);
+    }
+    let n = samples.len() as i64;
+    let images = Tensor::from_slice(&data).reshape([n, 3, spec.height as i64, spec.width as i64]).to_device(device);
+    let labels: Vec<i64> = samples.iter().map(|s| s.class as i64).collect();
+    Ok(Split { images, labels: Tensor::from_slice(&labels).to_device(device) })
+}
+
+/// The manifest's normalisation and channel order, as tensor ops.
+struct Normalizer {
+    mul: Tensor,
+    add: Tensor,
+    bgr: bool,
+}
+
+impl Normalizer {
+    fn new(spec: &InputSpec, device: Device) -> Normalizer {
+        let mul: Vec<f32> = (0..3).map(|c| spec.scale / spec.std[c]).collect();
+        let add: Vec<f32> = (0..3).map(|c| -spec.mean[c] / spec.std[c]).collect();
+        let col = |v: Vec<f32>| Tensor::from_slice(&v).reshape([1, 3, 1, 1]).to_device(device);
+        Normalizer { mul: col(mul), add: col(add), bgr: spec.channels == ChannelOrder::Bgr }
+    }
+
+    /// Raw RGB 0–255 [N, 3, H, W] → model input.
+    fn apply(&self, x: &Tensor) -> Tensor {
+        let x = if self.bgr { x.flip([1]) } else { x.shallow_clone() };
+        x * &self.mul + &self.add
+    }
+}
+
+/// Random resized crop, rotation and horizontal flip as one affine resampling per image,
+/// then brightness, contrast and saturation jitter; on raw 0–255 images, on the device.
+fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
+    if *a == Augment::NONE {
+        return x.shallow_clone();
+    }
+    let n = x.size()[0];
+    let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let mut theta = Vec::with_capacity(n as usize * 6);
+    let mut factors = Vec::with_capacity(n as usize * 3);
+    for _ in 0..n {
+        let s = a.min_scale + (1.0 - a.min_scale) * unit();
+        let angle = (unit() * 2.0 - 1.0) * a.rotation.to_radians();
+        let flip = if a.flip && unit() < 0.5 { -1.0 } else { 1.0 };
+        let (tx, ty) = ((unit() * 2.0 - 1.0) * (1.0 - s), (unit() * 2.0 - 1.0) * (1.0 - s));
+        let (c, si) = (angle.cos() * s, angle.sin() * s);
+        theta.extend([(c * flip) as f32, -si as f32, tx as f32, (si * flip) as f32, c as f32, ty as f32]);
+        for _ in 0..3 {
+            factors.push((1.0 + (unit() * 2.0 - 1.0) * a.jitter) as f32);
+        }
+    }
+    let device = x.device();
+    let theta = Tensor::from_slice(&theta).reshape([n, 2, 3]).to_device(device);
+    let grid = Tensor::affine_grid_generator(&theta, x.size(), false);
+    // Bilinear (0), border padding (1).
+    let mut y = x.grid_sampler(&grid, 0, 1, false);
+    if a.jitter > 0.0 {
+        let f = Tensor::from_slice(&factors).reshape([n, 3]).to_device(device);
+        let at = |k: i64| f.select(1, k).reshape([n, 1, 1, 1]);
+        y = y * at(0);
+        let mean = y.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
+        y = (&y - &mean) * at(1) + &mean;
+        let gray = (y.select(1, 0) * 0.299 + y.select(1, 1) * 0.587 + y.select(1, 2) * 0.114).unsqueeze(1);
+        y = (&y - &gray) * at(2) + &gray;
+        y = y.clamp(0.0, 255.0);
+    }
+    y
+}
+
+fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<(f64, f64)> {
+    let n = split.labels.size()[0];
+    if n == 0 {
+        return Ok((f64::NAN, 0.0));
+    }
+    let _guard = tch::no_grad_guard();
+    let (mut loss, mut correct) = (0.0, 0i64);
+    for start in (0..n).step_by(batch) {
+        let len = batch.min((n - start) as usize) as i64;
+        let logits = module.forward(&norm.apply(&split.images.narrow(0, start, len)))?;
+        let y = split.labels.narrow(0, start, len);
+        loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
+        correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+    }
+    Ok((loss / n as f64, correct as f64 / n as f64))
+}
+
+type Predictions = (Vec<usize>, Vec<Vec<usize>>, Tensor);
+
+fn predict(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<Predictions> {
+    let _guard = tch::no_grad_guard();
+    let n = split.labels.size()[0];
+    let mut all = Vec::new();
+    for start in (0..n).step_by(batch) {
+        let len = batch.min((n - start) as usize) as i64;
+        all.push(module.forward(&norm.apply(&split.images.narrow(0, start, len)))?.to_device(Device::Cpu));
+    }
+    let logits = Tensor::cat(&all, 0);
+    let flat = Vec::<f32>::try_from(logits.reshape([-1]))?;
+    let c = logits.size()[1] as usize;
+    let rankings = flat.chunks(c).map(ranking).collect();
+    let truth = Vec::<i64>::try_from(split.labels.to_device(Device::Cpu))?.into_iter().map(|v| v as usize).collect();
+    Ok((truth, rankings, logits))
+}
+
+fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyhow::Result<()> {
+    let proto = module.to_onnx_with_input(Some([1, 3, size as i64, size as i64]))?;
+    std::fs::write(path, prost::Message::encode_to_vec(&proto)).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes the first test image as the test vector (input and tch's output) and checks
+/// that tract, loading the exported manifest, computes the same within 1e-4.
+fn test_vector(module: &GraphModule, test: &Split, norm: &Normalizer, manifest: &Path, out: &Path) -> anyhow::Result<f32> {
+    let _guard = tch::no_grad_guard();
+    let x = norm.apply(&test.images.narrow(0, 0, 1)).to_device(Device::Cpu).contiguous();
+    let expected = module.forward(&x.to_device(test.images.device()))?.to_device(Device::Cpu);
+    let shape: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
+    let input = Vec::<f32>::try_from(x.reshape([-1]))?;
+    let want = Vec::<f32>::try_from(expected.reshape([-1]))?;
+    let dir = out.join("test-vector");
+    std::fs::create_dir_all(&dir)?;
+    crate::npy::write_f32(&dir.join("input.npy"), &shape, &input)?;
+    crate::npy::write_f32(&dir.join("expected.npy"), &[1, want.len()], &want)?;
+
+    let model = Model::load(manifest)?;
+    let got = model.run_raw(&InputTensor { shape: shape.try_into().unwrap(), data: input })?;
+    let d = got[0].data.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+    if d > 1e-4 {
+        bail!("the exported model differs between tract and tch by {d} on the test vector (limit 1e-4)");
+    }
+    Ok(d)
+}
+
+fn manifest_text(opts: &TrainOptions, spec: &InputSpec, classes: &[String], best_epoch: usize, test: &Evaluation) -> String {
+    let list = |v: &[f32; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
+    let labels: Vec<String> = classes.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        "# Written by vigil train from {base} on {data}: best epoch {best_epoch}, test top-1 {top1:.4}.\n\
+         name = {name:?}\nversion = {version:?}\ntask = \"classify\"\nmodel = \"model.onnx\"\nlabels = [{labels}]\n\
+         source = {source:?}\n\n[input]\nwidth = {w}\nheight = {h}\nlayout = \"nchw\"\nchannels = \"{ch}\"\n\
+         scale = {scale:?}\nmean = {mean}\nstd = {std}\nresize = \"{resize}\"\npad = {pad:?}\n\n\
+         [decoder]\nkind = \"classify\"\noutput = \"logits\"\n\n[thresholds]\ntop_k = {k}\nscore = 0.0\n",
+        base = opts.base.display(),
+        data = opts.data.display(),
+        top1 = test.top1,
+        name = opts.name,
+        version = opts.version,
+        labels = labels.join(", "),
+        source = format!("fine-tuned by vigil train from {}", opts.base.display()),
+        w = spec.width,
+        h = spec.height,
+        ch = if spec.channels == ChannelOrder::Bgr { "bgr" } else { "rgb" },
+        scale = spec.scale,
+        mean = list(&spec.mean),
+        std = list(&spec.std),
+        resize = format!("{:?}", spec.resize).to_lowercase(),
+        pad = spec.pad,
+        k = classes.len().min(5),
+    )
+}
+
+fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
+    let mut out = format!(
+        "# Training report: {} {}\n\nBase model: {}\nData: {}\nDevice: {:?}, input {}×{}, batch {}, {:?}, lr {}, \
+         label smoothing {}, backbone {}\n\nBest epoch {} of {} run (validation accuracy {:.4}).\n\n## Test set\n\n```\n{}```\n\n\
+         Files: model.onnx + model.toml (deployable), test-vector/ (input and expected output; tract matches tch \
+         within {:.2e}), best.onnx, last.onnx, history.csv, metrics.csv, confusion.csv, evaluation.json.\n",
+        opts.name,
+        opts.version,
+        opts.base.display(),
+        opts.data.display(),
+        opts.device,
+        opts.size.map(|s| s.to_string()).unwrap_or_else(|| "base".into()),
+        opts.size.map(|s| s.to_string()).unwrap_or_else(|| "base".into()),
+        opts.batch,
+        opts.optimizer,
+        opts.lr,
+        opts.label_smoothing,
+        if opts.freeze_backbone { "frozen" } else { "trained" },
+        r.best_epoch,
+        r.history.len(),
+        r.history.get(r.best_epoch.saturating_sub(1)).map(|h| h.val_accuracy).unwrap_or(0.0),
+        r.test.summary(&r.classes),
+        r.parity,
+    );
+    out.push('\n');
+    out
+}
+
+/// A one-line progress counter on stderr while an epoch runs.
+fn progress(epoch: usize, epochs: usize, batch: usize, batches: usize) {
+    eprint!("\repoch {epoch}/{epochs}  batch {batch}/{batches}");
+    let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        assert!((schedule(1.0, 0, 4, 20) - 0.25).abs() < 1e-12);
+        assert!((schedule(1.0, 3, 4, 20) - 1.0).abs() < 1e-12);
+        assert!((schedule(1.0, 4, 4, 20) - 1.0).abs() < 1e-12);
+        assert!((schedule(1.0, 12, 4, 20) - 0.5).abs() < 1e-12);
+        assert!(schedule(1.0, 19, 4, 20) < 0.01);
+    }
+
+    #[test]
+    fn label_smoothing_matches_its_definition() {
+        let logits = Tensor::from_slice(&[2.0f32, 0.0, -1.0]).reshape([1, 3]);
+        let y = Tensor::from_slice(&[0i64]);
+        let logp: Vec<f32> = Vec::try_from(logits.log_softmax(-1, Kind::Float).reshape([-1])).unwrap();
+        let want = 0.9 * -logp[0] as f64 + 0.1 * -(logp.iter().sum::<f32>() as f64) / 3.0;
+        let got = smoothed_cross_entropy(&logits, &y, 0.1).double_value(&[]);
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        let plain = smoothed_cross_entropy(&logits, &y, 0.0).double_value(&[]);
+        assert!((plain - logits.cross_entropy_for_logits(&y).double_value(&[])).abs() < 1e-6);
+    }
+}
