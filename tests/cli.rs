@@ -114,3 +114,11 @@ fn bench_reports_percentiles_and_saves_its_input() {
     // A mid-grey frame scaled to [-1, 1]: 128/127.5 - 1.
     assert!(data.iter().all(|v| (v - (128.0 / 127.5 - 1.0)).abs() < 1e-6));
 }
+
+#[cfg(not(feature = "train"))]
+#[test]
+fn train_without_libtorch_says_how_to_get_it() {
+    let (code, _, stderr) = vigil(&["train", "--model", "models/mobilenet-v2.toml", "--data", "x", "--out", "y"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("built without its trainer") && stderr.contains("--features train"), "{stderr}");
+}

@@ -43,6 +43,9 @@ pub enum Command {
     /// Fine-tune a pretrained ONNX classifier on labelled images and export it.
     #[cfg(feature = "train")]
     Train(TrainArgs),
+    /// Fine-tune a classifier (this build has no trainer: see the message it prints).
+    #[cfg(not(feature = "train"))]
+    Train(NoTrainer),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +62,14 @@ pub struct EvalArgs {
     /// Print the evaluation as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Any arguments, for the `train` command of a build without the trainer.
+#[cfg(not(feature = "train"))]
+#[derive(Debug, clap::Args)]
+pub struct NoTrainer {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
 }
 
 #[cfg(feature = "train")]
@@ -210,6 +221,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::BenchTrain(args) => bench_train::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
+        #[cfg(not(feature = "train"))]
+        Command::Train(_) => Err(CliError::failure(anyhow::anyhow!(
+            "this vigil was built without its trainer, which needs libtorch 2.11: build it with \
+             `export LIBTORCH=$(scripts/setup-libtorch.sh | tail -n 1)` and \
+             `cargo build --release --features train` (docs/training.md)"
+        ))),
     }
 }
 

@@ -1,0 +1,137 @@
+//! `vigil train` end to end on real labelled images (feature `train`, CPU): a few hundred
+//! Fashion-MNIST images written as an ImageFolder tree by tests/data/make_fashion_mnist.py
+//! from Debian's dataset-fashion-mnist, MobileNetV2 fine-tuned for a few epochs at 48×48.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{root, scratch, vigil};
+
+fn fashion(dir: &Path, per_class: [&str; 3]) {
+    let status = Command::new("python3")
+        .arg(root().join("tests/data/make_fashion_mnist.py"))
+        .arg(dir)
+        .args(["--train", per_class[0], "--val", per_class[1], "--test", per_class[2]])
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "make_fashion_mnist.py failed (is dataset-fashion-mnist installed?)");
+}
+
+fn csv_column(path: &Path, column: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let i = header.iter().position(|h| *h == column).unwrap();
+    lines.map(|l| l.split(',').nth(i).unwrap().parse().unwrap()).collect()
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "train",
+        "--model",
+        "models/mobilenet-v2.toml",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    vigil(&args)
+}
+
+#[test]
+fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with() {
+    let dir = scratch("fashion");
+    let data = dir.join("data");
+    fashion(&data, ["60", "15", "25"]);
+    let out = dir.join("run");
+    let (code, stdout, stderr) =
+        train(&data, &out, &["--size", "48", "--epochs", "4", "--batch", "32", "--name", "fashion", "--seed", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // The training loss falls; test accuracy is far above chance (4 classes: 0.25).
+    let losses = csv_column(&out.join("history.csv"), "train_loss");
+    assert!(losses.len() >= 2 && losses.last() < losses.first(), "losses {losses:?}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    let top1 = report["test"]["top1"].as_f64().unwrap();
+    assert!(top1 >= 0.7, "test top-1 {top1}\n{stdout}");
+    for f in ["model.onnx", "model.toml", "best.onnx", "last.onnx", "history.csv", "metrics.csv", "confusion.csv", "evaluation.json", "report.md", "test-vector/input.npy", "test-vector/expected.npy"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert!(report["parity"].as_f64().unwrap() <= 1e-4);
+
+    // The exported model, run by the device runtime, reproduces the trainer's test metrics.
+    let manifest = out.join("model.toml");
+    let (code, json, stderr) = vigil(&["eval", "--model", manifest.to_str().unwrap(), "--data", data.join("test").to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let eval: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(eval["top1"], report["test"]["top1"]);
+    assert_eq!(eval["confusion"], report["test"]["confusion"]);
+
+    // And its test vector: tract on input.npy equals expected.npy.
+    let model = vigil::model::Model::load(&manifest).unwrap();
+    let (shape, input) = vigil::npy::read_f32(&out.join("test-vector/input.npy")).unwrap();
+    let (_, expected) = vigil::npy::read_f32(&out.join("test-vector/expected.npy")).unwrap();
+    let got = model.run_raw(&vigil::model::InputTensor { shape: shape.try_into().unwrap(), data: input }).unwrap();
+    let d = got[0].data.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-4, "tract vs tch on the test vector: {d}");
+}
+
+fn tiny_dataset(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let data = dir.join("data");
+    fashion(&data, ["4", "2", "2"]);
+    data
+}
+
+#[test]
+fn an_empty_class_folder_is_a_clear_error() {
+    let data = tiny_dataset("empty-class");
+    std::fs::create_dir_all(data.join("val/Coat")).unwrap();
+    std::fs::create_dir_all(data.join("train/Coat")).unwrap();
+    std::fs::create_dir_all(data.join("test/Coat")).unwrap();
+    let (code, _, stderr) = train(&data, &data.join("../out"), &["--epochs", "1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("train/Coat holds no images"), "{stderr}");
+}
+
+#[test]
+fn an_unreadable_image_is_named() {
+    let data = tiny_dataset("bad-image");
+    std::fs::write(data.join("train/Bag/broken.png"), "not a png").unwrap();
+    let (code, _, stderr) = train(&data, &data.join("../out"), &["--epochs", "1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("broken.png is not a readable PNG or JPEG image"), "{stderr}");
+}
+
+#[test]
+fn splits_with_different_classes_are_refused() {
+    let data = tiny_dataset("class-mismatch");
+    std::fs::rename(data.join("test/Bag"), data.join("test/Backpack")).unwrap();
+    let (code, _, stderr) = train(&data, &data.join("../out"), &["--epochs", "1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("test/ lacks [\"Bag\"] and has extra [\"Backpack\"]"), "{stderr}");
+}
+
+#[test]
+fn a_model_with_unsupported_operators_is_refused_by_name() {
+    let data = tiny_dataset("unsupported");
+    let dir = data.parent().unwrap();
+    // A classifier manifest over the NanoDet graph: its operators are not trainable here.
+    let manifest = std::fs::read_to_string(root().join("models/mobilenet-v2.toml"))
+        .unwrap()
+        .replace("model = \"mobilenet-v2.onnx\"", &format!("model = \"{}\"", root().join("models/nanodet-m.onnx").display()))
+        .replace("labels = { file = \"labels/imagenet-1k.txt\" }", "labels = [\"a\"]");
+    std::fs::write(dir.join("nanodet.toml"), manifest).unwrap();
+    let (code, _, stderr) = vigil(&[
+        "train", "--model", dir.join("nanodet.toml").to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "--out", dir.join("out").to_str().unwrap(), "--device", "cpu", "--epochs", "1",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("unsupported ONNX operator") && stderr.contains("LeakyRelu"), "{stderr}");
+}
