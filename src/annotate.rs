@@ -61,15 +61,22 @@ fn draw_detection(image: &mut RgbImage, d: &Detection, unit: u32) {
 }
 
 /// Writes `text` on a filled background of `colour` with its top-left at (x, y).
-fn label(image: &mut RgbImage, x: u32, y: u32, text: &str, colour: [u8; 3], unit: u32) {
-    let (x, y, u) = (x as i64, y as i64, unit as i64);
-    let width = text.chars().count() as i64 * 8 * u + 2 * u;
+fn label(image: &mut RgbImage, x: u32, y: u32, words: &str, colour: [u8; 3], unit: u32) {
+    let (xi, yi, u) = (x as i64, y as i64, unit as i64);
+    let width = words.chars().count() as i64 * 8 * u + 2 * u;
     for dy in 0..10 * u {
         for dx in 0..width {
-            put(image, x + dx, y + dy, colour);
+            put(image, xi + dx, yi + dy, colour);
         }
     }
     let ink = if colour.iter().map(|&c| c as u32).sum::<u32>() > 380 { [0, 0, 0] } else { [255, 255, 255] };
+    text(image, xi + u, yi + u, words, ink, unit);
+}
+
+/// Writes `text` in the 8×8 font scaled by `unit`, its top-left at (x, y); pixels outside
+/// the image are skipped.
+pub(crate) fn text(image: &mut RgbImage, x: i64, y: i64, text: &str, ink: [u8; 3], unit: u32) {
+    let u = unit as i64;
     for (i, ch) in text.chars().enumerate() {
         let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
         for (gy, bits) in glyph.iter().enumerate() {
@@ -77,9 +84,7 @@ fn label(image: &mut RgbImage, x: u32, y: u32, text: &str, colour: [u8; 3], unit
                 if bits & (1 << gx) != 0 {
                     for sy in 0..u {
                         for sx in 0..u {
-                            let px = x + u + (i as i64 * 8 + gx) * u + sx;
-                            let py = y + u + gy as i64 * u + sy;
-                            put(image, px, py, ink);
+                            put(image, x + (i as i64 * 8 + gx) * u + sx, y + gy as i64 * u + sy, ink);
                         }
                     }
                 }
@@ -88,7 +93,7 @@ fn label(image: &mut RgbImage, x: u32, y: u32, text: &str, colour: [u8; 3], unit
     }
 }
 
-fn put(image: &mut RgbImage, x: i64, y: i64, colour: [u8; 3]) {
+pub(crate) fn put(image: &mut RgbImage, x: i64, y: i64, colour: [u8; 3]) {
     if x >= 0 && y >= 0 && (x as u32) < image.width() && (y as u32) < image.height() {
         image.put_pixel(x as u32, y as u32, Rgb(colour));
     }

@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod cli;
 pub mod model;
 pub mod npy;
+pub mod plot;
 #[cfg(feature = "train")]
 pub mod train;

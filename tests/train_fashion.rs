@@ -60,7 +60,7 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
     let top1 = report["test"]["top1"].as_f64().unwrap();
     assert!(top1 >= 0.7, "test top-1 {top1}\n{stdout}");
-    for f in ["model.onnx", "model.toml", "best.onnx", "last.onnx", "history.csv", "metrics.csv", "confusion.csv", "evaluation.json", "report.md", "test-vector/input.npy", "test-vector/expected.npy"] {
+    for f in ["model.onnx", "model.toml", "best.onnx", "last.onnx", "history.csv", "metrics.csv", "confusion.csv", "confusion.png", "loss.png", "accuracy.png", "evaluation.json", "report.md", "test-vector/input.npy", "test-vector/expected.npy"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert!(report["parity"].as_f64().unwrap() <= 1e-4);

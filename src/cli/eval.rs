@@ -54,7 +54,7 @@ pub fn evaluate_folder(model: &Model, data: &Path) -> anyhow::Result<Evaluation>
     Ok(evaluate(&truth, &rankings, labels.len()))
 }
 
-/// metrics.csv, confusion.csv and evaluation.json in `out`.
+/// metrics.csv, confusion.csv, confusion.png and evaluation.json in `out`.
 pub fn write_reports(out: &Path, e: &Evaluation, labels: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let write = |name: &str, text: String| {
@@ -64,5 +64,9 @@ pub fn write_reports(out: &Path, e: &Evaluation, labels: &[String]) -> anyhow::R
     write("metrics.csv", e.to_csv(labels))?;
     write("confusion.csv", e.confusion.to_csv(labels))?;
     write("evaluation.json", serde_json::to_string_pretty(e)?)?;
+    let png = out.join("confusion.png");
+    crate::plot::confusion_chart(&e.confusion.counts, labels)
+        .save(&png)
+        .with_context(|| format!("cannot write {}", png.display()))?;
     Ok(())
 }

@@ -218,10 +218,33 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let reference = if device == Device::Cpu { best } else { GraphModule::load(&model_onnx, Device::Cpu)? };
     let parity = test_vector(&reference, &test_set, &norm, &manifest_path, &opts.out)?;
     drop(logits);
+    write_curves(&history, &opts.out)?;
     let report = TrainReport { classes, history, best_epoch, test, parity, manifest: manifest_path };
     std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
     std::fs::write(opts.out.join("train.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
+}
+
+/// loss.png and accuracy.png: training and validation curves per epoch.
+fn write_curves(history: &[EpochRecord], out: &Path) -> anyhow::Result<()> {
+    use crate::plot::{line_chart, Series, COLOURS};
+    let curve = |f: fn(&EpochRecord) -> f64| history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
+    let charts = [
+        ("loss.png", "loss", curve(|h| h.train_loss), curve(|h| h.val_loss)),
+        ("accuracy.png", "accuracy", curve(|h| h.train_accuracy), curve(|h| h.val_accuracy)),
+    ];
+    for (file, title, train, val) in charts {
+        let chart = line_chart(
+            title,
+            "epoch",
+            &[
+                Series { name: "train", colour: COLOURS[0], points: train },
+                Series { name: "validation", colour: COLOURS[1], points: val },
+            ],
+        );
+        chart.save(out.join(file)).with_context(|| format!("cannot write {}", out.join(file).display()))?;
+    }
+    Ok(())
 }
 
 /// Learning rate at `step`: linear warm-up, then cosine decay to zero.
@@ -425,7 +448,8 @@ fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
         "# Training report: {} {}\n\nBase model: {}\nData: {}\nDevice: {:?}, input {}×{}, batch {}, {:?}, lr {}, \
          label smoothing {}, backbone {}\n\nBest epoch {} of {} run (validation accuracy {:.4}).\n\n## Test set\n\n```\n{}```\n\n\
          Files: model.onnx + model.toml (deployable), test-vector/ (input and expected output; tract matches tch \
-         within {:.2e}), best.onnx, last.onnx, history.csv, metrics.csv, confusion.csv, evaluation.json.\n",
+         within {:.2e}), best.onnx, last.onnx, history.csv, loss.png, accuracy.png, metrics.csv, confusion.csv, \
+         confusion.png, evaluation.json.\n\n![loss](loss.png) ![accuracy](accuracy.png) ![confusion](confusion.png)\n",
         opts.name,
         opts.version,
         opts.base.display(),
