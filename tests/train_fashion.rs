@@ -80,6 +80,13 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     let got = model.run_raw(&vigil::model::InputTensor { shape: shape.try_into().unwrap(), data: input }).unwrap();
     let d = got[0].data.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d <= 1e-4, "tract vs tch on the test vector: {d}");
+
+    // Resuming continues the same run from its last checkpoint.
+    let (code, _, stderr) = train(&data, &out, &["--size", "48", "--epochs", "5", "--batch", "32", "--name", "fashion", "--seed", "1", "--resume"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("resuming after epoch 4"), "{stderr}");
+    let epochs = csv_column(&out.join("history.csv"), "epoch");
+    assert_eq!(epochs, [1.0, 2.0, 3.0, 4.0, 5.0]);
 }
 
 fn tiny_dataset(name: &str) -> PathBuf {

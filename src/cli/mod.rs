@@ -116,6 +116,10 @@ pub struct TrainArgs {
     /// Train only the new head.
     #[arg(long)]
     pub freeze_backbone: bool,
+    /// Continue the run in --out from last.onnx and history.csv, up to --epochs in all
+    /// (optimiser moments start afresh).
+    #[arg(long)]
+    pub resume: bool,
     /// Turn off augmentation.
     #[arg(long)]
     pub no_augment: bool,

@@ -27,6 +27,7 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
         warmup_epochs: a.warmup_epochs,
         patience: a.patience.max(1),
         freeze_backbone: a.freeze_backbone,
+        resume: a.resume,
         augment,
         val_fraction: a.val_fraction,
         test_fraction: a.test_fraction,

@@ -63,6 +63,8 @@ pub struct TrainOptions {
     /// Stop when validation accuracy has not improved for this many epochs.
     pub patience: usize,
     pub freeze_backbone: bool,
+    /// Continue the run in `out` from its last checkpoint and history.
+    pub resume: bool,
     pub augment: Augment,
     pub val_fraction: f64,
     pub test_fraction: f64,
@@ -130,8 +132,21 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let test_set = load_split(&splits.test, &spec, device)?;
 
     tch::manual_seed(opts.seed as i64);
-    let mut module = GraphModule::load(&base.model_path, device)?;
-    module.replace_head(n_classes)?;
+    let mut history = if opts.resume { read_history(&opts.out.join("history.csv"))? } else { Vec::new() };
+    let module = if opts.resume {
+        let last = opts.out.join("last.onnx");
+        let module = GraphModule::load(&last, device).context("cannot resume")?;
+        let head = module.head()?;
+        if head.classes != n_classes {
+            bail!("cannot resume: {} has {} classes, the data {n_classes}", last.display(), head.classes);
+        }
+        eprintln!("resuming after epoch {} from {}", history.len(), last.display());
+        module
+    } else {
+        let mut module = GraphModule::load(&base.model_path, device)?;
+        module.replace_head(n_classes)?;
+        module
+    };
     if opts.freeze_backbone {
         module.freeze_backbone()?;
     }
@@ -145,13 +160,21 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
     let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
-    let mut rng = SplitMix64(opts.seed);
-    let mut history = Vec::new();
-    let (mut best_acc, mut best_epoch, mut step) = (-1.0, 0, 0);
-    let mut csv = std::fs::File::create(opts.out.join("history.csv"))?;
-    writeln!(csv, "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")?;
+    let done = history.len();
+    let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
+    let (mut best_acc, mut best_epoch) = history
+        .iter()
+        .fold((-1.0, 0), |(acc, e), h| if h.val_accuracy > acc { (h.val_accuracy, h.epoch) } else { (acc, e) });
+    let mut step = done * steps_per_epoch;
+    let mut csv = if opts.resume {
+        std::fs::OpenOptions::new().append(true).open(opts.out.join("history.csv"))?
+    } else {
+        let mut f = std::fs::File::create(opts.out.join("history.csv"))?;
+        writeln!(f, "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")?;
+        f
+    };
 
-    for epoch in 1..=opts.epochs {
+    for epoch in done + 1..=opts.epochs {
         let t0 = Instant::now();
         let mut order: Vec<i64> = (0..splits.train.len() as i64).collect();
         shuffle(&mut order, &mut rng);
@@ -223,6 +246,31 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
     std::fs::write(opts.out.join("train.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
+}
+
+/// Reads history.csv back (for resuming).
+fn read_history(path: &Path) -> anyhow::Result<Vec<EpochRecord>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot resume: no {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<f64> = l.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>()
+                .with_context(|| format!("{}: bad line {l:?}", path.display()))?;
+            if f.len() != 7 {
+                bail!("{}: expected 7 columns in {l:?}", path.display());
+            }
+            Ok(EpochRecord {
+                epoch: f[0] as usize,
+                train_loss: f[1],
+                train_accuracy: f[2],
+                val_loss: f[3],
+                val_accuracy: f[4],
+                lr: f[5],
+                seconds: f[6],
+            })
+        })
+        .collect()
 }
 
 /// loss.png and accuracy.png: training and validation curves per epoch.
