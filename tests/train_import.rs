@@ -75,3 +75,30 @@ fn a_new_head_exports_to_onnx_that_tract_runs_identically() {
     let d = max_scaled_diff(&tract[0].data, &ours);
     assert!(d <= 1e-4, "tract {:?} vs tch {ours:?}", tract[0].data);
 }
+
+/// ResNet-18, EfficientNet-B0 and MobileNetV3-Small as torchvision exports them, imported
+/// into tch, against onnxruntime. The models (up to 47 MB each) are not committed: run
+/// `tests/data/export_torchvision_classifiers.py DIR`, then this test with
+/// VIGIL_TORCHVISION_DIR=DIR. Without the variable it checks nothing and says so.
+#[test]
+fn torchvision_exports_import_exactly() {
+    let Some(dir) = std::env::var_os("VIGIL_TORCHVISION_DIR").map(std::path::PathBuf::from) else {
+        eprintln!("VIGIL_TORCHVISION_DIR is not set: skipped (see tests/data/export_torchvision_classifiers.py)");
+        return;
+    };
+    for name in ["resnet18", "efficientnet_b0", "mobilenet_v3_small"] {
+        let (_, _, x) = npy_tensor(&dir.join(format!("{name}.input.npy")));
+        let (_, want, _) = npy_tensor(&dir.join(format!("{name}.output.npy")));
+        let module = GraphModule::load(&dir.join(format!("{name}.onnx")), Device::Cpu).unwrap();
+        let y = tch::no_grad(|| module.forward(&x)).unwrap();
+        let got = Vec::<f32>::try_from(y.reshape([-1])).unwrap();
+        // Relative to the largest logit, so that small outputs cannot pass vacuously.
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-3, "{name}: logits are all near zero ({scale}); the export compares nothing");
+        let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
+        eprintln!("{name}: largest logit {scale:.3}, tch vs onnxruntime max difference {d:.3e} of it");
+        assert!(d <= 1e-4, "{name}: {d}");
+        let head = module.head().unwrap();
+        assert_eq!(head.classes, 1000, "{name}");
+    }
+}
