@@ -120,6 +120,9 @@ pub struct TrainArgs {
     /// (optimiser moments start afresh).
     #[arg(long)]
     pub resume: bool,
+    /// Mixed precision on CUDA (fp16 autocast with dynamic loss scaling).
+    #[arg(long)]
+    pub amp: bool,
     /// Turn off augmentation.
     #[arg(long)]
     pub no_augment: bool,

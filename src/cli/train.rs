@@ -28,6 +28,7 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
         patience: a.patience.max(1),
         freeze_backbone: a.freeze_backbone,
         resume: a.resume,
+        amp: a.amp,
         augment,
         val_fraction: a.val_fraction,
         test_fraction: a.test_fraction,

@@ -65,6 +65,8 @@ pub struct TrainOptions {
     pub freeze_backbone: bool,
     /// Continue the run in `out` from its last checkpoint and history.
     pub resume: bool,
+    /// Mixed precision on CUDA: fp16 autocast for the forward pass, dynamic loss scaling.
+    pub amp: bool,
     pub augment: Augment,
     pub val_fraction: f64,
     pub test_fraction: f64,
@@ -160,6 +162,14 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
     let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
+    let mut scaler = match (opts.amp, device) {
+        (true, Device::Cuda(_)) => Some(LossScaler::new()),
+        (true, _) => {
+            eprintln!("--amp applies to CUDA only; training in fp32 on {device:?}");
+            None
+        }
+        (false, _) => None,
+    };
     let done = history.len();
     let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
     let (mut best_acc, mut best_epoch) = history
@@ -186,9 +196,15 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             let idx = Tensor::from_slice(chunk).to_device(device);
             let x = augment(&train_set.images.index_select(0, &idx), &opts.augment, &mut rng);
             let y = train_set.labels.index_select(0, &idx);
-            let logits = module.forward(&norm.apply(&x))?;
+            let logits = match scaler.as_ref() {
+                Some(_) => tch::autocast(true, || module.forward(&norm.apply(&x)))?.to_kind(Kind::Float),
+                None => module.forward(&norm.apply(&x))?,
+            };
             let loss = smoothed_cross_entropy(&logits, &y, opts.label_smoothing);
-            opt.backward_step(&loss);
+            match scaler.as_mut() {
+                Some(scaler) => scaler.step(&mut opt, &module.vs.trainable_variables(), &loss),
+                None => opt.backward_step(&loss),
+            }
             loss_sum += loss.double_value(&[]) * chunk.len() as f64;
             correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
             seen += chunk.len() as i64;
@@ -293,6 +309,45 @@ fn write_curves(history: &[EpochRecord], out: &Path) -> anyhow::Result<()> {
         chart.save(out.join(file)).with_context(|| format!("cannot write {}", out.join(file).display()))?;
     }
     Ok(())
+}
+
+/// Dynamic loss scaling for fp16 training, as PyTorch's GradScaler does it: the loss is
+/// multiplied by `scale` before the backward pass so that small gradients survive fp16;
+/// the gradients are divided by it again before the optimiser step. A step whose gradients
+/// hold an inf or NaN is skipped and the scale halved; after 2000 good steps it doubles.
+struct LossScaler {
+    scale: f64,
+    good_steps: usize,
+}
+
+impl LossScaler {
+    fn new() -> LossScaler {
+        LossScaler { scale: 65536.0, good_steps: 0 }
+    }
+
+    fn step(&mut self, opt: &mut nn::Optimizer, vars: &[Tensor], loss: &Tensor) {
+        opt.zero_grad();
+        (loss * self.scale).backward();
+        let grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+        let non_finite = grads
+            .iter()
+            .map(|g| g.isfinite().logical_not().sum(Kind::Int64))
+            .reduce(|a, b| a + b)
+            .map_or(0, |t| t.int64_value(&[]));
+        if non_finite > 0 {
+            self.scale /= 2.0;
+            self.good_steps = 0;
+            return;
+        }
+        for mut g in grads {
+            let _ = g.g_mul_scalar_(1.0 / self.scale);
+        }
+        opt.step();
+        self.good_steps += 1;
+        if self.good_steps % 2000 == 0 {
+            self.scale *= 2.0;
+        }
+    }
 }
 
 /// Learning rate at `step`: linear warm-up, then cosine decay to zero.
