@@ -109,7 +109,8 @@ impl Splits {
             }
             let split = ImageFolder::scan(&dir)?;
             if split.classes != train.classes {
-                let only = |a: &[String], b: &[String]| a.iter().filter(|c| !b.contains(c)).cloned().collect::<Vec<_>>();
+                let only =
+                    |a: &[String], b: &[String]| a.iter().filter(|c| !b.contains(c)).cloned().collect::<Vec<_>>();
                 return Err(DatasetError::ClassMismatch(format!(
                     "{name}/ lacks {:?} and has extra {:?} compared with train/",
                     only(&train.classes, &split.classes),
@@ -125,7 +126,12 @@ impl Splits {
 
     /// Per class: shuffle with `seed`, then take the test share, the validation share, and
     /// leave the rest for training (each share at least one image when the class has 3+).
-    pub fn stratified(all: ImageFolder, val_fraction: f64, test_fraction: f64, seed: u64) -> Result<Splits, DatasetError> {
+    pub fn stratified(
+        all: ImageFolder,
+        val_fraction: f64,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<Splits, DatasetError> {
         if !(0.0..1.0).contains(&(val_fraction + test_fraction)) || val_fraction < 0.0 || test_fraction < 0.0 {
             return Err(DatasetError::Split(format!(
                 "validation ({val_fraction}) and test ({test_fraction}) fractions must be ≥ 0 and sum below 1"

@@ -5,9 +5,9 @@
 //! exit codes.
 
 pub mod annotate;
+pub mod cli;
 pub mod dataset;
 pub mod metrics;
-pub mod cli;
 pub mod model;
 pub mod npy;
 pub mod plot;

@@ -38,8 +38,9 @@ pub fn read_f32(path: &Path) -> std::io::Result<(Vec<usize>, Vec<f32>)> {
         2 | 3 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header".into()))?)
-        .map_err(|e| bad(e.to_string()))?;
+    let header =
+        std::str::from_utf8(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header".into()))?)
+            .map_err(|e| bad(e.to_string()))?;
     if !header.contains("'descr': '<f4'") {
         return Err(bad(format!("expected little-endian f32 data, header is {header}")));
     }

@@ -24,7 +24,8 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> RgbImage {
     let (left, right, top, bottom) = (70i64, 20i64, 40i64, 50i64);
     let mut img = RgbImage::from_pixel(w, h, Rgb(WHITE));
     text(&mut img, left, 12, title, INK, 2);
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    let all: Vec<(f64, f64)> =
+        series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
     if all.is_empty() {
         return img;
     }

@@ -40,7 +40,10 @@ fn layout_mismatch_is_named() {
     let dir = scratch("layout");
     let m = variant(&dir, "mobilenet-v2.toml", |t| t.replace("layout = \"nchw\"", "layout = \"nhwc\""));
     let (_, msg) = load_err(&m);
-    assert!(msg.contains("input.layout = \"nhwc\"") && msg.contains("[1, 3, 224, 224]") && msg.contains("NCHW"), "{msg}");
+    assert!(
+        msg.contains("input.layout = \"nhwc\"") && msg.contains("[1, 3, 224, 224]") && msg.contains("NCHW"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -57,7 +60,10 @@ fn class_count_mismatch_is_named_for_a_classifier_and_a_detector() {
         t.replace("labels = { file = \"", &format!("labels = [{}]\n# was: {{ file = \"", labels.join(", ")))
     });
     let (_, msg) = load_err(&m);
-    assert!(msg.contains("[1, 2704, 79]") && msg.contains("79 classes") && msg.contains("\"cls_8\" [1, 2704, 80]"), "{msg}");
+    assert!(
+        msg.contains("[1, 2704, 79]") && msg.contains("79 classes") && msg.contains("\"cls_8\" [1, 2704, 80]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -77,7 +83,10 @@ fn truncated_and_foreign_files_are_refused_naming_the_file() {
     std::fs::copy(root().join("tests/photos/chelsea.png"), dir.join("photo.onnx")).unwrap();
     for file in ["truncated.onnx", "notes.onnx", "photo.onnx"] {
         let m = variant(&dir, "blazeface.toml", |t| {
-            t.replace(&format!("{}/blazeface.onnx", root().join("models").display()), &dir.join(file).display().to_string())
+            t.replace(
+                &format!("{}/blazeface.onnx", root().join("models").display()),
+                &dir.join(file).display().to_string(),
+            )
         });
         let (err, msg) = load_err(&m);
         assert!(matches!(err, ModelError::Onnx { .. }), "{file}: {msg}");

@@ -109,7 +109,14 @@ fn check_decoded(c: &Case, model: &Model) -> Prediction {
         }
         Prediction::Detections(ours) => {
             let want = c.expected["detections"].as_array().unwrap();
-            check_detections(c.name, ours.iter().map(|d| (d.label.as_str(), d.score, [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2])).collect(), want, "box");
+            check_detections(
+                c.name,
+                ours.iter()
+                    .map(|d| (d.label.as_str(), d.score, [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2]))
+                    .collect(),
+                want,
+                "box",
+            );
         }
     }
     prediction
@@ -199,7 +206,9 @@ fn yolo_check(name: &'static str) {
     let labels = &model.manifest.labels;
     check_detections(
         name,
-        ours.iter().map(|d| (labels[d.class_id].as_str(), d.score, [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2])).collect(),
+        ours.iter()
+            .map(|d| (labels[d.class_id].as_str(), d.score, [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2]))
+            .collect(),
         want,
         "input_box",
     );

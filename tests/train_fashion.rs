@@ -57,17 +57,40 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     // The training loss falls; test accuracy is far above chance (4 classes: 0.25).
     let losses = csv_column(&out.join("history.csv"), "train_loss");
     assert!(losses.len() >= 2 && losses.last() < losses.first(), "losses {losses:?}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
     let top1 = report["test"]["top1"].as_f64().unwrap();
     assert!(top1 >= 0.7, "test top-1 {top1}\n{stdout}");
-    for f in ["model.onnx", "model.toml", "best.onnx", "last.onnx", "history.csv", "metrics.csv", "confusion.csv", "confusion.png", "loss.png", "accuracy.png", "evaluation.json", "report.md", "test-vector/input.npy", "test-vector/expected.npy"] {
+    for f in [
+        "model.onnx",
+        "model.toml",
+        "best.onnx",
+        "last.onnx",
+        "history.csv",
+        "metrics.csv",
+        "confusion.csv",
+        "confusion.png",
+        "loss.png",
+        "accuracy.png",
+        "evaluation.json",
+        "report.md",
+        "test-vector/input.npy",
+        "test-vector/expected.npy",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert!(report["parity"].as_f64().unwrap() <= 1e-4);
 
     // The exported model, run by the device runtime, reproduces the trainer's test metrics.
     let manifest = out.join("model.toml");
-    let (code, json, stderr) = vigil(&["eval", "--model", manifest.to_str().unwrap(), "--data", data.join("test").to_str().unwrap(), "--json"]);
+    let (code, json, stderr) = vigil(&[
+        "eval",
+        "--model",
+        manifest.to_str().unwrap(),
+        "--data",
+        data.join("test").to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let eval: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(eval["top1"], report["test"]["top1"]);
@@ -82,7 +105,11 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     assert!(d <= 1e-4, "tract vs tch on the test vector: {d}");
 
     // Resuming continues the same run from its last checkpoint.
-    let (code, _, stderr) = train(&data, &out, &["--size", "48", "--epochs", "5", "--batch", "32", "--name", "fashion", "--seed", "1", "--resume"]);
+    let (code, _, stderr) = train(
+        &data,
+        &out,
+        &["--size", "48", "--epochs", "5", "--batch", "32", "--name", "fashion", "--seed", "1", "--resume"],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("resuming after epoch 4"), "{stderr}");
     let epochs = csv_column(&out.join("history.csv"), "epoch");
@@ -132,12 +159,24 @@ fn a_model_with_unsupported_operators_is_refused_by_name() {
     // A classifier manifest over the NanoDet graph: its operators are not trainable here.
     let manifest = std::fs::read_to_string(root().join("models/mobilenet-v2.toml"))
         .unwrap()
-        .replace("model = \"mobilenet-v2.onnx\"", &format!("model = \"{}\"", root().join("models/nanodet-m.onnx").display()))
+        .replace(
+            "model = \"mobilenet-v2.onnx\"",
+            &format!("model = \"{}\"", root().join("models/nanodet-m.onnx").display()),
+        )
         .replace("labels = { file = \"labels/imagenet-1k.txt\" }", "labels = [\"a\"]");
     std::fs::write(dir.join("nanodet.toml"), manifest).unwrap();
     let (code, _, stderr) = vigil(&[
-        "train", "--model", dir.join("nanodet.toml").to_str().unwrap(), "--data", data.to_str().unwrap(),
-        "--out", dir.join("out").to_str().unwrap(), "--device", "cpu", "--epochs", "1",
+        "train",
+        "--model",
+        dir.join("nanodet.toml").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("unsupported ONNX operator") && stderr.contains("LeakyRelu"), "{stderr}");

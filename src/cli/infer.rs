@@ -45,10 +45,7 @@ pub(super) fn run(args: InferArgs) -> Result<(), CliError> {
         }
     }
     if failed > 0 {
-        return Err(CliError::failure(anyhow::anyhow!(
-            "{failed} of {} image(s) failed",
-            args.images.len()
-        )));
+        return Err(CliError::failure(anyhow::anyhow!("{failed} of {} image(s) failed", args.images.len())));
     }
     Ok(())
 }

@@ -3,10 +3,10 @@
 mod bench;
 #[cfg(feature = "train")]
 mod bench_train;
-#[cfg(feature = "train")]
-mod train;
 pub mod eval;
 mod infer;
+#[cfg(feature = "train")]
+mod train;
 
 use std::path::PathBuf;
 
@@ -268,8 +268,6 @@ pub(crate) fn read_image(path: &std::path::Path) -> anyhow::Result<image::RgbIma
         .with_context(|| format!("cannot open image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
-    let image = reader
-        .decode()
-        .with_context(|| format!("{} is not a readable PNG or JPEG image", path.display()))?;
+    let image = reader.decode().with_context(|| format!("{} is not a readable PNG or JPEG image", path.display()))?;
     Ok(image.to_rgb8())
 }

@@ -38,6 +38,10 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
     eprintln!("training on {device:?}");
     let report = train::train(&opts).map_err(CliError::failure)?;
     print!("{}", report.test.summary(&report.classes));
-    println!("exported {} (tract matches tch within {:.2e} on the test vector)", report.manifest.display(), report.parity);
+    println!(
+        "exported {} (tract matches tch within {:.2e} on the test vector)",
+        report.manifest.display(),
+        report.parity
+    );
     Ok(())
 }

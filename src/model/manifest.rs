@@ -271,10 +271,7 @@ impl ModelManifest {
             source: e,
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, dir).map_err(|problems| ModelError::Manifest {
-            path: path.to_path_buf(),
-            problems,
-        })
+        Self::from_toml(&text, dir).map_err(|problems| ModelError::Manifest { path: path.to_path_buf(), problems })
     }
 
     /// Parses and checks manifest text; relative paths are resolved against `dir`.
@@ -301,9 +298,7 @@ impl RawManifest {
             RawLabels::File { file } => {
                 let path = dir.join(file);
                 match std::fs::read_to_string(&path) {
-                    Ok(text) => Some(
-                        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
-                    ),
+                    Ok(text) => Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()),
                     Err(e) => {
                         problems.push(format!("labels.file: cannot read {}: {e}", path.display()));
                         None
@@ -318,10 +313,7 @@ impl RawManifest {
 
         let i = &self.input;
         if i.width == 0 || i.height == 0 {
-            problems.push(format!(
-                "input.width/height: must be positive, got {}x{}",
-                i.width, i.height
-            ));
+            problems.push(format!("input.width/height: must be positive, got {}x{}", i.width, i.height));
         }
         if !(i.scale.is_finite() && i.scale > 0.0) {
             problems.push(format!("input.scale: must be a positive number, got {}", i.scale));
@@ -337,12 +329,12 @@ impl RawManifest {
 
         match (&self.task, &self.decoder) {
             (Task::Classify, DecoderSpec::Classify { .. }) => {}
-            (Task::Detect, DecoderSpec::Classify { .. }) => problems
-                .push("decoder.kind: \"classify\" needs task = \"classify\", not \"detect\"".into()),
-            (Task::Classify, d) => problems.push(format!(
-                "decoder.kind: \"{}\" is a detector, but task = \"classify\"",
-                d.kind()
-            )),
+            (Task::Detect, DecoderSpec::Classify { .. }) => {
+                problems.push("decoder.kind: \"classify\" needs task = \"classify\", not \"detect\"".into())
+            }
+            (Task::Classify, d) => {
+                problems.push(format!("decoder.kind: \"{}\" is a detector, but task = \"classify\"", d.kind()))
+            }
             (Task::Detect, _) => {}
         }
         match &self.decoder {
@@ -359,19 +351,13 @@ impl RawManifest {
             }
             DecoderSpec::Blazeface { anchors, box_scale } => {
                 if anchors.is_empty() || anchors.iter().any(|a| a.stride == 0 || a.per_cell == 0) {
-                    problems.push(
-                        "decoder.anchors: need at least one layer with positive stride and per_cell"
-                            .into(),
-                    );
+                    problems.push("decoder.anchors: need at least one layer with positive stride and per_cell".into());
                 }
                 if !(box_scale.is_finite() && *box_scale > 0.0) {
                     problems.push(format!("decoder.box_scale: must be positive, got {box_scale}"));
                 }
                 if labels.len() != 1 && !labels.is_empty() {
-                    problems.push(format!(
-                        "labels: a blazeface decoder has exactly one class, got {}",
-                        labels.len()
-                    ));
+                    problems.push(format!("labels: a blazeface decoder has exactly one class, got {}", labels.len()));
                 }
             }
             _ => {}
@@ -514,10 +500,7 @@ score = 1.5
 
     #[test]
     fn a_missing_labels_file_is_named() {
-        let text = GOOD.replace(
-            "labels = [\"cat\", \"dog\"]",
-            "labels = { file = \"nope.txt\" }",
-        );
+        let text = GOOD.replace("labels = [\"cat\", \"dog\"]", "labels = { file = \"nope.txt\" }");
         let err = ModelManifest::from_toml(&text, Path::new("/nowhere")).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(err[0].contains("labels.file") && err[0].contains("/nowhere/nope.txt"), "{err:?}");

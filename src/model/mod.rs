@@ -153,10 +153,7 @@ impl Model {
                 return Err(mismatch(format!("output {i} \"{name}\" has no fixed shape ({:?})", fact.shape)));
             };
             if fact.datum_type != f32::datum_type() {
-                return Err(mismatch(format!(
-                    "output \"{name}\" is {:?}; vigil decodes f32 outputs",
-                    fact.datum_type
-                )));
+                return Err(mismatch(format!("output \"{name}\" is {:?}; vigil decodes f32 outputs", fact.datum_type)));
             }
             output_names.push(name);
             output_shapes.push(dims.to_vec());
@@ -262,11 +259,7 @@ fn input_shape(spec: &manifest::InputSpec) -> [usize; 4] {
 fn check_input(graph: &InferenceModel, spec: &manifest::InputSpec) -> Result<(), String> {
     let fact = graph.input_fact(0).map_err(|e| format!("{e:#}"))?;
     let name = graph.node(graph.input_outlets().map_err(|e| format!("{e:#}"))?[0].node).name.clone();
-    let dims: Vec<Option<i64>> = fact
-        .shape
-        .dims()
-        .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
-        .collect();
+    let dims: Vec<Option<i64>> = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
     if let Some(dt) = fact.datum_type.concretize() {
         if dt != f32::datum_type() {
             return Err(format!("input \"{name}\" is {dt:?}; vigil feeds f32 images"));
@@ -276,12 +269,15 @@ fn check_input(graph: &InferenceModel, spec: &manifest::InputSpec) -> Result<(),
         return Ok(()); // Nothing declared: the manifest decides.
     }
     let show = |d: &[Option<i64>]| {
-        let parts: Vec<String> =
-            d.iter().map(|x| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into())).collect();
+        let parts: Vec<String> = d.iter().map(|x| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into())).collect();
         format!("[{}]", parts.join(", "))
     };
     if dims.len() != 4 {
-        return Err(format!("input \"{name}\" has rank {} ({}); vigil feeds a 4-d image tensor", dims.len(), show(&dims)));
+        return Err(format!(
+            "input \"{name}\" has rank {} ({}); vigil feeds a 4-d image tensor",
+            dims.len(),
+            show(&dims)
+        ));
     }
     let (c, h, w) = match spec.layout {
         manifest::Layout::Nchw => (1, 2, 3),
@@ -317,7 +313,11 @@ fn check_input(graph: &InferenceModel, spec: &manifest::InputSpec) -> Result<(),
         ));
     }
     if !want(0, 1) {
-        return Err(format!("the graph's input \"{name}\" {} has batch {}; vigil runs batch 1", show(&dims), dims[0].unwrap()));
+        return Err(format!(
+            "the graph's input \"{name}\" {} has batch {}; vigil runs batch 1",
+            show(&dims),
+            dims[0].unwrap()
+        ));
     }
     Ok(())
 }

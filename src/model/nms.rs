@@ -25,9 +25,7 @@ pub fn nms(mut candidates: Vec<Candidate>, iou_threshold: f32, max: usize) -> Ve
         if kept.len() == max {
             break;
         }
-        let suppressed = kept
-            .iter()
-            .any(|k| k.class_id == c.class_id && iou(&k.bbox, &c.bbox) > iou_threshold);
+        let suppressed = kept.iter().any(|k| k.class_id == c.class_id && iou(&k.bbox, &c.bbox) > iou_threshold);
         if !suppressed {
             kept.push(c);
         }

@@ -64,9 +64,8 @@ pub fn axis_taps(src: usize, dst: usize) -> Vec<Taps> {
             let centre = (o as f64 + 0.5) * ratio;
             let lo = ((centre - support).floor().max(0.0)) as usize;
             let hi = ((centre + support).ceil() as usize).min(src);
-            let raw: Vec<f64> = (lo..hi)
-                .map(|i| (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0))
-                .collect();
+            let raw: Vec<f64> =
+                (lo..hi).map(|i| (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0)).collect();
             let sum: f64 = raw.iter().sum();
             // The nearest source pixel always has a positive weight, so sum > 0.
             Taps { first: lo, weights: raw.iter().map(|w| (w / sum) as f32).collect() }
@@ -223,8 +222,8 @@ mod tests {
         let img = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
         let out = resize_rgb(&img, 5, 4);
         for (o, p) in out.chunks(3).zip(img.pixels()) {
-            for c in 0..3 {
-                assert!((o[c] - p.0[c] as f32).abs() < 1e-4);
+            for (got, want) in o.iter().zip(p.0) {
+                assert!((got - want as f32).abs() < 1e-4);
             }
         }
     }

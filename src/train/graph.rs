@@ -57,21 +57,55 @@ enum Op {
     Mul,
     Div,
     MatMul,
-    Conv { strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64 },
-    Gemm { alpha: f64, beta: f64, trans_a: bool, trans_b: bool },
-    Clip { min: f64, max: f64 },
+    Conv {
+        strides: Vec<i64>,
+        pads: Vec<i64>,
+        dilations: Vec<i64>,
+        group: i64,
+    },
+    Gemm {
+        alpha: f64,
+        beta: f64,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    Clip {
+        min: f64,
+        max: f64,
+    },
     Relu,
     Sigmoid,
-    HardSigmoid { alpha: f64, beta: f64 },
+    HardSigmoid {
+        alpha: f64,
+        beta: f64,
+    },
     HardSwish,
     GlobalAveragePool,
-    AveragePool { kernel: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, count_include_pad: bool },
-    MaxPool { kernel: Vec<i64>, strides: Vec<i64>, pads: Vec<i64> },
-    BatchNormalization { epsilon: f64 },
-    Flatten { axis: i64 },
+    AveragePool {
+        kernel: Vec<i64>,
+        strides: Vec<i64>,
+        pads: Vec<i64>,
+        count_include_pad: bool,
+    },
+    MaxPool {
+        kernel: Vec<i64>,
+        strides: Vec<i64>,
+        pads: Vec<i64>,
+    },
+    BatchNormalization {
+        epsilon: f64,
+    },
+    Flatten {
+        axis: i64,
+    },
     Reshape,
-    ReduceMean { axes: Vec<i64>, keepdims: bool },
-    Concat { axis: i64 },
+    ReduceMean {
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    Concat {
+        axis: i64,
+    },
     /// Identity and Dropout (inference graphs carry no dropout mask).
     PassThrough,
     /// Constant nodes are turned into constants at load time.
@@ -214,17 +248,24 @@ impl GraphModule {
                     let bias = if has(2) { Some(get(2)?) } else { None };
                     let x = get(0)?;
                     let (x, padding) = symmetric_padding(&x, pads);
-                    x.conv2d(&get(1)?, bias.as_ref(), strides.as_slice(), padding.as_slice(), dilations.as_slice(), *group)
+                    x.conv2d(
+                        &get(1)?,
+                        bias.as_ref(),
+                        strides.as_slice(),
+                        padding.as_slice(),
+                        dilations.as_slice(),
+                        *group,
+                    )
                 }
                 Op::Gemm { alpha, beta, trans_a, trans_b } => {
                     let a = if *trans_a { get(0)?.tr() } else { get(0)? };
                     let b = if *trans_b { get(1)?.tr() } else { get(1)? };
                     let mut y = a.matmul(&b);
                     if *alpha != 1.0 {
-                        y = y * *alpha;
+                        y *= *alpha;
                     }
                     if has(2) {
-                        y = y + get(2)? * *beta;
+                        y += get(2)? * *beta;
                     }
                     y
                 }
@@ -236,7 +277,14 @@ impl GraphModule {
                 Op::GlobalAveragePool => get(0)?.adaptive_avg_pool2d([1, 1]),
                 Op::AveragePool { kernel, strides, pads, count_include_pad } => {
                     let (x, padding) = symmetric_padding(&get(0)?, pads);
-                    x.avg_pool2d(kernel.as_slice(), strides.as_slice(), padding.as_slice(), false, *count_include_pad, None)
+                    x.avg_pool2d(
+                        kernel.as_slice(),
+                        strides.as_slice(),
+                        padding.as_slice(),
+                        false,
+                        *count_include_pad,
+                        None,
+                    )
                 }
                 Op::MaxPool { kernel, strides, pads } => {
                     let (x, padding) = symmetric_padding(&get(0)?, pads);
@@ -245,7 +293,16 @@ impl GraphModule {
                 Op::BatchNormalization { epsilon } => {
                     // Inference semantics: the stored running statistics, kept fixed.
                     let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
-                    get(0)?.batch_norm(Some(scale), Some(bias), Some(mean.detach()), Some(var.detach()), false, 0.0, *epsilon, false)
+                    get(0)?.batch_norm(
+                        Some(scale),
+                        Some(bias),
+                        Some(mean.detach()),
+                        Some(var.detach()),
+                        false,
+                        0.0,
+                        *epsilon,
+                        false,
+                    )
                 }
                 Op::Flatten { axis } => {
                     let x = get(0)?;
@@ -267,7 +324,8 @@ impl GraphModule {
             };
             env.insert(node.outputs[0].as_str(), y);
         }
-        env.remove(self.output.as_str()).with_context(|| format!("the graph never computes its output \"{}\"", self.output))
+        env.remove(self.output.as_str())
+            .with_context(|| format!("the graph never computes its output \"{}\"", self.output))
     }
 
     /// The final fully-connected layer: the Gemm node (or MatMul + Add) that produces the
@@ -360,7 +418,8 @@ impl GraphModule {
         if let Some(dims) = input {
             graph.value_info.clear();
             let declared = graph.input.iter_mut().find(|i| i.name == self.input).context("input vanished")?;
-            if let Some(pb::type_proto::Value::TensorType(t)) = declared.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            if let Some(pb::type_proto::Value::TensorType(t)) = declared.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
                 t.shape = Some(pb::TensorShapeProto {
                     dim: dims
                         .iter()

@@ -172,9 +172,10 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     };
     let done = history.len();
     let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
-    let (mut best_acc, mut best_epoch) = history
-        .iter()
-        .fold((-1.0, 0), |(acc, e), h| if h.val_accuracy > acc { (h.val_accuracy, h.epoch) } else { (acc, e) });
+    let (mut best_acc, mut best_epoch) =
+        history
+            .iter()
+            .fold((-1.0, 0), |(acc, e), h| if h.val_accuracy > acc { (h.val_accuracy, h.epoch) } else { (acc, e) });
     let mut step = done * steps_per_epoch;
     let mut csv = if opts.resume {
         std::fs::OpenOptions::new().append(true).open(opts.out.join("history.csv"))?
@@ -271,7 +272,10 @@ fn read_history(path: &Path) -> anyhow::Result<Vec<EpochRecord>> {
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let f: Vec<f64> = l.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>()
+            let f: Vec<f64> = l
+                .split(',')
+                .map(|v| v.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
                 .with_context(|| format!("{}: bad line {l:?}", path.display()))?;
             if f.len() != 7 {
                 bail!("{}: expected 7 columns in {l:?}", path.display());
@@ -344,7 +348,7 @@ impl LossScaler {
         }
         opt.step();
         self.good_steps += 1;
-        if self.good_steps % 2000 == 0 {
+        if self.good_steps.is_multiple_of(2000) {
             self.scale *= 2.0;
         }
     }
@@ -444,7 +448,7 @@ fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
     if a.jitter > 0.0 {
         let f = Tensor::from_slice(&factors).reshape([n, 3]).to_device(device);
         let at = |k: i64| f.select(1, k).reshape([n, 1, 1, 1]);
-        y = y * at(0);
+        y *= at(0);
         let mean = y.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
         y = (&y - &mean) * at(1) + &mean;
         let gray = (y.select(1, 0) * 0.299 + y.select(1, 1) * 0.587 + y.select(1, 2) * 0.114).unsqueeze(1);
@@ -491,13 +495,20 @@ fn predict(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize)
 
 fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyhow::Result<()> {
     let proto = module.to_onnx_with_input(Some([1, 3, size as i64, size as i64]))?;
-    std::fs::write(path, prost::Message::encode_to_vec(&proto)).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, prost::Message::encode_to_vec(&proto))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes the first test image as the test vector (input and the output of `module`, which
 /// lives on the CPU) and checks that tract, loading the exported manifest, computes the
 /// same within 1e-4.
-fn test_vector(module: &GraphModule, test: &Split, norm: &Normalizer, manifest: &Path, out: &Path) -> anyhow::Result<f32> {
+fn test_vector(
+    module: &GraphModule,
+    test: &Split,
+    norm: &Normalizer,
+    manifest: &Path,
+    out: &Path,
+) -> anyhow::Result<f32> {
     let _guard = tch::no_grad_guard();
     let x = norm.apply(&test.images.narrow(0, 0, 1)).to_device(Device::Cpu).contiguous();
     let expected = module.forward(&x)?;
@@ -518,7 +529,13 @@ fn test_vector(module: &GraphModule, test: &Split, norm: &Normalizer, manifest: 
     Ok(d)
 }
 
-fn manifest_text(opts: &TrainOptions, spec: &InputSpec, classes: &[String], best_epoch: usize, test: &Evaluation) -> String {
+fn manifest_text(
+    opts: &TrainOptions,
+    spec: &InputSpec,
+    classes: &[String],
+    best_epoch: usize,
+    test: &Evaluation,
+) -> String {
     let list = |v: &[f32; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
     let labels: Vec<String> = classes.iter().map(|c| format!("{c:?}")).collect();
     format!(

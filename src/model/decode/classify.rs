@@ -42,8 +42,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 
 /// The `k` best (index, value) pairs at or above `min`, best first; ties keep index order.
 pub fn top_k(values: &[f32], k: usize, min: f32) -> Vec<(usize, f32)> {
-    let mut ranked: Vec<(usize, f32)> =
-        values.iter().copied().enumerate().filter(|(_, v)| *v >= min).collect();
+    let mut ranked: Vec<(usize, f32)> = values.iter().copied().enumerate().filter(|(_, v)| *v >= min).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     ranked.truncate(k);
     ranked
@@ -77,7 +76,11 @@ mod tests {
         assert!(err.contains("10 labels") && err.contains("1000 class scores"), "{err}");
         let g = GraphOutputs { classes: 1000, ..g };
         let d = bind(ClassifierOutput::Logits, g).unwrap();
-        let out = [OutputTensor { name: "logits".into(), shape: vec![1, 1000], data: (0..1000).map(|i| i as f32 / 100.0).collect() }];
+        let out = [OutputTensor {
+            name: "logits".into(),
+            shape: vec![1, 1000],
+            data: (0..1000).map(|i| i as f32 / 100.0).collect(),
+        }];
         let p = DecodeParams { score: 0.0, iou: 0.5, max_detections: 10, top_k: 3 };
         let top = d.decode(&out, &p);
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [999, 998, 997]);

@@ -62,12 +62,7 @@ pub struct GraphOutputs<'a> {
 impl GraphOutputs<'_> {
     /// "name" [d0, d1, …] for every output, for error messages.
     pub fn describe(&self) -> String {
-        self.names
-            .iter()
-            .zip(self.shapes)
-            .map(|(n, s)| format!("\"{n}\" {s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.names.iter().zip(self.shapes).map(|(n, s)| format!("\"{n}\" {s:?}")).collect::<Vec<_>>().join(", ")
     }
 }
 

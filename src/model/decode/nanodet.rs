@@ -37,9 +37,8 @@ pub(super) fn bind(strides: &[usize], reg_max: usize, offset: f32, g: GraphOutpu
         let rows = g.input_height.div_ceil(stride);
         let cells = rows * cols;
         let mut find = |width: usize, what: &str| {
-            let found = g.shapes.iter().enumerate().position(|(i, s)| {
-                !used[i] && unbatched(s) == Some(&[cells, width][..])
-            });
+            let found =
+                g.shapes.iter().enumerate().position(|(i, s)| !used[i] && unbatched(s) == Some(&[cells, width][..]));
             match found {
                 Some(i) => {
                     used[i] = true;
@@ -74,8 +73,7 @@ impl Nanodet {
             let boxes = &outputs[level.box_output].data;
             let s = level.stride as f32;
             for cell in 0..level.cells {
-                let (class_id, score) =
-                    argmax(&scores[cell * self.classes..(cell + 1) * self.classes]);
+                let (class_id, score) = argmax(&scores[cell * self.classes..(cell + 1) * self.classes]);
                 if score <= p.score {
                     continue;
                 }
@@ -125,7 +123,7 @@ mod tests {
         let d = bind(&[8, 16], 1, 0.0, g).unwrap();
         let mut c8 = vec![0.0; 8];
         c8[3 * 2 + 1] = 0.9; // cell 3 = row 1, col 1 → anchor (8, 8) at offset 0; class 1
-        // Each side: bins [0, big] → expectation 1 → distance 8 (one stride).
+                             // Each side: bins [0, big] → expectation 1 → distance 8 (one stride).
         let b8: Vec<f32> = (0..4 * 8).map(|i| if i % 2 == 1 { 50.0 } else { 0.0 }).collect();
         let outs = vec![
             OutputTensor { name: "b16".into(), shape: shapes[0].clone(), data: vec![0.0; 8] },

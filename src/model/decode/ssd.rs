@@ -29,10 +29,8 @@ pub(super) fn bind(
     let columns = g.classes + usize::from(background);
     let dims: Vec<Option<&[usize]>> = g.shapes.iter().map(|s| unbatched(s)).collect();
     let boxes = dims.iter().position(|d| matches!(d, Some([_, 4])));
-    let scores = dims
-        .iter()
-        .enumerate()
-        .position(|(i, d)| Some(i) != boxes && matches!(d, Some([_, c]) if *c == columns));
+    let scores =
+        dims.iter().enumerate().position(|(i, d)| Some(i) != boxes && matches!(d, Some([_, c]) if *c == columns));
     let (Some(boxes), Some(scores)) = (boxes, scores) else {
         return Err(format!(
             "decoder \"ssd\": expected boxes [1, N, 4] and scores [1, N, {columns}] ({} labels{}), \
@@ -44,10 +42,7 @@ pub(super) fn bind(
     };
     let anchors = dims[boxes].unwrap()[0];
     if dims[scores].unwrap()[0] != anchors {
-        return Err(format!(
-            "decoder \"ssd\": boxes and scores disagree on the number of boxes: {}",
-            g.describe()
-        ));
+        return Err(format!("decoder \"ssd\": boxes and scores disagree on the number of boxes: {}", g.describe()));
     }
     let unit = if normalized { (g.input_width as f32, g.input_height as f32) } else { (1.0, 1.0) };
     Ok(Ssd { boxes, scores, anchors, columns, background, format, unit, sigmoid })
@@ -99,7 +94,11 @@ mod tests {
         let outs = vec![
             // box 0: background wins but is never reported: class 1 at 0.6; box 1: all low.
             OutputTensor { name: "scores".into(), shape: shapes[0].clone(), data: vec![0.99, 0.1, 0.6, 0.9, 0.1, 0.1] },
-            OutputTensor { name: "boxes".into(), shape: shapes[1].clone(), data: vec![0.1, 0.2, 0.5, 0.6, 0.0, 0.0, 1.0, 1.0] },
+            OutputTensor {
+                name: "boxes".into(),
+                shape: shapes[1].clone(),
+                data: vec![0.1, 0.2, 0.5, 0.6, 0.0, 0.0, 1.0, 1.0],
+            },
         ];
         let p = DecodeParams { score: 0.5, iou: 0.5, max_detections: 10, top_k: 1 };
         let out = d.decode(&outs, &p);
