@@ -181,3 +181,12 @@ fn a_model_with_unsupported_operators_is_refused_by_name() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("unsupported ONNX operator") && stderr.contains("LeakyRelu"), "{stderr}");
 }
+
+#[test]
+fn an_empty_split_is_a_clear_error() {
+    // Class folders directly under the root: a stratified split, here with no validation share.
+    let data = tiny_dataset("empty-split").join("train");
+    let (code, _, stderr) = train(&data, &data.join("../../out"), &["--epochs", "1", "--val-fraction", "0"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("the validation split of") && stderr.contains("is empty"), "{stderr}");
+}

@@ -86,11 +86,13 @@ enum Op {
         strides: Vec<i64>,
         pads: Vec<i64>,
         count_include_pad: bool,
+        ceil_mode: bool,
     },
     MaxPool {
         kernel: Vec<i64>,
         strides: Vec<i64>,
         pads: Vec<i64>,
+        ceil_mode: bool,
     },
     BatchNormalization {
         epsilon: f64,
@@ -275,21 +277,21 @@ impl GraphModule {
                 Op::HardSigmoid { alpha, beta } => (get(0)? * *alpha + *beta).clamp(0.0, 1.0),
                 Op::HardSwish => get(0)?.hardswish(),
                 Op::GlobalAveragePool => get(0)?.adaptive_avg_pool2d([1, 1]),
-                Op::AveragePool { kernel, strides, pads, count_include_pad } => {
-                    let (x, padding) = symmetric_padding(&get(0)?, pads);
-                    x.avg_pool2d(
-                        kernel.as_slice(),
-                        strides.as_slice(),
-                        padding.as_slice(),
-                        false,
-                        *count_include_pad,
-                        None,
-                    )
-                }
-                Op::MaxPool { kernel, strides, pads } => {
-                    let (x, padding) = symmetric_padding(&get(0)?, pads);
-                    x.max_pool2d(kernel.as_slice(), strides.as_slice(), padding.as_slice(), [1, 1], false)
-                }
+                Op::AveragePool { kernel, strides, pads, count_include_pad, ceil_mode } => get(0)?.avg_pool2d(
+                    kernel.as_slice(),
+                    strides.as_slice(),
+                    pool_padding(pads).as_slice(),
+                    *ceil_mode,
+                    *count_include_pad,
+                    None,
+                ),
+                Op::MaxPool { kernel, strides, pads, ceil_mode } => get(0)?.max_pool2d(
+                    kernel.as_slice(),
+                    strides.as_slice(),
+                    pool_padding(pads).as_slice(),
+                    [1, 1],
+                    *ceil_mode,
+                ),
                 Op::BatchNormalization { epsilon } => {
                     // Inference semantics: the stored running statistics, kept fixed.
                     let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
@@ -453,6 +455,15 @@ fn symmetric_padding(x: &Tensor, pads: &[i64]) -> (Tensor, Vec<i64>) {
     }
 }
 
+/// Symmetric ONNX pool pads [top, left, bottom, right] as torch's [height, width].
+fn pool_padding(pads: &[i64]) -> Vec<i64> {
+    if pads.is_empty() {
+        vec![0, 0]
+    } else {
+        vec![pads[0], pads[1]]
+    }
+}
+
 fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
@@ -536,13 +547,22 @@ fn decode_op(n: &pb::NodeProto, consts: &HashMap<String, Tensor>) -> anyhow::Res
         "HardSigmoid" => Op::HardSigmoid { alpha: attr_float(n, "alpha", 0.2), beta: attr_float(n, "beta", 0.5) },
         "HardSwish" => Op::HardSwish,
         "GlobalAveragePool" => Op::GlobalAveragePool,
-        "AveragePool" => {
+        "AveragePool" | "MaxPool" => {
             let (kernel, strides, pads) = kernel_attrs(n);
-            Op::AveragePool { kernel, strides, pads, count_include_pad: attr_int(n, "count_include_pad", 0) != 0 }
-        }
-        "MaxPool" => {
-            let (kernel, strides, pads) = kernel_attrs(n);
-            Op::MaxPool { kernel, strides, pads }
+            // Padding a pool by hand would need -inf (max) or a changed divisor (average).
+            if pads.len() == 4 && (pads[0] != pads[2] || pads[1] != pads[3]) {
+                bail!("asymmetric pads {pads:?} on a pooling node are not supported");
+            }
+            if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+                bail!("dilated pooling is not supported");
+            }
+            let ceil_mode = attr_int(n, "ceil_mode", 0) != 0;
+            if n.op_type == "MaxPool" {
+                Op::MaxPool { kernel, strides, pads, ceil_mode }
+            } else {
+                let count_include_pad = attr_int(n, "count_include_pad", 0) != 0;
+                Op::AveragePool { kernel, strides, pads, count_include_pad, ceil_mode }
+            }
         }
         "BatchNormalization" => Op::BatchNormalization { epsilon: attr_float(n, "epsilon", 1e-5) },
         "Flatten" => Op::Flatten { axis: attr_int(n, "axis", 1) },

@@ -128,6 +128,15 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         splits.test.len(),
         opts.data.display()
     );
+    for (name, split) in [("training", &splits.train), ("validation", &splits.val), ("test", &splits.test)] {
+        if split.is_empty() {
+            bail!(
+                "the {name} split of {} is empty: give train/, val/ and test/ folders with images, or \
+                 fractions that leave each class some of each",
+                opts.data.display()
+            );
+        }
+    }
     let device = opts.device;
     let train_set = load_split(&splits.train, &spec, device)?;
     let val_set = load_split(&splits.val, &spec, device)?;
