@@ -1,10 +1,22 @@
-//! Labelled images in the ImageFolder layout: one folder per class, named after it.
+//! Image files: reading one as RGB, and labelled images in the ImageFolder layout (one
+//! folder per class, named after it).
 //!
 //! A dataset root either holds the class folders directly (and is split into train /
 //! validation / test by a seeded stratified split), or holds `train/`, `val/` and `test/`
 //! folders that each hold the same class folders.
 
 use std::path::{Path, PathBuf};
+
+/// Reads an image file (PNG or JPEG, told by its content) as RGB, naming the file in the error.
+pub fn read_image(path: &Path) -> anyhow::Result<image::RgbImage> {
+    use anyhow::Context;
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    let image = reader.decode().with_context(|| format!("{} is not a readable PNG or JPEG image", path.display()))?;
+    Ok(image.to_rgb8())
+}
 
 /// File extensions read as images.
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];

@@ -1,6 +1,7 @@
 //! Classification metrics: confusion matrix, top-k accuracy, per-class precision, recall
-//! and F1, with macro and weighted averages. Pure functions over class indices, shared by
-//! the trainer and `vigil eval` so that both report the same numbers.
+//! and F1, with macro and weighted averages — pure functions over class indices — and the
+//! report files written from them. Shared by the trainer and `vigil eval`, so that both
+//! report the same numbers in the same files.
 
 use serde::Serialize;
 
@@ -134,6 +135,23 @@ impl Evaluation {
         out += &row("macro avg", &self.macro_avg);
         out += &row("weighted avg", &self.weighted_avg);
         out
+    }
+
+    /// metrics.csv, confusion.csv, confusion.png and evaluation.json in `out`.
+    pub fn write_reports(&self, out: &std::path::Path, labels: &[String]) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let write = |name: &str, text: String| {
+            let path = out.join(name);
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        };
+        write("metrics.csv", self.to_csv(labels))?;
+        write("confusion.csv", self.confusion.to_csv(labels))?;
+        write("evaluation.json", serde_json::to_string_pretty(self)?)?;
+        let png = out.join("confusion.png");
+        crate::plot::confusion_chart(&self.confusion.counts, labels)
+            .save(&png)
+            .with_context(|| format!("cannot write {}", png.display()))
     }
 
     /// A short human-readable summary.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use common::{root, scratch};
 use serde_json::Value;
-use vigil::model::{preprocess, Decoded, InputTensor, Model, OutputTensor, Prediction};
+use vigil::model::{max_scaled_diff, preprocess, Decoded, InputTensor, Model, OutputTensor, Prediction};
 
 struct Case {
     name: &'static str,
@@ -61,15 +61,6 @@ impl Case {
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-/// Largest difference, relative to the reference value where it exceeds 1: `|a − b| /
-/// max(1, |b|)`. Outputs span very different scales (probabilities, logits down to −360,
-/// box coordinates up to 600 pixels), and float32 carries about 7 significant digits, so
-/// "equal within 1e-4" is absolute below 1 and relative above.
-fn max_scaled_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
 }
 
 /// Raw outputs: tract on the fixture's input equals onnxruntime within 1e-4.

@@ -7,7 +7,7 @@ mod common;
 
 use common::{root, scratch};
 use tch::{Device, Kind, Tensor};
-use vigil::model::{InputTensor, Model};
+use vigil::model::{max_scaled_diff, InputTensor, Model};
 use vigil::train::GraphModule;
 
 fn npy_tensor(path: &std::path::Path) -> (Vec<usize>, Vec<f32>, Tensor) {
@@ -15,10 +15,6 @@ fn npy_tensor(path: &std::path::Path) -> (Vec<usize>, Vec<f32>, Tensor) {
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let t = Tensor::from_slice(&data).reshape(dims.as_slice());
     (shape, data, t)
-}
-
-fn max_scaled_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
 }
 
 #[test]

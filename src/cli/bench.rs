@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{read_image, BenchArgs, CliError};
+use super::{BenchArgs, CliError};
+use crate::dataset::read_image;
 use crate::model::{preprocess, Model};
 
 pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {

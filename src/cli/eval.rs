@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::{read_image, CliError, EvalArgs};
-use crate::dataset::ImageFolder;
+use super::{CliError, EvalArgs};
+use crate::dataset::{read_image, ImageFolder};
 use crate::metrics::{evaluate, ranking, Evaluation};
 use crate::model::{preprocess, Model, Task};
 
@@ -20,7 +20,7 @@ pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
         print!("{}", evaluation.summary(labels));
     }
     if let Some(out) = &args.out {
-        write_reports(out, &evaluation, labels).map_err(CliError::failure)?;
+        evaluation.write_reports(out, labels).map_err(CliError::failure)?;
     }
     Ok(())
 }
@@ -52,21 +52,4 @@ pub fn evaluate_folder(model: &Model, data: &Path) -> anyhow::Result<Evaluation>
         rankings.push(ranking(&outputs[0].data));
     }
     Ok(evaluate(&truth, &rankings, labels.len()))
-}
-
-/// metrics.csv, confusion.csv, confusion.png and evaluation.json in `out`.
-pub fn write_reports(out: &Path, e: &Evaluation, labels: &[String]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let write = |name: &str, text: String| {
-        let path = out.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("metrics.csv", e.to_csv(labels))?;
-    write("confusion.csv", e.confusion.to_csv(labels))?;
-    write("evaluation.json", serde_json::to_string_pretty(e)?)?;
-    let png = out.join("confusion.png");
-    crate::plot::confusion_chart(&e.confusion.counts, labels)
-        .save(&png)
-        .with_context(|| format!("cannot write {}", png.display()))?;
-    Ok(())
 }

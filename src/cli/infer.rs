@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
-use super::{read_image, CliError, InferArgs};
+use super::{CliError, InferArgs};
 use crate::annotate;
+use crate::dataset::read_image;
 use crate::model::{Model, Prediction, Timings};
 
 pub(super) fn run(args: InferArgs) -> Result<(), CliError> {

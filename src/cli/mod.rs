@@ -260,14 +260,3 @@ impl From<crate::model::ModelError> for CliError {
         CliError { code, error: e.into() }
     }
 }
-
-/// Reads an image file as RGB, naming the file in the error.
-pub(crate) fn read_image(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
-    use anyhow::Context;
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    let image = reader.decode().with_context(|| format!("{} is not a readable PNG or JPEG image", path.display()))?;
-    Ok(image.to_rgb8())
-}

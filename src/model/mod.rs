@@ -322,6 +322,15 @@ fn check_input(graph: &InferenceModel, spec: &manifest::InputSpec) -> Result<(),
     Ok(())
 }
 
+/// Largest difference between two runs of a model, relative to the reference value where it
+/// exceeds 1: `max |a − b| / max(1, |b|)`. Outputs span very different scales (probabilities,
+/// logits down to −360, box coordinates up to 600 pixels) and f32 carries about 7 significant
+/// digits, so "equal within 1e-4" is absolute below 1 and relative above.
+pub fn max_scaled_diff(a: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(a.len(), reference.len(), "outputs of different sizes");
+    a.iter().zip(reference).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

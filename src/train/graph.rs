@@ -605,35 +605,23 @@ fn value_shape(v: &pb::ValueInfoProto) -> Vec<i64> {
 
 fn tensor_from_proto(t: &pb::TensorProto) -> anyhow::Result<Tensor> {
     use pb::tensor_proto::DataType;
-    let dims: Vec<i64> = t.dims.clone();
+    // Values are either packed little-endian in raw_data or listed in the typed field.
+    fn values<T: Clone, const N: usize>(raw: &[u8], listed: &[T], from_le: fn([u8; N]) -> T) -> Vec<T> {
+        if raw.is_empty() {
+            listed.to_vec()
+        } else {
+            raw.chunks_exact(N).map(|c| from_le(c.try_into().unwrap())).collect()
+        }
+    }
     let out = match DataType::try_from(t.data_type) {
-        Ok(DataType::Float) => {
-            let values: Vec<f32> = if !t.raw_data.is_empty() {
-                t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-            } else {
-                t.float_data.clone()
-            };
-            Tensor::from_slice(&values)
-        }
-        Ok(DataType::Int64) => {
-            let values: Vec<i64> = if !t.raw_data.is_empty() {
-                t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
-            } else {
-                t.int64_data.clone()
-            };
-            Tensor::from_slice(&values)
-        }
+        Ok(DataType::Float) => Tensor::from_slice(&values(&t.raw_data, &t.float_data, f32::from_le_bytes)),
+        Ok(DataType::Int64) => Tensor::from_slice(&values(&t.raw_data, &t.int64_data, i64::from_le_bytes)),
         Ok(DataType::Int32) => {
-            let values: Vec<i32> = if !t.raw_data.is_empty() {
-                t.raw_data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
-            } else {
-                t.int32_data.clone()
-            };
-            Tensor::from_slice(&values).to_kind(Kind::Int64)
+            Tensor::from_slice(&values(&t.raw_data, &t.int32_data, i32::from_le_bytes)).to_kind(Kind::Int64)
         }
         _ => bail!("tensor \"{}\" has data type {}, which is not supported", t.name, t.data_type),
     };
-    Ok(out.reshape(dims.as_slice()))
+    Ok(out.reshape(t.dims.as_slice()))
 }
 
 fn tensor_to_proto(name: &str, t: &Tensor) -> anyhow::Result<pb::TensorProto> {

@@ -14,7 +14,7 @@ use super::GraphModule;
 use crate::dataset::{shuffle, Sample, SplitMix64, Splits};
 use crate::metrics::{evaluate, ranking, Evaluation};
 use crate::model::manifest::{ChannelOrder, InputSpec, Layout};
-use crate::model::{preprocess, InputTensor, Model, ModelManifest, Task};
+use crate::model::{max_scaled_diff, preprocess, InputTensor, Model, ModelManifest, Task};
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -179,6 +179,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         }
         (false, _) => None,
     };
+    let trainable = module.vs.trainable_variables();
     let done = history.len();
     let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
     let (mut best_acc, mut best_epoch) =
@@ -212,7 +213,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             };
             let loss = smoothed_cross_entropy(&logits, &y, opts.label_smoothing);
             match scaler.as_mut() {
-                Some(scaler) => scaler.step(&mut opt, &module.vs.trainable_variables(), &loss),
+                Some(scaler) => scaler.step(&mut opt, &trainable, &loss),
                 None => opt.backward_step(&loss),
             }
             loss_sum += loss.double_value(&[]) * chunk.len() as f64;
@@ -256,9 +257,9 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let model_onnx = opts.out.join("model.onnx");
     std::fs::copy(opts.out.join("best.onnx"), &model_onnx)?;
     let best = GraphModule::load(&model_onnx, device)?;
-    let (truth, rankings, logits) = predict(&best, &test_set, &norm, opts.batch)?;
+    let (truth, rankings) = predict(&best, &test_set, &norm, opts.batch)?;
     let test = evaluate(&truth, &rankings, classes.len());
-    crate::cli::eval::write_reports(&opts.out, &test, &classes)?;
+    test.write_reports(&opts.out, &classes)?;
 
     let manifest_path = opts.out.join("model.toml");
     std::fs::write(&manifest_path, manifest_text(opts, &spec, &classes, best_epoch, &test))?;
@@ -266,7 +267,6 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     // libtorch runs convolutions in TF32 by default, about 1e-3 relative.
     let reference = if device == Device::Cpu { best } else { GraphModule::load(&model_onnx, Device::Cpu)? };
     let parity = test_vector(&reference, &test_set, &norm, &manifest_path, &opts.out)?;
-    drop(logits);
     write_curves(&history, &opts.out)?;
     let report = TrainReport { classes, history, best_epoch, test, parity, manifest: manifest_path };
     std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
@@ -397,7 +397,7 @@ fn load_split(samples: &[Sample], spec: &InputSpec, device: Device) -> anyhow::R
     };
     let mut data = Vec::with_capacity(samples.len() * 3 * spec.width * spec.height);
     for s in samples {
-        let image = crate::cli::read_image(&s.path)?;
+        let image = crate::dataset::read_image(&s.path)?;
         data.extend(preprocess(&image, &raw).0.data);
     }
     let n = samples.len() as i64;
@@ -468,10 +468,8 @@ fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
 }
 
 fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<(f64, f64)> {
+    // Never empty: train() refuses empty splits.
     let n = split.labels.size()[0];
-    if n == 0 {
-        return Ok((f64::NAN, 0.0));
-    }
     let _guard = tch::no_grad_guard();
     let (mut loss, mut correct) = (0.0, 0i64);
     for start in (0..n).step_by(batch) {
@@ -484,9 +482,13 @@ fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize
     Ok((loss / n as f64, correct as f64 / n as f64))
 }
 
-type Predictions = (Vec<usize>, Vec<Vec<usize>>, Tensor);
-
-fn predict(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<Predictions> {
+/// True classes and predicted class rankings (best first) for every image of a split.
+fn predict(
+    module: &GraphModule,
+    split: &Split,
+    norm: &Normalizer,
+    batch: usize,
+) -> anyhow::Result<(Vec<usize>, Vec<Vec<usize>>)> {
     let _guard = tch::no_grad_guard();
     let n = split.labels.size()[0];
     let mut all = Vec::new();
@@ -499,7 +501,7 @@ fn predict(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize)
     let c = logits.size()[1] as usize;
     let rankings = flat.chunks(c).map(ranking).collect();
     let truth = Vec::<i64>::try_from(split.labels.to_device(Device::Cpu))?.into_iter().map(|v| v as usize).collect();
-    Ok((truth, rankings, logits))
+    Ok((truth, rankings))
 }
 
 fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyhow::Result<()> {
@@ -531,7 +533,7 @@ fn test_vector(
 
     let model = Model::load(manifest)?;
     let got = model.run_raw(&InputTensor { shape: shape.try_into().unwrap(), data: input })?;
-    let d = got[0].data.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+    let d = max_scaled_diff(&got[0].data, &want);
     if d > 1e-4 {
         bail!("the exported model differs between tract and tch by {d} on the test vector (limit 1e-4)");
     }
