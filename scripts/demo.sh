@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# vigil's main job on its bundled defaults: the bundled models on the bundled photos.
-# Writes annotated images to target/demo/. Until the daemon lands (`vigil run`), the main
-# job is `vigil infer`.
+# vigil's main job on its bundled defaults: the daemon, with the bundled photos replayed as a
+# camera through the bundled NanoDet-m, publishing on vigil's embedded MQTT broker
+# (127.0.0.1:1883). Objects appear in the log as events; every MQTT message can be watched with
+#   mosquitto_sub -h 127.0.0.1 -t 'vigil/#' -v
+# Usage: scripts/demo.sh [seconds]     (default: until Ctrl-C)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=target/demo
-mkdir -p "$out/nanodet-m" "$out/blazeface"
+scripts/setup-system.sh build          # libclang for the camera bindings, mosquitto clients
 cargo build --locked --bin vigil
 vigil=target/debug/vigil
-photos=(tests/photos/motorcycle_left.png tests/photos/group.png tests/photos/astronaut.png tests/photos/coffee.png)
-"$vigil" infer --model models/nanodet-m.toml --draw "$out/nanodet-m" "${photos[@]}"
-"$vigil" infer --model models/blazeface.toml --draw "$out/blazeface" tests/photos/astronaut.png tests/photos/group.png
-"$vigil" infer --model models/mobilenet-v2.toml tests/photos/chelsea.png tests/photos/coffee.png
-echo "annotated images: $out/"
+"$vigil" validate --config scripts/demo.toml --models
+echo "watch it: mosquitto_sub -h 127.0.0.1 -t 'vigil/#' -v" >&2
+if [[ $# -ge 1 ]]; then
+  # A bounded run (CI, a quick look): also show what a subscriber receives.
+  "$vigil" run --config scripts/demo.toml &
+  pid=$!
+  for _ in $(seq 50); do mosquitto_sub -h 127.0.0.1 -t x -W 1 -C 1 2>/dev/null && break; sleep 0.2; done
+  mosquitto_sub -h 127.0.0.1 -t 'vigil/demo/photos/events' -t 'vigil/demo/availability' -v -W "$1" || true
+  kill -TERM "$pid"
+  wait "$pid"
+else
+  exec "$vigil" run --config scripts/demo.toml
+fi

@@ -4,14 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The model tests need no Python and no system packages: the ONNX models, photos and
-# onnxruntime fixtures they compare against are committed (models/, tests/).
-# The trainer's tests need labelled images: Debian's Fashion-MNIST package.
-if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
-  sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
-  $sudo apt-get update -q
-  $sudo apt-get install -y -q dataset-fashion-mnist
-fi
+# Debian packages: libclang (camera bindings), mosquitto (the daemon's tests start their own
+# brokers), Fashion-MNIST (the trainer's tests). The model tests need no Python: the ONNX
+# models, photos and onnxruntime fixtures they compare against are committed.
+scripts/setup-system.sh test
 # The trainer (feature `train`) needs libtorch 2.11: a CPU-sized install under .venv/.
 LIBTORCH=$(scripts/setup-libtorch.sh | tail -n 1)
 export LIBTORCH

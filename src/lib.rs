@@ -6,10 +6,16 @@
 
 pub mod annotate;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod dataset;
+pub mod detect;
 pub mod metrics;
 pub mod model;
+pub mod mqtt;
 pub mod npy;
 pub mod plot;
+pub mod service;
+pub mod source;
 #[cfg(feature = "train")]
 pub mod train;

@@ -5,6 +5,7 @@ mod bench;
 mod bench_train;
 pub mod eval;
 mod infer;
+mod run;
 #[cfg(feature = "train")]
 mod train;
 
@@ -20,6 +21,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// A model or its manifest was refused at load time.
     pub const BAD_MODEL: i32 = 3;
+    /// The daemon's configuration was refused (sysexits' EX_CONFIG).
+    pub const BAD_CONFIG: i32 = 78;
 }
 
 #[derive(Debug, Parser)]
@@ -31,6 +34,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: cameras → models → MQTT (docs/config.md, docs/mqtt.md).
+    Run(RunArgs),
+    /// Check a daemon configuration and exit (for systemd's ExecStartPre).
+    Validate(ValidateArgs),
     /// Run a model on image files and print what it sees.
     Infer(InferArgs),
     /// Measure a model's inference latency.
@@ -46,6 +53,23 @@ pub enum Command {
     /// Fine-tune a classifier (this build has no trainer: see the message it prints).
     #[cfg(not(feature = "train"))]
     Train(NoTrainer),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The configuration file (TOML; keys in docs/config.md).
+    #[arg(long, short, default_value = "/etc/vigil/vigil.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The configuration file to check.
+    #[arg(long, short, default_value = "/etc/vigil/vigil.toml")]
+    pub config: PathBuf,
+    /// Also load every camera's model and check it against its graph.
+    #[arg(long)]
+    pub models: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +245,8 @@ pub struct BenchArgs {
 /// Runs the parsed command; the error carries the exit code to use.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate(args) => run::validate(args),
         Command::Infer(args) => infer::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
@@ -247,6 +273,12 @@ pub struct CliError {
 impl CliError {
     fn failure(error: impl Into<anyhow::Error>) -> CliError {
         CliError { code: exit::FAILURE, error: error.into() }
+    }
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> CliError {
+        CliError { code: exit::BAD_CONFIG, error: e.into() }
     }
 }
 

@@ -1,0 +1,52 @@
+//! `vigil run` and `vigil validate`.
+
+use super::{exit, CliError, RunArgs, ValidateArgs};
+use crate::config::Config;
+use crate::daemon::{self, DaemonError};
+
+pub fn run(args: RunArgs) -> Result<(), CliError> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::service::logging::init(log::LevelFilter::Info);
+            log::error!("{e}");
+            return Err(e.into());
+        }
+    };
+    crate::service::logging::init(config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vigil-io")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(daemon::run(args.config, config)).map_err(|e| {
+        log::error!("{e}");
+        let code = match &e {
+            DaemonError::Config(_) => exit::BAD_CONFIG,
+            DaemonError::Model { .. } => exit::BAD_MODEL,
+            _ => exit::FAILURE,
+        };
+        CliError { code, error: e.into() }
+    })
+}
+
+pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
+    let config = Config::load(&args.config)?;
+    if args.models {
+        for (camera, settings) in &config.cameras {
+            crate::model::Model::load(&settings.model).map_err(|e| {
+                let mut err = CliError::from(e);
+                err.error = err.error.context(format!("camera {camera}"));
+                err
+            })?;
+        }
+    }
+    println!(
+        "{}: configuration is valid ({} camera(s){})",
+        args.config.display(),
+        config.cameras.len(),
+        if args.models { ", models load" } else { "" }
+    );
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The daemon's configuration: a TOML file plus `VIGIL__SECTION__KEY` environment overrides,
+//! read in two phases. [`raw`] holds the serde structs exactly as written (unknown keys are
+//! collected, not silently dropped); [`Config::load`] merges, deserialises section by section
+//! and checks every value, so one run reports every problem with its key path.
+//!
+//! The keys are documented one by one in docs/config.md.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::detect::{LabelFilter, Polygon, TrackerSettings, Zone};
+
+/// Why a configuration was refused: every problem found, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+/// A checked configuration: every path exists, every number is in range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub device_id: String,
+    pub log_level: log::LevelFilter,
+    pub mqtt: MqttSettings,
+    pub broker: Option<BrokerSettings>,
+    pub service: ServiceSettings,
+    /// Keyed by camera id (the name used in topics).
+    pub cameras: BTreeMap<String, CameraSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsSettings>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub topic_prefix: String,
+    pub qos: u8,
+    pub keep_alive: Duration,
+    pub max_packet_size: usize,
+    /// Events and counts held while the broker is away.
+    pub spool_events: usize,
+    pub stats_interval: Duration,
+    pub discovery: bool,
+    pub discovery_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    /// PEM CA bundle; None: the built-in webpki roots are not bundled, so a CA is required.
+    pub ca_file: PathBuf,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The embedded broker (rumqttd).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    /// A camera whose pipeline makes no progress for this long stops the watchdog pings.
+    pub stall_timeout: Duration,
+    /// How long SIGTERM waits for the pipeline and the publisher to finish.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSettings {
+    pub source: SourceSettings,
+    /// The model manifest.
+    pub model: PathBuf,
+    /// Most inferences per second.
+    pub fps: f64,
+    pub detect: bool,
+    /// Only these labels are reported (empty: all).
+    pub labels: Vec<String>,
+    /// Minimum score for every label (default: the model's threshold).
+    pub min_score: Option<f32>,
+    pub filters: BTreeMap<String, LabelFilter>,
+    pub zones: Vec<Zone>,
+    pub masks: Vec<Polygon>,
+    pub tracker: TrackerSettings,
+    pub snapshots: bool,
+    pub snapshot_quality: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSettings {
+    V4l2(V4l2Settings),
+    Replay(ReplaySettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct V4l2Settings {
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: crate::source::PixelFormat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaySettings {
+    /// The image files, in order (folders are expanded at load time, sorted by name).
+    pub files: Vec<PathBuf>,
+    pub fps: f64,
+    pub looped: bool,
+    /// Frames each image is shown for.
+    pub repeat: u32,
+}
+
+impl Config {
+    /// Reads `path`, applies `VIGIL__…` overrides from the process environment and checks it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::load_with_env(path, &env)
+    }
+
+    /// As [`Config::load`], with the environment given.
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        Config::from_toml(&text, &dir, env).map_err(fail)
+    }
+
+    /// Parses and checks TOML text; relative paths are taken from `dir`.
+    pub fn from_toml(text: &str, dir: &Path, env: &[(String, String)]) -> Result<Config, Vec<String>> {
+        let value = merge(text, env)?;
+        raw::check(value, dir)
+    }
+}
+
+/// The environment variables that override configuration keys: `VIGIL__MQTT__URL` sets
+/// `mqtt.url`, `VIGIL__CAMERAS__FRONT__FPS` sets `cameras.front.fps`.
+const ENV_PREFIX: &str = "VIGIL__";
+
+/// The file and the environment overrides, merged by the `config` crate into one JSON tree.
+fn merge(text: &str, env: &[(String, String)]) -> Result<serde_json::Value, Vec<String>> {
+    let overrides: config::Map<String, String> =
+        env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let merged = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("VIGIL")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| vec![format!("not valid TOML: {e}")])?;
+    merged.try_deserialize::<serde_json::Value>().map_err(|e| vec![format!("{e}")])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,578 @@
+//! Phase one and two of reading a configuration: serde structs exactly as written, then the
+//! checks that turn them into a [`Config`].
+//!
+//! Each section is deserialised on its own so a type error in one camera does not hide the
+//! problems of the others, and unknown keys are collected with `serde_ignored` (rather than
+//! `deny_unknown_fields`, which stops at the first one) so all of them are reported together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::*;
+use crate::detect::{LabelFilter, Polygon, TrackerSettings, Zone};
+use crate::source::PixelFormat;
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTop {
+    device_id: Option<String>,
+    log_level: Option<String>,
+    mqtt: Option<Value>,
+    broker: Option<Value>,
+    service: Option<Value>,
+    cameras: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawMqtt {
+    url: Option<String>,
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    topic_prefix: Option<String>,
+    qos: Option<u8>,
+    keep_alive_s: Option<u64>,
+    max_packet_size: Option<usize>,
+    spool_events: Option<usize>,
+    stats_interval_s: Option<f64>,
+    discovery: Option<bool>,
+    discovery_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawBroker {
+    enabled: Option<bool>,
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawService {
+    stall_timeout_s: Option<f64>,
+    drain_timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawCamera {
+    source: Option<Value>,
+    model: Option<PathBuf>,
+    fps: Option<f64>,
+    detect: Option<bool>,
+    labels: Option<Vec<String>>,
+    min_score: Option<f32>,
+    filters: Option<BTreeMap<String, RawFilter>>,
+    zones: Option<Vec<RawZone>>,
+    masks: Option<Vec<RawMask>>,
+    tracker: Option<RawTracker>,
+    snapshots: Option<bool>,
+    snapshot_quality: Option<u8>,
+}
+
+/// Both kinds' keys in one struct: the check says which belong to which kind.
+#[derive(Debug, Default, Deserialize)]
+struct RawSource {
+    kind: Option<String>,
+    device: Option<PathBuf>,
+    width: Option<u32>,
+    height: Option<u32>,
+    format: Option<String>,
+    path: Option<PathBuf>,
+    fps: Option<f64>,
+    #[serde(rename = "loop")]
+    looped: Option<bool>,
+    repeat: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawFilter {
+    min_score: Option<f32>,
+    min_area: Option<f32>,
+    max_area: Option<f32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawZone {
+    name: Option<String>,
+    points: Option<Vec<[f64; 2]>>,
+    labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawMask {
+    points: Option<Vec<[f64; 2]>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTracker {
+    iou: Option<f32>,
+    min_hits: Option<u32>,
+    max_misses: Option<u32>,
+    move_iou: Option<f32>,
+}
+
+/// Deserialises one section, recording unknown keys and the first type error under `prefix`.
+fn section<T: DeserializeOwned + Default>(value: Value, prefix: &str, problems: &mut Vec<String>) -> T {
+    let mut unknown = Vec::new();
+    // serde_ignored writes `?` for an Option level; users never see those.
+    let mut record = |path: serde_ignored::Path| {
+        unknown.push(path.to_string().split('.').filter(|p| *p != "?").collect::<Vec<_>>().join("."))
+    };
+    let parsed = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(value, &mut record));
+    let join = |path: &str| if prefix.is_empty() { path.to_string() } else { format!("{prefix}.{path}") };
+    for key in unknown {
+        problems.push(format!("{}: unknown key", join(&key)));
+    }
+    match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let at = if path == "." { prefix.to_string() } else { join(&path) };
+            problems.push(format!("{at}: {}", e.into_inner()));
+            T::default()
+        }
+    }
+}
+
+fn empty() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn seconds(v: f64, key: &str, problems: &mut Vec<String>) -> Duration {
+    if !(v.is_finite() && v > 0.0) {
+        problems.push(format!("{key}: must be a positive number of seconds, not {v}"));
+        return Duration::from_secs(1);
+    }
+    Duration::from_secs_f64(v)
+}
+
+/// Checks a merged configuration tree; every problem is collected before failing.
+pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
+    let mut problems = Vec::new();
+    let top: RawTop = section(value, "", &mut problems);
+
+    let device_id = top.device_id.unwrap_or_else(default_device_id);
+    if !is_topic_word(&device_id) {
+        problems.push(format!(
+            "device_id: \"{device_id}\" must be letters, digits, '-' or '_' (it is part of every topic)"
+        ));
+    }
+    let log_level = match top.log_level.as_deref().unwrap_or("info").parse::<log::LevelFilter>() {
+        Ok(l) => l,
+        Err(_) => {
+            problems.push(format!(
+                "log_level: \"{}\" is not one of off, error, warn, info, debug, trace",
+                top.log_level.unwrap_or_default()
+            ));
+            log::LevelFilter::Info
+        }
+    };
+
+    let broker_raw: RawBroker = section(top.broker.unwrap_or_else(empty), "broker", &mut problems);
+    let broker = if broker_raw.enabled.unwrap_or(false) {
+        let listen = broker_raw.listen.unwrap_or_else(|| "127.0.0.1:1883".into());
+        match listen.parse() {
+            Ok(listen) => Some(BrokerSettings { listen }),
+            Err(_) => {
+                problems.push(format!("broker.listen: \"{listen}\" is not an address:port such as 127.0.0.1:1883"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mqtt = check_mqtt(
+        section(top.mqtt.unwrap_or_else(empty), "mqtt", &mut problems),
+        &device_id,
+        broker.as_ref(),
+        dir,
+        &mut problems,
+    );
+
+    let service_raw: RawService = section(top.service.unwrap_or_else(empty), "service", &mut problems);
+    let service = ServiceSettings {
+        stall_timeout: seconds(service_raw.stall_timeout_s.unwrap_or(30.0), "service.stall_timeout_s", &mut problems),
+        drain_timeout: seconds(service_raw.drain_timeout_s.unwrap_or(5.0), "service.drain_timeout_s", &mut problems),
+    };
+
+    let mut cameras = BTreeMap::new();
+    let raw_cameras = top.cameras.unwrap_or_default();
+    if raw_cameras.is_empty() {
+        problems.push("cameras: no camera is configured (add a [cameras.<id>] table)".into());
+    }
+    for (id, value) in raw_cameras {
+        let key = format!("cameras.{id}");
+        if !is_topic_word(&id) {
+            problems.push(format!("{key}: the camera id must be letters, digits, '-' or '_' (it is part of topics)"));
+        }
+        let raw: RawCamera = section(value, &key, &mut problems);
+        if let Some(camera) = check_camera(raw, &key, dir, &mut problems) {
+            cameras.insert(id, camera);
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(Config { device_id, log_level, mqtt, broker, service, cameras })
+    } else {
+        Err(problems)
+    }
+}
+
+fn default_device_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if host.is_empty() {
+        "vigil".into()
+    } else {
+        host
+    }
+}
+
+/// A single MQTT topic level that needs no escaping: no '/', '+', '#' or spaces.
+fn is_topic_word(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_mqtt(
+    raw: RawMqtt,
+    device_id: &str,
+    broker: Option<&BrokerSettings>,
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> MqttSettings {
+    let default_url = match broker {
+        Some(b) => format!("mqtt://{}", b.listen),
+        None => "mqtt://127.0.0.1:1883".into(),
+    };
+    let url = raw.url.unwrap_or(default_url);
+    let (tls, host, port) = match parse_url(&url) {
+        Ok(parts) => parts,
+        Err(why) => {
+            problems.push(format!("mqtt.url: \"{url}\" {why}"));
+            (false, String::new(), 0)
+        }
+    };
+    let existing = |p: &Option<PathBuf>, key: &str, problems: &mut Vec<String>| -> Option<PathBuf> {
+        let p = resolve(dir, p.as_ref()?);
+        if !p.is_file() {
+            problems.push(format!("mqtt.{key}: {} does not exist", p.display()));
+        }
+        Some(p)
+    };
+    let ca = existing(&raw.ca_file, "ca_file", problems);
+    let cert = existing(&raw.client_cert, "client_cert", problems);
+    let key = existing(&raw.client_key, "client_key", problems);
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            problems.push("mqtt.client_cert and mqtt.client_key: give both or neither".into());
+            None
+        }
+    };
+    let tls = if tls {
+        match ca {
+            Some(ca_file) => Some(TlsSettings { ca_file, client_cert }),
+            None => {
+                problems.push(
+                    "mqtt.ca_file: an mqtts:// url needs the CA certificate (PEM) that signed the broker's".into(),
+                );
+                None
+            }
+        }
+    } else {
+        if ca.is_some() || client_cert.is_some() {
+            problems.push(format!("mqtt.url: \"{url}\" is plain TCP, but TLS files are set: use mqtts://"));
+        }
+        None
+    };
+    let mut password = raw.password;
+    if let Some(file) = &raw.password_file {
+        let file = resolve(dir, file);
+        match std::fs::read_to_string(&file) {
+            Ok(p) if password.is_none() => password = Some(p.trim_end_matches(['\n', '\r']).to_string()),
+            Ok(_) => problems.push("mqtt.password and mqtt.password_file: give one, not both".into()),
+            Err(e) => problems.push(format!("mqtt.password_file: cannot read {}: {e}", file.display())),
+        }
+    }
+    if password.is_some() && raw.username.is_none() {
+        problems.push("mqtt.password: a password needs mqtt.username".into());
+    }
+    let qos = raw.qos.unwrap_or(1);
+    if qos > 2 {
+        problems.push(format!("mqtt.qos: {qos} is not 0, 1 or 2"));
+    }
+    let topic_prefix = raw.topic_prefix.unwrap_or_else(|| format!("vigil/{device_id}"));
+    if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) || topic_prefix.ends_with('/') {
+        problems.push(format!(
+            "mqtt.topic_prefix: \"{topic_prefix}\" must be non-empty, without '+', '#' or a trailing '/'"
+        ));
+    }
+    let max_packet_size = raw.max_packet_size.unwrap_or(8 << 20);
+    if max_packet_size < 4096 {
+        problems.push(format!("mqtt.max_packet_size: {max_packet_size} bytes is too small (at least 4096)"));
+    }
+    let keep_alive = raw.keep_alive_s.unwrap_or(30);
+    if !(5..=3600).contains(&keep_alive) {
+        problems.push(format!("mqtt.keep_alive_s: {keep_alive} is outside 5..=3600"));
+    }
+    let spool_events = raw.spool_events.unwrap_or(10_000);
+    if spool_events == 0 {
+        problems.push("mqtt.spool_events: must be at least 1".into());
+    }
+    MqttSettings {
+        host,
+        port,
+        tls,
+        client_id: raw.client_id.unwrap_or_else(|| format!("vigil-{device_id}")),
+        username: raw.username,
+        password,
+        topic_prefix,
+        qos,
+        keep_alive: Duration::from_secs(keep_alive),
+        max_packet_size,
+        spool_events,
+        stats_interval: seconds(raw.stats_interval_s.unwrap_or(30.0), "mqtt.stats_interval_s", problems),
+        discovery: raw.discovery.unwrap_or(true),
+        discovery_prefix: raw.discovery_prefix.unwrap_or_else(|| "homeassistant".into()),
+    }
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]` → (tls, host, port).
+pub(crate) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else {
+        return Err("must start with mqtt:// or mqtts://".into());
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+        return Err("must be scheme://host[:port] only (credentials go in mqtt.username / mqtt.password)".into());
+    }
+    let default_port = if tls { 8883 } else { 1883 };
+    let port_of = |p: &str| match p.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("has a bad port \"{p}\"")),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("has an unclosed '['")?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, port_of(p)?),
+            None if after.is_empty() => (host, default_port),
+            None => return Err(format!("has text after the address: \"{after}\"")),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, p)) => (host, port_of(p)?),
+            None => (rest, default_port),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
+        return Err("has no host".into());
+    }
+    Ok((tls, host.to_string(), port))
+}
+
+fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<CameraSettings> {
+    let before = problems.len();
+    let source = match raw.source {
+        Some(v) => check_source(section(v, &format!("{key}.source"), problems), key, dir, problems),
+        None => {
+            problems.push(format!("{key}.source: missing (a table with kind = \"v4l2\" or \"replay\")"));
+            None
+        }
+    };
+    let model = match raw.model {
+        Some(m) => {
+            let m = resolve(dir, &m);
+            if !m.is_file() {
+                problems.push(format!("{key}.model: the model manifest {} does not exist", m.display()));
+            }
+            m
+        }
+        None => {
+            problems.push(format!("{key}.model: missing (the model manifest, e.g. models/nanodet-m.toml)"));
+            PathBuf::new()
+        }
+    };
+    let fps = raw.fps.unwrap_or(5.0);
+    if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
+        problems.push(format!("{key}.fps: {fps} must be above 0 and at most 1000"));
+    }
+    let unit = |v: Option<f32>, k: &str, problems: &mut Vec<String>| {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(format!("{key}.{k}: {v} must be between 0 and 1"));
+            }
+        }
+        v
+    };
+    let min_score = unit(raw.min_score, "min_score", problems);
+    let mut filters = BTreeMap::new();
+    for (label, f) in raw.filters.unwrap_or_default() {
+        let k = format!("filters.{label}");
+        let filter = LabelFilter {
+            min_score: unit(f.min_score, &format!("{k}.min_score"), problems),
+            min_area: unit(f.min_area, &format!("{k}.min_area"), problems).unwrap_or(0.0),
+            max_area: unit(f.max_area, &format!("{k}.max_area"), problems).unwrap_or(1.0),
+        };
+        if filter.min_area > filter.max_area {
+            problems.push(format!("{key}.{k}: min_area {} is above max_area {}", filter.min_area, filter.max_area));
+        }
+        filters.insert(label, filter);
+    }
+    let polygon = |points: Vec<[f64; 2]>, k: &str, problems: &mut Vec<String>| -> Polygon {
+        if points.len() < 3 {
+            problems.push(format!("{key}.{k}: a polygon needs at least 3 points, not {}", points.len()));
+        }
+        if let Some(p) = points.iter().find(|p| !p.iter().all(|c| (0.0..=1.0).contains(c))) {
+            problems.push(format!(
+                "{key}.{k}: point [{}, {}] is outside the frame (coordinates are fractions, 0 to 1)",
+                p[0], p[1]
+            ));
+        }
+        Polygon::new(points.into_iter().map(|[x, y]| (x as f32, y as f32)).collect())
+    };
+    let mut zones = Vec::new();
+    for (i, z) in raw.zones.unwrap_or_default().into_iter().enumerate() {
+        let k = format!("zones[{i}]");
+        let name = z.name.unwrap_or_default();
+        if !is_topic_word(&name) {
+            problems.push(format!("{key}.{k}.name: \"{name}\" must be letters, digits, '-' or '_'"));
+        }
+        let area = polygon(z.points.unwrap_or_default(), &format!("{k}.points"), problems);
+        zones.push(Zone { name, area, labels: z.labels.unwrap_or_default() });
+    }
+    let masks = raw
+        .masks
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| polygon(m.points.unwrap_or_default(), &format!("masks[{i}].points"), problems))
+        .collect();
+    let t = raw.tracker.unwrap_or_default();
+    let tracker = TrackerSettings {
+        iou: unit(t.iou, "tracker.iou", problems).unwrap_or(0.3),
+        min_hits: t.min_hits.unwrap_or(2).max(1),
+        max_misses: t.max_misses.unwrap_or(5),
+        move_iou: unit(t.move_iou, "tracker.move_iou", problems).unwrap_or(0.7),
+    };
+    let snapshot_quality = raw.snapshot_quality.unwrap_or(80);
+    if !(1..=100).contains(&snapshot_quality) {
+        problems.push(format!("{key}.snapshot_quality: {snapshot_quality} is outside 1..=100"));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(CameraSettings {
+        source: source?,
+        model,
+        fps,
+        detect: raw.detect.unwrap_or(true),
+        labels: raw.labels.unwrap_or_default(),
+        min_score,
+        filters,
+        zones,
+        masks,
+        tracker,
+        snapshots: raw.snapshots.unwrap_or(false),
+        snapshot_quality,
+    })
+}
+
+fn check_source(raw: RawSource, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<SourceSettings> {
+    let key = format!("{key}.source");
+    let not_for = |present: bool, k: &str, kind: &str, problems: &mut Vec<String>| {
+        if present {
+            problems.push(format!("{key}.{k}: not a key of a {kind} source"));
+        }
+    };
+    match raw.kind.as_deref() {
+        Some("v4l2") => {
+            if !cfg!(feature = "camera") {
+                problems.push(format!("{key}.kind: this vigil was built without the `camera` feature (V4L2 cameras)"));
+            }
+            not_for(raw.path.is_some(), "path", "v4l2", problems);
+            not_for(raw.looped.is_some(), "loop", "v4l2", problems);
+            not_for(raw.repeat.is_some(), "repeat", "v4l2", problems);
+            let device = raw.device.unwrap_or_else(|| PathBuf::from("/dev/video0"));
+            if !device.exists() {
+                problems.push(format!(
+                    "{key}.device: camera device {} does not exist (is the camera plugged in? `ls /dev/video*`)",
+                    device.display()
+                ));
+            }
+            let format = match raw.format.as_deref().unwrap_or("any").parse::<PixelFormat>() {
+                Ok(f) => f,
+                Err(e) => {
+                    problems.push(format!("{key}.format: {e}"));
+                    PixelFormat::Any
+                }
+            };
+            let fps = raw.fps.unwrap_or(15.0);
+            if fps.fract() != 0.0 || !(1.0..=240.0).contains(&fps) {
+                problems.push(format!("{key}.fps: {fps} must be a whole number of frames per second, 1 to 240"));
+            }
+            Some(SourceSettings::V4l2(V4l2Settings {
+                device,
+                width: raw.width.unwrap_or(1280),
+                height: raw.height.unwrap_or(720),
+                fps: fps as u32,
+                format,
+            }))
+        }
+        Some("replay") => {
+            not_for(raw.device.is_some(), "device", "replay", problems);
+            not_for(raw.width.is_some(), "width", "replay", problems);
+            not_for(raw.height.is_some(), "height", "replay", problems);
+            not_for(raw.format.is_some(), "format", "replay", problems);
+            let Some(path) = raw.path else {
+                problems.push(format!("{key}.path: missing (an image file or a folder of images)"));
+                return None;
+            };
+            let path = resolve(dir, &path);
+            let files = match crate::source::replay::list_images(&path) {
+                Ok(files) => files,
+                Err(why) => {
+                    problems.push(format!("{key}.path: {why}"));
+                    Vec::new()
+                }
+            };
+            let fps = raw.fps.unwrap_or(1.0);
+            if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
+                problems.push(format!("{key}.fps: {fps} must be above 0 and at most 1000"));
+            }
+            let repeat = raw.repeat.unwrap_or(1);
+            if repeat == 0 {
+                problems.push(format!("{key}.repeat: must be at least 1"));
+            }
+            Some(SourceSettings::Replay(ReplaySettings { files, fps, looped: raw.looped.unwrap_or(true), repeat }))
+        }
+        Some(other) => {
+            problems.push(format!("{key}.kind: \"{other}\" is not \"v4l2\" or \"replay\""));
+            None
+        }
+        None => {
+            problems.push(format!("{key}.kind: missing (\"v4l2\" or \"replay\")"));
+            None
+        }
+    }
+}

@@ -1,0 +1,126 @@
+use super::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const GOOD: &str = r#"
+device_id = "garage"
+[mqtt]
+url = "mqtt://broker.lan:1884"
+[cameras.front]
+model = "models/nanodet-m.toml"
+fps = 2
+labels = ["person", "car"]
+[cameras.front.source]
+kind = "replay"
+path = "tests/photos"
+fps = 4
+[cameras.front.filters.person]
+min_score = 0.5
+min_area = 0.001
+[[cameras.front.zones]]
+name = "drive"
+points = [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]
+"#;
+
+#[test]
+fn a_good_config_loads_with_defaults() {
+    let c = Config::from_toml(GOOD, &root(), &[]).unwrap();
+    assert_eq!(c.device_id, "garage");
+    assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("broker.lan", 1884));
+    assert_eq!(c.mqtt.topic_prefix, "vigil/garage");
+    assert_eq!(c.mqtt.client_id, "vigil-garage");
+    assert_eq!(c.mqtt.qos, 1);
+    let front = &c.cameras["front"];
+    assert_eq!(front.fps, 2.0);
+    assert_eq!(front.zones[0].name, "drive");
+    match &front.source {
+        SourceSettings::Replay(r) => {
+            assert!(r.files.len() >= 7, "the folder's photos: {:?}", r.files);
+            assert!(r.looped);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn environment_overrides_keys() {
+    let env = vec![
+        ("VIGIL__MQTT__URL".to_string(), "mqtts://secure.lan".to_string()),
+        ("VIGIL__MQTT__CA_FILE".to_string(), "tests/photos/chelsea.png".to_string()),
+        ("VIGIL__CAMERAS__FRONT__FPS".to_string(), "7.5".to_string()),
+        ("VIGIL_TORCHVISION_DIR".to_string(), "/ignored/not/a/key".to_string()),
+    ];
+    let c = Config::from_toml(GOOD, &root(), &env).unwrap();
+    assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("secure.lan", 8883));
+    assert!(c.mqtt.tls.is_some());
+    assert_eq!(c.cameras["front"].fps, 7.5);
+}
+
+#[test]
+fn every_problem_is_listed_with_its_key() {
+    let bad = r#"
+device_id = "my garage"
+colour = "blue"
+[mqtt]
+url = "http://broker"
+qos = 3
+[service]
+drain_timeout_s = "soon"
+[cameras.front]
+model = "models/missing.toml"
+fps = 0
+[cameras.front.source]
+kind = "v4l2"
+device = "/dev/video-vigil-missing"
+loop = true
+[cameras.back]
+model = "models/nanodet-m.toml"
+tracker = { iou = 2.0, speed = 1 }
+[cameras.back.source]
+kind = "replay"
+path = "no/such/folder"
+[[cameras.back.zones]]
+name = "x"
+points = [[0, 0], [2, 0]]
+"#;
+    let problems = Config::from_toml(bad, &root(), &[]).unwrap_err();
+    let all = problems.join("\n");
+    for expected in [
+        "device_id: \"my garage\"",
+        "colour: unknown key",
+        "mqtt.url: \"http://broker\" must start with mqtt:// or mqtts://",
+        "mqtt.qos: 3 is not 0, 1 or 2",
+        "service.drain_timeout_s: invalid type: string \"soon\"",
+        "cameras.front.model: the model manifest",
+        "cameras.front.fps: 0",
+        "cameras.front.source.device: camera device /dev/video-vigil-missing does not exist",
+        "cameras.front.source.loop: not a key of a v4l2 source",
+        "cameras.back.tracker.speed: unknown key",
+        "cameras.back.tracker.iou: 2 must be between 0 and 1",
+        "cameras.back.source.path: ",
+        "cameras.back.zones[0].points: a polygon needs at least 3 points",
+        "outside the frame",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert!(problems.len() >= 14, "{all}");
+}
+
+#[test]
+fn broker_urls_are_checked() {
+    assert_eq!(raw::parse_url("mqtt://h").unwrap(), (false, "h".into(), 1883));
+    assert_eq!(raw::parse_url("mqtts://h:9000").unwrap(), (true, "h".into(), 9000));
+    assert_eq!(raw::parse_url("mqtt://[::1]:1884").unwrap(), (false, "::1".into(), 1884));
+    for bad in ["tcp://h", "mqtt://", "mqtt://h:0", "mqtt://h:port", "mqtt://user:pw@h", "mqtt://h/topic"] {
+        assert!(raw::parse_url(bad).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn a_missing_file_is_one_clear_problem() {
+    let e = Config::load(Path::new("/nonexistent/vigil.toml")).unwrap_err();
+    assert_eq!(e.problems.len(), 1);
+    assert!(e.to_string().contains("/nonexistent/vigil.toml"), "{e}");
+}

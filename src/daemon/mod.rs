@@ -1,0 +1,401 @@
+//! `vigil run`: the daemon. It loads every camera's model, connects to the broker, starts
+//! the pipelines, tells systemd it is ready, and then serves: commands, stats, watchdog
+//! pings, and the signals (SIGTERM/SIGINT stop with a drain deadline, SIGHUP reloads).
+//!
+//! A reload reads and checks the new configuration and loads its models *before* touching
+//! the running pipelines; if anything is wrong the old configuration keeps running.
+
+pub mod broker;
+pub mod pipeline;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError};
+use crate::model::{Model, ModelError};
+use crate::mqtt::payload::{self, ModelInfo};
+use crate::mqtt::{discovery, link, Class, Command, CommandKind, Message, Publisher, PublisherStats, Topics};
+use crate::service::notify::Notifier;
+use crate::source::unix_ms;
+use pipeline::{at_least_once, counts_message, Pipeline, PipelineSpec};
+
+/// Why the daemon could not start (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("camera {camera}: {source}")]
+    Model { camera: String, source: ModelError },
+    #[error("{0}")]
+    Mqtt(#[from] link::LinkError),
+    #[error("{0}")]
+    Broker(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// Pipeline → publisher channel size (messages). Lossless: a full channel makes inference wait.
+const PIPELINE_CHANNEL: usize = 256;
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    let notifier = Notifier::from_env();
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| DaemonError::Io { what, source }
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+
+    let broker = config.broker.clone();
+    if let Some(b) = &broker {
+        let (b2, size) = (b.clone(), config.mqtt.max_packet_size);
+        tokio::task::spawn_blocking(move || broker::start(&b2, size))
+            .await
+            .expect("broker start panicked")
+            .map_err(DaemonError::Broker)?;
+    }
+    notifier.status("loading models");
+    let mut models = load_models(&config).await?;
+    let mut config = config;
+    loop {
+        let mut running = Running::start(&config, models)?;
+        let cameras = config.cameras.len();
+        notifier.ready(&format!("running {cameras} camera(s), broker {}:{}", config.mqtt.host, config.mqtt.port));
+        log::info!(
+            "cameras={cameras} broker={}:{} prefix={} vigil is running",
+            config.mqtt.host,
+            config.mqtt.port,
+            config.mqtt.topic_prefix
+        );
+
+        let watchdog = notifier.watchdog_interval();
+        let mut watchdog_tick = tokio::time::interval(watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(3600)));
+        let mut stats_tick = tokio::time::interval(config.mqtt.stats_interval);
+        stats_tick.tick().await;
+        let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+        let next = loop {
+            tokio::select! {
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
+                _ = hup.recv() => {
+                    log::info!("path={} SIGHUP: reloading the configuration", config_path.display());
+                    match reload(&config_path, &config).await {
+                        Ok((new, new_models)) => break Some((new, new_models)),
+                        Err(e) => {
+                            log::error!("the new configuration is refused; the running one stays: {e}");
+                            notifier.status("reload refused; see the log");
+                        }
+                    }
+                }
+                Some(command) = running.commands.recv() => running.apply(command).await,
+                _ = stats_tick.tick() => running.publish_stats(&config).await,
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let stalled = running.stalled(config.service.stall_timeout);
+                    if stalled.is_empty() {
+                        notifier.watchdog();
+                    } else {
+                        log::error!("no watchdog ping: {} stalled; systemd will restart vigil", stalled.join(", "));
+                        notifier.status(&format!("stalled: {}", stalled.join(", ")));
+                    }
+                }
+                _ = status_tick.tick() => notifier.status(&running.status_line()),
+            }
+        };
+        match next {
+            None => {
+                notifier.stopping("stopping: draining the pipelines");
+                log::info!("stopping");
+                running.stop(config.service.drain_timeout).await;
+                return Ok(());
+            }
+            Some((new, new_models)) => {
+                notifier.status("reloading: restarting the pipelines");
+                running.stop(config.service.drain_timeout).await;
+                if new.broker != broker {
+                    log::warn!("[broker] changed: the embedded broker keeps its old settings until vigil restarts");
+                }
+                log::set_max_level(new.log_level);
+                config = new;
+                models = new_models;
+            }
+        }
+    }
+}
+
+/// Loads each camera's model once per manifest path, off the async workers.
+async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, DaemonError> {
+    let wanted: Vec<(String, PathBuf)> = config.cameras.iter().map(|(c, s)| (c.clone(), s.model.clone())).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut by_path: BTreeMap<PathBuf, Arc<Model>> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for (camera, path) in wanted {
+            let model = match by_path.get(&path) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = Arc::new(
+                        Model::load(&path).map_err(|source| DaemonError::Model { camera: camera.clone(), source })?,
+                    );
+                    log::info!(
+                        "camera={camera} model={} version={} sha256={} model loaded",
+                        m.manifest.name,
+                        m.manifest.version,
+                        &m.sha256[..12]
+                    );
+                    by_path.insert(path, m.clone());
+                    m
+                }
+            };
+            out.insert(camera, model);
+        }
+        Ok(out)
+    })
+    .await
+    .expect("model loading panicked")
+}
+
+async fn reload(path: &Path, _old: &Config) -> Result<(Config, BTreeMap<String, Arc<Model>>), DaemonError> {
+    let path = path.to_path_buf();
+    let config = tokio::task::spawn_blocking(move || Config::load(&path)).await.expect("config load panicked")?;
+    let models = load_models(&config).await?;
+    Ok((config, models))
+}
+
+/// One configuration's worth of running parts.
+struct Running {
+    device: String,
+    topics: Topics,
+    qos: QoS,
+    pipelines: Vec<Pipeline>,
+    models: BTreeMap<String, Arc<Model>>,
+    out: mpsc::Sender<Message>,
+    commands: mpsc::Receiver<Command>,
+    publisher: tokio::task::JoinHandle<()>,
+    link: tokio::task::JoinHandle<()>,
+    publisher_stats: Arc<PublisherStats>,
+    spool_capacity: usize,
+    started: Instant,
+    last_stats: (Instant, BTreeMap<String, u64>),
+}
+
+impl Running {
+    fn start(config: &Config, models: BTreeMap<String, Arc<Model>>) -> Result<Running, DaemonError> {
+        let topics = Topics { prefix: config.mqtt.topic_prefix.clone() };
+        let (command_tx, commands) = mpsc::channel(64);
+        let options = link::options(&config.mqtt, &topics)?;
+        let link = link::start(options, topics.clone(), command_tx);
+        let device = config.device_id.clone();
+        let now = unix_ms();
+        let mut announce = vec![availability(&topics, "online")];
+        if config.mqtt.discovery {
+            for (topic, doc) in discovery::configs(config, &topics) {
+                announce.push(latest(topic, serde_json::to_vec(&doc).expect("discovery serialises")));
+            }
+        }
+        for (camera, settings) in &config.cameras {
+            let model = &models[camera];
+            let info = ModelInfo::of(model);
+            let state = payload::ModelState {
+                v: payload::VERSION,
+                device: &device,
+                camera,
+                ts: now,
+                model: &info,
+                task: match model.manifest.task {
+                    crate::model::Task::Classify => "classify",
+                    crate::model::Task::Detect => "detect",
+                },
+                labels: model.manifest.labels.len(),
+            };
+            announce.push(latest(topics.model(camera), serde_json::to_vec(&state).expect("model state serialises")));
+            announce.push(counts_message(&topics, &device, camera, &BTreeMap::new(), now));
+            announce.push(latest(topics.state(camera, "detect"), on_off(settings.detect)));
+            let threshold = pipeline::starting_threshold(settings, model);
+            announce.push(latest(topics.state(camera, "threshold"), format!("{threshold}").into_bytes()));
+        }
+        // The announcements go first, so the channel is made to hold them all.
+        let (out, messages) = mpsc::channel(PIPELINE_CHANNEL.max(announce.len()));
+        for m in announce {
+            out.try_send(m).expect("the fresh channel holds every announcement");
+        }
+        let publisher = Publisher::new(link.client.clone(), link.state.clone(), config.mqtt.spool_events);
+        let publisher_stats = publisher.stats();
+        let farewell = availability(&topics, "offline");
+        let publisher = tokio::spawn(publisher.run(messages, farewell, config.service.drain_timeout));
+
+        let mut pipelines = Vec::new();
+        for (camera, settings) in &config.cameras {
+            let pipeline = Pipeline::start(PipelineSpec {
+                camera,
+                device: &device,
+                settings,
+                model: models[camera].clone(),
+                topics: &topics,
+                qos: qos(config.mqtt.qos),
+                max_packet: config.mqtt.max_packet_size,
+                out: out.clone(),
+            })
+            .map_err(|source| DaemonError::Io { what: format!("starting camera {camera}"), source })?;
+            pipelines.push(pipeline);
+        }
+        Ok(Running {
+            device,
+            topics,
+            qos: qos(config.mqtt.qos),
+            pipelines,
+            models,
+            out,
+            commands,
+            publisher,
+            link: link.task,
+            publisher_stats,
+            spool_capacity: config.mqtt.spool_events,
+            started: Instant::now(),
+            last_stats: (Instant::now(), BTreeMap::new()),
+        })
+    }
+
+    async fn apply(&mut self, command: Command) {
+        let Some(p) = self.pipelines.iter().find(|p| p.camera == command.camera) else {
+            log::warn!("camera={} command for a camera this device does not have", command.camera);
+            return;
+        };
+        let (setting, value) = match command.kind {
+            CommandKind::Detect(on) => {
+                p.control.detect.store(on, Ordering::Relaxed);
+                ("detect", on_off(on))
+            }
+            CommandKind::Threshold(t) => {
+                *p.control.threshold.lock().unwrap() = t;
+                ("threshold", format!("{t}").into_bytes())
+            }
+            CommandKind::Invalid { setting, why } => {
+                log::warn!("camera={} setting={setting} command refused: {why}", command.camera);
+                return;
+            }
+        };
+        log::info!(
+            "camera={} setting={setting} value={} command applied",
+            command.camera,
+            String::from_utf8_lossy(&value)
+        );
+        let _ = self.out.send(latest(self.topics.state(&command.camera, setting), value)).await;
+    }
+
+    fn stalled(&self, limit: Duration) -> Vec<String> {
+        self.pipelines.iter().flat_map(|p| p.stalled(limit)).collect()
+    }
+
+    fn status_line(&self) -> String {
+        let fps: Vec<String> = self
+            .pipelines
+            .iter()
+            .map(|p| format!("{} {} inferences", p.camera, p.counters.inferred.load(Ordering::Relaxed)))
+            .collect();
+        format!("running: {}; {} events spooled", fps.join(", "), self.publisher_stats.spooled.load(Ordering::Relaxed))
+    }
+
+    async fn publish_stats(&mut self, _config: &Config) {
+        let (since, previous) = &self.last_stats;
+        let interval = since.elapsed();
+        let mut cameras = BTreeMap::new();
+        let mut now_counts = BTreeMap::new();
+        for p in &self.pipelines {
+            let inferred = p.counters.inferred.load(Ordering::Relaxed);
+            let delta = inferred - previous.get(&p.camera).copied().unwrap_or(0);
+            cameras.insert(p.camera.clone(), p.stats(delta, interval));
+            now_counts.insert(p.camera.clone(), inferred);
+        }
+        self.last_stats = (Instant::now(), now_counts);
+        let s = &self.publisher_stats;
+        let doc = payload::Stats {
+            v: payload::VERSION,
+            device: &self.device,
+            ts: unix_ms(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            memory_bytes: payload::resident_memory(),
+            cameras,
+            mqtt: payload::MqttStats {
+                spooled: s.spooled.load(Ordering::Relaxed),
+                spool_capacity: self.spool_capacity,
+                spool_lost: s.spool_lost.load(Ordering::Relaxed),
+                skipped: s.skipped.load(Ordering::Relaxed),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+            },
+        };
+        let message = Message {
+            topic: self.topics.stats(),
+            payload: serde_json::to_vec(&doc).expect("stats serialise"),
+            qos: self.qos,
+            retain: false,
+            class: Class::Transient,
+        };
+        let _ = self.out.send(message).await;
+    }
+
+    /// Stops the sources, lets inference finish (ending its tracks), then lets the publisher
+    /// drain and say "offline" — all within `deadline`; names whatever did not finish.
+    async fn stop(self, deadline: Duration) {
+        let limit = tokio::time::Instant::now() + deadline;
+        let Running { pipelines, out, publisher, link, models, .. } = self;
+        drop(models);
+        for p in &pipelines {
+            p.request_stop();
+        }
+        let names: Vec<String> = pipelines.iter().map(|p| p.camera.clone()).collect();
+        let joined = tokio::task::spawn_blocking(move || pipelines.into_iter().for_each(Pipeline::join));
+        if tokio::time::timeout_at(limit, joined).await.is_err() {
+            log::error!("cameras={} the pipelines did not stop within the drain deadline", names.join(","));
+        }
+        drop(out);
+        let mut publisher = publisher;
+        if tokio::time::timeout_at(limit + Duration::from_millis(500), &mut publisher).await.is_err() {
+            log::error!("the MQTT publisher did not finish within the drain deadline; unsent messages are lost");
+            publisher.abort();
+        }
+        let mut link = link;
+        if tokio::time::timeout(Duration::from_secs(1), &mut link).await.is_err() {
+            log::warn!("the MQTT connection did not close cleanly; the broker will publish the last will");
+            link.abort();
+        }
+    }
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn on_off(on: bool) -> Vec<u8> {
+    if on {
+        b"ON".to_vec()
+    } else {
+        b"OFF".to_vec()
+    }
+}
+
+fn latest(topic: String, payload: Vec<u8>) -> Message {
+    Message { topic, payload, qos: QoS::AtLeastOnce, retain: true, class: Class::Latest }
+}
+
+fn availability(topics: &Topics, state: &str) -> Message {
+    Message {
+        topic: topics.availability(),
+        payload: state.as_bytes().to_vec(),
+        qos: at_least_once(QoS::AtLeastOnce),
+        retain: true,
+        class: Class::Latest,
+    }
+}

@@ -1,0 +1,74 @@
+//! The MQTT side of the daemon, whose contract is docs/mqtt.md: topic names ([`Topics`]),
+//! versioned JSON payloads ([`payload`]), Home Assistant discovery ([`discovery`]), the
+//! connection and its event loop ([`link`]) and the publisher with its spool ([`publisher`]).
+
+pub mod discovery;
+pub mod link;
+pub mod payload;
+pub mod publisher;
+
+pub use link::{Command, CommandKind, Link, LinkState};
+pub use publisher::{Class, Message, Publisher, PublisherStats};
+
+/// Every topic vigil uses, from the configured prefix (default `vigil/<device_id>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topics {
+    pub prefix: String,
+}
+
+impl Topics {
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.prefix)
+    }
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.prefix)
+    }
+    pub fn detections(&self, camera: &str) -> String {
+        format!("{}/{camera}/detections", self.prefix)
+    }
+    pub fn events(&self, camera: &str) -> String {
+        format!("{}/{camera}/events", self.prefix)
+    }
+    pub fn counts(&self, camera: &str) -> String {
+        format!("{}/{camera}/counts", self.prefix)
+    }
+    pub fn snapshot(&self, camera: &str) -> String {
+        format!("{}/{camera}/snapshot", self.prefix)
+    }
+    pub fn model(&self, camera: &str) -> String {
+        format!("{}/{camera}/model", self.prefix)
+    }
+    /// `…/<camera>/<setting>/state`, where the daemon confirms a setting.
+    pub fn state(&self, camera: &str, setting: &str) -> String {
+        format!("{}/{camera}/{setting}/state", self.prefix)
+    }
+    /// `…/<camera>/<setting>/set`, where commands arrive.
+    pub fn command(&self, camera: &str, setting: &str) -> String {
+        format!("{}/{camera}/{setting}/set", self.prefix)
+    }
+    /// The subscription that receives every command.
+    pub fn command_filter(&self) -> String {
+        format!("{}/+/+/set", self.prefix)
+    }
+    /// Splits a command topic into (camera, setting).
+    pub fn parse_command<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        let rest = rest.strip_suffix("/set")?;
+        let (camera, setting) = rest.split_once('/')?;
+        (!camera.is_empty() && !setting.is_empty() && !setting.contains('/')).then_some((camera, setting))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_topics_round_trip() {
+        let t = Topics { prefix: "vigil/garage".into() };
+        assert_eq!(t.parse_command(&t.command("front", "detect")), Some(("front", "detect")));
+        assert_eq!(t.parse_command("vigil/garage/front/detect/state"), None);
+        assert_eq!(t.parse_command("vigil/other/front/detect/set"), None);
+        assert_eq!(t.parse_command("vigil/garage/front/a/b/set"), None);
+    }
+}

@@ -1,0 +1,332 @@
+//! The V4L2 camera source. The choice of capture mode ([`negotiate`]) and the reconnect
+//! schedule ([`Backoff`]) are plain functions, tested without a device; the capture loop
+//! itself talks to nokhwa (cargo feature `camera`) and has been checked only where a camera
+//! exists — see docs/config.md, "What has been checked on hardware".
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{sleep_unless, FrameSlot, Heartbeat};
+use crate::config::V4l2Settings;
+
+/// A capture pixel format; `Any` lets vigil choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Any,
+    Mjpeg,
+    Yuyv,
+    Nv12,
+    Gray,
+    Rgb,
+}
+
+impl FromStr for PixelFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "any" => PixelFormat::Any,
+            "mjpeg" | "mjpg" => PixelFormat::Mjpeg,
+            "yuyv" => PixelFormat::Yuyv,
+            "nv12" => PixelFormat::Nv12,
+            "gray" | "grey" => PixelFormat::Gray,
+            "rgb" => PixelFormat::Rgb,
+            _ => return Err(format!("\"{s}\" is not one of any, mjpeg, yuyv, nv12, gray, rgb")),
+        })
+    }
+}
+
+impl PixelFormat {
+    /// When the user does not choose: compressed first (less USB bandwidth), then YUYV.
+    fn preference(self) -> u8 {
+        match self {
+            PixelFormat::Mjpeg => 0,
+            PixelFormat::Yuyv => 1,
+            PixelFormat::Nv12 => 2,
+            PixelFormat::Rgb => 3,
+            PixelFormat::Gray => 4,
+            PixelFormat::Any => 5,
+        }
+    }
+}
+
+/// One capture mode a camera offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} {}x{} @ {} fps", self.format, self.width, self.height, self.fps)
+    }
+}
+
+/// Picks the offered mode closest to what was asked: the asked format if one was named
+/// (refused if the camera lacks it), then the resolution nearest in pixel count, then the
+/// lowest frame rate at or above the asked one (else the highest below), then the format
+/// preference (MJPEG, YUYV, NV12, RGB, grey).
+pub fn negotiate(offered: &[Mode], want: &V4l2Settings) -> Result<Mode, String> {
+    let candidates: Vec<&Mode> =
+        offered.iter().filter(|m| want.format == PixelFormat::Any || m.format == want.format).collect();
+    if candidates.is_empty() {
+        let list: Vec<String> = offered.iter().map(|m| m.to_string()).collect();
+        return Err(if offered.is_empty() {
+            "the camera offers no capture modes".into()
+        } else {
+            format!("the camera has no {:?} mode; it offers: {}", want.format, list.join(", "))
+        });
+    }
+    let asked_pixels = want.width as i64 * want.height as i64;
+    let fps_rank = |fps: u32| if fps >= want.fps { (0, fps - want.fps) } else { (1, want.fps - fps) };
+    let best = candidates
+        .into_iter()
+        .min_by_key(|m| {
+            let pixels = (m.width as i64 * m.height as i64 - asked_pixels).abs();
+            (pixels, fps_rank(m.fps), m.format.preference())
+        })
+        .expect("candidates is not empty");
+    Ok(*best)
+}
+
+/// Exponential reconnect delays: 1 s, 2 s, 4 s … up to `max`; `reset` after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max, next: initial }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Opens the camera, streams frames into `slot`, and reopens it with backoff whenever it
+/// fails or disappears, until `stop`.
+pub(super) fn run(camera: &str, settings: &V4l2Settings, slot: &FrameSlot, stop: &AtomicBool, hb: &Heartbeat) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut number = 0;
+    while !stop.load(Ordering::Relaxed) {
+        hb.beat();
+        match device::Capture::open(settings) {
+            Ok(mut capture) => {
+                log::info!(
+                    "camera={camera} device={} mode=\"{}\" camera opened",
+                    settings.device.display(),
+                    capture.mode
+                );
+                let mut first = true;
+                while !stop.load(Ordering::Relaxed) {
+                    hb.beat();
+                    match capture.frame() {
+                        Ok(image) => {
+                            if first {
+                                backoff.reset();
+                                first = false;
+                            }
+                            number += 1;
+                            slot.put(super::Frame {
+                                image: std::sync::Arc::new(image),
+                                number,
+                                captured_at: super::unix_ms(),
+                            });
+                        }
+                        Err(e) => {
+                            log::warn!("camera={camera} device={} camera lost: {e}", settings.device.display());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => log::warn!("camera={camera} device={} cannot open the camera: {e}", settings.device.display()),
+        }
+        let delay = backoff.next_delay();
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        log::info!("camera={camera} retry_in_s={} reconnecting", delay.as_secs_f32());
+        if !sleep_unless(stop, delay, hb) {
+            break;
+        }
+    }
+}
+
+#[cfg(feature = "camera")]
+mod device {
+    //! nokhwa's V4L2 backend.
+    use nokhwa::pixel_format::RgbFormat;
+    use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
+
+    use super::{negotiate, Mode, PixelFormat};
+    use crate::config::V4l2Settings;
+
+    pub(super) struct Capture {
+        camera: nokhwa::Camera,
+        pub(super) mode: Mode,
+    }
+
+    fn to_mode(f: &CameraFormat) -> Mode {
+        let format = match f.format() {
+            FrameFormat::MJPEG => PixelFormat::Mjpeg,
+            FrameFormat::YUYV => PixelFormat::Yuyv,
+            FrameFormat::NV12 => PixelFormat::Nv12,
+            FrameFormat::GRAY => PixelFormat::Gray,
+            FrameFormat::RAWRGB | FrameFormat::RAWBGR => PixelFormat::Rgb,
+        };
+        Mode { format, width: f.width(), height: f.height(), fps: f.frame_rate() }
+    }
+
+    fn to_frame_format(f: PixelFormat) -> FrameFormat {
+        match f {
+            PixelFormat::Mjpeg | PixelFormat::Any => FrameFormat::MJPEG,
+            PixelFormat::Yuyv => FrameFormat::YUYV,
+            PixelFormat::Nv12 => FrameFormat::NV12,
+            PixelFormat::Gray => FrameFormat::GRAY,
+            PixelFormat::Rgb => FrameFormat::RAWRGB,
+        }
+    }
+
+    /// `/dev/videoN` → index N (nokhwa's V4L2 backend opens cameras by index).
+    fn index(settings: &V4l2Settings) -> Result<CameraIndex, String> {
+        let real =
+            std::fs::canonicalize(&settings.device).map_err(|e| format!("{}: {e}", settings.device.display()))?;
+        let name = real.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.strip_prefix("video")
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(CameraIndex::Index)
+            .ok_or_else(|| format!("{} is not a /dev/videoN device", real.display()))
+    }
+
+    impl Capture {
+        pub(super) fn open(settings: &V4l2Settings) -> Result<Capture, String> {
+            let index = index(settings)?;
+            let any = RequestedFormat::new::<RgbFormat>(RequestedFormatType::None);
+            let mut camera = nokhwa::Camera::new(index, any).map_err(|e| e.to_string())?;
+            let offered: Vec<Mode> =
+                camera.compatible_camera_formats().map_err(|e| e.to_string())?.iter().map(to_mode).collect();
+            let mode = negotiate(&offered, settings)?;
+            let exact =
+                CameraFormat::new(Resolution::new(mode.width, mode.height), to_frame_format(mode.format), mode.fps);
+            camera
+                .set_camera_requset(RequestedFormat::new::<RgbFormat>(RequestedFormatType::Exact(exact)))
+                .map_err(|e| format!("setting {mode}: {e}"))?;
+            camera.open_stream().map_err(|e| e.to_string())?;
+            Ok(Capture { camera, mode })
+        }
+
+        pub(super) fn frame(&mut self) -> Result<image::RgbImage, String> {
+            let buffer = self.camera.frame().map_err(|e| e.to_string())?;
+            buffer.decode_image::<RgbFormat>().map_err(|e| format!("decoding a {} frame: {e}", self.mode))
+        }
+    }
+}
+
+#[cfg(not(feature = "camera"))]
+mod device {
+    //! A build without the `camera` feature: the config check refuses v4l2 sources, so
+    //! this is reached only if that check is bypassed.
+    use super::Mode;
+    use crate::config::V4l2Settings;
+
+    pub(super) struct Capture {
+        pub(super) mode: Mode,
+    }
+
+    impl Capture {
+        pub(super) fn open(_: &V4l2Settings) -> Result<Capture, String> {
+            Err("this vigil was built without the `camera` feature (nokhwa)".into())
+        }
+
+        pub(super) fn frame(&mut self) -> Result<image::RgbImage, String> {
+            unreachable!("no capture is ever opened in a build without cameras")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(format: PixelFormat, width: u32, height: u32, fps: u32) -> V4l2Settings {
+        V4l2Settings { device: "/dev/video0".into(), width, height, fps, format }
+    }
+
+    fn m(format: PixelFormat, width: u32, height: u32, fps: u32) -> Mode {
+        Mode { format, width, height, fps }
+    }
+
+    /// The modes of a common UVC webcam (Logitech C920-like).
+    fn webcam() -> Vec<Mode> {
+        use PixelFormat::*;
+        vec![
+            m(Yuyv, 640, 480, 30),
+            m(Yuyv, 1280, 720, 10),
+            m(Yuyv, 1920, 1080, 5),
+            m(Mjpeg, 640, 480, 30),
+            m(Mjpeg, 1280, 720, 30),
+            m(Mjpeg, 1280, 720, 15),
+            m(Mjpeg, 1920, 1080, 30),
+        ]
+    }
+
+    #[test]
+    fn negotiation_prefers_resolution_then_fps_then_mjpeg() {
+        let got = negotiate(&webcam(), &want(PixelFormat::Any, 1280, 720, 15)).unwrap();
+        assert_eq!(got, m(PixelFormat::Mjpeg, 1280, 720, 15));
+        let got = negotiate(&webcam(), &want(PixelFormat::Any, 1280, 720, 20)).unwrap();
+        assert_eq!(got, m(PixelFormat::Mjpeg, 1280, 720, 30), "the lowest rate at or above the asked one");
+        let got = negotiate(&webcam(), &want(PixelFormat::Yuyv, 1280, 720, 30)).unwrap();
+        assert_eq!(got, m(PixelFormat::Yuyv, 1280, 720, 10), "the highest rate below when none reaches it");
+        let got = negotiate(&webcam(), &want(PixelFormat::Any, 800, 600, 30)).unwrap();
+        assert_eq!(got, m(PixelFormat::Mjpeg, 640, 480, 30), "nearest pixel count, MJPEG over YUYV");
+    }
+
+    #[test]
+    fn negotiation_refuses_a_missing_format_and_lists_the_offer() {
+        let e = negotiate(&webcam(), &want(PixelFormat::Nv12, 640, 480, 30)).unwrap_err();
+        assert!(e.contains("no Nv12 mode") && e.contains("Mjpeg 1920x1080 @ 30 fps"), "{e}");
+        assert!(negotiate(&[], &want(PixelFormat::Any, 640, 480, 30)).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 5, 5]);
+        b.reset();
+        assert_eq!(b.next_delay().as_secs(), 1);
+    }
+
+    #[test]
+    fn a_missing_device_is_retried_until_stopped() {
+        // No camera here: the loop must keep trying (logging) and stop promptly when told.
+        let slot = FrameSlot::new();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let hb = std::sync::Arc::new(Heartbeat::default());
+        let settings = want(PixelFormat::Any, 640, 480, 30);
+        let settings = V4l2Settings { device: "/dev/video-vigil-test-missing".into(), ..settings };
+        let (s2, h2) = (stop.clone(), hb.clone());
+        let t = std::thread::spawn(move || run("test", &settings, &slot, &s2, &h2));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(hb.age() < Duration::from_millis(250), "the retry loop keeps beating");
+        stop.store(true, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        t.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1), "stops within a second");
+    }
+}

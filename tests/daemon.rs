@@ -1,0 +1,601 @@
+//! `vigil run` end to end, against a real Mosquitto broker (Debian's, installed by
+//! scripts/setup-system.sh; each test starts its own on a free port), with the bundled
+//! NanoDet model on the bundled photos replayed as a camera, and a Unix datagram socket
+//! standing in for systemd's NOTIFY_SOCKET.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{root, scratch};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+/// One daemon at a time: each runs NanoDet continuously, and this machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Mosquitto broker of the test's own, persisting sessions across its restarts (as a
+/// production broker would), on a free loopback port.
+struct Mosquitto {
+    port: u16,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 log_dest file {}/mosquitto.log\n",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut m = Mosquitto { port, conf, child: None };
+        m.restart();
+        m
+    }
+
+    fn binary() -> &'static str {
+        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: run scripts/setup-system.sh")
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(Self::binary()).arg("-c").arg(&self.conf).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("mosquitto to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    /// SIGTERM, so it saves its sessions like a broker being restarted for an upgrade.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill -{name} failed");
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+    at: Instant,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("{}: not JSON ({e})", self.topic))
+    }
+}
+
+/// A subscriber with a persistent session that reconnects by itself and keeps everything.
+#[derive(Clone)]
+struct Subscriber {
+    got: Arc<Mutex<Vec<Received>>>,
+    client: Client,
+}
+
+impl Subscriber {
+    fn start(port: u16, id: &str) -> Subscriber {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_clean_session(false);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut connection) = Client::new(options, 64);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (c, g) = (client.clone(), got.clone());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        c.try_subscribe("vigil/#", QoS::AtLeastOnce).unwrap();
+                        c.try_subscribe("homeassistant/#", QoS::AtLeastOnce).unwrap();
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => g.lock().unwrap().push(Received {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                        at: Instant::now(),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        Subscriber { got, client }
+    }
+
+    fn on(&self, topic: &str) -> Vec<Received> {
+        self.got.lock().unwrap().iter().filter(|r| r.topic == topic).cloned().collect()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&[Received]) -> bool) {
+        wait_until(what, limit, || ok(&self.got.lock().unwrap()));
+    }
+
+    fn publish(&self, topic: &str, payload: &str) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).unwrap();
+    }
+}
+
+/// Two bundled photos replayed as a camera: the motorcycle, then the group of people,
+/// each held for `repeat` frames.
+fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(root().join("tests/photos/motorcycle_left.png"), photos.join("1-motorcycle.png")).unwrap();
+    std::fs::copy(root().join("tests/photos/group.png"), photos.join("2-group.png")).unwrap();
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"device_id = "test"
+log_level = "debug"
+{extra}
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+stats_interval_s = 1
+
+[service]
+stall_timeout_s = 20
+drain_timeout_s = 5
+
+[cameras.yard]
+model = "{model}"
+fps = 20
+labels = ["person", "motorcycle"]
+snapshots = true
+[cameras.yard.source]
+kind = "replay"
+path = "photos"
+fps = 5
+repeat = 6
+[cameras.yard.tracker]
+min_hits = 2
+max_misses = 1
+"#,
+            model = root().join("models/nanodet-m.toml").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, env: &[(&str, String)]) -> Daemon {
+        let log = config.with_file_name("vigil.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        cmd.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        cmd.env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM").env_remove("WATCHDOG_USEC");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon { child: cmd.spawn().unwrap(), log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(started.elapsed() < limit, "vigil did not exit within {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything a subscriber of one camera sees, then the notify protocol, commands, and a
+/// clean stop.
+#[test]
+fn publishes_the_mqtt_contract_and_speaks_sd_notify() {
+    let _serial = serial();
+    let dir = scratch("daemon-contract");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-contract");
+    let config = write_config(&dir, broker.port, "");
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let notes = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Ok(n) = notify.recv(&mut buf) {
+                    notes.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        });
+    }
+    let mut daemon = Daemon::start(
+        &config,
+        &[("NOTIFY_SOCKET", notify_path.display().to_string()), ("WATCHDOG_USEC", "1000000".into())],
+    );
+    let limit = Duration::from_secs(90);
+    let p = "vigil/test";
+
+    // READY=1 once the model is loaded; WATCHDOG=1 pings follow (WatchdogSec=1 s → every 0.5 s).
+    wait_until("READY=1", limit, || notes.lock().unwrap().iter().any(|n| n.contains("READY=1")));
+    wait_until("three WATCHDOG=1", limit, || {
+        notes.lock().unwrap().iter().filter(|n| n.contains("WATCHDOG=1")).count() >= 3
+    });
+
+    sub.wait_for("availability online", limit, |g| {
+        g.iter().any(|r| r.topic == format!("{p}/availability") && r.payload == b"online")
+    });
+    // Detections with the right labels for both photos, and events with track ids.
+    sub.wait_for("a motorcycle and persons", limit, |g| {
+        let labels: BTreeSet<String> = g
+            .iter()
+            .filter(|r| r.topic == format!("{p}/yard/detections"))
+            .flat_map(|r| r.json()["detections"].as_array().cloned().unwrap_or_default())
+            .map(|d| d["label"].as_str().unwrap().to_string())
+            .collect();
+        labels.contains("motorcycle") && labels.contains("person")
+    });
+    sub.wait_for("new and end events", limit, |g| {
+        let kinds: BTreeSet<String> = g
+            .iter()
+            .filter(|r| r.topic == format!("{p}/yard/events"))
+            .map(|r| r.json()["type"].as_str().unwrap().to_string())
+            .collect();
+        kinds.contains("new") && kinds.contains("end")
+    });
+    sub.wait_for("stats", limit, |g| g.iter().any(|r| r.topic == format!("{p}/stats")));
+
+    let detections = sub.on(&format!("{p}/yard/detections"));
+    let d = detections.last().unwrap().json();
+    assert_eq!(d["v"], 1);
+    assert_eq!(d["camera"], "yard");
+    assert_eq!(d["model"]["name"], "nanodet-m");
+    assert_eq!(d["model"]["version"], "1.0.0");
+    assert_eq!(d["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(d["frame"].as_u64().unwrap() >= 1 && d["inference_ms"].as_f64().unwrap() > 0.0, "{d}");
+    assert!(d["ts"].as_u64().unwrap() >= d["captured_at"].as_u64().unwrap());
+    for det in detections.iter().flat_map(|r| r.json()["detections"].as_array().cloned().unwrap()) {
+        let label = det["label"].as_str().unwrap();
+        assert!(label == "person" || label == "motorcycle", "labels = [person, motorcycle] filters {label}");
+    }
+    let events: Vec<Value> = sub.on(&format!("{p}/yard/events")).iter().map(Received::json).collect();
+    let e = events.iter().find(|e| e["type"] == "new").unwrap();
+    assert!(e["track_id"].as_u64().unwrap() >= 1 && e["box"]["x2"].as_f64().unwrap() > 0.0, "{e}");
+    assert_eq!(e["model"]["name"], "nanodet-m");
+    let tracked = detections.iter().flat_map(|r| r.json()["detections"].as_array().cloned().unwrap());
+    assert!(tracked.into_iter().any(|d| d["track_id"].as_u64().is_some()), "detections carry track ids");
+    let counts = sub.on(&format!("{p}/yard/counts"));
+    assert!(counts.iter().any(|c| c.json()["counts"]["person"].as_u64().unwrap_or(0) >= 2), "persons counted");
+    let stats = sub.on(&format!("{p}/stats")).last().unwrap().json();
+    assert!(stats["cameras"]["yard"]["inferred"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["memory_bytes"].as_u64().unwrap() > 1 << 20, "{stats}");
+    assert!(stats["cameras"]["yard"]["inference_ms_p95"].as_f64().is_some(), "{stats}");
+    // A snapshot (JPEG) on a new object.
+    sub.wait_for("a snapshot", limit, |g| g.iter().any(|r| r.topic == format!("{p}/yard/snapshot")));
+    assert_eq!(&sub.on(&format!("{p}/yard/snapshot"))[0].payload[..2], &[0xFF, 0xD8], "a JPEG");
+    // Retained model state.
+    let model = sub.on(&format!("{p}/yard/model"));
+    assert_eq!(model[0].json()["name"], "nanodet-m");
+
+    // Home Assistant discovery.
+    let discovery: BTreeMap<String, Value> = sub
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.topic.starts_with("homeassistant/"))
+        .map(|r| (r.topic.clone(), r.json()))
+        .collect();
+    for t in [
+        "homeassistant/sensor/test/yard_person_count/config",
+        "homeassistant/sensor/test/yard_motorcycle_count/config",
+        "homeassistant/switch/test/yard_detect/config",
+        "homeassistant/number/test/yard_threshold/config",
+        "homeassistant/sensor/test/yard_fps/config",
+        "homeassistant/camera/test/yard_snapshot/config",
+    ] {
+        let c = discovery.get(t).unwrap_or_else(|| panic!("no {t} in {:?}", discovery.keys()));
+        assert_eq!(c["availability_topic"], format!("{p}/availability"));
+        assert_eq!(c["device"]["identifiers"][0], "vigil_test");
+    }
+    assert_eq!(
+        discovery["homeassistant/switch/test/yard_detect/config"]["command_topic"],
+        format!("{p}/yard/detect/set")
+    );
+
+    // Commands, confirmed on …/state.
+    sub.publish(&format!("{p}/yard/threshold/set"), "0.9");
+    sub.wait_for("threshold state 0.9", limit, |g| {
+        g.iter().any(|r| r.topic == format!("{p}/yard/threshold/state") && r.payload == b"0.9")
+    });
+    sub.publish(&format!("{p}/yard/detect/set"), "OFF");
+    sub.wait_for("detect state OFF", limit, |g| {
+        g.iter().any(|r| r.topic == format!("{p}/yard/detect/state") && r.payload == b"OFF")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sub.on(&format!("{p}/yard/detections")).len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sub.on(&format!("{p}/yard/detections")).len(), before, "detection OFF stops detections");
+    let counts = sub.on(&format!("{p}/yard/counts"));
+    assert_eq!(counts.last().unwrap().json()["counts"], serde_json::json!({}), "turning detection off ends the tracks");
+    sub.publish(&format!("{p}/yard/detect/set"), "ON");
+    sub.wait_for("detections again", limit, |g| {
+        g.iter().filter(|r| r.topic == format!("{p}/yard/detections")).count() > before
+    });
+    // A score threshold of 0.9 keeps weak detections out.
+    let after_on: Vec<Value> =
+        sub.on(&format!("{p}/yard/detections")).iter().skip(before).map(Received::json).collect();
+    for d in after_on.iter().flat_map(|d| d["detections"].as_array().cloned().unwrap()) {
+        assert!(d["score"].as_f64().unwrap() >= 0.9 - 1e-6, "{d}");
+    }
+
+    // SIGTERM: STOPPING=1, availability offline, exit 0.
+    signal(&daemon.child, "TERM");
+    let code = daemon.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{}", daemon.log());
+    assert!(notes.lock().unwrap().iter().any(|n| n.contains("STOPPING=1")));
+    assert!(notes.lock().unwrap().iter().any(|n| n.contains("STATUS=")));
+    sub.wait_for("availability offline", limit, |g| {
+        g.iter().any(|r| r.topic == format!("{p}/availability") && r.payload == b"offline")
+    });
+}
+
+/// The broker goes away mid-run and comes back: the daemon reconnects, announces its
+/// state again and delivers every event it made meanwhile; killed, its last will says
+/// offline.
+#[test]
+fn survives_a_broker_restart_without_losing_events() {
+    let _serial = serial();
+    let dir = scratch("daemon-outage");
+    let mut broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-outage");
+    let config = write_config(&dir, broker.port, "");
+    let mut daemon = Daemon::start(&config, &[]);
+    let limit = Duration::from_secs(90);
+    let p = "vigil/test";
+    let events =
+        |sub: &Subscriber| -> Vec<Value> { sub.on(&format!("{p}/yard/events")).iter().map(Received::json).collect() };
+    sub.wait_for("two new events", limit, |g| {
+        g.iter().filter(|r| r.topic == format!("{p}/yard/events") && r.json()["type"] == "new").count() >= 2
+    });
+
+    broker.stop();
+    let outage_started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    std::thread::sleep(Duration::from_secs(5));
+    let outage_ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let restarted = Instant::now();
+    broker.restart();
+
+    // Re-announced after the reconnect: a live (not retained) "online".
+    sub.wait_for("availability re-announced", limit, |g| {
+        g.iter()
+            .any(|r| r.topic == format!("{p}/availability") && r.payload == b"online" && !r.retain && r.at > restarted)
+    });
+    // Events made during the outage arrive, and nothing is missing: every track id from 1
+    // to the highest has its "new", and every ended track had one.
+    sub.wait_for("events from the outage", limit, |g| {
+        g.iter().filter(|r| r.topic == format!("{p}/yard/events")).any(|r| {
+            let ts = r.json()["ts"].as_u64().unwrap();
+            ts > outage_started && ts < outage_ended
+        })
+    });
+    // Let the tracks of the outage end and a few more start after it.
+    std::thread::sleep(Duration::from_secs(4));
+    let all = events(&sub);
+    let ids_new: BTreeSet<u64> =
+        all.iter().filter(|e| e["type"] == "new").map(|e| e["track_id"].as_u64().unwrap()).collect();
+    let ids_end: BTreeSet<u64> =
+        all.iter().filter(|e| e["type"] == "end").map(|e| e["track_id"].as_u64().unwrap()).collect();
+    let highest = *ids_new.iter().max().unwrap();
+    let expected: BTreeSet<u64> = (1..=highest).collect();
+    assert_eq!(ids_new, expected, "a track id without its \"new\" event was lost");
+    assert!(ids_end.is_subset(&ids_new), "an end without its new: {ids_end:?} vs {ids_new:?}");
+    let during = all.iter().filter(|e| (outage_started..outage_ended).contains(&e["ts"].as_u64().unwrap())).count();
+    assert!(during >= 2, "events during the 5 s outage were delivered: {during}");
+    assert!(daemon.log().contains("lost the MQTT connection"), "{}", daemon.log());
+
+    // Stats say it reconnected and lost nothing.
+    sub.wait_for("stats after the reconnect", limit, |g| {
+        g.iter().any(|r| r.topic == format!("{p}/stats") && r.json()["mqtt"]["reconnects"].as_u64() >= Some(1))
+    });
+    let stats = sub.on(&format!("{p}/stats")).last().unwrap().json();
+    assert_eq!(stats["mqtt"]["spool_lost"], 0, "{stats}");
+
+    // Killed without a goodbye: the broker publishes the last will.
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    sub.wait_for("offline through the last will", limit, |g| {
+        g.iter().any(|r| r.topic == format!("{p}/availability") && r.payload == b"offline")
+    });
+}
+
+/// `[broker] enabled = true`: a single box needs no other broker.
+#[test]
+fn the_embedded_broker_serves_subscribers() {
+    let _serial = serial();
+    let dir = scratch("daemon-embedded");
+    let port = free_port();
+    let config = write_config(&dir, port, &format!("[broker]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"));
+    let text = std::fs::read_to_string(&config).unwrap().replace(&format!("url = \"mqtt://127.0.0.1:{port}\"\n"), "");
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let sub = Subscriber::start(port, "test-embedded");
+    sub.wait_for("detections through rumqttd", Duration::from_secs(90), |g| {
+        g.iter().any(|r| r.topic == "vigil/test/yard/detections")
+    });
+    assert!(sub.on("vigil/test/availability").iter().any(|r| r.payload == b"online"));
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
+
+/// SIGHUP reloads: a bad new configuration is refused and the old one keeps running; a
+/// good one takes effect without restarting the process.
+#[test]
+fn sighup_reloads_and_refuses_a_bad_config() {
+    let _serial = serial();
+    let dir = scratch("daemon-reload");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-reload");
+    let config = write_config(&dir, broker.port, "");
+    let mut daemon = Daemon::start(&config, &[]);
+    let limit = Duration::from_secs(90);
+    sub.wait_for("detections", limit, |g| g.iter().any(|r| r.topic == "vigil/test/yard/detections"));
+
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("fps = 20", "fps = \"fast\"")).unwrap();
+    signal(&daemon.child, "HUP");
+    wait_until("the refusal in the log", limit, || daemon.log().contains("the new configuration is refused"));
+    assert!(daemon.log().contains("cameras.yard.fps"), "{}", daemon.log());
+    let n = sub.on("vigil/test/yard/detections").len();
+    sub.wait_for("detections still flowing", limit, |g| {
+        g.iter().filter(|r| r.topic == "vigil/test/yard/detections").count() > n + 2
+    });
+
+    std::fs::write(&config, good.replace("labels = [\"person\", \"motorcycle\"]", "labels = [\"person\"]")).unwrap();
+    let reloaded = Instant::now();
+    signal(&daemon.child, "HUP");
+    sub.wait_for("detections after the reload", limit, |g| {
+        g.iter().filter(|r| r.topic == "vigil/test/yard/detections" && r.at > reloaded + Duration::from_secs(2)).count()
+            > 8
+    });
+    let late: Vec<Value> = sub
+        .on("vigil/test/yard/detections")
+        .iter()
+        .filter(|r| r.at > reloaded + Duration::from_secs(2))
+        .map(Received::json)
+        .collect();
+    for d in late.iter().flat_map(|d| d["detections"].as_array().cloned().unwrap()) {
+        assert_eq!(d["label"], "person", "the reloaded labels filter applies");
+    }
+    assert!(daemon.child.try_wait().unwrap().is_none(), "still the same process");
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
+}
+
+/// `vigil validate` (ExecStartPre) lists every problem and exits 78; `vigil run` refuses a
+/// model that is not ONNX with exit 3, naming the camera.
+#[test]
+fn bad_configs_and_models_are_refused_clearly() {
+    let _serial = serial();
+    let dir = scratch("daemon-refusals");
+    let config = write_config(&dir, 1883, "");
+    let (code, out, err) = common::vigil(&["validate", "--config", config.to_str().unwrap(), "--models"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("configuration is valid (1 camera(s), models load)"), "{out}");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[mqtt]
+url = "mqtt//broker:1883"
+[cameras.front]
+model = "missing.toml"
+[cameras.front.source]
+kind = "v4l2"
+device = "/dev/video-vigil-no-such-camera"
+[cameras.back]
+model = "missing.toml"
+frame_rate = 3
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = common::vigil(&["validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 78, "{err}");
+    for expected in [
+        "6 problem(s)",
+        "mqtt.url: \"mqtt//broker:1883\" must start with mqtt:// or mqtts://",
+        "cameras.front.model: the model manifest",
+        "cameras.front.source.device: camera device /dev/video-vigil-no-such-camera does not exist",
+        "cameras.back.frame_rate: unknown key",
+        "cameras.back.source: missing",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let (code, _, err) = common::vigil(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 78, "run refuses the same config: {err}");
+
+    // A manifest whose ONNX file is not a model.
+    let not_onnx = dir.join("not-a-model.onnx");
+    std::fs::write(&not_onnx, "this is text, not a protobuf").unwrap();
+    let manifest = std::fs::read_to_string(root().join("models/nanodet-m.toml"))
+        .unwrap()
+        .replace("model = \"nanodet-m.onnx\"", &format!("model = \"{}\"", not_onnx.display()))
+        .replace(
+            "file = \"labels/coco-80.txt\"",
+            &format!("file = \"{}\"", root().join("models/labels/coco-80.txt").display()),
+        );
+    std::fs::write(dir.join("broken.toml"), manifest).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let model_line = text.lines().find(|l| l.starts_with("model = ")).unwrap().to_string();
+    std::fs::write(&config, text.replace(&model_line, "model = \"broken.toml\"")).unwrap();
+    let (code, _, err) = common::vigil(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("camera yard") && err.contains("not-a-model.onnx") && err.contains("not a usable ONNX model"),
+        "{err}"
+    );
+}
