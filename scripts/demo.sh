@@ -15,7 +15,7 @@ if [[ $# -ge 1 ]]; then
   # A bounded run (CI, a quick look): also show what a subscriber receives.
   "$vigil" run --config scripts/demo.toml &
   pid=$!
-  for _ in $(seq 50); do mosquitto_sub -h 127.0.0.1 -t x -W 1 -C 1 2>/dev/null && break; sleep 0.2; done
+  for _ in $(seq 100); do (: </dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.2; done
   mosquitto_sub -h 127.0.0.1 -t 'vigil/demo/photos/events' -t 'vigil/demo/availability' -v -W "$1" || true
   kill -TERM "$pid"
   wait "$pid"
