@@ -3,10 +3,11 @@
 #   libclang-dev           nokhwa's V4L2 bindings run bindgen at build time (feature `camera`)
 #   mosquitto(-clients)    the MQTT broker the daemon's tests start, and mosquitto_sub for the demo
 #   dataset-fashion-mnist  labelled images for the trainer's tests
+#   openssl                certificates for the daemon's TLS test
 # Usage: scripts/setup-system.sh [build|test]   (build: only what building needs)
 set -euo pipefail
 want=(libclang-dev mosquitto mosquitto-clients)
-[[ ${1:-test} == test ]] && want+=(dataset-fashion-mnist)
+[[ ${1:-test} == test ]] && want+=(dataset-fashion-mnist openssl)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -46,13 +46,18 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "")
+    }
+
+    /// With more configuration (another listener, say) appended.
+    fn start_with(dir: &Path, extra: &str) -> Mosquitto {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 log_dest file {}/mosquitto.log\n",
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nlog_dest file {}/mosquitto.log\n{extra}",
                 dir.display(),
                 dir.display()
             ),
@@ -471,6 +476,56 @@ fn survives_a_broker_restart_without_losing_events() {
     });
 }
 
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// TLS with a private CA and a client certificate the broker requires (mosquitto's
+/// `require_certificate`), the certificates made by openssl for this test.
+#[test]
+fn connects_over_tls_with_a_client_certificate() {
+    let _serial = serial();
+    let dir = scratch("daemon-tls");
+    sh(
+        &dir,
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=vigil-test-ca 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+         printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=vigil-test 2>/dev/null
+         printf 'extendedKeyUsage=clientAuth\n' > client.ext
+         openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null",
+    );
+    let tls_port = free_port();
+    let d = dir.display();
+    let broker = Mosquitto::start_with(
+        &dir,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+             require_certificate true\n"
+        ),
+    );
+    wait_until("the TLS listener", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", tls_port)).is_ok());
+    let sub = Subscriber::start(broker.port, "test-tls");
+    let config = write_config(&dir, tls_port, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("url = \"mqtt://127.0.0.1:{tls_port}\"\n"),
+        &format!(
+            "url = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\n\
+             client_key = \"client.key\"\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    sub.wait_for("detections over TLS", Duration::from_secs(90), |g| {
+        g.iter().any(|r| r.topic == "vigil/test/yard/detections")
+    });
+    assert!(daemon.log().contains(&format!("broker=127.0.0.1:{tls_port} connected")), "{}", daemon.log());
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
+
 /// `[broker] enabled = true`: a single box needs no other broker.
 #[test]
 fn the_embedded_broker_serves_subscribers() {
@@ -478,7 +533,14 @@ fn the_embedded_broker_serves_subscribers() {
     let dir = scratch("daemon-embedded");
     let port = free_port();
     let config = write_config(&dir, port, &format!("[broker]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"));
-    let text = std::fs::read_to_string(&config).unwrap().replace(&format!("url = \"mqtt://127.0.0.1:{port}\"\n"), "");
+    // No mqtt.url: it defaults to the embedded broker. A second camera runs a classifier.
+    let mut text =
+        std::fs::read_to_string(&config).unwrap().replace(&format!("url = \"mqtt://127.0.0.1:{port}\"\n"), "");
+    text.push_str(&format!(
+        "\n[cameras.desk]\nmodel = \"{}\"\nfps = 2\n[cameras.desk.source]\nkind = \"replay\"\npath = \"{}\"\nfps = 2\n",
+        root().join("models/mobilenet-v2.toml").display(),
+        root().join("tests/photos/chelsea.png").display()
+    ));
     std::fs::write(&config, text).unwrap();
     let mut daemon = Daemon::start(&config, &[]);
     wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
@@ -487,6 +549,13 @@ fn the_embedded_broker_serves_subscribers() {
         g.iter().any(|r| r.topic == "vigil/test/yard/detections")
     });
     assert!(sub.on("vigil/test/availability").iter().any(|r| r.payload == b"online"));
+    sub.wait_for("the classifier camera", Duration::from_secs(60), |g| {
+        g.iter().any(|r| r.topic == "vigil/test/desk/detections")
+    });
+    let desk = sub.on("vigil/test/desk/detections")[0].json();
+    assert_eq!(desk["model"]["name"], "mobilenet-v2", "{desk}");
+    assert_eq!(desk["classes"][0]["label"], "Egyptian cat", "{desk}");
+    assert!(desk.get("detections").is_none(), "{desk}");
     signal(&daemon.child, "TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
 }

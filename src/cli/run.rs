@@ -5,14 +5,8 @@ use crate::config::Config;
 use crate::daemon::{self, DaemonError};
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::service::logging::init(log::LevelFilter::Info);
-            log::error!("{e}");
-            return Err(e.into());
-        }
-    };
+    // Errors go to stderr through main (the journal captures stderr under systemd).
+    let config = Config::load(&args.config)?;
     crate::service::logging::init(config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -21,7 +15,6 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
     runtime.block_on(daemon::run(args.config, config)).map_err(|e| {
-        log::error!("{e}");
         let code = match &e {
             DaemonError::Config(_) => exit::BAD_CONFIG,
             DaemonError::Model { .. } => exit::BAD_MODEL,

@@ -31,14 +31,14 @@ use pipeline::{at_least_once, counts_message, Pipeline, PipelineSpec};
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("camera {camera}: {source}")]
-    Model { camera: String, source: ModelError },
-    #[error("{0}")]
+    #[error("camera {camera}: {error}")]
+    Model { camera: String, error: ModelError },
+    #[error(transparent)]
     Mqtt(#[from] link::LinkError),
     #[error("{0}")]
     Broker(String),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
 }
 
 /// Pipeline → publisher channel size (messages). Lossless: a full channel makes inference wait.
@@ -49,7 +49,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let notifier = Notifier::from_env();
     let io = |what: &str| {
         let what = what.to_string();
-        move |source| DaemonError::Io { what, source }
+        move |error| DaemonError::Io { what, error }
     };
     let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
@@ -142,7 +142,7 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
                 Some(m) => m.clone(),
                 None => {
                     let m = Arc::new(
-                        Model::load(&path).map_err(|source| DaemonError::Model { camera: camera.clone(), source })?,
+                        Model::load(&path).map_err(|error| DaemonError::Model { camera: camera.clone(), error })?,
                     );
                     log::info!(
                         "camera={camera} model={} version={} sha256={} model loaded",
@@ -243,7 +243,7 @@ impl Running {
                 max_packet: config.mqtt.max_packet_size,
                 out: out.clone(),
             })
-            .map_err(|source| DaemonError::Io { what: format!("starting camera {camera}"), source })?;
+            .map_err(|error| DaemonError::Io { what: format!("starting camera {camera}"), error })?;
             pipelines.push(pipeline);
         }
         Ok(Running {
