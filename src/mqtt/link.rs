@@ -179,9 +179,9 @@ async fn drive(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
                 let command = Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) };
-                if commands.send(command).await.is_err() {
-                    return;
-                }
+                // Nobody listening means the daemon is stopping; keep polling so the goodbye
+                // and the DISCONNECT still go out.
+                let _ = commands.send(command).await;
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 log::debug!("broker={broker} disconnected");
