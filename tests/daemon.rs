@@ -57,7 +57,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nlog_dest file {}/mosquitto.log\n{extra}",
+                 autosave_interval 1\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n{extra}",
                 dir.display(),
                 dir.display()
             ),
@@ -80,6 +80,16 @@ impl Mosquitto {
         self.child = Some(child);
         let port = self.port;
         wait_until("mosquitto to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    fn signal(&self, name: &str) {
+        signal(self.child.as_ref().expect("mosquitto is running"), name);
+    }
+
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.wait().unwrap();
+        }
     }
 
     /// SIGTERM, so it saves its sessions like a broker being restarted for an upgrade.
@@ -467,6 +477,24 @@ fn survives_a_broker_restart_without_losing_events() {
     });
     let stats = sub.on(&format!("{p}/stats")).last().unwrap().json();
     assert_eq!(stats["mqtt"]["spool_lost"], 0, "{stats}");
+
+    // A broker that hangs, then dies: events published while it hung were written to the
+    // socket but never acknowledged. The daemon must send them again after reconnecting to
+    // the restarted (new-session) broker.
+    broker.signal("STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    broker.signal("KILL");
+    broker.reap();
+    broker.restart();
+    wait_until("the resend of unacknowledged publishes", limit, || {
+        daemon.log().contains("publishes the broker had not acknowledged")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let all = events(&sub);
+    let ids_new: BTreeSet<u64> =
+        all.iter().filter(|e| e["type"] == "new").map(|e| e["track_id"].as_u64().unwrap()).collect();
+    let highest = *ids_new.iter().max().unwrap();
+    assert_eq!(ids_new, (1..=highest).collect::<BTreeSet<u64>>(), "an event sent to the hung broker was lost");
 
     // Killed without a goodbye: the broker publishes the last will.
     daemon.child.kill().unwrap();

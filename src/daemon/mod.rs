@@ -88,7 +88,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 _ = int.recv() => break None,
                 _ = hup.recv() => {
                     log::info!("path={} SIGHUP: reloading the configuration", config_path.display());
-                    match reload(&config_path, &config).await {
+                    match reload(&config_path).await {
                         Ok((new, new_models)) => break Some((new, new_models)),
                         Err(e) => {
                             log::error!("the new configuration is refused; the running one stays: {e}");
@@ -97,7 +97,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                     }
                 }
                 Some(command) = running.commands.recv() => running.apply(command).await,
-                _ = stats_tick.tick() => running.publish_stats(&config).await,
+                _ = stats_tick.tick() => running.publish_stats().await,
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let stalled = running.stalled(config.service.stall_timeout);
                     if stalled.is_empty() {
@@ -162,7 +162,7 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
     .expect("model loading panicked")
 }
 
-async fn reload(path: &Path, _old: &Config) -> Result<(Config, BTreeMap<String, Arc<Model>>), DaemonError> {
+async fn reload(path: &Path) -> Result<(Config, BTreeMap<String, Arc<Model>>), DaemonError> {
     let path = path.to_path_buf();
     let config = tokio::task::spawn_blocking(move || Config::load(&path)).await.expect("config load panicked")?;
     let models = load_models(&config).await?;
@@ -303,7 +303,7 @@ impl Running {
         format!("running: {}; {} events spooled", fps.join(", "), self.publisher_stats.spooled.load(Ordering::Relaxed))
     }
 
-    async fn publish_stats(&mut self, _config: &Config) {
+    async fn publish_stats(&mut self) {
         let (since, previous) = &self.last_stats;
         let interval = since.elapsed();
         let mut cameras = BTreeMap::new();
