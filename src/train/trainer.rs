@@ -220,7 +220,8 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
             seen += chunk.len() as i64;
             step += 1;
-            progress(epoch, opts.epochs, b + 1, steps_per_epoch);
+            let (loss_so_far, elapsed) = (loss_sum / seen as f64, t0.elapsed().as_secs_f64());
+            progress(epoch, opts.epochs, b + 1, steps_per_epoch, loss_so_far, seen, elapsed);
         }
         let (val_loss, val_acc) = validate(&module, &val_set, &norm, opts.batch)?;
         let record = EpochRecord {
@@ -232,8 +233,9 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             lr,
             seconds: t0.elapsed().as_secs_f64(),
         };
+        clear_progress();
         eprintln!(
-            "\repoch {epoch}/{}  train loss {:.4}  train acc {:.4}  val loss {:.4}  val acc {:.4}  lr {:.2e}  {:.1} s",
+            "epoch {epoch}/{}  train loss {:.4}  train acc {:.4}  val loss {:.4}  val acc {:.4}  lr {:.2e}  {:.1} s",
             opts.epochs, record.train_loss, record.train_accuracy, val_loss, val_acc, lr, record.seconds
         );
         writeln!(
@@ -603,15 +605,52 @@ fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
     out
 }
 
-/// A one-line progress counter on stderr while an epoch runs.
-fn progress(epoch: usize, epochs: usize, batch: usize, batches: usize) {
-    eprint!("\repoch {epoch}/{epochs}  batch {batch}/{batches}");
-    let _ = std::io::stderr().flush();
+/// The progress bar of an epoch, redrawn on one stderr line after every batch when stderr
+/// is a terminal (a log gets only the per-epoch lines).
+fn progress(epoch: usize, epochs: usize, batch: usize, batches: usize, loss: f64, images: i64, elapsed: f64) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{}", progress_line(epoch, epochs, batch, batches, loss, images, elapsed));
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Erases the progress bar's line before a log line takes it.
+fn clear_progress() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+}
+
+/// `epoch 3/10 [#########...........] 12/30  loss 0.4213  48.0 img/s  eta 7 s`
+fn progress_line(
+    epoch: usize,
+    epochs: usize,
+    batch: usize,
+    batches: usize,
+    loss: f64,
+    images: i64,
+    elapsed: f64,
+) -> String {
+    const WIDTH: usize = 20;
+    let filled = (batch * WIDTH).checked_div(batches).unwrap_or(WIDTH).min(WIDTH);
+    let bar: String = "#".repeat(filled) + &".".repeat(WIDTH - filled);
+    let rate = if elapsed > 0.0 { images as f64 / elapsed } else { 0.0 };
+    let eta = if batch > 0 { elapsed / batch as f64 * (batches.saturating_sub(batch)) as f64 } else { 0.0 };
+    format!("epoch {epoch}/{epochs} [{bar}] {batch}/{batches}  loss {loss:.4}  {rate:.1} img/s  eta {eta:.0} s")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_progress_bar_fills_with_the_batches() {
+        let line = progress_line(3, 10, 15, 30, 0.42134, 480, 10.0);
+        assert_eq!(line, "epoch 3/10 [##########..........] 15/30  loss 0.4213  48.0 img/s  eta 10 s");
+        assert!(progress_line(1, 1, 30, 30, 0.1, 10, 1.0).contains("[####################] 30/30"));
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
