@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataset;
+pub mod deploy;
 pub mod detect;
 pub mod metrics;
 pub mod model;

@@ -2,11 +2,15 @@
 //! in C order: how vigil exchanges tensors with the reference scripts (bench input,
 //! test fixtures) without a Python dependency in the binary.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 /// Writes `data` with `shape` as a `.npy` file.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    std::fs::write(path, encode_f32(shape, data))
+}
+
+/// `data` with `shape` as the bytes of a `.npy` file.
+pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape does not match the data");
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
@@ -15,22 +19,25 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    out.write_all(b"\x93NUMPY\x01\x00")?;
-    out.write_all(&(header.len() as u16).to_le_bytes())?;
-    out.write_all(header.as_bytes())?;
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
     for v in data {
-        out.write_all(&v.to_le_bytes())?;
+        out.extend_from_slice(&v.to_le_bytes());
     }
-    out.flush()
+    out
 }
 
 /// Reads a little-endian f32, C-order `.npy` file: (shape, data).
 pub fn read_f32(path: &Path) -> std::io::Result<(Vec<usize>, Vec<f32>)> {
-    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+    decode_f32(&std::fs::read(path)?, &path.display().to_string())
+}
+
+/// Decodes the bytes of a `.npy` file; `name` is for messages.
+pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<f32>)> {
+    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{name}: {why}"));
+    if bytes.len() < 12 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file".into()));
     }
     let (header_len, start) = match bytes[6] {

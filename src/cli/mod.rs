@@ -3,6 +3,7 @@
 mod bench;
 #[cfg(feature = "train")]
 mod bench_train;
+mod deploy;
 pub mod eval;
 mod infer;
 mod run;
@@ -21,6 +22,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// A model or its manifest was refused at load time.
     pub const BAD_MODEL: i32 = 3;
+    /// A deploy bundle was refused.
+    pub const BAD_BUNDLE: i32 = 4;
     /// The daemon's configuration was refused (sysexits' EX_CONFIG).
     pub const BAD_CONFIG: i32 = 78;
 }
@@ -38,6 +41,12 @@ pub enum Command {
     Run(RunArgs),
     /// Check a daemon configuration and exit (for systemd's ExecStartPre).
     Validate(ValidateArgs),
+    /// Make an ed25519 key pair for signing deploy bundles.
+    Keygen(KeygenArgs),
+    /// Make a signed deploy bundle of a model, with a test vector computed by tract.
+    Bundle(BundleArgs),
+    /// Verify a deploy bundle as a device would (signature, digests, target, model, test vector).
+    CheckBundle(CheckBundleArgs),
     /// Run a model on image files and print what it sees.
     Infer(InferArgs),
     /// Measure a model's inference latency.
@@ -70,6 +79,53 @@ pub struct ValidateArgs {
     /// Also load every camera's model and check it against its graph.
     #[arg(long)]
     pub models: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// The secret key file to write (mode 0600); the public key goes to <OUT>.pub.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BundleArgs {
+    /// The model's manifest.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// The secret key (from `vigil keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The bundle file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Devices the bundle is for (repeatable); with no --device and no --group, any device.
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// Device groups the bundle is for (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Largest relative difference a device may see on the test vector.
+    #[arg(long, default_value_t = 1e-4)]
+    pub tolerance: f32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckBundleArgs {
+    /// The bundle file.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Trusted public key files (repeatable).
+    #[arg(long = "trust", required = true)]
+    pub trust: Vec<PathBuf>,
+    /// Check the target as this device would.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Largest bundle accepted, bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_size: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -247,6 +303,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => run::validate(args),
+        Command::Keygen(args) => deploy::keygen(args),
+        Command::Bundle(args) => deploy::bundle(args),
+        Command::CheckBundle(args) => deploy::check(args),
         Command::Infer(args) => infer::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),

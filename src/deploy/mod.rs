@@ -1,0 +1,38 @@
+//! Deploying models to devices: signing keys ([`keys`]) and the signed, self-testing deploy
+//! bundle ([`bundle`]), whose format is docs/deploy.md.
+//!
+//! A device accepts a bundle only after every check here has passed: size, format, a
+//! trusted ed25519 key, the signature, each file's sha256, the target, the model loading in
+//! tract with its manifest, and its outputs on the bundled test vector.
+
+pub mod bundle;
+pub mod keys;
+
+pub use bundle::{DeployBundle, Target};
+
+use std::path::PathBuf;
+
+/// Why a bundle was refused; each names what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("bundle is {size} bytes, above the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("not a vigil deploy bundle: {0}")]
+    NotABundle(String),
+    #[error("bundle is truncated: {0}")]
+    Truncated(String),
+    #[error("bundle is signed by key {key}, which is not trusted here")]
+    UntrustedKey { key: String },
+    #[error("bundle signature does not verify: it was not signed by key {key}, or was changed after signing")]
+    BadSignature { key: String },
+    #[error("bundle file {file}: sha256 {actual} does not match the signed {expected}")]
+    Digest { file: String, expected: String, actual: String },
+    #[error("bundle is for {target}, not for device {device} (groups: {groups})")]
+    NotForThisDevice { target: String, device: String, groups: String },
+    #[error("bundle model refused: {0}")]
+    Model(#[from] crate::model::ModelError),
+    #[error("bundle test vector: {0}")]
+    TestVector(String),
+    #[error("{what} {path}: {error}")]
+    Io { what: &'static str, path: PathBuf, error: std::io::Error },
+}
