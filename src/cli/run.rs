@@ -14,7 +14,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(daemon::run(args.config, config)).map_err(|e| {
+    let result = runtime.block_on(daemon::run(args.config, config));
+    // Threads stuck in a device read must not hold the process: the drain deadline is over.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result.map_err(|e| {
         let code = match &e {
             DaemonError::Config(_) => exit::BAD_CONFIG,
             DaemonError::Model { .. } => exit::BAD_MODEL,

@@ -153,8 +153,8 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
 }
 
 fn seconds(v: f64, key: &str, problems: &mut Vec<String>) -> Duration {
-    if !(v.is_finite() && v > 0.0) {
-        problems.push(format!("{key}: must be a positive number of seconds, not {v}"));
+    if !(0.01..=86_400.0).contains(&v) {
+        problems.push(format!("{key}: {v} must be between 0.01 and 86400 seconds"));
         return Duration::from_secs(1);
     }
     Duration::from_secs_f64(v)
@@ -306,7 +306,7 @@ fn check_mqtt(
     if let Some(file) = &raw.password_file {
         let file = resolve(dir, file);
         match std::fs::read_to_string(&file) {
-            Ok(p) if password.is_none() => password = Some(p.trim_end_matches(['\n', '\r']).to_string()),
+            Ok(p) if password.is_none() => password = Some(p.lines().next().unwrap_or_default().to_string()),
             Ok(_) => problems.push("mqtt.password and mqtt.password_file: give one, not both".into()),
             Err(e) => problems.push(format!("mqtt.password_file: cannot read {}: {e}", file.display())),
         }
@@ -336,6 +336,12 @@ fn check_mqtt(
     if spool_events == 0 {
         problems.push("mqtt.spool_events: must be at least 1".into());
     }
+    let discovery_prefix = raw.discovery_prefix.unwrap_or_else(|| "homeassistant".into());
+    if discovery_prefix.is_empty() || discovery_prefix.contains(['+', '#']) || discovery_prefix.ends_with('/') {
+        problems.push(format!(
+            "mqtt.discovery_prefix: \"{discovery_prefix}\" must be non-empty, without '+', '#' or a trailing '/'"
+        ));
+    }
     MqttSettings {
         host,
         port,
@@ -350,7 +356,7 @@ fn check_mqtt(
         spool_events,
         stats_interval: seconds(raw.stats_interval_s.unwrap_or(30.0), "mqtt.stats_interval_s", problems),
         discovery: raw.discovery.unwrap_or(true),
-        discovery_prefix: raw.discovery_prefix.unwrap_or_else(|| "homeassistant".into()),
+        discovery_prefix,
     }
 }
 

@@ -66,6 +66,7 @@ colour = "blue"
 [mqtt]
 url = "http://broker"
 qos = 3
+stats_interval_s = 0
 [service]
 drain_timeout_s = "soon"
 [cameras.front]
@@ -93,6 +94,7 @@ points = [[0, 0], [2, 0]]
         "mqtt.url: \"http://broker\" must start with mqtt:// or mqtts://",
         "mqtt.qos: 3 is not 0, 1 or 2",
         "service.drain_timeout_s: invalid type: string \"soon\"",
+        "mqtt.stats_interval_s: 0 must be between 0.01 and 86400 seconds",
         "cameras.front.model: the model manifest",
         "cameras.front.fps: 0",
         "cameras.front.source.device: camera device /dev/video-vigil-missing does not exist",

@@ -21,10 +21,11 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError};
 use crate::model::{Model, ModelError};
 use crate::mqtt::payload::{self, ModelInfo};
+use crate::mqtt::publisher::Deadline;
 use crate::mqtt::{discovery, link, Class, Command, CommandKind, Message, Publisher, PublisherStats, Topics};
 use crate::service::notify::Notifier;
 use crate::source::unix_ms;
-use pipeline::{at_least_once, counts_message, Pipeline, PipelineSpec};
+use pipeline::{counts_message, Pipeline, PipelineSpec};
 
 /// Why the daemon could not start (or stopped).
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +83,26 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         let mut stats_tick = tokio::time::interval(config.mqtt.stats_interval);
         stats_tick.tick().await;
         let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+        // A reload checks the new configuration and loads its models in a task of its own, so
+        // watchdog pings and commands carry on meanwhile.
+        let mut reloading: Option<tokio::task::JoinHandle<Result<Reloaded, DaemonError>>> = None;
         let next = loop {
             tokio::select! {
                 _ = term.recv() => break None,
                 _ = int.recv() => break None,
                 _ = hup.recv() => {
-                    log::info!("path={} SIGHUP: reloading the configuration", config_path.display());
-                    match reload(&config_path).await {
-                        Ok((new, new_models)) => break Some((new, new_models)),
+                    if reloading.is_some() {
+                        log::warn!("SIGHUP: a reload is already in progress");
+                    } else {
+                        log::info!("path={} SIGHUP: reloading the configuration", config_path.display());
+                        let path = config_path.clone();
+                        reloading = Some(tokio::spawn(async move { reload(&path).await }));
+                    }
+                }
+                done = async { reloading.as_mut().expect("guarded by is_some").await }, if reloading.is_some() => {
+                    reloading = None;
+                    match done.expect("the reload task panicked") {
+                        Ok(reloaded) => break Some(reloaded),
                         Err(e) => {
                             log::error!("the new configuration is refused; the running one stays: {e}");
                             notifier.status("reload refused; see the log");
@@ -162,9 +175,15 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
     .expect("model loading panicked")
 }
 
-async fn reload(path: &Path) -> Result<(Config, BTreeMap<String, Arc<Model>>), DaemonError> {
+/// A checked configuration with its models loaded.
+type Reloaded = (Config, BTreeMap<String, Arc<Model>>);
+
+/// Everything that can refuse a configuration, done before the running one is touched:
+/// the checks, the MQTT options (TLS files parsed), the models.
+async fn reload(path: &Path) -> Result<Reloaded, DaemonError> {
     let path = path.to_path_buf();
     let config = tokio::task::spawn_blocking(move || Config::load(&path)).await.expect("config load panicked")?;
+    link::options(&config.mqtt, &Topics { prefix: config.mqtt.topic_prefix.clone() })?;
     let models = load_models(&config).await?;
     Ok((config, models))
 }
@@ -179,6 +198,7 @@ struct Running {
     out: mpsc::Sender<Message>,
     commands: mpsc::Receiver<Command>,
     publisher: tokio::task::JoinHandle<()>,
+    publisher_deadline: Deadline,
     link: tokio::task::JoinHandle<()>,
     publisher_stats: Arc<PublisherStats>,
     spool_capacity: usize,
@@ -229,7 +249,8 @@ impl Running {
         let publisher = Publisher::new(link.client.clone(), link.state.clone(), config.mqtt.spool_events);
         let publisher_stats = publisher.stats();
         let farewell = availability(&topics, "offline");
-        let publisher = tokio::spawn(publisher.run(messages, farewell, config.service.drain_timeout));
+        let publisher_deadline = Deadline::default();
+        let publisher = tokio::spawn(publisher.run(messages, farewell, publisher_deadline.clone()));
 
         let mut pipelines = Vec::new();
         for (camera, settings) in &config.cameras {
@@ -255,6 +276,7 @@ impl Running {
             out,
             commands,
             publisher,
+            publisher_deadline,
             link: link.task,
             publisher_stats,
             spool_capacity: config.mqtt.spool_events,
@@ -346,7 +368,8 @@ impl Running {
     /// drain and say "offline" — all within `deadline`; names whatever did not finish.
     async fn stop(self, deadline: Duration) {
         let limit = tokio::time::Instant::now() + deadline;
-        let Running { pipelines, out, publisher, link, models, .. } = self;
+        let Running { pipelines, out, publisher, publisher_deadline, link, models, .. } = self;
+        let _ = publisher_deadline.set(limit);
         drop(models);
         for p in &pipelines {
             p.request_stop();
@@ -358,7 +381,7 @@ impl Running {
         }
         drop(out);
         let mut publisher = publisher;
-        if tokio::time::timeout_at(limit + Duration::from_millis(500), &mut publisher).await.is_err() {
+        if tokio::time::timeout_at(limit + Duration::from_millis(200), &mut publisher).await.is_err() {
             log::error!("the MQTT publisher did not finish within the drain deadline; unsent messages are lost");
             publisher.abort();
         }
@@ -394,7 +417,7 @@ fn availability(topics: &Topics, state: &str) -> Message {
     Message {
         topic: topics.availability(),
         payload: state.as_bytes().to_vec(),
-        qos: at_least_once(QoS::AtLeastOnce),
+        qos: QoS::AtLeastOnce,
         retain: true,
         class: Class::Latest,
     }

@@ -191,7 +191,9 @@ impl Context {
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
         let interval = Duration::from_secs_f64(1.0 / self.settings.fps);
         let mut last_frame = 0;
-        loop {
+        // Ends when the source closes the slot, or on stop even if the source is stuck in a
+        // camera read (the drain must not wait on a wedged device).
+        while !self.stop.load(Ordering::Relaxed) {
             self.heartbeat.beat();
             let frame = match self.slot.take(Duration::from_millis(200)) {
                 Taken::Frame(f) => f,
@@ -266,7 +268,7 @@ impl Context {
             Prediction::Classes(classes) => document.classes = Some(classes),
             Prediction::Detections(detections) => {
                 let mut observed = filter.apply(detections, width, height);
-                let events = tracker.update(&mut observed, now);
+                let events = tracker.update(&mut observed, frame.captured_at);
                 document.detections = Some(observed.iter().map(payload::DetectedObject::from).collect());
                 self.event_messages(&events, frame.number, now, &mut messages);
                 if self.settings.snapshots && events.iter().any(|e| e.kind == crate::detect::EventKind::New) {
@@ -324,7 +326,9 @@ impl Context {
             out.push(Message {
                 topic: self.topics.events(&self.camera),
                 payload: serde_json::to_vec(&doc).expect("events serialise"),
-                qos: at_least_once(self.qos),
+                // Always 1: the link re-sends unacknowledged QoS 1 publishes after a reconnect;
+                // a QoS 2 flow cut between PUBREC and PUBREL could not be resumed in a new session.
+                qos: QoS::AtLeastOnce,
                 retain: false,
                 class: Class::Event,
             });
@@ -374,13 +378,6 @@ impl Context {
             retain: true,
             class: Class::Latest,
         })
-    }
-}
-
-pub fn at_least_once(qos: QoS) -> QoS {
-    match qos {
-        QoS::AtMostOnce => QoS::AtLeastOnce,
-        q => q,
     }
 }
 

@@ -8,6 +8,7 @@
 //! copy of the unacknowledged publishes when a connection fails and puts them back after
 //! the next CONNACK: at-least-once, as QoS 1 promises.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,20 +153,21 @@ async fn drive(
         let (host, port) = eventloop.mqtt_options.broker_address();
         format!("{host}:{port}")
     };
-    let mut unacked: Vec<Request> = Vec::new();
+    // Publishes to send again, oldest first; fed to rumqttc as its flow control allows.
+    let mut resend: VecDeque<Request> = VecDeque::new();
     let mut delay = Duration::from_millis(250);
     let mut failures = 0u64;
     loop {
+        if state.borrow().connected {
+            feed(&mut eventloop, &mut resend);
+        }
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                if !ack.session_present && !unacked.is_empty() {
-                    log::info!("broker={broker} resending={} publishes the broker had not acknowledged", unacked.len());
-                    let requeued = std::mem::take(&mut unacked);
-                    for r in requeued.into_iter().rev() {
-                        eventloop.pending.push_front(r);
-                    }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                // Clean session: the broker kept nothing of ours, and rumqttc has just dropped
+                // its pending list; what we saved at the failure goes out again.
+                if !resend.is_empty() {
+                    log::info!("broker={broker} resending={} publishes the broker had not acknowledged", resend.len());
                 }
-                unacked.clear();
                 delay = Duration::from_millis(250);
                 if let Err(e) = client.try_subscribe(topics.command_filter(), QoS::AtLeastOnce) {
                     log::error!("topic={} cannot subscribe to commands: {e}", topics.command_filter());
@@ -179,9 +181,11 @@ async fn drive(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
                 let command = Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) };
-                // Nobody listening means the daemon is stopping; keep polling so the goodbye
-                // and the DISCONNECT still go out.
-                let _ = commands.send(command).await;
+                // Never wait here: this task must keep polling (keep-alive, acks). A full queue
+                // (a command flood) or nobody listening (stopping) drops the command.
+                if let Err(mpsc::error::TrySendError::Full(c)) = commands.try_send(command) {
+                    log::warn!("camera={} too many commands queued; one dropped", c.camera);
+                }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 log::debug!("broker={broker} disconnected");
@@ -200,18 +204,37 @@ async fn drive(
                 }
                 failures += 1;
                 state.send_modify(|s| s.connected = false);
-                // rumqttc has just moved unacknowledged publishes and queued requests into
-                // `pending`; keep the publishes for the next session (see the module comment).
-                let saved = eventloop.pending.iter().filter(|r| matches!(r, Request::Publish(_)));
-                let mut kept: Vec<Request> = saved.cloned().collect();
-                if kept.len() < unacked.len() {
-                    kept = std::mem::take(&mut unacked);
+                if was_connected {
+                    // rumqttc has just moved the unacknowledged publishes and the requests still
+                    // queued into `pending`; keep the publishes for the next session (see the
+                    // module comment). Later failed attempts leave `pending` as it is.
+                    for request in eventloop.pending.iter() {
+                        if let Request::Publish(p) = request {
+                            let mut p = p.clone();
+                            p.pkid = 0;
+                            p.dup = false;
+                            resend.push_back(Request::Publish(p));
+                        }
+                    }
                 }
-                unacked = kept;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Moves saved publishes into rumqttc's pending list while it has room in flight. Pending
+/// requests bypass rumqttc's in-flight limit, so handing it hundreds at once would reuse
+/// packet ids still awaiting acknowledgement (a collision, which loses publishes).
+fn feed(eventloop: &mut EventLoop, resend: &mut VecDeque<Request>) {
+    let limit = eventloop.mqtt_options.inflight().saturating_sub(1);
+    let queued = eventloop.pending.len() as u16;
+    let mut room = limit.saturating_sub(eventloop.state.inflight().saturating_add(queued));
+    while room > 0 && eventloop.state.collision.is_none() {
+        let Some(request) = resend.pop_front() else { break };
+        eventloop.pending.push_back(request);
+        room -= 1;
     }
 }
 

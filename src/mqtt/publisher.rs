@@ -10,9 +10,9 @@
 //! - `Transient`: per-frame detections and stats, stale by the time the broker returns:
 //!   skipped (and counted) while away.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
@@ -51,8 +51,13 @@ pub struct Publisher {
     spool: VecDeque<Message>,
     capacity: usize,
     latest: BTreeMap<String, Message>,
+    /// `Latest` topics whose newest message rumqttc refused (its queue was full): retried.
+    unsent: BTreeSet<String>,
     stats: Arc<PublisherStats>,
 }
+
+/// When the publisher must be done after its input closes: set by whoever stops it.
+pub type Deadline = Arc<OnceLock<tokio::time::Instant>>;
 
 impl Publisher {
     pub fn new(client: AsyncClient, link: watch::Receiver<LinkState>, capacity: usize) -> Publisher {
@@ -62,6 +67,7 @@ impl Publisher {
             spool: VecDeque::new(),
             capacity,
             latest: BTreeMap::new(),
+            unsent: BTreeSet::new(),
             stats: Arc::new(PublisherStats::default()),
         }
     }
@@ -70,10 +76,10 @@ impl Publisher {
         self.stats.clone()
     }
 
-    /// Runs until `messages` closes (every pipeline sender dropped), then publishes
-    /// `farewell` (the availability "offline"), waits up to `drain` for the spool to
-    /// empty, and disconnects.
-    pub async fn run(mut self, mut messages: mpsc::Receiver<Message>, farewell: Message, drain: Duration) {
+    /// Runs until `messages` closes (every pipeline sender dropped), then sends what is
+    /// left until `deadline` (or 5 s if it was not set), publishes `farewell` (the
+    /// availability "offline") and disconnects.
+    pub async fn run(mut self, mut messages: mpsc::Receiver<Message>, farewell: Message, deadline: Deadline) {
         let mut sessions_seen = 0;
         let mut retry = tokio::time::interval(Duration::from_millis(50));
         loop {
@@ -95,13 +101,14 @@ impl Publisher {
                         self.announce();
                     }
                 }
-                _ = retry.tick(), if !self.spool.is_empty() => {}
+                _ = retry.tick(), if !self.spool.is_empty() || !self.unsent.is_empty() => {}
             }
             self.flush();
         }
         // The pipeline has stopped: send what is left, then say goodbye.
-        let deadline = tokio::time::Instant::now() + drain;
-        while !self.spool.is_empty() && tokio::time::Instant::now() < deadline {
+        let deadline = *deadline.get_or_init(|| tokio::time::Instant::now() + Duration::from_secs(5));
+        let deadline = deadline - Duration::from_millis(100); // leave time for the goodbye
+        while !(self.spool.is_empty() && self.unsent.is_empty()) && tokio::time::Instant::now() < deadline {
             self.flush();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -132,9 +139,10 @@ impl Publisher {
                 self.spool.push_back(message);
             }
             Class::Latest => {
-                self.latest.insert(message.topic.clone(), message.clone());
+                let topic = message.topic.clone();
+                self.latest.insert(topic.clone(), message);
                 if self.connected() {
-                    self.send_or_skip(message);
+                    self.send_latest(&topic);
                 }
             }
             Class::Transient => {
@@ -151,9 +159,19 @@ impl Publisher {
     /// After every (re)connect: every `Latest` message again, in topic order.
     fn announce(&mut self) {
         log::debug!("messages={} announcing state", self.latest.len());
-        let all: Vec<Message> = self.latest.values().cloned().collect();
-        for m in all {
-            self.send_or_skip(m);
+        let topics: Vec<String> = self.latest.keys().cloned().collect();
+        for topic in topics {
+            self.send_latest(&topic);
+        }
+    }
+
+    /// Sends the newest message of a `Latest` topic, or remembers to retry it.
+    fn send_latest(&mut self, topic: &str) {
+        let m = &self.latest[topic];
+        if self.client.try_publish(m.topic.clone(), m.qos, m.retain, m.payload.clone()).is_ok() {
+            self.unsent.remove(topic);
+        } else {
+            self.unsent.insert(topic.to_string());
         }
     }
 
@@ -166,6 +184,12 @@ impl Publisher {
     /// Moves spooled events into rumqttc while connected; stops at the first refusal
     /// (its channel is full) and tries again on the next tick.
     fn flush(&mut self) {
+        if self.connected() {
+            let retry: Vec<String> = self.unsent.iter().cloned().collect();
+            for topic in retry {
+                self.send_latest(&topic);
+            }
+        }
         while self.connected() {
             let Some(m) = self.spool.pop_front() else { break };
             let (topic, payload) = (m.topic.clone(), m.payload.clone());

@@ -17,8 +17,8 @@ pub enum PixelFormat {
     Mjpeg,
     Yuyv,
     Nv12,
-    Gray,
     Rgb,
+    Bgr,
 }
 
 impl FromStr for PixelFormat {
@@ -29,9 +29,10 @@ impl FromStr for PixelFormat {
             "mjpeg" | "mjpg" => PixelFormat::Mjpeg,
             "yuyv" => PixelFormat::Yuyv,
             "nv12" => PixelFormat::Nv12,
-            "gray" | "grey" => PixelFormat::Gray,
             "rgb" => PixelFormat::Rgb,
-            _ => return Err(format!("\"{s}\" is not one of any, mjpeg, yuyv, nv12, gray, rgb")),
+            "bgr" => PixelFormat::Bgr,
+            "gray" | "grey" => return Err("grey-scale capture is not supported (vigil's models take colour)".into()),
+            _ => return Err(format!("\"{s}\" is not one of any, mjpeg, yuyv, nv12, rgb, bgr")),
         })
     }
 }
@@ -44,7 +45,7 @@ impl PixelFormat {
             PixelFormat::Yuyv => 1,
             PixelFormat::Nv12 => 2,
             PixelFormat::Rgb => 3,
-            PixelFormat::Gray => 4,
+            PixelFormat::Bgr => 4,
             PixelFormat::Any => 5,
         }
     }
@@ -68,7 +69,8 @@ impl std::fmt::Display for Mode {
 /// Picks the offered mode closest to what was asked: the asked format if one was named
 /// (refused if the camera lacks it), then the resolution nearest in pixel count, then the
 /// lowest frame rate at or above the asked one (else the highest below), then the format
-/// preference (MJPEG, YUYV, NV12, RGB, grey).
+/// preference (MJPEG, YUYV, NV12, RGB, BGR). `offered` holds only modes vigil can decode
+/// (grey-scale modes are left out before this).
 pub fn negotiate(offered: &[Mode], want: &V4l2Settings) -> Result<Mode, String> {
     let candidates: Vec<&Mode> =
         offered.iter().filter(|m| want.format == PixelFormat::Any || m.format == want.format).collect();
@@ -180,15 +182,20 @@ mod device {
         pub(super) mode: Mode,
     }
 
-    fn to_mode(f: &CameraFormat) -> Mode {
+    /// The modes nokhwa's RGB decoder can turn into colour frames (not grey-scale).
+    fn to_mode(f: &CameraFormat) -> Option<Mode> {
+        if !<RgbFormat as nokhwa::FormatDecoder>::FORMATS.contains(&f.format()) {
+            return None;
+        }
         let format = match f.format() {
             FrameFormat::MJPEG => PixelFormat::Mjpeg,
             FrameFormat::YUYV => PixelFormat::Yuyv,
             FrameFormat::NV12 => PixelFormat::Nv12,
-            FrameFormat::GRAY => PixelFormat::Gray,
-            FrameFormat::RAWRGB | FrameFormat::RAWBGR => PixelFormat::Rgb,
+            FrameFormat::RAWRGB => PixelFormat::Rgb,
+            FrameFormat::RAWBGR => PixelFormat::Bgr,
+            FrameFormat::GRAY => return None,
         };
-        Mode { format, width: f.width(), height: f.height(), fps: f.frame_rate() }
+        Some(Mode { format, width: f.width(), height: f.height(), fps: f.frame_rate() })
     }
 
     fn to_frame_format(f: PixelFormat) -> FrameFormat {
@@ -196,8 +203,8 @@ mod device {
             PixelFormat::Mjpeg | PixelFormat::Any => FrameFormat::MJPEG,
             PixelFormat::Yuyv => FrameFormat::YUYV,
             PixelFormat::Nv12 => FrameFormat::NV12,
-            PixelFormat::Gray => FrameFormat::GRAY,
             PixelFormat::Rgb => FrameFormat::RAWRGB,
+            PixelFormat::Bgr => FrameFormat::RAWBGR,
         }
     }
 
@@ -218,7 +225,7 @@ mod device {
             let any = RequestedFormat::new::<RgbFormat>(RequestedFormatType::None);
             let mut camera = nokhwa::Camera::new(index, any).map_err(|e| e.to_string())?;
             let offered: Vec<Mode> =
-                camera.compatible_camera_formats().map_err(|e| e.to_string())?.iter().map(to_mode).collect();
+                camera.compatible_camera_formats().map_err(|e| e.to_string())?.iter().filter_map(to_mode).collect();
             let mode = negotiate(&offered, settings)?;
             let exact =
                 CameraFormat::new(Resolution::new(mode.width, mode.height), to_frame_format(mode.format), mode.fps);

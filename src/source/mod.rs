@@ -152,13 +152,23 @@ pub fn spawn(
     let name = camera.to_string();
     let settings = settings.clone();
     std::thread::Builder::new().name(format!("source-{camera}")).spawn(move || {
+        // Closes the slot however the thread ends, a panic included, so inference never
+        // waits for a source that is gone.
+        let _closer = Closer(&slot, &heartbeat);
         match settings {
             crate::config::SourceSettings::Replay(r) => replay::run(&name, &r, &slot, &stop, &heartbeat),
             crate::config::SourceSettings::V4l2(v) => camera::run(&name, &v, &slot, &stop, &heartbeat),
         }
-        heartbeat.finish();
-        slot.close();
     })
+}
+
+struct Closer<'a>(&'a FrameSlot, &'a Heartbeat);
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        self.1.finish();
+        self.0.close();
+    }
 }
 
 #[cfg(test)]
