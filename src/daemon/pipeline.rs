@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,13 +40,42 @@ pub struct CameraCounters {
 
 const RECENT: usize = 256;
 
+/// A model and what payloads say about it.
+#[derive(Debug)]
+pub struct ServingModel {
+    pub model: Arc<Model>,
+    pub info: ModelInfo,
+}
+
+/// The model serving a camera, replaceable between two frames (a deploy swaps it). Each
+/// frame takes the current model once, so every frame is answered by exactly one version.
+#[derive(Debug, Clone)]
+pub struct ModelSlot(Arc<RwLock<Arc<ServingModel>>>);
+
+impl ModelSlot {
+    pub fn new(model: Arc<Model>) -> ModelSlot {
+        let info = ModelInfo::of(&model);
+        ModelSlot(Arc::new(RwLock::new(Arc::new(ServingModel { model, info }))))
+    }
+
+    pub fn current(&self) -> Arc<ServingModel> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `model` in place for the next frame; returns the one it replaces.
+    pub fn swap(&self, model: Arc<Model>) -> Arc<ServingModel> {
+        let info = ModelInfo::of(&model);
+        let next = Arc::new(ServingModel { model, info });
+        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), next)
+    }
+}
+
 /// What the inference thread needs, moved into it.
 struct Context {
     camera: String,
     device: String,
     settings: CameraSettings,
-    model: Arc<Model>,
-    model_info: ModelInfo,
+    model: ModelSlot,
     topics: Topics,
     qos: QoS,
     max_packet: usize,
@@ -61,6 +90,7 @@ struct Context {
 /// A running camera.
 pub struct Pipeline {
     pub camera: String,
+    pub model: ModelSlot,
     pub control: Arc<CameraControl>,
     pub counters: Arc<CameraCounters>,
     pub slot: Arc<FrameSlot>,
@@ -86,6 +116,7 @@ impl Pipeline {
     pub fn start(spec: PipelineSpec) -> std::io::Result<Pipeline> {
         let camera = spec.camera.to_string();
         let threshold = starting_threshold(spec.settings, &spec.model);
+        let model = ModelSlot::new(spec.model.clone());
         let control =
             Arc::new(CameraControl { detect: AtomicBool::new(spec.settings.detect), threshold: Mutex::new(threshold) });
         let counters = Arc::new(CameraCounters::default());
@@ -99,8 +130,7 @@ impl Pipeline {
             camera: camera.clone(),
             device: spec.device.to_string(),
             settings: spec.settings.clone(),
-            model_info: ModelInfo::of(&spec.model),
-            model: spec.model,
+            model: model.clone(),
             topics: spec.topics.clone(),
             qos: spec.qos,
             max_packet: spec.max_packet,
@@ -116,6 +146,7 @@ impl Pipeline {
         let inference = std::thread::Builder::new().name(format!("infer-{camera}")).spawn(move || ctx.run())?;
         Ok(Pipeline {
             camera,
+            model,
             control,
             counters,
             slot,
@@ -229,9 +260,10 @@ impl Context {
         tracker: &mut Tracker,
         counts: &mut BTreeMap<String, u32>,
     ) -> bool {
-        let mut params = self.model.default_params();
+        let serving = self.model.current();
+        let mut params = serving.model.default_params();
         params.score = *self.control.threshold.lock().unwrap();
-        let (prediction, timings) = match self.model.predict(&frame.image, &params) {
+        let (prediction, timings) = match serving.model.predict(&frame.image, &params) {
             Ok(r) => r,
             Err(e) => {
                 log::error!("camera={} frame={} inference failed: {e}", self.camera, frame.number);
@@ -259,7 +291,7 @@ impl Context {
             width,
             height,
             inference_ms: (inference_ms * 1000.0).round() / 1000.0,
-            model: &self.model_info,
+            model: &serving.info,
             detections: None,
             classes: None,
         };
@@ -270,7 +302,7 @@ impl Context {
                 let mut observed = filter.apply(detections, width, height);
                 let events = tracker.update(&mut observed, frame.captured_at);
                 document.detections = Some(observed.iter().map(payload::DetectedObject::from).collect());
-                self.event_messages(&events, frame.number, now, &mut messages);
+                self.event_messages(&events, frame.number, now, &serving.info, &mut messages);
                 if self.settings.snapshots && events.iter().any(|e| e.kind == crate::detect::EventKind::New) {
                     messages.extend(self.snapshot(frame, &observed));
                 }
@@ -299,7 +331,7 @@ impl Context {
         std::iter::once(detections).chain(messages).all(|m| self.out.blocking_send(m).is_ok())
     }
 
-    fn event_messages(&self, events: &[TrackEvent], frame: u64, now: u64, out: &mut Vec<Message>) {
+    fn event_messages(&self, events: &[TrackEvent], frame: u64, now: u64, model: &ModelInfo, out: &mut Vec<Message>) {
         for event in events {
             let doc = payload::Event {
                 v: payload::VERSION,
@@ -308,7 +340,7 @@ impl Context {
                 frame,
                 ts: now,
                 event,
-                model: &self.model_info,
+                model,
             };
             log::info!(
                 "camera={} track={} label={} score={:.2} zones={:?} object {}",
@@ -343,7 +375,7 @@ impl Context {
     fn finish_tracks(&self, tracker: &mut Tracker, counts: &mut BTreeMap<String, u32>, frame: u64) -> bool {
         let now = unix_ms();
         let mut messages = Vec::new();
-        self.event_messages(&tracker.end_all(), frame, now, &mut messages);
+        self.event_messages(&tracker.end_all(), frame, now, &self.model.current().info, &mut messages);
         if !counts.is_empty() {
             counts.clear();
             messages.push(self.counts_message(counts, now));
@@ -395,5 +427,24 @@ pub fn counts_message(
         qos: QoS::AtLeastOnce,
         retain: true,
         class: Class::Latest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_keeps_the_model_it_started_with_across_a_swap() {
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let faces = Arc::new(Model::load(&models.join("blazeface.toml")).unwrap());
+        let classifier = Arc::new(Model::load(&models.join("mobilenet-v2.toml")).unwrap());
+        let slot = ModelSlot::new(faces);
+        let in_flight = slot.current();
+        let replaced = slot.swap(classifier);
+        assert_eq!(in_flight.info.name, "blazeface", "a frame already running keeps its model");
+        assert_eq!(replaced.info.name, "blazeface");
+        assert_eq!(slot.current().info.name, "mobilenet-v2", "the next frame gets the new one");
+        assert_eq!(slot.current().info.sha256, slot.current().model.sha256);
     }
 }
