@@ -696,3 +696,145 @@ frame_rate = 3
         "{err}"
     );
 }
+
+/// A manifest for the bundled BlazeFace under another version, in `dir`.
+fn blazeface_version(dir: &Path, version: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("models/blazeface.toml"))
+        .unwrap()
+        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
+        .replace(
+            "model = \"blazeface.onnx\"",
+            &format!("model = \"{}\"", root().join("models/blazeface.onnx").display()),
+        );
+    let path = dir.join(format!("blazeface-{version}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A signed bundle reaches the device over MQTT and goes live between two frames with no
+/// restart; bad ones are refused with their reason while the old model keeps serving; a
+/// restart keeps the deployed version.
+#[test]
+fn deploys_a_signed_model_without_a_restart() {
+    use ed25519_dalek::SigningKey;
+    use vigil::deploy::{bundle, keys, Target};
+    let _serial = serial();
+    let dir = scratch("daemon-deploy");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-deploy");
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    std::fs::write(
+        dir.join("vigil.toml"),
+        format!(
+            r#"device_id = "test"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+[deploy]
+trusted_keys = ["{public}"]
+groups = ["porch"]
+store = "store"
+[cameras.door]
+model = "{model}"
+fps = 10
+[cameras.door.source]
+kind = "replay"
+path = "{photo}"
+fps = 10
+"#,
+            port = broker.port,
+            public = keys::hex(key.verifying_key().as_bytes()),
+            model = root().join("models/blazeface.toml").display(),
+            photo = root().join("tests/photos/astronaut.png").display(),
+        ),
+    )
+    .unwrap();
+    let config = dir.join("vigil.toml");
+    let mut daemon = Daemon::start(&config, &[]);
+    let limit = Duration::from_secs(60);
+    let versions = |sub: &Subscriber| -> Vec<(u64, String)> {
+        sub.on("vigil/test/door/detections")
+            .iter()
+            .map(|r| {
+                let d = r.json();
+                (d["frame"].as_u64().unwrap(), d["model"]["version"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    sub.wait_for("detections from 1.0.0", limit, |g| g.iter().any(|r| r.topic == "vigil/test/door/detections"));
+    let states =
+        |sub: &Subscriber| -> Vec<Value> { sub.on("vigil/test/deploy/state").iter().map(Received::json).collect() };
+    let send = |bytes: Vec<u8>, retain: bool, topic: &str| {
+        sub.client.publish(topic, QoS::AtLeastOnce, retain, bytes).unwrap();
+    };
+    let expect_refusal = |bytes: Vec<u8>, reason: &str| {
+        let before = states(&sub).len();
+        send(bytes, false, "vigil/test/deploy");
+        sub.wait_for(reason, limit, |g| g.iter().filter(|r| r.topic == "vigil/test/deploy/state").count() > before);
+        let state = states(&sub).pop().unwrap();
+        assert_eq!(state["result"], "refused", "{state}");
+        assert!(state["reason"].as_str().unwrap().contains(reason), "{state}");
+    };
+
+    let v110 = blazeface_version(&dir, "1.1.0");
+    let good = bundle::build(&v110, &key, Target::default(), 1e-4).unwrap();
+    // Refused, each with its reason; the old model keeps serving.
+    let stranger = SigningKey::from_bytes(&[9u8; 32]);
+    expect_refusal(bundle::build(&v110, &stranger, Target::default(), 1e-4).unwrap(), "not trusted");
+    let mut tampered = good.clone();
+    let at = tampered.len() - 300_000;
+    tampered[at] ^= 1;
+    expect_refusal(tampered, "sha256");
+    let elsewhere = Target { devices: vec!["garage".into()], groups: vec![] };
+    expect_refusal(bundle::build(&v110, &key, elsewhere, 1e-4).unwrap(), "not for device test");
+    let n = versions(&sub).len();
+    sub.wait_for("detections still flowing", limit, |g| {
+        g.iter().filter(|r| r.topic == "vigil/test/door/detections").count() > n + 3
+    });
+    assert!(versions(&sub).iter().all(|(_, v)| v == "1.0.0"));
+
+    // The good bundle, retained on the group's topic: live without a restart.
+    send(good.clone(), true, "vigil/groups/porch/deploy");
+    sub.wait_for("acceptance", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/deploy/state" && r.json()["result"] == "accepted")
+    });
+    let state = states(&sub).pop().unwrap();
+    assert_eq!(state["serving"]["version"], "1.1.0", "{state}");
+    assert_eq!(state["previous"], "1.0.0", "{state}");
+    assert_eq!(state["cameras"], serde_json::json!(["door"]));
+    sub.wait_for("detections from 1.1.0", limit, |g| {
+        let of_110 = |r: &&Received| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "1.1.0";
+        g.iter().filter(of_110).count() >= 3
+    });
+    // Every frame answered by one version, and the switch happens once, between two frames.
+    let mut seen = versions(&sub);
+    seen.sort();
+    let switch = seen.iter().position(|(_, v)| v == "1.1.0").unwrap();
+    assert!(
+        seen[..switch].iter().all(|(_, v)| v == "1.0.0") && seen[switch..].iter().all(|(_, v)| v == "1.1.0"),
+        "{seen:?}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("store/blazeface/current")).unwrap().trim(), "1.1.0");
+    assert!(dir.join("store/blazeface/1.1.0/model.onnx").is_file());
+    assert!(sub.on("vigil/test/door/model").iter().any(|r| r.json()["version"] == "1.1.0"));
+    // A replay of an older version is refused.
+    expect_refusal(bundle::build(&blazeface_version(&dir, "0.9.0"), &key, Target::default(), 1e-4).unwrap(), "older");
+
+    // A restart serves the deployed version; the retained bundle, delivered again, is
+    // recognised as the one in service (no new state).
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    let states_before = states(&sub).len();
+    let restarted = Instant::now();
+    let mut daemon = Daemon::start(&config, &[]);
+    sub.wait_for("detections after the restart", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.at > restarted)
+    });
+    let after: Vec<Value> =
+        sub.on("vigil/test/door/detections").iter().filter(|r| r.at > restarted).map(Received::json).collect();
+    assert!(after.iter().all(|d| d["model"]["version"] == "1.1.0"), "{after:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(states(&sub).len(), states_before, "the retained bundle is not deployed twice");
+    assert!(daemon.log().contains("serving the deployed version from the store"), "{}", daemon.log());
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
+}

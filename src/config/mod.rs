@@ -32,6 +32,21 @@ pub struct Config {
     pub service: ServiceSettings,
     /// Keyed by camera id (the name used in topics).
     pub cameras: BTreeMap<String, CameraSettings>,
+    /// Model deploys over MQTT; None when no key is trusted.
+    pub deploy: Option<DeploySettings>,
+}
+
+/// `[deploy]`: who may deploy models to this device, and where they are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploySettings {
+    pub trusted_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Groups this device belongs to (bundles for a group reach all its devices).
+    pub groups: Vec<String>,
+    pub max_bundle_bytes: usize,
+    /// Versioned model store: `<store>/<model name>/<version>/`.
+    pub store: PathBuf,
+    /// Group deploy topics are `<group_prefix>/<group>/deploy`.
+    pub group_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,16 @@ struct RawTop {
     broker: Option<Value>,
     service: Option<Value>,
     cameras: Option<BTreeMap<String, Value>>,
+    deploy: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawDeploy {
+    trusted_keys: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
+    max_bundle_bytes: Option<usize>,
+    store: Option<PathBuf>,
+    group_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +220,9 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
         drain_timeout: seconds(service_raw.drain_timeout_s.unwrap_or(5.0), "service.drain_timeout_s", &mut problems),
     };
 
+    let raw_deploy: RawDeploy = section(top.deploy.unwrap_or_else(empty), "deploy", &mut problems);
+    let deploy = check_deploy(raw_deploy, mqtt.max_packet_size, dir, &mut problems);
+
     let mut cameras = BTreeMap::new();
     let raw_cameras = top.cameras.unwrap_or_default();
     if raw_cameras.is_empty() {
@@ -227,7 +240,7 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
     }
 
     if problems.is_empty() {
-        Ok(Config { device_id, log_level, mqtt, broker, service, cameras })
+        Ok(Config { device_id, log_level, mqtt, broker, service, cameras, deploy })
     } else {
         Err(problems)
     }
@@ -358,6 +371,55 @@ fn check_mqtt(
         discovery: raw.discovery.unwrap_or(true),
         discovery_prefix,
     }
+}
+
+fn check_deploy(raw: RawDeploy, max_packet: usize, dir: &Path, problems: &mut Vec<String>) -> Option<DeploySettings> {
+    let keys = raw.trusted_keys.unwrap_or_default();
+    let mut trusted = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        match crate::deploy::keys::parse_public(k) {
+            Ok(key) => trusted.push(key),
+            Err(e) => problems.push(format!("deploy.trusted_keys[{i}]: {e}")),
+        }
+    }
+    let groups = raw.groups.unwrap_or_default();
+    for g in &groups {
+        if !is_topic_word(g) {
+            problems.push(format!("deploy.groups: \"{g}\" must be letters, digits, '-' or '_'"));
+        }
+    }
+    // A bundle arrives as one MQTT message.
+    let headroom = 64 << 10;
+    let max_bundle_bytes = raw.max_bundle_bytes.unwrap_or(max_packet.saturating_sub(headroom));
+    if max_bundle_bytes + headroom > max_packet {
+        problems.push(format!(
+            "deploy.max_bundle_bytes: {max_bundle_bytes} does not fit mqtt.max_packet_size {max_packet} \
+             (a bundle is one message; leave 64 KiB for the rest)"
+        ));
+    }
+    let group_prefix = raw.group_prefix.unwrap_or_else(|| "vigil/groups".into());
+    if group_prefix.is_empty() || group_prefix.contains(['+', '#']) || group_prefix.ends_with('/') {
+        problems.push(format!(
+            "deploy.group_prefix: \"{group_prefix}\" must be non-empty, without '+', '#' or a trailing '/'"
+        ));
+    }
+    let store = match raw.store {
+        Some(p) => resolve(dir, &p),
+        None => match std::env::var_os("STATE_DIRECTORY") {
+            // systemd's StateDirectory=vigil; the first entry if it lists several.
+            Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default()).join("models"),
+            None => PathBuf::from("/var/lib/vigil/models"),
+        },
+    };
+    if trusted.is_empty() {
+        if !groups.is_empty() {
+            problems.push(
+                "deploy.groups: set, but deploy.trusted_keys is empty (deploys are off without a trusted key)".into(),
+            );
+        }
+        return None;
+    }
+    Some(DeploySettings { trusted_keys: trusted, groups, max_bundle_bytes, store, group_prefix })
 }
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]` → (tls, host, port).

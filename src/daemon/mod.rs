@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
+use crate::deploy::device::{Outcome, ServingCamera};
 use crate::model::{Model, ModelError};
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::publisher::Deadline;
@@ -144,9 +145,33 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     }
 }
 
-/// Loads each camera's model once per manifest path, off the async workers.
+/// The version of `configured`'s model last deployed to this device, if the store has one
+/// that loads; otherwise `configured`.
+fn deployed(store: &Path, configured: Arc<Model>) -> Arc<Model> {
+    let Some(manifest) = crate::deploy::device::stored(store, &configured.manifest.name) else {
+        return configured;
+    };
+    match Model::load(&manifest) {
+        Ok(m) => {
+            log::info!(
+                "model={} version={} serving the deployed version from the store",
+                m.manifest.name,
+                m.manifest.version
+            );
+            Arc::new(m)
+        }
+        Err(e) => {
+            log::error!("path={} the stored model does not load ({e}); serving the configured one", manifest.display());
+            configured
+        }
+    }
+}
+
+/// Loads each camera's model once per manifest path (or its deployed version), off the
+/// async workers.
 async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, DaemonError> {
     let wanted: Vec<(String, PathBuf)> = config.cameras.iter().map(|(c, s)| (c.clone(), s.model.clone())).collect();
+    let store = config.deploy.as_ref().map(|d| d.store.clone());
     tokio::task::spawn_blocking(move || {
         let mut by_path: BTreeMap<PathBuf, Arc<Model>> = BTreeMap::new();
         let mut out = BTreeMap::new();
@@ -157,6 +182,10 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
                     let m = Arc::new(
                         Model::load(&path).map_err(|error| DaemonError::Model { camera: camera.clone(), error })?,
                     );
+                    let m = match &store {
+                        Some(store) => deployed(store, m),
+                        None => m,
+                    };
                     log::info!(
                         "camera={camera} model={} version={} sha256={} model loaded",
                         m.manifest.name,
@@ -201,6 +230,9 @@ struct Running {
     publisher_deadline: Deadline,
     link: tokio::task::JoinHandle<()>,
     publisher_stats: Arc<PublisherStats>,
+    deploy: Option<crate::config::DeploySettings>,
+    /// Per camera, the labels its configuration names (a deployed model must have them).
+    labels_needed: BTreeMap<String, Vec<String>>,
     spool_capacity: usize,
     started: Instant,
     last_stats: (Instant, BTreeMap<String, u64>),
@@ -211,7 +243,13 @@ impl Running {
         let topics = Topics { prefix: config.mqtt.topic_prefix.clone() };
         let (command_tx, commands) = mpsc::channel(64);
         let options = link::options(&config.mqtt, &topics)?;
-        let link = link::start(options, topics.clone(), command_tx);
+        let deploy_topics = match &config.deploy {
+            None => Vec::new(),
+            Some(d) => std::iter::once(topics.deploy())
+                .chain(d.groups.iter().map(|g| format!("{}/{g}/deploy", d.group_prefix)))
+                .collect(),
+        };
+        let link = link::start(options, topics.clone(), command_tx, deploy_topics);
         let device = config.device_id.clone();
         let now = unix_ms();
         let mut announce = vec![availability(&topics, "online")];
@@ -229,10 +267,7 @@ impl Running {
                 camera,
                 ts: now,
                 model: &info,
-                task: match model.manifest.task {
-                    crate::model::Task::Classify => "classify",
-                    crate::model::Task::Detect => "detect",
-                },
+                task: task_name(model),
                 labels: model.manifest.labels.len(),
             };
             announce.push(latest(topics.model(camera), serde_json::to_vec(&state).expect("model state serialises")));
@@ -279,6 +314,8 @@ impl Running {
             publisher_deadline,
             link: link.task,
             publisher_stats,
+            deploy: config.deploy.clone(),
+            labels_needed: config.cameras.iter().map(|(c, s)| (c.clone(), labels_named(s))).collect(),
             spool_capacity: config.mqtt.spool_events,
             started: Instant::now(),
             last_stats: (Instant::now(), BTreeMap::new()),
@@ -286,6 +323,9 @@ impl Running {
     }
 
     async fn apply(&mut self, command: Command) {
+        if let CommandKind::Deploy(bytes) = command.kind {
+            return self.receive_bundle(bytes).await;
+        }
         let Some(p) = self.pipelines.iter().find(|p| p.camera == command.camera) else {
             log::warn!("camera={} command for a camera this device does not have", command.camera);
             return;
@@ -299,6 +339,7 @@ impl Running {
                 *p.control.threshold.lock().unwrap() = t;
                 ("threshold", format!("{t}").into_bytes())
             }
+            CommandKind::Deploy(_) => unreachable!("handled above"),
             CommandKind::Invalid { setting, why } => {
                 log::warn!("camera={} setting={setting} command refused: {why}", command.camera);
                 return;
@@ -310,6 +351,81 @@ impl Running {
             String::from_utf8_lossy(&value)
         );
         let _ = self.out.send(latest(self.topics.state(&command.camera, setting), value)).await;
+    }
+
+    /// Checks a bundle off the async workers; if it passes, swaps the model of every camera
+    /// serving that model name between two frames, and says so on `…/deploy/state`.
+    async fn receive_bundle(&mut self, bytes: Vec<u8>) {
+        let Some(settings) = self.deploy.clone() else { return };
+        let serving: Vec<ServingCamera> = self
+            .pipelines
+            .iter()
+            .map(|p| ServingCamera {
+                camera: p.camera.clone(),
+                model: p.model.current().model.clone(),
+                labels: self.labels_needed.get(&p.camera).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let device = self.device.clone();
+        let size = bytes.len();
+        let header = peek_header(&bytes);
+        let outcome =
+            tokio::task::spawn_blocking(move || crate::deploy::device::receive(&bytes, &settings, &device, &serving))
+                .await
+                .expect("bundle check panicked");
+        let mut state = payload::DeployState {
+            v: payload::VERSION,
+            device: &self.device,
+            ts: unix_ms(),
+            result: "refused",
+            name: header.as_ref().map(|h| h.0.clone()),
+            version: header.as_ref().map(|h| h.1.clone()),
+            reason: None,
+            serving: None,
+            previous: None,
+            cameras: Vec::new(),
+        };
+        match outcome {
+            Ok(Outcome::AlreadyServing { name, version }) => {
+                log::debug!("model={name} version={version} bundle of the model in service; nothing to do");
+                return;
+            }
+            Ok(Outcome::Accepted { model, cameras, previous, worst_diff }) => {
+                let info = ModelInfo::of(&model);
+                for p in self.pipelines.iter().filter(|p| cameras.contains(&p.camera)) {
+                    p.model.swap(model.clone());
+                }
+                log::info!(
+                    "model={} version={} previous={previous} cameras={} test_diff={worst_diff:.1e} bundle accepted; model swapped",
+                    info.name,
+                    info.version,
+                    cameras.join(",")
+                );
+                for camera in &cameras {
+                    let doc = payload::ModelState {
+                        v: payload::VERSION,
+                        device: &self.device,
+                        camera,
+                        ts: unix_ms(),
+                        model: &info,
+                        task: task_name(&model),
+                        labels: model.manifest.labels.len(),
+                    };
+                    let doc = serde_json::to_vec(&doc).expect("model state serialises");
+                    let _ = self.out.send(latest(self.topics.model(camera), doc)).await;
+                }
+                state.result = "accepted";
+                state.serving = Some(info);
+                state.previous = Some(previous);
+                state.cameras = cameras;
+            }
+            Err(e) => {
+                log::warn!("bytes={size} bundle refused: {e}");
+                state.reason = Some(e.to_string());
+            }
+        }
+        let doc = serde_json::to_vec(&state).expect("deploy state serialises");
+        let _ = self.out.send(latest(self.topics.deploy_state(), doc)).await;
     }
 
     fn stalled(&self, limit: Duration) -> Vec<String> {
@@ -391,6 +507,31 @@ impl Running {
             link.abort();
         }
     }
+}
+
+fn task_name(model: &Model) -> &'static str {
+    match model.manifest.task {
+        crate::model::Task::Classify => "classify",
+        crate::model::Task::Detect => "detect",
+    }
+}
+
+/// The labels a camera's configuration names: its label list, filters and zone labels.
+fn labels_named(settings: &crate::config::CameraSettings) -> Vec<String> {
+    let mut labels: Vec<String> = settings.labels.clone();
+    labels.extend(settings.filters.keys().cloned());
+    labels.extend(settings.zones.iter().flat_map(|z| z.labels.iter().cloned()));
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
+/// (name, version) from a bundle's header, for the state message of a refused bundle
+/// (unverified: only ever reported, never acted on).
+fn peek_header(bytes: &[u8]) -> Option<(String, String)> {
+    let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(12..12usize.checked_add(len)?)?).ok()?;
+    Some((header["name"].as_str()?.to_string(), header["version"].as_str()?.to_string()))
 }
 
 fn qos(level: u8) -> QoS {

@@ -6,6 +6,7 @@
 //! tract with its manifest, and its outputs on the bundled test vector.
 
 pub mod bundle;
+pub mod device;
 pub mod keys;
 
 pub use bundle::{DeployBundle, Target};
@@ -29,6 +30,14 @@ pub enum DeployError {
     Digest { file: String, expected: String, actual: String },
     #[error("bundle is for {target}, not for device {device} (groups: {groups})")]
     NotForThisDevice { target: String, device: String, groups: String },
+    #[error("no camera here serves a model named {name}")]
+    NoCamera { name: String },
+    #[error("{name} {version} is older than the serving {current}; replays of older versions are refused")]
+    Older { name: String, version: String, current: String },
+    #[error("{name} {version} is already serving with a different model (sha256 {serving}); a new model needs a new version")]
+    SameVersion { name: String, version: String, serving: String },
+    #[error("camera {camera}: {reason}")]
+    CameraSettings { camera: String, reason: String },
     #[error("bundle model refused: {0}")]
     Model(#[from] crate::model::ModelError),
     #[error("bundle test vector: {0}")]

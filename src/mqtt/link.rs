@@ -42,6 +42,8 @@ pub enum CommandKind {
         setting: String,
         why: String,
     },
+    /// A deploy bundle, from the device's or a group's deploy topic (`camera` is empty).
+    Deploy(Vec<u8>),
 }
 
 impl CommandKind {
@@ -135,10 +137,15 @@ fn tls_config(tls: &crate::config::TlsSettings) -> Result<tokio_rustls::rustls::
 
 /// Connects (lazily: the first poll dials) and starts the event-loop task. Commands go to
 /// `commands`; the task ends when `client.disconnect()` has gone out or the client is dropped.
-pub fn start(options: MqttOptions, topics: Topics, commands: mpsc::Sender<Command>) -> Link {
+pub fn start(
+    options: MqttOptions,
+    topics: Topics,
+    commands: mpsc::Sender<Command>,
+    deploy_topics: Vec<String>,
+) -> Link {
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
     let (state_tx, state) = watch::channel(LinkState::default());
-    let task = tokio::spawn(drive(eventloop, client.clone(), topics, state_tx, commands));
+    let task = tokio::spawn(drive(eventloop, client.clone(), topics, deploy_topics, state_tx, commands));
     Link { client, state, task }
 }
 
@@ -146,6 +153,7 @@ async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
+    deploy_topics: Vec<String>,
     state: watch::Sender<LinkState>,
     commands: mpsc::Sender<Command>,
 ) {
@@ -169,8 +177,10 @@ async fn drive(
                     log::info!("broker={broker} resending={} publishes the broker had not acknowledged", resend.len());
                 }
                 delay = Duration::from_millis(250);
-                if let Err(e) = client.try_subscribe(topics.command_filter(), QoS::AtLeastOnce) {
-                    log::error!("topic={} cannot subscribe to commands: {e}", topics.command_filter());
+                for filter in std::iter::once(topics.command_filter()).chain(deploy_topics.iter().cloned()) {
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        log::error!("topic={filter} cannot subscribe: {e}");
+                    }
                 }
                 log::info!("broker={broker} connected to the MQTT broker");
                 state.send_modify(|s| {
@@ -179,8 +189,15 @@ async fn drive(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
-                let command = Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) };
+                let command = if deploy_topics.contains(&p.topic) {
+                    if p.payload.is_empty() {
+                        continue; // a cleared retained bundle
+                    }
+                    Command { camera: String::new(), kind: CommandKind::Deploy(p.payload.to_vec()) }
+                } else {
+                    let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
+                    Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) }
+                };
                 // Never wait here: this task must keep polling (keep-alive, acks). A full queue
                 // (a command flood) or nobody listening (stopping) drops the command.
                 if let Err(mpsc::error::TrySendError::Full(c)) = commands.try_send(command) {

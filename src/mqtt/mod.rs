@@ -38,6 +38,14 @@ impl Topics {
     pub fn model(&self, camera: &str) -> String {
         format!("{}/{camera}/model", self.prefix)
     }
+    /// Where bundles for this device arrive.
+    pub fn deploy(&self) -> String {
+        format!("{}/deploy", self.prefix)
+    }
+    /// The result of the last deploy (retained).
+    pub fn deploy_state(&self) -> String {
+        format!("{}/deploy/state", self.prefix)
+    }
     /// `…/<camera>/<setting>/state`, where the daemon confirms a setting.
     pub fn state(&self, camera: &str, setting: &str) -> String {
         format!("{}/{camera}/{setting}/state", self.prefix)

@@ -111,6 +111,27 @@ pub struct ModelState<'a> {
     pub labels: usize,
 }
 
+/// `…/deploy/state` (retained): what became of the last bundle received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeployState<'a> {
+    pub v: u32,
+    pub device: &'a str,
+    pub ts: u64,
+    /// "accepted" or "refused".
+    pub result: &'static str,
+    /// The bundle's model name and version, when its header could be read.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// On acceptance: the model now serving, the version it replaced, the cameras swapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ModelInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub cameras: Vec<String>,
+}
+
 /// Per-camera figures in `…/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CameraStats {
