@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use common::{root, scratch, vigil};
 use ed25519_dalek::SigningKey;
 use vigil::deploy::bundle::{self, Header};
-use vigil::deploy::{keys, DeployBundle, DeployError, Target};
+use vigil::deploy::{DeployBundle, DeployError, Target};
 
 fn model() -> PathBuf {
     root().join("models/blazeface.toml")
@@ -40,7 +40,7 @@ fn resigned(bytes: &[u8], key: &SigningKey, edit: impl FnOnce(&mut Header, &mut 
         .map(|(name, data)| bundle::FileEntry {
             name: name.clone(),
             size: data.len() as u64,
-            sha256: keys::hex(&<sha2::Sha256 as sha2::Digest>::digest(data)),
+            sha256: vigil::model::sha256_hex(data),
         })
         .collect();
     bundle::assemble(&header, key, &files)
@@ -94,7 +94,7 @@ fn a_good_bundle_passes_every_check() {
     let (model, worst) = b.load_and_test(&b.unpack(&dir.join("unpacked")).unwrap()).unwrap();
     assert_eq!(worst, 0.0, "the same tract on the same input gives the same outputs");
     let original = std::fs::read(root().join("models/blazeface.onnx")).unwrap();
-    assert_eq!(model.sha256, keys::hex(&<sha2::Sha256 as sha2::Digest>::digest(&original)));
+    assert_eq!(model.sha256, vigil::model::sha256_hex(&original));
 }
 
 #[test]

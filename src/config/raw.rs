@@ -257,6 +257,13 @@ fn default_device_id() -> String {
     }
 }
 
+/// The start of MQTT topics: no wildcards, no trailing '/'.
+fn check_prefix(key: &str, prefix: &str, problems: &mut Vec<String>) {
+    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/') {
+        problems.push(format!("{key}: \"{prefix}\" must be non-empty, without '+', '#' or a trailing '/'"));
+    }
+}
+
 /// A single MQTT topic level that needs no escaping: no '/', '+', '#' or spaces.
 fn is_topic_word(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -332,11 +339,7 @@ fn check_mqtt(
         problems.push(format!("mqtt.qos: {qos} is not 0, 1 or 2"));
     }
     let topic_prefix = raw.topic_prefix.unwrap_or_else(|| format!("vigil/{device_id}"));
-    if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) || topic_prefix.ends_with('/') {
-        problems.push(format!(
-            "mqtt.topic_prefix: \"{topic_prefix}\" must be non-empty, without '+', '#' or a trailing '/'"
-        ));
-    }
+    check_prefix("mqtt.topic_prefix", &topic_prefix, problems);
     let max_packet_size = raw.max_packet_size.unwrap_or(8 << 20);
     if max_packet_size < 4096 {
         problems.push(format!("mqtt.max_packet_size: {max_packet_size} bytes is too small (at least 4096)"));
@@ -350,11 +353,7 @@ fn check_mqtt(
         problems.push("mqtt.spool_events: must be at least 1".into());
     }
     let discovery_prefix = raw.discovery_prefix.unwrap_or_else(|| "homeassistant".into());
-    if discovery_prefix.is_empty() || discovery_prefix.contains(['+', '#']) || discovery_prefix.ends_with('/') {
-        problems.push(format!(
-            "mqtt.discovery_prefix: \"{discovery_prefix}\" must be non-empty, without '+', '#' or a trailing '/'"
-        ));
-    }
+    check_prefix("mqtt.discovery_prefix", &discovery_prefix, problems);
     MqttSettings {
         host,
         port,
@@ -398,11 +397,7 @@ fn check_deploy(raw: RawDeploy, max_packet: usize, dir: &Path, problems: &mut Ve
         ));
     }
     let group_prefix = raw.group_prefix.unwrap_or_else(|| "vigil/groups".into());
-    if group_prefix.is_empty() || group_prefix.contains(['+', '#']) || group_prefix.ends_with('/') {
-        problems.push(format!(
-            "deploy.group_prefix: \"{group_prefix}\" must be non-empty, without '+', '#' or a trailing '/'"
-        ));
-    }
+    check_prefix("deploy.group_prefix", &group_prefix, problems);
     let store = match raw.store {
         Some(p) => resolve(dir, &p),
         None => match std::env::var_os("STATE_DIRECTORY") {

@@ -223,7 +223,6 @@ struct Running {
     topics: Topics,
     qos: QoS,
     pipelines: Vec<Pipeline>,
-    models: BTreeMap<String, Arc<Model>>,
     out: mpsc::Sender<Message>,
     commands: mpsc::Receiver<Command>,
     publisher: tokio::task::JoinHandle<()>,
@@ -260,17 +259,7 @@ impl Running {
         }
         for (camera, settings) in &config.cameras {
             let model = &models[camera];
-            let info = ModelInfo::of(model);
-            let state = payload::ModelState {
-                v: payload::VERSION,
-                device: &device,
-                camera,
-                ts: now,
-                model: &info,
-                task: task_name(model),
-                labels: model.manifest.labels.len(),
-            };
-            announce.push(latest(topics.model(camera), serde_json::to_vec(&state).expect("model state serialises")));
+            announce.push(model_state(&topics, &device, camera, model));
             announce.push(counts_message(&topics, &device, camera, &BTreeMap::new(), now));
             announce.push(latest(topics.state(camera, "detect"), on_off(settings.detect)));
             let threshold = pipeline::starting_threshold(settings, model);
@@ -307,7 +296,6 @@ impl Running {
             topics,
             qos: qos(config.mqtt.qos),
             pipelines,
-            models,
             out,
             commands,
             publisher,
@@ -368,7 +356,7 @@ impl Running {
             .collect();
         let device = self.device.clone();
         let size = bytes.len();
-        let header = peek_header(&bytes);
+        let header = crate::deploy::bundle::peek(&bytes);
         let outcome =
             tokio::task::spawn_blocking(move || crate::deploy::device::receive(&bytes, &settings, &device, &serving))
                 .await
@@ -402,17 +390,7 @@ impl Running {
                     cameras.join(",")
                 );
                 for camera in &cameras {
-                    let doc = payload::ModelState {
-                        v: payload::VERSION,
-                        device: &self.device,
-                        camera,
-                        ts: unix_ms(),
-                        model: &info,
-                        task: task_name(&model),
-                        labels: model.manifest.labels.len(),
-                    };
-                    let doc = serde_json::to_vec(&doc).expect("model state serialises");
-                    let _ = self.out.send(latest(self.topics.model(camera), doc)).await;
+                    let _ = self.out.send(model_state(&self.topics, &self.device, camera, &model)).await;
                 }
                 state.result = "accepted";
                 state.serving = Some(info);
@@ -484,9 +462,8 @@ impl Running {
     /// drain and say "offline" — all within `deadline`; names whatever did not finish.
     async fn stop(self, deadline: Duration) {
         let limit = tokio::time::Instant::now() + deadline;
-        let Running { pipelines, out, publisher, publisher_deadline, link, models, .. } = self;
+        let Running { pipelines, out, publisher, publisher_deadline, link, .. } = self;
         let _ = publisher_deadline.set(limit);
-        drop(models);
         for p in &pipelines {
             p.request_stop();
         }
@@ -509,11 +486,22 @@ impl Running {
     }
 }
 
-fn task_name(model: &Model) -> &'static str {
-    match model.manifest.task {
-        crate::model::Task::Classify => "classify",
-        crate::model::Task::Detect => "detect",
-    }
+/// `…/<camera>/model` (retained): the model serving a camera.
+fn model_state(topics: &Topics, device: &str, camera: &str, model: &Model) -> Message {
+    let info = ModelInfo::of(model);
+    let doc = payload::ModelState {
+        v: payload::VERSION,
+        device,
+        camera,
+        ts: unix_ms(),
+        model: &info,
+        task: match model.manifest.task {
+            crate::model::Task::Classify => "classify",
+            crate::model::Task::Detect => "detect",
+        },
+        labels: model.manifest.labels.len(),
+    };
+    latest(topics.model(camera), serde_json::to_vec(&doc).expect("model state serialises"))
 }
 
 /// The labels a camera's configuration names: its label list, filters and zone labels.
@@ -524,14 +512,6 @@ fn labels_named(settings: &crate::config::CameraSettings) -> Vec<String> {
     labels.sort();
     labels.dedup();
     labels
-}
-
-/// (name, version) from a bundle's header, for the state message of a refused bundle
-/// (unverified: only ever reported, never acted on).
-fn peek_header(bytes: &[u8]) -> Option<(String, String)> {
-    let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(12..12usize.checked_add(len)?)?).ok()?;
-    Some((header["name"].as_str()?.to_string(), header["version"].as_str()?.to_string()))
 }
 
 fn qos(level: u8) -> QoS {

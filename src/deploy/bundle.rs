@@ -11,13 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::DeployError;
+use crate::model::{hex, max_scaled_diff, sha256_hex as sha256, InputTensor, Model};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use super::keys::hex;
-use super::DeployError;
-use crate::model::{max_scaled_diff, InputTensor, Model};
 
 const MAGIC: &[u8; 8] = b"VIGILBDL";
 const CONTEXT: &[u8] = b"vigil-bundle-1";
@@ -126,10 +123,6 @@ fn output_file(i: usize) -> String {
     format!("test/output-{i}.npy")
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
 /// The manifest as it travels: `model = "model.onnx"` and the labels written inline, so the
 /// bundle needs nothing beside it.
 fn bundled_manifest(path: &Path, model: &Model) -> Result<String, DeployError> {
@@ -158,6 +151,17 @@ fn test_image(model: &Model) -> image::RgbImage {
             (((x + y) * 255) / (w + h).max(1)) as u8 / 2 + check,
         ])
     })
+}
+
+/// (name, version) from a bundle's header without checking anything: only for reporting
+/// what a refused bundle claimed to be, never to act on.
+pub fn peek(bytes: &[u8]) -> Option<(String, String)> {
+    if bytes.get(..8)? != MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(12..12usize.checked_add(len)?)?).ok()?;
+    Some((header["name"].as_str()?.to_string(), header["version"].as_str()?.to_string()))
 }
 
 impl DeployBundle {

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::model::hex;
 
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N], String> {
     let text = text.trim();

@@ -124,7 +124,7 @@ impl Model {
             what: "ONNX model",
             source: e,
         })?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         let mismatch = |reason: String| ModelError::Mismatch {
             name: manifest.name.clone(),
             manifest: manifest_path.to_path_buf(),
@@ -331,6 +331,12 @@ pub fn max_scaled_diff(a: &[f32], reference: &[f32]) -> f32 {
     a.iter().zip(reference).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of bytes, in lower-case hex (how models and bundle files are identified).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
