@@ -711,55 +711,66 @@ fn blazeface_version(dir: &Path, version: &str) -> PathBuf {
     path
 }
 
-/// A signed bundle reaches the device over MQTT and goes live between two frames with no
-/// restart; bad ones are refused with their reason while the old model keeps serving; a
-/// restart keeps the deployed version.
-#[test]
-fn deploys_a_signed_model_without_a_restart() {
-    use ed25519_dalek::SigningKey;
-    use vigil::deploy::{bundle, keys, Target};
-    let _serial = serial();
-    let dir = scratch("daemon-deploy");
-    let broker = Mosquitto::start(&dir);
-    let sub = Subscriber::start(broker.port, "test-deploy");
-    let key = SigningKey::from_bytes(&[7u8; 32]);
-    std::fs::write(
-        dir.join("vigil.toml"),
-        format!(
-            r#"device_id = "test"
+/// A device "test" in group "porch" that trusts `key`, with BlazeFace 1.0.0 on each of
+/// `cameras` (the astronaut photo replayed at `fps`), its model store in `dir`/store.
+fn deploy_config(dir: &Path, port: u16, key: &ed25519_dalek::SigningKey, cameras: &[&str], fps: u32) -> PathBuf {
+    let mut text = format!(
+        r#"device_id = "test"
 [mqtt]
 url = "mqtt://127.0.0.1:{port}"
 [deploy]
 trusted_keys = ["{public}"]
 groups = ["porch"]
 store = "store"
-[cameras.door]
+"#,
+        public = vigil::deploy::keys::hex(key.verifying_key().as_bytes()),
+    );
+    for camera in cameras {
+        text += &format!(
+            r#"[cameras.{camera}]
 model = "{model}"
-fps = 10
-[cameras.door.source]
+fps = {fps}
+[cameras.{camera}.source]
 kind = "replay"
 path = "{photo}"
-fps = 10
+fps = {fps}
 "#,
-            port = broker.port,
-            public = keys::hex(key.verifying_key().as_bytes()),
             model = root().join("models/blazeface.toml").display(),
             photo = root().join("tests/photos/astronaut.png").display(),
-        ),
-    )
-    .unwrap();
-    let config = dir.join("vigil.toml");
+        );
+    }
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// (frame, model version) of each detections message of `camera`, in arrival order.
+fn versions_seen(sub: &Subscriber, camera: &str) -> Vec<(u64, String)> {
+    sub.on(&format!("vigil/test/{camera}/detections"))
+        .iter()
+        .map(|r| {
+            let d = r.json();
+            (d["frame"].as_u64().unwrap(), d["model"]["version"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// A signed bundle reaches the device over MQTT and goes live between two frames with no
+/// restart; bad ones are refused with their reason while the old model keeps serving; a
+/// restart keeps the deployed version.
+#[test]
+fn deploys_a_signed_model_without_a_restart() {
+    use ed25519_dalek::SigningKey;
+    use vigil::deploy::{bundle, Target};
+    let _serial = serial();
+    let dir = scratch("daemon-deploy");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-deploy");
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let config = deploy_config(&dir, broker.port, &key, &["door"], 10);
     let mut daemon = Daemon::start(&config, &[]);
     let limit = Duration::from_secs(60);
-    let versions = |sub: &Subscriber| -> Vec<(u64, String)> {
-        sub.on("vigil/test/door/detections")
-            .iter()
-            .map(|r| {
-                let d = r.json();
-                (d["frame"].as_u64().unwrap(), d["model"]["version"].as_str().unwrap().to_string())
-            })
-            .collect()
-    };
+    let versions = |sub: &Subscriber| versions_seen(sub, "door");
     sub.wait_for("detections from 1.0.0", limit, |g| g.iter().any(|r| r.topic == "vigil/test/door/detections"));
     let states =
         |sub: &Subscriber| -> Vec<Value> { sub.on("vigil/test/deploy/state").iter().map(Received::json).collect() };
@@ -815,6 +826,7 @@ fps = 10
     );
     assert_eq!(std::fs::read_to_string(dir.join("store/blazeface/current")).unwrap().trim(), "1.1.0");
     assert!(dir.join("store/blazeface/1.1.0/model.onnx").is_file());
+    assert!(dir.join("store/blazeface/1.0.0/model.onnx").is_file(), "the configured version is kept too");
     assert!(sub.on("vigil/test/door/model").iter().any(|r| r.json()["version"] == "1.1.0"));
     // A replay of an older version is refused.
     expect_refusal(bundle::build(&blazeface_version(&dir, "0.9.0"), &key, Target::default(), 1e-4).unwrap(), "older");
@@ -837,4 +849,234 @@ fps = 10
     assert!(daemon.log().contains("serving the deployed version from the store"), "{}", daemon.log());
     signal(&daemon.child, "TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
+}
+
+/// `vigil deploy` or `vigil rollback` as a child process, its output kept.
+struct HostCommand {
+    child: Child,
+    out: PathBuf,
+}
+
+impl HostCommand {
+    fn start(dir: &Path, name: &str, args: &[&str]) -> HostCommand {
+        let out = dir.join(format!("{name}.out"));
+        let file = std::fs::File::create(&out).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        HostCommand { child, out }
+    }
+
+    /// Its exit code and everything it printed.
+    fn finish(mut self, limit: Duration) -> (i32, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), std::fs::read_to_string(&self.out).unwrap());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("vigil did not finish within {limit:?}:\n{}", std::fs::read_to_string(&self.out).unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `vigil deploy` publishes a bundle while the device is offline; the device takes the
+/// retained bundle when it comes up and `vigil deploy` reports its answer. `vigil rollback`
+/// returns it to the configured version, which a restart keeps (the retained bundle of the
+/// withdrawn version is not applied again), and a rollback with nothing below is refused.
+#[test]
+fn deploy_command_reaches_an_offline_device_and_rollback_returns() {
+    use ed25519_dalek::SigningKey;
+    use vigil::deploy::{bundle, Target};
+    let _serial = serial();
+    let dir = scratch("daemon-deploy-command");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-deploy-command");
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let config = deploy_config(&dir, broker.port, &key, &["door"], 10);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let file = dir.join("blazeface-1.1.0.bundle");
+    std::fs::write(&file, bundle::build(&blazeface_version(&dir, "1.1.0"), &key, Target::default(), 1e-4).unwrap())
+        .unwrap();
+    let file = file.to_str().unwrap();
+    let limit = Duration::from_secs(60);
+
+    // The device is offline: the bundle waits on the broker, and so does `vigil deploy`.
+    let deploy = HostCommand::start(
+        &dir,
+        "deploy",
+        &["deploy", "--bundle", file, "--device", "test", "--broker", &url, "--timeout", "90"],
+    );
+    sub.wait_for("the retained bundle", limit, |g| g.iter().any(|r| r.topic == "vigil/test/deploy"));
+    std::thread::sleep(Duration::from_secs(1));
+    let mut daemon = Daemon::start(&config, &[]);
+    let (code, out) = deploy.finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    assert!(
+        out.contains("test: accepted after")
+            && out.contains("serving blazeface 1.1.0")
+            && out.contains("previous 1.0.0"),
+        "{out}"
+    );
+    let state = sub.on("vigil/test/deploy/state").pop().unwrap().json();
+    assert_eq!((state["action"].as_str(), state["result"].as_str()), (Some("deploy"), Some("accepted")), "{state}");
+    assert_eq!(state["groups"], serde_json::json!(["porch"]));
+    sub.wait_for("detections from 1.1.0", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "1.1.0")
+    });
+
+    // Rollback: back to the configured 1.0.0, which the store kept.
+    let rollback = |name: &str| {
+        HostCommand::start(&dir, name, &["rollback", "--device", "test", "--broker", &url, "--timeout", "60"])
+    };
+    let asked = Instant::now();
+    let (code, out) = rollback("rollback").finish(Duration::from_secs(90));
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    assert!(
+        out.contains("test: rolled back after")
+            && out.contains("serving blazeface 1.0.0")
+            && out.contains("previous 1.1.0"),
+        "{out}"
+    );
+    let state = sub.on("vigil/test/deploy/state").pop().unwrap().json();
+    assert_eq!(
+        (state["action"].as_str(), state["result"].as_str()),
+        (Some("rollback"), Some("rolled_back")),
+        "{state}"
+    );
+    assert_eq!(state["serving"]["version"], "1.0.0");
+    sub.wait_for("detections from 1.0.0 again", limit, |g| {
+        g.iter()
+            .filter(|r| {
+                r.topic == "vigil/test/door/detections" && r.at > asked && r.json()["model"]["version"] == "1.0.0"
+            })
+            .count()
+            >= 3
+    });
+    let mut seen = versions_seen(&sub, "door");
+    seen.sort();
+    let back = seen.iter().rposition(|(_, v)| v == "1.1.0").unwrap();
+    assert!(seen[back + 1..].iter().all(|(_, v)| v == "1.0.0"), "one switch back: {seen:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("store/blazeface/current")).unwrap().trim(), "1.0.0");
+    assert_eq!(std::fs::read_to_string(dir.join("store/blazeface/withdrawn")).unwrap().trim(), "1.1.0");
+
+    // Nothing below the first version.
+    let (code, out) = rollback("rollback-again").finish(Duration::from_secs(90));
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("refused") && out.contains("no earlier version"), "{out}");
+
+    // A restart: the retained 1.1.0 bundle comes again and is not applied (withdrawn).
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    let restarted = Instant::now();
+    let states_before = sub.on("vigil/test/deploy/state").len();
+    let mut daemon = Daemon::start(&config, &[]);
+    sub.wait_for("detections after the restart", limit, |g| {
+        g.iter().filter(|r| r.topic == "vigil/test/door/detections" && r.at > restarted).count() >= 3
+    });
+    let after: Vec<Value> =
+        sub.on("vigil/test/door/detections").iter().filter(|r| r.at > restarted).map(Received::json).collect();
+    assert!(after.iter().all(|d| d["model"]["version"] == "1.0.0"), "{after:?}");
+    assert!(
+        daemon.log().contains("retained bundle not applied") && daemon.log().contains("rolled back"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(sub.on("vigil/test/deploy/state").len(), states_before, "no new state for a stale bundle");
+
+    // Deployed again on purpose, the withdrawn version is refused with its reason.
+    let (code, out) = HostCommand::start(
+        &dir,
+        "redeploy",
+        &["deploy", "--bundle", file, "--device", "test", "--broker", &url, "--timeout", "60"],
+    )
+    .finish(Duration::from_secs(90));
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("was rolled back on this device"), "{out}");
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
+}
+
+/// Three cameras share a model; a group deploy swaps all three while frames keep coming:
+/// detections flow while the bundle is checked, every frame is answered by exactly one
+/// version, each camera switches once, between two consecutive frames.
+#[test]
+fn swaps_under_load_on_several_cameras() {
+    use ed25519_dalek::SigningKey;
+    use vigil::deploy::{bundle, Target};
+    let _serial = serial();
+    let dir = scratch("daemon-deploy-load");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-deploy-load");
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let cameras = ["east", "north", "west"];
+    let config = deploy_config(&dir, broker.port, &key, &cameras, 10);
+    let file = dir.join("blazeface-2.0.0.bundle");
+    let target = Target { devices: vec![], groups: vec!["porch".into()] };
+    std::fs::write(&file, bundle::build(&blazeface_version(&dir, "2.0.0"), &key, target, 1e-4).unwrap()).unwrap();
+    let limit = Duration::from_secs(60);
+    let mut daemon = Daemon::start(&config, &[]);
+    let detections = |g: &[Received], camera: &str| {
+        g.iter().filter(|r| r.topic == format!("vigil/test/{camera}/detections")).count()
+    };
+    sub.wait_for("every camera running", limit, |g| cameras.iter().all(|c| detections(g, c) >= 5));
+
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let published = Instant::now();
+    let args = [
+        "deploy",
+        "--bundle",
+        file.to_str().unwrap(),
+        "--group",
+        "porch",
+        "--expect",
+        "1",
+        "--broker",
+        &url,
+        "--timeout",
+        "60",
+    ];
+    let (code, out) = HostCommand::start(&dir, "deploy", &args).finish(Duration::from_secs(90));
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    assert!(out.contains("cameras east, north, west"), "{out}");
+    let accepted = sub.on("vigil/test/deploy/state").pop().unwrap().at;
+    sub.wait_for("2.0.0 on every camera", limit, |g| {
+        cameras.iter().all(|c| {
+            g.iter()
+                .filter(|r| r.topic == format!("vigil/test/{c}/detections") && r.json()["model"]["version"] == "2.0.0")
+                .count()
+                >= 3
+        })
+    });
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+
+    let during = sub
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.topic.ends_with("/detections") && r.at > published && r.at < accepted)
+        .count();
+    assert!(during > 0, "no detections while the bundle was being checked");
+    for camera in cameras {
+        let mut seen = versions_seen(&sub, camera);
+        let n = seen.len();
+        seen.sort();
+        seen.dedup_by_key(|(frame, _)| *frame);
+        assert_eq!(seen.len(), n, "camera {camera}: a frame answered twice");
+        let switch = seen.iter().position(|(_, v)| v == "2.0.0").unwrap();
+        assert!(switch > 0, "camera {camera}: no frame on 1.0.0");
+        assert!(
+            seen[..switch].iter().all(|(_, v)| v == "1.0.0") && seen[switch..].iter().all(|(_, v)| v == "2.0.0"),
+            "camera {camera}: {seen:?}"
+        );
+        assert_eq!(seen[switch].0, seen[switch - 1].0 + 1, "camera {camera}: a frame lost at the swap: {seen:?}");
+    }
 }

@@ -83,6 +83,37 @@ fn keygen_bundle_and_check_through_the_cli() {
     assert!(err.contains("not trusted"), "{err}");
 }
 
+/// `vigil deploy` says what is wrong before it publishes anything.
+#[test]
+fn deploy_command_refuses_bad_requests_clearly() {
+    let dir = scratch("deploy-command-bad");
+    let (bytes, _) = good();
+    let file = dir.join("blazeface.bundle");
+    std::fs::write(&file, &bytes).unwrap();
+    let file = file.to_str().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let broker = format!("mqtt://127.0.0.1:{closed}");
+
+    let (code, _, err) = vigil(&["deploy", "--bundle", file, "--broker", &broker]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("name at least one --device or --group"), "{err}");
+    let (code, _, err) = vigil(&["deploy", "--bundle", file, "--device", "garage", "--broker", "http://broker"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--broker http://broker: must start with mqtt:// or mqtts://"), "{err}");
+    let (code, _, err) = vigil(&["deploy", "--bundle", file, "--device", "garage", "--broker", "mqtts://broker"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs --ca"), "{err}");
+    let png = root().join("tests/photos/group.png");
+    let (code, _, err) =
+        vigil(&["deploy", "--bundle", png.to_str().unwrap(), "--device", "garage", "--broker", &broker]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("is not a vigil deploy bundle"), "{err}");
+    // Nothing listens on the port.
+    let (code, _, err) = vigil(&["deploy", "--bundle", file, "--device", "garage", "--broker", &broker]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("MQTT broker 127.0.0.1:{closed}")), "{err}");
+}
+
 #[test]
 fn a_good_bundle_passes_every_check() {
     let dir = scratch("deploy-good");

@@ -1,8 +1,15 @@
-//! `vigil keygen`, `vigil bundle` and `vigil check-bundle`.
+//! `vigil keygen`, `vigil bundle`, `vigil check-bundle`, and the MQTT side: `vigil deploy`
+//! and `vigil rollback`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{exit, BundleArgs, CheckBundleArgs, CliError, KeygenArgs};
+use super::{
+    exit, BrokerArgs, BundleArgs, CheckBundleArgs, CliError, DeployArgs, KeygenArgs, RollbackArgs, TargetArgs,
+};
+use crate::deploy::remote::{self, Answer, BrokerAddress, Payload, Progress, Report, Request};
 use crate::deploy::{bundle, keys, DeployBundle, Target};
 
 pub fn keygen(args: KeygenArgs) -> Result<(), CliError> {
@@ -60,4 +67,166 @@ pub fn check(args: CheckBundleArgs) -> Result<(), CliError> {
 
 fn refused(e: crate::deploy::DeployError) -> CliError {
     CliError { code: exit::BAD_BUNDLE, error: e.into() }
+}
+
+pub fn deploy(args: DeployArgs) -> Result<(), CliError> {
+    let bytes = std::fs::read(&args.bundle)
+        .with_context(|| format!("reading {}", args.bundle.display()))
+        .map_err(CliError::failure)?;
+    let header = bundle::peek(&bytes).ok_or_else(|| CliError {
+        code: exit::BAD_BUNDLE,
+        error: anyhow::anyhow!("{} is not a vigil deploy bundle", args.bundle.display()),
+    })?;
+    let t = &header.target;
+    let outside: Vec<&String> = args.target.devices.iter().filter(|d| !t.devices.contains(d)).collect();
+    if !t.devices.is_empty() && t.groups.is_empty() && !outside.is_empty() {
+        return Err(usage(format!(
+            "the bundle is for {t}: {} would refuse it (make it with `vigil bundle --device …`)",
+            outside.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    println!("{} {} ({} bytes, for {t}): publishing, retained", header.name, header.version, bytes.len());
+    let payload = Payload::Bundle { bytes, name: header.name.clone(), version: header.version.clone() };
+    let report = send(payload, &args.target, &args.broker)?;
+    let bad = report.answers.iter().filter(|a| a.refused()).count();
+    conclude(&report, bad, "refused the bundle", "they take the retained bundle when they reconnect")
+}
+
+pub fn rollback(args: RollbackArgs) -> Result<(), CliError> {
+    let name = args.model.clone().unwrap_or_default();
+    println!("rollback of {}: publishing", if name.is_empty() { "each device's model" } else { &name });
+    let report = send(Payload::Rollback { name }, &args.target, &args.broker)?;
+    let bad = report.answers.iter().filter(|a| a.refused()).count();
+    conclude(&report, bad, "refused the rollback", "a rollback is not retained: ask again when they are online")
+}
+
+fn usage(message: String) -> CliError {
+    CliError { code: exit::USAGE, error: anyhow::anyhow!(message) }
+}
+
+/// Publishes and waits, printing progress: each publish and answer on a line of its own,
+/// and on a terminal a line saying who is still awaited.
+fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Report, CliError> {
+    if target.devices.is_empty() && target.groups.is_empty() {
+        return Err(usage("name at least one --device or --group".into()));
+    }
+    let password = match &broker.password_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --password-file {}", path.display()))
+                .map_err(CliError::failure)?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+    };
+    let address = BrokerAddress {
+        url: broker.broker.clone(),
+        username: broker.username.clone(),
+        password,
+        ca_file: broker.ca.clone(),
+        client_cert: broker.client_cert.clone().zip(broker.client_key.clone()),
+    };
+    let largest = match &payload {
+        Payload::Bundle { bytes, .. } => bytes.len(),
+        Payload::Rollback { name } => name.len(),
+    };
+    let options = remote::options(&address, largest).map_err(|e| usage(e.to_string()))?;
+    let request = Request {
+        payload,
+        devices: target.devices.clone(),
+        groups: target.groups.clone(),
+        prefix: target.prefix.clone(),
+        group_prefix: target.group_prefix.clone(),
+        expect: target.expect,
+        timeout: Duration::from_secs(target.timeout),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut status_shown = false;
+    let timeout = target.timeout;
+    let report = runtime.block_on(remote::send(&request, options, |event| {
+        if status_shown {
+            eprint!("\r\x1b[2K");
+            status_shown = false;
+        }
+        match event {
+            Progress::Connected => println!("connected to {}", broker.broker),
+            Progress::Published { topic, bytes } => println!("published on {topic} ({bytes} bytes)"),
+            Progress::Answer(a) => println!("{}", describe(&a)),
+            Progress::Waiting { pending, answered, elapsed } => {
+                let who = if pending.is_empty() { "answers".to_string() } else { pending.join(", ") };
+                let line = format!("waiting for {who}: {answered} answered, {} s of {timeout} s", elapsed.as_secs());
+                if terminal {
+                    eprint!("{line}");
+                    let _ = std::io::stderr().flush();
+                    status_shown = true;
+                } else if elapsed.as_secs() % 10 == 0 {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }));
+    if status_shown {
+        eprint!("\r\x1b[2K");
+    }
+    report.map_err(CliError::failure)
+}
+
+/// One device's answer, as a line.
+fn describe(a: &Answer) -> String {
+    let after = format!("{:.1} s", a.after.as_secs_f64());
+    match (&a.result[..], &a.serving) {
+        ("refused", _) => {
+            format!("{}: refused after {after}: {}", a.device, a.reason.as_deref().unwrap_or("no reason given"))
+        }
+        (result, Some((name, version, sha))) => {
+            let mut line = format!(
+                "{}: {} after {after}: serving {name} {version} (sha256 {})",
+                a.device,
+                result.replace('_', " "),
+                &sha[..sha.len().min(12)]
+            );
+            if let Some(previous) = &a.previous {
+                line += &format!(", previous {previous}");
+            }
+            if !a.cameras.is_empty() {
+                line += &format!(", cameras {}", a.cameras.join(", "));
+            }
+            line
+        }
+        (result, None) => format!("{}: {result} after {after}", a.device),
+    }
+}
+
+/// The summary line and the exit code: refusals first, then devices that did not answer.
+fn conclude(report: &Report, refused: usize, refusal: &str, missing_hint: &str) -> Result<(), CliError> {
+    let ok = report.answers.len() - refused;
+    println!(
+        "{ok} device(s) done, {refused} refused, {} did not answer{}",
+        report.missing.len(),
+        if report.missing.is_empty() { String::new() } else { format!(" ({})", report.missing.join(", ")) }
+    );
+    if refused > 0 {
+        let who: Vec<&str> = report.answers.iter().filter(|a| a.refused()).map(|a| a.device.as_str()).collect();
+        return Err(CliError { code: exit::BAD_BUNDLE, error: anyhow::anyhow!("{} {refusal}", who.join(", ")) });
+    }
+    if !report.missing.is_empty() {
+        return Err(CliError {
+            code: exit::NO_ANSWER,
+            error: anyhow::anyhow!("no answer from {} in time; {missing_hint}", report.missing.join(", ")),
+        });
+    }
+    if report.answers.is_empty() {
+        return Err(CliError {
+            code: exit::NO_ANSWER,
+            error: anyhow::anyhow!("no device answered in time (for a group, --expect N says how many to wait for)"),
+        });
+    }
+    Ok(())
 }

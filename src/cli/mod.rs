@@ -22,8 +22,11 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// A model or its manifest was refused at load time.
     pub const BAD_MODEL: i32 = 3;
-    /// A deploy bundle was refused.
+    /// A deploy bundle was refused (by `check-bundle`, or by a device for `deploy` and
+    /// `rollback`).
     pub const BAD_BUNDLE: i32 = 4;
+    /// `deploy` / `rollback`: a device expected to answer did not within the timeout.
+    pub const NO_ANSWER: i32 = 5;
     /// The daemon's configuration was refused (sysexits' EX_CONFIG).
     pub const BAD_CONFIG: i32 = 78;
 }
@@ -47,6 +50,10 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Verify a deploy bundle as a device would (signature, digests, target, model, test vector).
     CheckBundle(CheckBundleArgs),
+    /// Publish a bundle to devices over MQTT (retained) and wait for their answers.
+    Deploy(DeployArgs),
+    /// Return devices to the previous version of a model, and wait for their answers.
+    Rollback(RollbackArgs),
     /// Run a model on image files and print what it sees.
     Infer(InferArgs),
     /// Measure a model's inference latency.
@@ -126,6 +133,72 @@ pub struct CheckBundleArgs {
     /// Largest bundle accepted, bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_size: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The bundle file (from `vigil bundle`).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The model name to roll back (default: the only model each device serves).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+/// Which devices, and how long to wait for them.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// A device id (repeatable).
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// A device group, as in the devices' deploy.groups (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Device topics are <PREFIX>/<device>/…: the devices' mqtt.topic_prefix without the id.
+    #[arg(long, default_value = "vigil")]
+    pub prefix: String,
+    /// The devices' deploy.group_prefix.
+    #[arg(long, default_value = "vigil/groups")]
+    pub group_prefix: String,
+    /// Wait until at least this many devices have answered (for groups).
+    #[arg(long)]
+    pub expect: Option<usize>,
+    /// Seconds to wait for the answers.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// How to reach the MQTT broker the devices use.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    pub broker: String,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// A file whose first line is the password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// The CA certificate (PEM) for mqtts://.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM), for brokers that ask for one; with --client-key.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -306,6 +379,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keygen(args) => deploy::keygen(args),
         Command::Bundle(args) => deploy::bundle(args),
         Command::CheckBundle(args) => deploy::check(args),
+        Command::Deploy(args) => deploy::deploy(args),
+        Command::Rollback(args) => deploy::rollback(args),
         Command::Infer(args) => infer::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),

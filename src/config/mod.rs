@@ -7,6 +7,8 @@
 
 mod raw;
 
+pub(crate) use raw::parse_url;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -233,6 +233,11 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
         if !is_topic_word(&id) {
             problems.push(format!("{key}: the camera id must be letters, digits, '-' or '_' (it is part of topics)"));
         }
+        if id == "deploy" {
+            problems.push(format!(
+                "{key}: \"deploy\" is taken by the deploy topics (<prefix>/deploy/…); rename the camera"
+            ));
+        }
         let raw: RawCamera = section(value, &key, &mut problems);
         if let Some(camera) = check_camera(raw, &key, dir, &mut problems) {
             cameras.insert(id, camera);

@@ -111,6 +111,13 @@ points = [[0, 0], [2, 0]]
 }
 
 #[test]
+fn a_camera_cannot_take_the_deploy_topics() {
+    let text = GOOD.replace("cameras.front", "cameras.deploy");
+    let all = Config::from_toml(&text, &root(), &[]).unwrap_err().join("\n");
+    assert!(all.contains("cameras.deploy: \"deploy\" is taken by the deploy topics"), "{all}");
+}
+
+#[test]
 fn broker_urls_are_checked() {
     assert_eq!(raw::parse_url("mqtt://h").unwrap(), (false, "h".into(), 1883));
     assert_eq!(raw::parse_url("mqtts://h:9000").unwrap(), (true, "h".into(), 9000));

@@ -6,6 +6,7 @@
 //! the running pipelines; if anything is wrong the old configuration keeps running.
 
 pub mod broker;
+mod deployer;
 pub mod pipeline;
 
 use std::collections::BTreeMap;
@@ -19,13 +20,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
-use crate::deploy::device::{Outcome, ServingCamera};
+use crate::deploy::store::{Choice, Store};
 use crate::model::{Model, ModelError};
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::publisher::Deadline;
-use crate::mqtt::{discovery, link, Class, Command, CommandKind, Message, Publisher, PublisherStats, Topics};
+use crate::mqtt::{
+    discovery, link, Class, Command, CommandKind, DeployTopics, Message, Publisher, PublisherStats, Topics,
+};
 use crate::service::notify::Notifier;
 use crate::source::unix_ms;
+use deployer::{DeployWorker, Deployer, Job};
 use pipeline::{counts_message, Pipeline, PipelineSpec};
 
 /// Why the daemon could not start (or stopped).
@@ -145,24 +149,34 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     }
 }
 
-/// The version of `configured`'s model last deployed to this device, if the store has one
-/// that loads; otherwise `configured`.
-fn deployed(store: &Path, configured: Arc<Model>) -> Arc<Model> {
-    let Some(manifest) = crate::deploy::device::stored(store, &configured.manifest.name) else {
-        return configured;
-    };
-    match Model::load(&manifest) {
-        Ok(m) => {
-            log::info!(
-                "model={} version={} serving the deployed version from the store",
-                m.manifest.name,
-                m.manifest.version
-            );
-            Arc::new(m)
-        }
-        Err(e) => {
-            log::error!("path={} the stored model does not load ({e}); serving the configured one", manifest.display());
+/// With deploys on: keeps the configured model in the store (so a rollback can return to
+/// it) and serves the store's current version when that was deployed after it.
+fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model> {
+    let (name, version) = (configured.manifest.name.clone(), configured.manifest.version.clone());
+    if let Err(e) = store.keep(&configured, manifest) {
+        log::error!("model={name} version={version} cannot keep the configured model in the store: {e}");
+    }
+    match store.choose_at_start(&name, &version) {
+        Choice::Configured => {
+            if let Err(e) = store.put_in_service(&name, &version) {
+                log::error!("model={name} version={version} cannot record it in the store: {e}");
+            }
             configured
+        }
+        Choice::Stored { version: stored, manifest } => {
+            match Model::load(&manifest) {
+                Ok(m) => {
+                    log::info!("model={name} version={stored} configured={version} serving the deployed version from the store");
+                    Arc::new(m)
+                }
+                Err(e) => {
+                    log::error!(
+                        "path={} the stored model does not load ({e}); serving the configured one",
+                        manifest.display()
+                    );
+                    configured
+                }
+            }
         }
     }
 }
@@ -171,7 +185,7 @@ fn deployed(store: &Path, configured: Arc<Model>) -> Arc<Model> {
 /// async workers.
 async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, DaemonError> {
     let wanted: Vec<(String, PathBuf)> = config.cameras.iter().map(|(c, s)| (c.clone(), s.model.clone())).collect();
-    let store = config.deploy.as_ref().map(|d| d.store.clone());
+    let store = config.deploy.as_ref().map(|d| Store::new(&d.store));
     tokio::task::spawn_blocking(move || {
         let mut by_path: BTreeMap<PathBuf, Arc<Model>> = BTreeMap::new();
         let mut out = BTreeMap::new();
@@ -183,7 +197,7 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
                         Model::load(&path).map_err(|error| DaemonError::Model { camera: camera.clone(), error })?,
                     );
                     let m = match &store {
-                        Some(store) => deployed(store, m),
+                        Some(store) => deployed(store, m, &path),
                         None => m,
                     };
                     log::info!(
@@ -229,9 +243,8 @@ struct Running {
     publisher_deadline: Deadline,
     link: tokio::task::JoinHandle<()>,
     publisher_stats: Arc<PublisherStats>,
-    deploy: Option<crate::config::DeploySettings>,
-    /// Per camera, the labels its configuration names (a deployed model must have them).
-    labels_needed: BTreeMap<String, Vec<String>>,
+    /// Checks and applies deploys and rollbacks, when deploys are on.
+    deployer: Option<DeployWorker>,
     spool_capacity: usize,
     started: Instant,
     last_stats: (Instant, BTreeMap<String, u64>),
@@ -243,10 +256,13 @@ impl Running {
         let (command_tx, commands) = mpsc::channel(64);
         let options = link::options(&config.mqtt, &topics)?;
         let deploy_topics = match &config.deploy {
-            None => Vec::new(),
-            Some(d) => std::iter::once(topics.deploy())
-                .chain(d.groups.iter().map(|g| format!("{}/{g}/deploy", d.group_prefix)))
-                .collect(),
+            None => DeployTopics::default(),
+            Some(d) => {
+                let groups = d.groups.iter().map(|g| format!("{}/{g}/deploy", d.group_prefix));
+                let bundles: Vec<String> = std::iter::once(topics.deploy()).chain(groups).collect();
+                let rollbacks = bundles.iter().map(|t| format!("{t}/rollback")).collect();
+                DeployTopics { bundles, rollbacks }
+            }
         };
         let link = link::start(options, topics.clone(), command_tx, deploy_topics);
         let device = config.device_id.clone();
@@ -291,6 +307,16 @@ impl Running {
             .map_err(|error| DaemonError::Io { what: format!("starting camera {camera}"), error })?;
             pipelines.push(pipeline);
         }
+        let deployer = config.deploy.as_ref().map(|settings| {
+            let labels = config.cameras.iter().map(|(c, s)| (c.clone(), labels_named(s))).collect();
+            DeployWorker::start(Deployer {
+                device: device.clone(),
+                settings: settings.clone(),
+                cameras: deployer::cameras(&pipelines, &labels),
+                topics: topics.clone(),
+                out: out.clone(),
+            })
+        });
         Ok(Running {
             device,
             topics,
@@ -302,8 +328,7 @@ impl Running {
             publisher_deadline,
             link: link.task,
             publisher_stats,
-            deploy: config.deploy.clone(),
-            labels_needed: config.cameras.iter().map(|(c, s)| (c.clone(), labels_named(s))).collect(),
+            deployer,
             spool_capacity: config.mqtt.spool_events,
             started: Instant::now(),
             last_stats: (Instant::now(), BTreeMap::new()),
@@ -311,14 +336,24 @@ impl Running {
     }
 
     async fn apply(&mut self, command: Command) {
-        if let CommandKind::Deploy(bytes) = command.kind {
-            return self.receive_bundle(bytes).await;
+        let job = match command.kind {
+            CommandKind::Deploy { bytes, retained } => Job::Bundle { bytes, retained },
+            CommandKind::Rollback(name) => Job::Rollback { name },
+            kind => return self.apply_setting(&command.camera, kind).await,
+        };
+        match &self.deployer {
+            Some(d) => d.submit(job),
+            None => log::warn!("a deploy request arrived, but deploys are off (no deploy.trusted_keys)"),
         }
-        let Some(p) = self.pipelines.iter().find(|p| p.camera == command.camera) else {
-            log::warn!("camera={} command for a camera this device does not have", command.camera);
+    }
+
+    /// A camera setting from a `…/<camera>/<setting>/set` command, confirmed on its state topic.
+    async fn apply_setting(&mut self, camera: &str, kind: CommandKind) {
+        let Some(p) = self.pipelines.iter().find(|p| p.camera == camera) else {
+            log::warn!("camera={camera} command for a camera this device does not have");
             return;
         };
-        let (setting, value) = match command.kind {
+        let (setting, value) = match kind {
             CommandKind::Detect(on) => {
                 p.control.detect.store(on, Ordering::Relaxed);
                 ("detect", on_off(on))
@@ -327,83 +362,14 @@ impl Running {
                 *p.control.threshold.lock().unwrap() = t;
                 ("threshold", format!("{t}").into_bytes())
             }
-            CommandKind::Deploy(_) => unreachable!("handled above"),
+            CommandKind::Deploy { .. } | CommandKind::Rollback(_) => unreachable!("deploy requests go to apply"),
             CommandKind::Invalid { setting, why } => {
-                log::warn!("camera={} setting={setting} command refused: {why}", command.camera);
+                log::warn!("camera={camera} setting={setting} command refused: {why}");
                 return;
             }
         };
-        log::info!(
-            "camera={} setting={setting} value={} command applied",
-            command.camera,
-            String::from_utf8_lossy(&value)
-        );
-        let _ = self.out.send(latest(self.topics.state(&command.camera, setting), value)).await;
-    }
-
-    /// Checks a bundle off the async workers; if it passes, swaps the model of every camera
-    /// serving that model name between two frames, and says so on `…/deploy/state`.
-    async fn receive_bundle(&mut self, bytes: Vec<u8>) {
-        let Some(settings) = self.deploy.clone() else { return };
-        let serving: Vec<ServingCamera> = self
-            .pipelines
-            .iter()
-            .map(|p| ServingCamera {
-                camera: p.camera.clone(),
-                model: p.model.current().model.clone(),
-                labels: self.labels_needed.get(&p.camera).cloned().unwrap_or_default(),
-            })
-            .collect();
-        let device = self.device.clone();
-        let size = bytes.len();
-        let header = crate::deploy::bundle::peek(&bytes);
-        let outcome =
-            tokio::task::spawn_blocking(move || crate::deploy::device::receive(&bytes, &settings, &device, &serving))
-                .await
-                .expect("bundle check panicked");
-        let mut state = payload::DeployState {
-            v: payload::VERSION,
-            device: &self.device,
-            ts: unix_ms(),
-            result: "refused",
-            name: header.as_ref().map(|h| h.0.clone()),
-            version: header.as_ref().map(|h| h.1.clone()),
-            reason: None,
-            serving: None,
-            previous: None,
-            cameras: Vec::new(),
-        };
-        match outcome {
-            Ok(Outcome::AlreadyServing { name, version }) => {
-                log::debug!("model={name} version={version} bundle of the model in service; nothing to do");
-                return;
-            }
-            Ok(Outcome::Accepted { model, cameras, previous, worst_diff }) => {
-                let info = ModelInfo::of(&model);
-                for p in self.pipelines.iter().filter(|p| cameras.contains(&p.camera)) {
-                    p.model.swap(model.clone());
-                }
-                log::info!(
-                    "model={} version={} previous={previous} cameras={} test_diff={worst_diff:.1e} bundle accepted; model swapped",
-                    info.name,
-                    info.version,
-                    cameras.join(",")
-                );
-                for camera in &cameras {
-                    let _ = self.out.send(model_state(&self.topics, &self.device, camera, &model)).await;
-                }
-                state.result = "accepted";
-                state.serving = Some(info);
-                state.previous = Some(previous);
-                state.cameras = cameras;
-            }
-            Err(e) => {
-                log::warn!("bytes={size} bundle refused: {e}");
-                state.reason = Some(e.to_string());
-            }
-        }
-        let doc = serde_json::to_vec(&state).expect("deploy state serialises");
-        let _ = self.out.send(latest(self.topics.deploy_state(), doc)).await;
+        log::info!("camera={camera} setting={setting} value={} command applied", String::from_utf8_lossy(&value));
+        let _ = self.out.send(latest(self.topics.state(camera, setting), value)).await;
     }
 
     fn stalled(&self, limit: Duration) -> Vec<String> {
@@ -462,7 +428,7 @@ impl Running {
     /// drain and say "offline" — all within `deadline`; names whatever did not finish.
     async fn stop(self, deadline: Duration) {
         let limit = tokio::time::Instant::now() + deadline;
-        let Running { pipelines, out, publisher, publisher_deadline, link, .. } = self;
+        let Running { pipelines, out, publisher, publisher_deadline, link, deployer, .. } = self;
         let _ = publisher_deadline.set(limit);
         for p in &pipelines {
             p.request_stop();
@@ -471,6 +437,10 @@ impl Running {
         let joined = tokio::task::spawn_blocking(move || pipelines.into_iter().for_each(Pipeline::join));
         if tokio::time::timeout_at(limit, joined).await.is_err() {
             log::error!("cameras={} the pipelines did not stop within the drain deadline", names.join(","));
+        }
+        if let Some(deployer) = deployer {
+            // It holds a sender of `out`: the publisher drains only once it has finished.
+            deployer.finish(limit).await;
         }
         drop(out);
         let mut publisher = publisher;

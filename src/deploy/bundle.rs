@@ -125,7 +125,7 @@ fn output_file(i: usize) -> String {
 
 /// The manifest as it travels: `model = "model.onnx"` and the labels written inline, so the
 /// bundle needs nothing beside it.
-fn bundled_manifest(path: &Path, model: &Model) -> Result<String, DeployError> {
+pub(crate) fn bundled_manifest(path: &Path, model: &Model) -> Result<String, DeployError> {
     let text = std::fs::read_to_string(path).map_err(|error| DeployError::Io {
         what: "reading",
         path: path.to_path_buf(),
@@ -153,15 +153,15 @@ fn test_image(model: &Model) -> image::RgbImage {
     })
 }
 
-/// (name, version) from a bundle's header without checking anything: only for reporting
-/// what a refused bundle claimed to be, never to act on.
-pub fn peek(bytes: &[u8]) -> Option<(String, String)> {
+/// A bundle's header read without checking anything: only for reporting what a bundle
+/// claims to be (a refused one on the device, what `vigil deploy` is about to publish),
+/// never to act on.
+pub fn peek(bytes: &[u8]) -> Option<Header> {
     if bytes.get(..8)? != MAGIC {
         return None;
     }
     let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(12..12usize.checked_add(len)?)?).ok()?;
-    Some((header["name"].as_str()?.to_string(), header["version"].as_str()?.to_string()))
+    serde_json::from_slice(bytes.get(12..12usize.checked_add(len)?)?).ok()
 }
 
 impl DeployBundle {

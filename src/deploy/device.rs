@@ -1,16 +1,13 @@
 //! What a device does with a bundle it receives, after [`DeployBundle`]'s own checks: the
 //! version rule, which cameras it is for, the versioned store, the model's load and test
-//! vector, and the cameras' settings. The daemon then swaps the model in.
-//!
-//! The store: `<store>/<name>/<version>/{model.onnx, model.toml}` for every accepted version
-//! (none are deleted), and `<store>/<name>/current` naming the version in service, which a
-//! restart serves again.
+//! vector, and the cameras' settings; and what it does for a rollback. The daemon then swaps
+//! the model in. Versions are kept in the [`Store`].
 
 use std::cmp::Ordering;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::bundle::MODEL_FILE;
+use super::store::Store;
 use super::{DeployBundle, DeployError};
 use crate::config::DeploySettings;
 use crate::model::Model;
@@ -35,12 +32,13 @@ pub enum Outcome {
     /// The bundle of the model already in service (a retained bundle comes again after
     /// every reconnect): nothing to do.
     AlreadyServing {
-        name: String,
-        version: String,
+        model: Arc<Model>,
+        cameras: Vec<String>,
     },
 }
 
-/// Runs every check; on success the model is unpacked, tested, and recorded as current.
+/// Runs every check; on success the model is unpacked into the store, tested, and recorded
+/// as the one in service.
 pub fn receive(
     bytes: &[u8],
     settings: &DeploySettings,
@@ -50,40 +48,38 @@ pub fn receive(
     let bundle = DeployBundle::open(bytes, &settings.trusted_keys, settings.max_bundle_bytes)?;
     bundle.check_target(device, &settings.groups)?;
     let (name, version) = (bundle.header.name.clone(), bundle.header.version.clone());
-    let cameras: Vec<&ServingCamera> = serving.iter().filter(|c| c.model.manifest.name == name).collect();
-    let Some(first) = cameras.first() else {
-        return Err(DeployError::NoCamera { name });
-    };
-    let current = first.model.manifest.version.clone();
+    let cameras = serving_model(serving, &name)?;
+    let current = cameras[0].model.manifest.version.clone();
+    let store = Store::new(&settings.store);
+    if store.withdrawn(&name).contains(&version) {
+        return Err(DeployError::Withdrawn { name, version });
+    }
     let onnx_sha = bundle.header.files.iter().find(|f| f.name == MODEL_FILE).map(|f| f.sha256.clone());
     match compare_versions(&version, &current) {
         Ordering::Less => return Err(DeployError::Older { name, version, current }),
-        Ordering::Equal if onnx_sha.as_deref() == Some(first.model.sha256.as_str()) => {
-            return Ok(Outcome::AlreadyServing { name, version });
+        Ordering::Equal if onnx_sha.as_deref() == Some(cameras[0].model.sha256.as_str()) => {
+            let names = cameras.iter().map(|c| c.camera.clone()).collect();
+            return Ok(Outcome::AlreadyServing { model: cameras[0].model.clone(), cameras: names });
         }
-        Ordering::Equal => return Err(DeployError::SameVersion { name, version, serving: first.model.sha256.clone() }),
+        Ordering::Equal => {
+            return Err(DeployError::SameVersion { name, version, serving: cameras[0].model.sha256.clone() })
+        }
         Ordering::Greater => {}
     }
-    let dir = settings.store.join(&name).join(&version);
+    let dir = store.version_dir(&name, &version);
     let _ = std::fs::remove_dir_all(&dir); // what a failed attempt may have left
-    let tested = bundle.unpack(&dir).and_then(|manifest| bundle.load_and_test(&manifest));
-    let (model, worst_diff) = match tested {
+    let checked = bundle
+        .unpack(&dir)
+        .and_then(|manifest| bundle.load_and_test(&manifest))
+        .and_then(|(model, diff)| check_labels(&cameras, &model).map(|_| (model, diff)));
+    let (model, worst_diff) = match checked {
         Ok(t) => t,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
     };
-    for c in &cameras {
-        if let Some(missing) = c.labels.iter().find(|l| !model.manifest.labels.contains(l)) {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(DeployError::CameraSettings {
-                camera: c.camera.clone(),
-                reason: format!("its configuration names label \"{missing}\", which {name} {version} does not have"),
-            });
-        }
-    }
-    write_current(&settings.store, &name, &version)?;
+    store.put_in_service(&name, &version)?;
     Ok(Outcome::Accepted {
         model: Arc::new(model),
         cameras: cameras.iter().map(|c| c.camera.clone()).collect(),
@@ -92,19 +88,66 @@ pub fn receive(
     })
 }
 
-/// The stored manifest of the version in service for `name`, if one was deployed.
-pub fn stored(store: &Path, name: &str) -> Option<PathBuf> {
-    let version = std::fs::read_to_string(store.join(name).join("current")).ok()?;
-    let manifest = store.join(name).join(version.trim()).join(super::bundle::MANIFEST_FILE);
-    manifest.is_file().then_some(manifest)
+/// A rollback done: the cameras now serving `model`, and the version they left.
+#[derive(Debug)]
+pub struct RolledBack {
+    pub model: Arc<Model>,
+    pub cameras: Vec<String>,
+    pub from: String,
 }
 
-fn write_current(store: &Path, name: &str, version: &str) -> Result<(), DeployError> {
-    let path = store.join(name).join("current");
-    let tmp = store.join(name).join("current.tmp");
-    let io = |error| DeployError::Io { what: "writing", path: path.clone(), error };
-    std::fs::write(&tmp, format!("{version}\n")).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+/// Returns the cameras serving `name` (or the only model name served here, when `name` is
+/// empty) to the version in service before the current one, from the store. The version
+/// left is withdrawn: its bundle is refused from then on.
+pub fn rollback(name: &str, settings: &DeploySettings, serving: &[ServingCamera]) -> Result<RolledBack, DeployError> {
+    let name = match name {
+        "" => {
+            let mut names: Vec<&str> = serving.iter().map(|c| c.model.manifest.name.as_str()).collect();
+            names.sort();
+            names.dedup();
+            match names[..] {
+                [one] => one.to_string(),
+                _ => return Err(DeployError::RollbackWhich { names: names.join(", ") }),
+            }
+        }
+        name => name.to_string(),
+    };
+    let cameras = serving_model(serving, &name)?;
+    let from = cameras[0].model.manifest.version.clone();
+    let store = Store::new(&settings.store);
+    let Some(to) = store.rollback_target(&name, &from) else {
+        return Err(DeployError::NothingToRollBack { name, version: from });
+    };
+    let manifest = store.manifest(&name, &to).expect("rollback_target names stored versions");
+    let model = Model::load(&manifest)?;
+    check_labels(&cameras, &model)?;
+    store.roll_back(&name, &from, &to)?;
+    Ok(RolledBack { model: Arc::new(model), cameras: cameras.iter().map(|c| c.camera.clone()).collect(), from })
+}
+
+/// The cameras serving a model named `name`; at least one, or the deploy is refused.
+fn serving_model<'a>(serving: &'a [ServingCamera], name: &str) -> Result<Vec<&'a ServingCamera>, DeployError> {
+    let cameras: Vec<&ServingCamera> = serving.iter().filter(|c| c.model.manifest.name == name).collect();
+    if cameras.is_empty() {
+        return Err(DeployError::NoCamera { name: name.to_string() });
+    }
+    Ok(cameras)
+}
+
+/// Every label a camera's configuration names must exist in the model it is to serve.
+fn check_labels(cameras: &[&ServingCamera], model: &Model) -> Result<(), DeployError> {
+    for c in cameras {
+        if let Some(missing) = c.labels.iter().find(|l| !model.manifest.labels.contains(l)) {
+            return Err(DeployError::CameraSettings {
+                camera: c.camera.clone(),
+                reason: format!(
+                    "its configuration names label \"{missing}\", which {} {} does not have",
+                    model.manifest.name, model.manifest.version
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Dotted versions compared part by part, numerically where both parts are numbers.

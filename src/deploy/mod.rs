@@ -8,6 +8,8 @@
 pub mod bundle;
 pub mod device;
 pub mod keys;
+pub mod remote;
+pub mod store;
 
 pub use bundle::{DeployBundle, Target};
 
@@ -36,6 +38,12 @@ pub enum DeployError {
     Older { name: String, version: String, current: String },
     #[error("{name} {version} is already serving with a different model (sha256 {serving}); a new model needs a new version")]
     SameVersion { name: String, version: String, serving: String },
+    #[error("{name} {version} was rolled back on this device; deploy it again under a new version")]
+    Withdrawn { name: String, version: String },
+    #[error("{name} {version} has no earlier version in the store to roll back to")]
+    NothingToRollBack { name: String, version: String },
+    #[error("this device serves several models ({names}): name the one to roll back")]
+    RollbackWhich { names: String },
     #[error("camera {camera}: {reason}")]
     CameraSettings { camera: String, reason: String },
     #[error("bundle model refused: {0}")]

@@ -43,7 +43,13 @@ pub enum CommandKind {
         why: String,
     },
     /// A deploy bundle, from the device's or a group's deploy topic (`camera` is empty).
-    Deploy(Vec<u8>),
+    /// `retained`: the broker's stored copy, delivered on subscribing.
+    Deploy {
+        bytes: Vec<u8>,
+        retained: bool,
+    },
+    /// A rollback request naming a model ("": the only one served), from a rollback topic.
+    Rollback(String),
 }
 
 impl CommandKind {
@@ -106,7 +112,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, LinkError> {
 
 /// A rustls client configuration with the ring provider (no aws-lc build), the configured
 /// CA and, when given, a client certificate.
-fn tls_config(tls: &crate::config::TlsSettings) -> Result<tokio_rustls::rustls::ClientConfig, LinkError> {
+pub(crate) fn tls_config(tls: &crate::config::TlsSettings) -> Result<tokio_rustls::rustls::ClientConfig, LinkError> {
     use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer, RootCertStore};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -135,13 +141,22 @@ fn tls_config(tls: &crate::config::TlsSettings) -> Result<tokio_rustls::rustls::
     }
 }
 
+/// The deploy topics a device listens on (none when deploys are off).
+#[derive(Debug, Clone, Default)]
+pub struct DeployTopics {
+    /// Where bundles arrive: the device's and each group's.
+    pub bundles: Vec<String>,
+    /// Where rollback requests arrive.
+    pub rollbacks: Vec<String>,
+}
+
 /// Connects (lazily: the first poll dials) and starts the event-loop task. Commands go to
 /// `commands`; the task ends when `client.disconnect()` has gone out or the client is dropped.
 pub fn start(
     options: MqttOptions,
     topics: Topics,
     commands: mpsc::Sender<Command>,
-    deploy_topics: Vec<String>,
+    deploy_topics: DeployTopics,
 ) -> Link {
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
     let (state_tx, state) = watch::channel(LinkState::default());
@@ -153,7 +168,7 @@ async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
-    deploy_topics: Vec<String>,
+    deploy_topics: DeployTopics,
     state: watch::Sender<LinkState>,
     commands: mpsc::Sender<Command>,
 ) {
@@ -177,7 +192,8 @@ async fn drive(
                     log::info!("broker={broker} resending={} publishes the broker had not acknowledged", resend.len());
                 }
                 delay = Duration::from_millis(250);
-                for filter in std::iter::once(topics.command_filter()).chain(deploy_topics.iter().cloned()) {
+                let deploys = deploy_topics.bundles.iter().chain(&deploy_topics.rollbacks).cloned();
+                for filter in std::iter::once(topics.command_filter()).chain(deploys) {
                     if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                         log::error!("topic={filter} cannot subscribe: {e}");
                     }
@@ -189,11 +205,23 @@ async fn drive(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let command = if deploy_topics.contains(&p.topic) {
+                let command = if deploy_topics.bundles.contains(&p.topic) {
                     if p.payload.is_empty() {
                         continue; // a cleared retained bundle
                     }
-                    Command { camera: String::new(), kind: CommandKind::Deploy(p.payload.to_vec()) }
+                    let kind = CommandKind::Deploy { bytes: p.payload.to_vec(), retained: p.retain };
+                    Command { camera: String::new(), kind }
+                } else if deploy_topics.rollbacks.contains(&p.topic) {
+                    if p.retain {
+                        // A retained rollback would roll back again after every reconnect.
+                        log::warn!(
+                            "topic={} a retained rollback request is ignored: publish it without retain",
+                            p.topic
+                        );
+                        continue;
+                    }
+                    let name = String::from_utf8_lossy(&p.payload).trim().to_string();
+                    Command { camera: String::new(), kind: CommandKind::Rollback(name) }
                 } else {
                     let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
                     Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) }

@@ -7,7 +7,7 @@ pub mod link;
 pub mod payload;
 pub mod publisher;
 
-pub use link::{Command, CommandKind, Link, LinkState};
+pub use link::{Command, CommandKind, DeployTopics, Link, LinkState};
 pub use publisher::{Class, Message, Publisher, PublisherStats};
 
 /// Every topic vigil uses, from the configured prefix (default `vigil/<device_id>`).
@@ -42,9 +42,13 @@ impl Topics {
     pub fn deploy(&self) -> String {
         format!("{}/deploy", self.prefix)
     }
-    /// The result of the last deploy (retained).
+    /// The result of the last deploy or rollback (retained).
     pub fn deploy_state(&self) -> String {
         format!("{}/deploy/state", self.prefix)
+    }
+    /// Where rollback requests for this device arrive.
+    pub fn rollback(&self) -> String {
+        format!("{}/deploy/rollback", self.prefix)
     }
     /// `…/<camera>/<setting>/state`, where the daemon confirms a setting.
     pub fn state(&self, camera: &str, setting: &str) -> String {

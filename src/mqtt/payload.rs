@@ -113,18 +113,24 @@ pub struct ModelState<'a> {
 
 /// `…/deploy/state` (retained): what became of the last bundle received.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeployState<'a> {
+pub struct DeployState {
     pub v: u32,
-    pub device: &'a str,
+    pub device: String,
+    /// The device's `deploy.groups`: how `vigil deploy` learns who is in a group.
+    pub groups: Vec<String>,
     pub ts: u64,
-    /// "accepted" or "refused".
+    /// "deploy" (a bundle arrived) or "rollback" (a rollback was asked for).
+    pub action: &'static str,
+    /// "accepted" or "already_serving" (deploy), "rolled_back" (rollback), or "refused"
+    /// (either, with `reason`).
     pub result: &'static str,
-    /// The bundle's model name and version, when its header could be read.
+    /// Deploy: the bundle's model name and version, when its header could be read.
+    /// Rollback: the model rolled back, and the version now serving.
     pub name: Option<String>,
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// On acceptance: the model now serving, the version it replaced, the cameras swapped.
+    /// On success: the model now serving, the version it replaced, the cameras swapped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serving: Option<ModelInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,463 @@
+//! The host's side of a deploy (`vigil deploy`, `vigil rollback`): publish a bundle
+//! (retained, so a device that is offline takes it when it comes back) or a rollback request
+//! on the devices' and groups' deploy topics, then collect each device's answer from its
+//! retained `<prefix>/<device>/deploy/state`.
+//!
+//! Who answers: every device named, and for a group the devices whose last state lists the
+//! group (the broker keeps that state retained), plus any other device that answers; or
+//! at least `expect` devices when given.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use serde_json::Value;
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerAddress {
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM CA for `mqtts://`, and an optional client certificate and key.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A bundle's bytes, with the model name and version its header claims.
+    Bundle { bytes: Vec<u8>, name: String, version: String },
+    /// Roll back the named model ("": the only model each device serves).
+    Rollback { name: String },
+}
+
+/// Where to send it and how long to wait.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub payload: Payload,
+    pub devices: Vec<String>,
+    pub groups: Vec<String>,
+    /// Device topics are `<prefix>/<device>/deploy…` (the devices' default `mqtt.topic_prefix`
+    /// is `vigil/<device_id>`).
+    pub prefix: String,
+    /// Group topics are `<group_prefix>/<group>/deploy…` (`deploy.group_prefix`).
+    pub group_prefix: String,
+    pub expect: Option<usize>,
+    pub timeout: Duration,
+}
+
+/// One device's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub device: String,
+    /// "accepted", "already_serving", "rolled_back" or "refused".
+    pub result: String,
+    pub reason: Option<String>,
+    /// The model serving after it: name, version, sha256.
+    pub serving: Option<(String, String, String)>,
+    pub previous: Option<String>,
+    pub cameras: Vec<String>,
+    /// Since the request was published.
+    pub after: Duration,
+}
+
+impl Answer {
+    pub fn refused(&self) -> bool {
+        self.result == "refused"
+    }
+}
+
+/// What happens, for a progress display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Connected,
+    Published {
+        topic: String,
+        bytes: usize,
+    },
+    Answer(Answer),
+    /// Once a second while devices are awaited: those known not to have answered yet, and
+    /// how many have.
+    Waiting {
+        pending: Vec<String>,
+        answered: usize,
+        elapsed: Duration,
+    },
+}
+
+/// Every answer, and the devices expected that did not answer in time.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub answers: Vec<Answer>,
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("--broker {url}: {why}")]
+    Url { url: String, why: String },
+    #[error("{0}")]
+    Tls(String),
+    #[error("MQTT broker {broker}: {error}")]
+    Connection { broker: String, error: String },
+    #[error("MQTT broker {broker}: refused {what}: {code}")]
+    Refused { broker: String, what: String, code: String },
+    #[error("no answer from the broker {broker} within {secs} s")]
+    Timeout { broker: String, secs: u64 },
+}
+
+/// MQTT options for a short-lived host client: no last will, a clean session, packets big
+/// enough for the bundle.
+pub fn options(address: &BrokerAddress, largest: usize) -> Result<MqttOptions, RemoteError> {
+    let url_error = |why: String| RemoteError::Url { url: address.url.clone(), why };
+    let (tls, host, port) = crate::config::parse_url(&address.url).map_err(url_error)?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let id = format!("vigil-deploy-{}-{nanos:08x}", std::process::id());
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(true);
+    options.set_max_packet_size(largest + 64 * 1024, 1 << 20);
+    if let Some(user) = &address.username {
+        options.set_credentials(user.clone(), address.password.clone().unwrap_or_default());
+    }
+    match (tls, &address.ca_file) {
+        (false, _) => {}
+        (true, None) => return Err(url_error("mqtts:// needs --ca (the broker's CA certificate, PEM)".into())),
+        (true, Some(ca)) => {
+            let settings = crate::config::TlsSettings { ca_file: ca.clone(), client_cert: address.client_cert.clone() };
+            let config = crate::mqtt::link::tls_config(&settings).map_err(|e| RemoteError::Tls(e.to_string()))?;
+            options.set_transport(Transport::Tls(config.into()));
+        }
+    }
+    Ok(options)
+}
+
+/// The topics a request is published on.
+pub fn topics(request: &Request) -> Vec<String> {
+    let suffix = match request.payload {
+        Payload::Bundle { .. } => "deploy",
+        Payload::Rollback { .. } => "deploy/rollback",
+    };
+    let devices = request.devices.iter().map(|d| format!("{}/{d}/{suffix}", request.prefix));
+    let groups = request.groups.iter().map(|g| format!("{}/{g}/{suffix}", request.group_prefix));
+    devices.chain(groups).collect()
+}
+
+/// Publishes the request and waits for the answers (see the module comment for who is
+/// waited for). Returns when everyone expected has answered, or at the timeout.
+pub async fn send(
+    request: &Request,
+    options: MqttOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Report, RemoteError> {
+    let broker = {
+        let (host, port) = options.broker_address();
+        format!("{host}:{port}")
+    };
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let connect_limit = Instant::now() + Duration::from_secs(15);
+    let connection =
+        |e: rumqttc::ConnectionError| RemoteError::Connection { broker: broker.clone(), error: e.to_string() };
+    let timeout = |limit: Duration| RemoteError::Timeout { broker: broker.clone(), secs: limit.as_secs() };
+
+    // Connect, then subscribe to the answers before publishing, so none is missed.
+    let filters = state_filters(request);
+    loop {
+        match poll_until(&mut eventloop, connect_limit).await {
+            Err(_) => return Err(timeout(Duration::from_secs(15))),
+            Ok(Err(e)) => return Err(connection(e)),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                if ack.code != rumqttc::ConnectReturnCode::Success {
+                    return Err(RemoteError::Refused {
+                        broker,
+                        what: "the connection".into(),
+                        code: format!("{:?}", ack.code),
+                    });
+                }
+                break;
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+    progress(Progress::Connected);
+    for filter in &filters {
+        client.subscribe(filter.clone(), QoS::AtLeastOnce).await.expect("the event loop is alive");
+    }
+    let publish_topics = topics(request);
+    let (bytes, retain) = match &request.payload {
+        Payload::Bundle { bytes, .. } => (bytes.clone(), true),
+        // A retained rollback would roll back again at every reconnect; devices ignore one.
+        Payload::Rollback { name } => (name.as_bytes().to_vec(), false),
+    };
+
+    let mut wait = Waiting::new(request);
+    let mut subscribed = 0;
+    let mut published: BTreeMap<u16, String> = BTreeMap::new();
+    let mut unacked = publish_topics.len();
+    let mut started: Option<Instant> = None;
+    let mut last_tick = Instant::now();
+    // Subscribing and handing the bundle to the broker: 30 s, and a second more per MiB.
+    let setup = Duration::from_secs(30 + (bytes.len() >> 20) as u64);
+    let setup_limit = Instant::now() + setup;
+    loop {
+        let limit = match started {
+            Some(t) => t + request.timeout,
+            None => setup_limit,
+        };
+        let next_tick = (last_tick + Duration::from_secs(1)).min(limit);
+        match poll_until(&mut eventloop, next_tick).await {
+            Err(_) => {}
+            Ok(Err(e)) => return Err(connection(e)),
+            Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                if let Some(code) = ack.return_codes.iter().find(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    return Err(RemoteError::Refused {
+                        broker,
+                        what: "the subscription to deploy states".into(),
+                        code: format!("{code:?}"),
+                    });
+                }
+                subscribed += 1;
+                if subscribed == filters.len() {
+                    for topic in &publish_topics {
+                        client
+                            .publish(topic.clone(), QoS::AtLeastOnce, retain, bytes.clone())
+                            .await
+                            .expect("the event loop is alive");
+                    }
+                }
+            }
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid)))) => {
+                if let Some(topic) = publish_topics.get(published.len()) {
+                    published.insert(pkid, topic.clone());
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                if let Some(topic) = published.get(&ack.pkid) {
+                    progress(Progress::Published { topic: topic.clone(), bytes: bytes.len() });
+                    unacked -= 1;
+                    if unacked == 0 {
+                        started = Some(Instant::now());
+                    }
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let Some(device) = device_of(&p.topic, &request.prefix) else { continue };
+                let Ok(doc) = serde_json::from_slice::<Value>(&p.payload) else { continue };
+                if p.retain {
+                    // The device's last state from before this request: only who is in a group.
+                    wait.member(&device, &doc);
+                } else if let Some(answer) = answer_to(&request.payload, &device, &doc, started) {
+                    if wait.answer(answer.clone()) {
+                        progress(Progress::Answer(answer));
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+        }
+        let now = Instant::now();
+        if started.is_some() && wait.complete() {
+            break;
+        }
+        if now >= limit {
+            if started.is_none() {
+                return Err(timeout(setup));
+            }
+            break;
+        }
+        if now >= last_tick + Duration::from_secs(1) {
+            last_tick = now;
+            if let Some(t) = started {
+                progress(Progress::Waiting {
+                    pending: wait.pending(),
+                    answered: wait.answers.len(),
+                    elapsed: t.elapsed(),
+                });
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(Report { missing: wait.pending(), answers: wait.answers.into_values().collect() })
+}
+
+async fn poll_until(
+    eventloop: &mut EventLoop,
+    limit: Instant,
+) -> Result<Result<Event, rumqttc::ConnectionError>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit.saturating_duration_since(Instant::now()), eventloop.poll()).await
+}
+
+/// The state topics to watch: each named device's, or every device's when groups are named.
+fn state_filters(request: &Request) -> Vec<String> {
+    if request.groups.is_empty() {
+        request.devices.iter().map(|d| format!("{}/{d}/deploy/state", request.prefix)).collect()
+    } else {
+        vec![format!("{}/+/deploy/state", request.prefix)]
+    }
+}
+
+/// `<prefix>/<device>/deploy/state` → device.
+fn device_of(topic: &str, prefix: &str) -> Option<String> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let device = rest.strip_suffix("/deploy/state")?;
+    (!device.is_empty() && !device.contains('/')).then(|| device.to_string())
+}
+
+/// A device's state read as its answer to `payload`, if it is one.
+fn answer_to(payload: &Payload, device: &str, doc: &Value, started: Option<Instant>) -> Option<Answer> {
+    let text = |key: &str| doc[key].as_str().map(str::to_string);
+    let relevant = match payload {
+        Payload::Bundle { name, version, .. } => {
+            doc["action"] == "deploy"
+                && text("name").as_ref() == Some(name)
+                && text("version").as_ref() == Some(version)
+        }
+        Payload::Rollback { name } => {
+            doc["action"] == "rollback" && (name.is_empty() || text("name").as_ref() == Some(name))
+        }
+    };
+    if !relevant {
+        return None;
+    }
+    let serving = &doc["serving"];
+    Some(Answer {
+        device: device.to_string(),
+        result: text("result")?,
+        reason: text("reason"),
+        serving: match (serving["name"].as_str(), serving["version"].as_str(), serving["sha256"].as_str()) {
+            (Some(n), Some(v), Some(s)) => Some((n.into(), v.into(), s.into())),
+            _ => None,
+        },
+        previous: text("previous"),
+        cameras: doc["cameras"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect(),
+        after: started.map(|t| t.elapsed()).unwrap_or_default(),
+    })
+}
+
+/// Who is awaited, and who has answered.
+struct Waiting {
+    expected: BTreeSet<String>,
+    groups: Vec<String>,
+    expect: Option<usize>,
+    answers: BTreeMap<String, Answer>,
+}
+
+impl Waiting {
+    fn new(request: &Request) -> Waiting {
+        Waiting {
+            expected: request.devices.iter().cloned().collect(),
+            groups: request.groups.clone(),
+            expect: request.expect,
+            answers: BTreeMap::new(),
+        }
+    }
+
+    /// A retained state: the device is awaited if it is in one of the groups.
+    fn member(&mut self, device: &str, doc: &Value) {
+        let groups = doc["groups"].as_array().into_iter().flatten().filter_map(Value::as_str);
+        if groups.into_iter().any(|g| self.groups.iter().any(|w| w == g)) {
+            self.expected.insert(device.to_string());
+        }
+    }
+
+    /// Records an answer; false for a second answer from the same device.
+    fn answer(&mut self, answer: Answer) -> bool {
+        if self.answers.contains_key(&answer.device) {
+            return false;
+        }
+        self.answers.insert(answer.device.clone(), answer);
+        true
+    }
+
+    fn pending(&self) -> Vec<String> {
+        self.expected.iter().filter(|d| !self.answers.contains_key(*d)).cloned().collect()
+    }
+
+    /// Everyone known answered, and as many as `expect`. With groups and nobody known (no
+    /// device has reported on the group yet) and no `expect`, only the timeout ends the wait.
+    fn complete(&self) -> bool {
+        if self.expected.is_empty() && self.expect.is_none() {
+            return false;
+        }
+        self.pending().is_empty() && self.answers.len() >= self.expect.unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(devices: &[&str], groups: &[&str], expect: Option<usize>) -> Request {
+        Request {
+            payload: Payload::Bundle { bytes: vec![], name: "m".into(), version: "2".into() },
+            devices: devices.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            prefix: "vigil".into(),
+            group_prefix: "vigil/groups".into(),
+            expect,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn state(action: &str, result: &str, version: &str) -> Value {
+        serde_json::json!({"action": action, "result": result, "name": "m", "version": version, "groups": ["yard"]})
+    }
+
+    #[test]
+    fn topics_and_devices() {
+        let r = request(&["garage"], &["yard"], None);
+        assert_eq!(topics(&r), ["vigil/garage/deploy", "vigil/groups/yard/deploy"]);
+        assert_eq!(state_filters(&r), ["vigil/+/deploy/state"]);
+        assert_eq!(device_of("vigil/garage/deploy/state", "vigil").as_deref(), Some("garage"));
+        assert_eq!(device_of("vigil/a/b/deploy/state", "vigil"), None);
+        let rollback = Request { payload: Payload::Rollback { name: "m".into() }, ..request(&["garage"], &[], None) };
+        assert_eq!(topics(&rollback), ["vigil/garage/deploy/rollback"]);
+        assert_eq!(state_filters(&rollback), ["vigil/garage/deploy/state"]);
+    }
+
+    #[test]
+    fn answers_are_matched_to_the_request() {
+        let r = request(&["garage"], &[], None);
+        assert!(answer_to(&r.payload, "garage", &state("deploy", "accepted", "2"), None).is_some());
+        assert!(answer_to(&r.payload, "garage", &state("deploy", "accepted", "1"), None).is_none(), "another version");
+        assert!(answer_to(&r.payload, "garage", &state("rollback", "rolled_back", "2"), None).is_none());
+        let refused = answer_to(&r.payload, "garage", &state("deploy", "refused", "2"), None).unwrap();
+        assert!(refused.refused());
+    }
+
+    #[test]
+    fn a_group_waits_for_its_known_members_or_the_expected_count() {
+        let r = request(&[], &["yard"], None);
+        let mut w = Waiting::new(&r);
+        assert!(!w.complete(), "nobody known: only the timeout ends it");
+        w.member("shed", &state("deploy", "accepted", "1"));
+        w.member("attic", &serde_json::json!({"groups": ["house"]}));
+        assert_eq!(w.pending(), ["shed"]);
+        let answer = answer_to(&r.payload, "shed", &state("deploy", "accepted", "2"), None).unwrap();
+        assert!(w.answer(answer.clone()));
+        assert!(!w.answer(answer), "one answer per device");
+        assert!(w.complete());
+        let mut w = Waiting::new(&request(&[], &["yard"], Some(2)));
+        w.answer(answer_to(&r.payload, "shed", &state("deploy", "accepted", "2"), None).unwrap());
+        assert!(!w.complete());
+        w.answer(answer_to(&r.payload, "barn", &state("deploy", "refused", "2"), None).unwrap());
+        assert!(w.complete());
+    }
+}

@@ -1,0 +1,226 @@
+//! The device's versioned model store, under `[deploy] store`:
+//!
+//! ```text
+//! <store>/<name>/<version>/model.onnx, model.toml   every version it has served (none deleted)
+//! <store>/<name>/current                            the version in service
+//! <store>/<name>/history                            versions put in service, oldest first
+//! <store>/<name>/withdrawn                          versions rolled back from
+//! ```
+//! A deploy pushes its version onto `history`; a rollback pops it, marks it withdrawn (so
+//! its retained bundle, delivered again, does not come back) and serves the one below.
+//! Each file is replaced whole (written aside, then renamed), so a power cut leaves either
+//! the old or the new content.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use super::bundle::{bundled_manifest, MANIFEST_FILE, MODEL_FILE};
+use super::device::compare_versions;
+use super::DeployError;
+use crate::model::Model;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Store {
+        Store { root: root.to_path_buf() }
+    }
+
+    pub fn version_dir(&self, name: &str, version: &str) -> PathBuf {
+        self.root.join(name).join(version)
+    }
+
+    /// The stored manifest of `name` `version`, if the store has it.
+    pub fn manifest(&self, name: &str, version: &str) -> Option<PathBuf> {
+        let path = self.version_dir(name, version).join(MANIFEST_FILE);
+        path.is_file().then_some(path)
+    }
+
+    /// The version in service, if one was recorded.
+    pub fn current(&self, name: &str) -> Option<String> {
+        self.lines(name, "current").pop()
+    }
+
+    /// Versions put in service, oldest first; a store from before `history` existed counts
+    /// its current version alone.
+    pub fn history(&self, name: &str) -> Vec<String> {
+        let history = self.lines(name, "history");
+        if history.is_empty() {
+            return self.current(name).into_iter().collect();
+        }
+        history
+    }
+
+    pub fn withdrawn(&self, name: &str) -> Vec<String> {
+        self.lines(name, "withdrawn")
+    }
+
+    /// Records `version` (already in the store) as the one in service.
+    pub fn put_in_service(&self, name: &str, version: &str) -> Result<(), DeployError> {
+        let mut history = self.history(name);
+        if history.last().map(String::as_str) != Some(version) {
+            history.push(version.to_string());
+        }
+        self.write_lines(name, "history", &history)?;
+        self.write_lines(name, "current", &[version.to_string()])
+    }
+
+    /// The version a rollback from `serving` would return to: the one put in service before
+    /// it, skipping any that is no longer in the store.
+    pub fn rollback_target(&self, name: &str, serving: &str) -> Option<String> {
+        let mut history = self.history(name);
+        while history.last().map(String::as_str) == Some(serving) {
+            history.pop();
+        }
+        history.into_iter().rev().find(|v| v != serving && self.manifest(name, v).is_some())
+    }
+
+    /// Records a rollback: `from` leaves the history and is withdrawn, `to` is in service.
+    pub fn roll_back(&self, name: &str, from: &str, to: &str) -> Result<(), DeployError> {
+        let mut history = self.history(name);
+        while let Some(last) = history.last() {
+            if last == to {
+                break;
+            }
+            history.pop();
+        }
+        if history.is_empty() {
+            history.push(to.to_string());
+        }
+        let mut withdrawn = self.withdrawn(name);
+        if !withdrawn.iter().any(|v| v == from) {
+            withdrawn.push(from.to_string());
+        }
+        self.write_lines(name, "withdrawn", &withdrawn)?;
+        self.write_lines(name, "history", &history)?;
+        self.write_lines(name, "current", &[to.to_string()])
+    }
+
+    /// Copies a model that came from the configuration (not from a bundle) into the store,
+    /// with a self-contained manifest, unless that version is there already; so a rollback
+    /// can always return to it.
+    pub fn keep(&self, model: &Model, manifest_path: &Path) -> Result<(), DeployError> {
+        let (name, version) = (&model.manifest.name, &model.manifest.version);
+        if self.manifest(name, version).is_some() {
+            return Ok(());
+        }
+        let dir = self.version_dir(name, version);
+        let staging = self.root.join(name).join(format!(".{version}.partial"));
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |error| DeployError::Io { what, path, error }
+        };
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(io("creating", &staging))?;
+        std::fs::copy(&model.manifest.model_path, staging.join(MODEL_FILE))
+            .map_err(io("copying", &model.manifest.model_path))?;
+        let manifest = bundled_manifest(manifest_path, model)?;
+        std::fs::write(staging.join(MANIFEST_FILE), manifest).map_err(io("writing", &staging))?;
+        std::fs::rename(&staging, &dir).map_err(io("renaming into", &dir))
+    }
+
+    /// The model to serve at start-up for a camera configured with `configured`: the
+    /// store's current version when it is newer (it was deployed), otherwise the configured
+    /// one, which then becomes current. A configured version that was rolled back from is
+    /// not served again by a restart.
+    pub fn choose_at_start(&self, name: &str, version: &str) -> Choice {
+        let withdrawn = self.withdrawn(name).iter().any(|v| v == version);
+        match self.current(name) {
+            Some(current)
+                if current != version && (withdrawn || compare_versions(version, &current) == Ordering::Less) =>
+            {
+                match self.manifest(name, &current) {
+                    Some(manifest) => Choice::Stored { version: current, manifest },
+                    None => Choice::Configured,
+                }
+            }
+            _ => Choice::Configured,
+        }
+    }
+
+    fn lines(&self, name: &str, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.root.join(name).join(file))
+            .map(|text| text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn write_lines(&self, name: &str, file: &str, lines: &[String]) -> Result<(), DeployError> {
+        let path = self.root.join(name).join(file);
+        let tmp = self.root.join(name).join(format!("{file}.tmp"));
+        let io = |error| DeployError::Io { what: "writing", path: path.clone(), error };
+        std::fs::create_dir_all(self.root.join(name)).map_err(io)?;
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+}
+
+/// What [`Store::choose_at_start`] picked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    Configured,
+    Stored { version: String, manifest: PathBuf },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(name: &str) -> Store {
+        let root = std::env::temp_dir().join(format!("vigil-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        Store::new(&root)
+    }
+
+    fn stock(store: &Store, version: &str) {
+        let dir = store.version_dir("m", version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(MANIFEST_FILE), "").unwrap();
+    }
+
+    #[test]
+    fn rollbacks_walk_the_history_back_and_withdraw() {
+        let s = store("history");
+        for v in ["1.0.0", "1.1.0", "1.2.0"] {
+            stock(&s, v);
+            s.put_in_service("m", v).unwrap();
+        }
+        assert_eq!(s.history("m"), ["1.0.0", "1.1.0", "1.2.0"]);
+        assert_eq!(s.rollback_target("m", "1.2.0").as_deref(), Some("1.1.0"));
+        s.roll_back("m", "1.2.0", "1.1.0").unwrap();
+        assert_eq!(s.current("m").as_deref(), Some("1.1.0"));
+        assert_eq!(s.withdrawn("m"), ["1.2.0"]);
+        s.roll_back("m", "1.1.0", "1.0.0").unwrap();
+        assert_eq!(s.history("m"), ["1.0.0"]);
+        assert_eq!(s.rollback_target("m", "1.0.0"), None, "nothing below the first version");
+        // A version missing from the store is skipped.
+        stock(&s, "2.0.0");
+        s.put_in_service("m", "2.0.0").unwrap();
+        std::fs::remove_dir_all(s.version_dir("m", "1.0.0")).unwrap();
+        assert_eq!(s.rollback_target("m", "2.0.0"), None);
+        let _ = std::fs::remove_dir_all(&s.root);
+    }
+
+    #[test]
+    fn start_up_serves_the_newer_of_configured_and_deployed() {
+        let s = store("start");
+        assert_eq!(s.choose_at_start("m", "1.0.0"), Choice::Configured, "empty store");
+        for v in ["1.0.0", "1.1.0"] {
+            stock(&s, v);
+            s.put_in_service("m", v).unwrap();
+        }
+        let stored = Choice::Stored { version: "1.1.0".into(), manifest: s.manifest("m", "1.1.0").unwrap() };
+        assert_eq!(s.choose_at_start("m", "1.0.0"), stored, "deployed after the configured one");
+        assert_eq!(s.choose_at_start("m", "1.1.0"), Choice::Configured);
+        assert_eq!(s.choose_at_start("m", "2.0.0"), Choice::Configured, "a newer configured version wins");
+        // Rolled back from 2.0.0: a restart does not bring the configured 2.0.0 back.
+        stock(&s, "2.0.0");
+        s.put_in_service("m", "2.0.0").unwrap();
+        s.roll_back("m", "2.0.0", "1.1.0").unwrap();
+        assert_eq!(s.choose_at_start("m", "2.0.0"), stored);
+        let _ = std::fs::remove_dir_all(&s.root);
+    }
+}
