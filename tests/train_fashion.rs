@@ -104,16 +104,30 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     let d = got[0].data.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d <= 1e-4, "tract vs tch on the test vector: {d}");
 
-    // Resuming continues the same run from its last checkpoint.
-    let (code, _, stderr) = train(
-        &data,
-        &out,
-        &["--size", "48", "--epochs", "5", "--batch", "32", "--name", "fashion", "--seed", "1", "--resume"],
-    );
+    // Resuming continues the same run from its last checkpoint and optimiser state; with no
+    // memory for images (--cache-mb 0) every split is read from disk batch by batch, and the
+    // test metrics still match the device runtime's.
+    let args = ["--size", "48", "--epochs", "5", "--batch", "32", "--name", "fashion", "--seed", "1", "--resume"];
+    let (code, _, stderr) = train(&data, &out, &[&args[..], &["--cache-mb", "0", "--loader-threads", "3"]].concat());
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("resuming after epoch 4"), "{stderr}");
+    assert!(stderr.contains("optimiser state restored"), "the moments carry over: {stderr}");
+    assert!(stderr.contains("train, val, test read from disk for every pass"), "{stderr}");
     let epochs = csv_column(&out.join("history.csv"), "epoch");
     assert_eq!(epochs, [1.0, 2.0, 3.0, 4.0, 5.0]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    let (code, json, stderr) = vigil(&[
+        "eval",
+        "--model",
+        manifest.to_str().unwrap(),
+        "--data",
+        data.join("test").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let eval: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(eval["confusion"], report["test"]["confusion"], "streamed test split vs the device runtime");
 }
 
 fn tiny_dataset(name: &str) -> PathBuf {

@@ -269,8 +269,8 @@ pub struct TrainArgs {
     /// Train only the new head.
     #[arg(long)]
     pub freeze_backbone: bool,
-    /// Continue the run in --out from last.onnx and history.csv, up to --epochs in all
-    /// (optimiser moments start afresh).
+    /// Continue the run in --out from last.onnx, optimizer.pt and history.csv, up to
+    /// --epochs in all.
     #[arg(long)]
     pub resume: bool,
     /// Mixed precision on CUDA (fp16 autocast with dynamic loss scaling).
@@ -298,6 +298,13 @@ pub struct TrainArgs {
     pub test_fraction: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// MiB of decoded images kept on the training device; splits that do not fit are read
+    /// from disk for every pass.
+    #[arg(long, default_value_t = 4096)]
+    pub cache_mb: usize,
+    /// Threads decoding images (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub loader_threads: usize,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,

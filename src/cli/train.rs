@@ -33,6 +33,8 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
         val_fraction: a.val_fraction,
         test_fraction: a.test_fraction,
         seed: a.seed,
+        cache_mb: a.cache_mb,
+        loader_threads: a.loader_threads,
         device,
     };
     eprintln!("training on {device:?}");

@@ -359,6 +359,12 @@ impl GraphModule {
         let weight = root.var("head_weight", &[classes, head.features], nn::Init::Uniform { lo: -bound, up: bound });
         let bias = root.var("head_bias", &[classes], nn::Init::Uniform { lo: -bound, up: bound });
         *trans_b = true;
+        // The old head's weights leave the model (and the exported file).
+        for old in [Some(&head.weight), head.bias.as_ref()].into_iter().flatten() {
+            if let Some(t) = self.params.remove(old) {
+                let _ = t.set_requires_grad(false);
+            }
+        }
         let (wname, bname) = ("vigil_head_weight".to_string(), "vigil_head_bias".to_string());
         last.inputs.truncate(1);
         last.inputs.push(wname.clone());
@@ -366,6 +372,15 @@ impl GraphModule {
         self.params.insert(wname.clone(), weight);
         self.params.insert(bname.clone(), bias);
         Ok(Head { node: head.node, weight: wname, bias: Some(bname), features: head.features, classes })
+    }
+
+    /// The variables that take gradients, ordered by their ONNX initializer names, so the
+    /// order is the same for a model and for its checkpoint read back (an optimiser's saved
+    /// state depends on it).
+    pub fn trainable(&self) -> Vec<Tensor> {
+        let mut named: Vec<(&String, &Tensor)> = self.params.iter().filter(|(_, t)| t.requires_grad()).collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        named.into_iter().map(|(_, t)| t.shallow_clone()).collect()
     }
 
     /// Freezes every variable but the head's.

@@ -4,6 +4,8 @@
 //! See docs/training.md.
 
 pub mod graph;
+pub mod loader;
+pub mod optim;
 pub mod trainer;
 
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub use graph::GraphModule;
 pub use trainer::{train, Augment, OptimizerKind, TrainOptions, TrainReport};
@@ -56,10 +58,10 @@ pub fn bench_training(
     let mut module = GraphModule::load(onnx, device)?;
     module.replace_head(classes)?;
     let size = *module.input_shape.last().filter(|s| **s > 0).context("the graph's input has no fixed size")?;
-    let mut opt = nn::Adam::default().build(&module.vs, 1e-3)?;
+    let mut opt = optim::FlatOptimizer::new(OptimizerKind::Adam, module.trainable(), 1e-3, 0.0, 0.0);
     let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
     let y = Tensor::randint(classes, [batch], (Kind::Int64, device));
-    let step = |opt: &mut nn::Optimizer| -> anyhow::Result<Tensor> {
+    let step = |opt: &mut optim::FlatOptimizer| -> anyhow::Result<Tensor> {
         let loss = module.forward(&x)?.cross_entropy_for_logits(&y);
         opt.backward_step(&loss);
         Ok(loss)

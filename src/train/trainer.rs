@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use super::loader::{LoaderOptions, Split};
+use super::optim::FlatOptimizer;
 use super::GraphModule;
-use crate::dataset::{shuffle, Sample, SplitMix64, Splits};
+use crate::dataset::{shuffle, SplitMix64, Splits};
 use crate::metrics::{evaluate, ranking, Evaluation};
 use crate::model::manifest::{ChannelOrder, InputSpec, Layout};
-use crate::model::{max_scaled_diff, preprocess, InputTensor, Model, ModelManifest, Task};
+use crate::model::{max_scaled_diff, InputTensor, Model, ModelManifest, Task};
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -71,6 +73,10 @@ pub struct TrainOptions {
     pub val_fraction: f64,
     pub test_fraction: f64,
     pub seed: u64,
+    /// Decoded images kept on the device, MiB in all; splits beyond it are streamed.
+    pub cache_mb: usize,
+    /// Threads decoding images (0: one per core).
+    pub loader_threads: usize,
     #[serde(skip)]
     pub device: Device,
 }
@@ -97,12 +103,6 @@ pub struct TrainReport {
     /// Largest |tract − tch| on the test vector, relative above 1.
     pub parity: f32,
     pub manifest: PathBuf,
-}
-
-/// A split's images, preprocessed like the device will (resized, un-normalised 0–255).
-struct Split {
-    images: Tensor,
-    labels: Tensor,
 }
 
 /// Trains, evaluates and exports; everything is written under `opts.out`.
@@ -138,9 +138,25 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         }
     }
     let device = opts.device;
-    let train_set = load_split(&splits.train, &spec, device)?;
-    let val_set = load_split(&splits.val, &spec, device)?;
-    let test_set = load_split(&splits.test, &spec, device)?;
+    let threads = if opts.loader_threads == 0 { LoaderOptions::threads_default() } else { opts.loader_threads };
+    let loader = LoaderOptions { budget: opts.cache_mb << 20, threads };
+    let mut budget = loader.budget;
+    let train_set = Split::load(&splits.train, &spec, device, &loader, &mut budget)?;
+    let val_set = Split::load(&splits.val, &spec, device, &loader, &mut budget)?;
+    let test_set = Split::load(&splits.test, &spec, device, &loader, &mut budget)?;
+    let streamed: Vec<&str> = [("train", &train_set), ("val", &val_set), ("test", &test_set)]
+        .into_iter()
+        .filter(|(_, s)| !s.resident())
+        .map(|(name, _)| name)
+        .collect();
+    if !streamed.is_empty() {
+        eprintln!(
+            "data: {} read from disk for every pass ({threads} reader threads): the decoded images \
+             exceed --cache-mb {}",
+            streamed.join(", "),
+            opts.cache_mb
+        );
+    }
 
     tch::manual_seed(opts.seed as i64);
     let mut history = if opts.resume { read_history(&opts.out.join("history.csv"))? } else { Vec::new() };
@@ -161,12 +177,14 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     if opts.freeze_backbone {
         module.freeze_backbone()?;
     }
-    let mut opt = match opts.optimizer {
-        OptimizerKind::Adam => nn::Adam { wd: opts.weight_decay, ..Default::default() }.build(&module.vs, opts.lr)?,
-        OptimizerKind::Adamw => nn::AdamW { wd: opts.weight_decay, ..Default::default() }.build(&module.vs, opts.lr)?,
-        OptimizerKind::Sgd => nn::Sgd { momentum: opts.momentum, wd: opts.weight_decay, ..Default::default() }
-            .build(&module.vs, opts.lr)?,
-    };
+    let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
+    let opt_state = opts.out.join("optimizer.pt");
+    if opts.resume {
+        match opt.load(&opt_state) {
+            Ok(()) => eprintln!("optimiser state restored ({} steps) from {}", opt.steps(), opt_state.display()),
+            Err(e) => eprintln!("the optimiser's moments start afresh: {e:#}"),
+        }
+    }
     let norm = Normalizer::new(&spec, device);
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
@@ -179,7 +197,6 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         }
         (false, _) => None,
     };
-    let trainable = module.vs.trainable_variables();
     let done = history.len();
     let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
     let (mut best_acc, mut best_epoch) =
@@ -197,28 +214,28 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
 
     for epoch in done + 1..=opts.epochs {
         let t0 = Instant::now();
-        let mut order: Vec<i64> = (0..splits.train.len() as i64).collect();
+        let mut order: Vec<usize> = (0..train_set.len()).collect();
         shuffle(&mut order, &mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
         let mut lr = opts.lr;
-        for (b, chunk) in order.chunks(opts.batch).enumerate() {
+        for (b, batch) in train_set.batches(&order, opts.batch).enumerate() {
+            let (x, y) = batch?;
+            let len = y.size()[0];
             lr = schedule(opts.lr, step, warmup_steps, total_steps);
             opt.set_lr(lr);
-            let idx = Tensor::from_slice(chunk).to_device(device);
-            let x = augment(&train_set.images.index_select(0, &idx), &opts.augment, &mut rng);
-            let y = train_set.labels.index_select(0, &idx);
+            let x = augment(&x, &opts.augment, &mut rng);
             let logits = match scaler.as_ref() {
                 Some(_) => tch::autocast(true, || module.forward(&norm.apply(&x)))?.to_kind(Kind::Float),
                 None => module.forward(&norm.apply(&x))?,
             };
             let loss = smoothed_cross_entropy(&logits, &y, opts.label_smoothing);
             match scaler.as_mut() {
-                Some(scaler) => scaler.step(&mut opt, &trainable, &loss),
+                Some(scaler) => scaler.step(&mut opt, &loss),
                 None => opt.backward_step(&loss),
             }
-            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+            loss_sum += loss.double_value(&[]) * len as f64;
             correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-            seen += chunk.len() as i64;
+            seen += len;
             step += 1;
             let (loss_so_far, elapsed) = (loss_sum / seen as f64, t0.elapsed().as_secs_f64());
             progress(epoch, opts.epochs, b + 1, steps_per_epoch, loss_so_far, seen, elapsed);
@@ -245,6 +262,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         )?;
         history.push(record);
         write_onnx(&module, size, &opts.out.join("last.onnx"))?;
+        opt.save(&opt_state)?;
         if val_acc > best_acc {
             best_acc = val_acc;
             best_epoch = epoch;
@@ -340,24 +358,14 @@ impl LossScaler {
         LossScaler { scale: 65536.0, good_steps: 0 }
     }
 
-    fn step(&mut self, opt: &mut nn::Optimizer, vars: &[Tensor], loss: &Tensor) {
-        opt.zero_grad();
-        (loss * self.scale).backward();
-        let grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
-        let non_finite = grads
-            .iter()
-            .map(|g| g.isfinite().logical_not().sum(Kind::Int64))
-            .reduce(|a, b| a + b)
-            .map_or(0, |t| t.int64_value(&[]));
-        if non_finite > 0 {
+    fn step(&mut self, opt: &mut FlatOptimizer, loss: &Tensor) {
+        let grad = opt.gradients(&(loss * self.scale));
+        if !bool::try_from(grad.isfinite().all()).unwrap_or(false) {
             self.scale /= 2.0;
             self.good_steps = 0;
             return;
         }
-        for mut g in grads {
-            let _ = g.g_mul_scalar_(1.0 / self.scale);
-        }
-        opt.step();
+        opt.step(&(grad / self.scale));
         self.good_steps += 1;
         if self.good_steps.is_multiple_of(2000) {
             self.scale *= 2.0;
@@ -384,28 +392,6 @@ fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Ten
     }
     let smooth = -logp.mean_dim(-1, false, Kind::Float);
     (nll * (1.0 - epsilon) + smooth * epsilon).mean(Kind::Float)
-}
-
-/// Reads and resizes every image of a split exactly as `vigil infer` does, without the
-/// normalisation (applied on the device, after augmentation).
-fn load_split(samples: &[Sample], spec: &InputSpec, device: Device) -> anyhow::Result<Split> {
-    let raw = InputSpec {
-        scale: 1.0,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        channels: ChannelOrder::Rgb,
-        layout: Layout::Nchw,
-        ..spec.clone()
-    };
-    let mut data = Vec::with_capacity(samples.len() * 3 * spec.width * spec.height);
-    for s in samples {
-        let image = crate::dataset::read_image(&s.path)?;
-        data.extend(preprocess(&image, &raw).0.data);
-    }
-    let n = samples.len() as i64;
-    let images = Tensor::from_slice(&data).reshape([n, 3, spec.height as i64, spec.width as i64]).to_device(device);
-    let labels: Vec<i64> = samples.iter().map(|s| s.class as i64).collect();
-    Ok(Split { images, labels: Tensor::from_slice(&labels).to_device(device) })
 }
 
 /// The manifest's normalisation and channel order, as tensor ops.
@@ -471,14 +457,14 @@ fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
 
 fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<(f64, f64)> {
     // Never empty: train() refuses empty splits.
-    let n = split.labels.size()[0];
+    let n = split.len();
     let _guard = tch::no_grad_guard();
     let (mut loss, mut correct) = (0.0, 0i64);
-    for start in (0..n).step_by(batch) {
-        let len = batch.min((n - start) as usize) as i64;
-        let logits = module.forward(&norm.apply(&split.images.narrow(0, start, len)))?;
-        let y = split.labels.narrow(0, start, len);
-        loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
+    let all: Vec<usize> = (0..n).collect();
+    for b in split.batches(&all, batch) {
+        let (x, y) = b?;
+        let logits = module.forward(&norm.apply(&x))?;
+        loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * y.size()[0] as f64;
         correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
     }
     Ok((loss / n as f64, correct as f64 / n as f64))
@@ -492,17 +478,16 @@ fn predict(
     batch: usize,
 ) -> anyhow::Result<(Vec<usize>, Vec<Vec<usize>>)> {
     let _guard = tch::no_grad_guard();
-    let n = split.labels.size()[0];
+    let order: Vec<usize> = (0..split.len()).collect();
     let mut all = Vec::new();
-    for start in (0..n).step_by(batch) {
-        let len = batch.min((n - start) as usize) as i64;
-        all.push(module.forward(&norm.apply(&split.images.narrow(0, start, len)))?.to_device(Device::Cpu));
+    for b in split.batches(&order, batch) {
+        all.push(module.forward(&norm.apply(&b?.0))?.to_device(Device::Cpu));
     }
     let logits = Tensor::cat(&all, 0);
     let flat = Vec::<f32>::try_from(logits.reshape([-1]))?;
     let c = logits.size()[1] as usize;
     let rankings = flat.chunks(c).map(ranking).collect();
-    let truth = Vec::<i64>::try_from(split.labels.to_device(Device::Cpu))?.into_iter().map(|v| v as usize).collect();
+    let truth = Vec::<i64>::try_from(split.labels().to_device(Device::Cpu))?.into_iter().map(|v| v as usize).collect();
     Ok((truth, rankings))
 }
 
@@ -523,7 +508,8 @@ fn test_vector(
     out: &Path,
 ) -> anyhow::Result<f32> {
     let _guard = tch::no_grad_guard();
-    let x = norm.apply(&test.images.narrow(0, 0, 1)).to_device(Device::Cpu).contiguous();
+    let (first, _) = test.batches(&[0], 1).next().expect("the test split is not empty")?;
+    let x = norm.apply(&first).to_device(Device::Cpu).contiguous();
     let expected = module.forward(&x)?;
     let shape: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
     let input = Vec::<f32>::try_from(x.reshape([-1]))?;
