@@ -332,6 +332,10 @@ pub struct BenchTrainArgs {
     /// CPU threads for libtorch (0: its default, one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Step with libtorch's torch::optim::Adam (one parameter at a time) instead of
+    /// vigil's flat optimiser, to compare the two.
+    #[arg(long)]
+    pub libtorch_adam: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -35,6 +35,9 @@ pub fn parse_device(s: &str) -> anyhow::Result<Device> {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
     pub device: String,
+    /// "flat" (vigil's, [`optim::FlatOptimizer`]) or "libtorch" (torch::optim::Adam, one
+    /// parameter at a time), for comparing the two.
+    pub optimizer: &'static str,
     pub batch: i64,
     pub size: i64,
     pub classes: i64,
@@ -44,8 +47,15 @@ pub struct TrainBench {
     pub final_loss: f64,
 }
 
+/// An Adam step by vigil's flat optimiser or by libtorch's own.
+enum BenchOptimizer {
+    Flat(optim::FlatOptimizer),
+    Libtorch(tch::COptimizer),
+}
+
 /// Training throughput: forward, cross-entropy, backward and an Adam step per batch of
 /// random images (no data loading, no augmentation), after `warmup` untimed steps.
+/// `libtorch_adam`: step with torch::optim::Adam instead of vigil's flat optimiser.
 pub fn bench_training(
     onnx: &Path,
     device: Device,
@@ -53,17 +63,33 @@ pub fn bench_training(
     classes: i64,
     steps: usize,
     warmup: usize,
+    libtorch_adam: bool,
 ) -> anyhow::Result<TrainBench> {
     tch::manual_seed(0);
     let mut module = GraphModule::load(onnx, device)?;
     module.replace_head(classes)?;
     let size = *module.input_shape.last().filter(|s| **s > 0).context("the graph's input has no fixed size")?;
-    let mut opt = optim::FlatOptimizer::new(OptimizerKind::Adam, module.trainable(), 1e-3, 0.0, 0.0);
+    let mut opt = if libtorch_adam {
+        let mut opt = tch::COptimizer::adam(1e-3, 0.9, 0.999, 0.0, 1e-8, false)?;
+        for p in module.trainable() {
+            opt.add_parameters(&p, 0)?;
+        }
+        BenchOptimizer::Libtorch(opt)
+    } else {
+        BenchOptimizer::Flat(optim::FlatOptimizer::new(OptimizerKind::Adam, module.trainable(), 1e-3, 0.0, 0.0))
+    };
     let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
     let y = Tensor::randint(classes, [batch], (Kind::Int64, device));
-    let step = |opt: &mut optim::FlatOptimizer| -> anyhow::Result<Tensor> {
+    let step = |opt: &mut BenchOptimizer| -> anyhow::Result<Tensor> {
         let loss = module.forward(&x)?.cross_entropy_for_logits(&y);
-        opt.backward_step(&loss);
+        match opt {
+            BenchOptimizer::Flat(o) => o.backward_step(&loss),
+            BenchOptimizer::Libtorch(o) => {
+                o.zero_grad()?;
+                loss.backward();
+                o.step()?;
+            }
+        }
         Ok(loss)
     };
     for _ in 0..warmup {
@@ -79,6 +105,7 @@ pub fn bench_training(
     let seconds = t0.elapsed().as_secs_f64();
     Ok(TrainBench {
         device: format!("{device:?}"),
+        optimizer: if libtorch_adam { "libtorch" } else { "flat" },
         batch,
         size,
         classes,

@@ -203,10 +203,11 @@ mod tests {
     #[test]
     fn updates_match_libtorch_optimisers() {
         let (lr, wd, momentum) = (0.05, 0.01, 0.9);
-        let cases: [(OptimizerKind, Box<dyn Fn(&nn::VarStore) -> nn::Optimizer>); 3] = [
-            (OptimizerKind::Adam, Box::new(|vs| nn::Adam { wd, ..Default::default() }.build(vs, lr).unwrap())),
-            (OptimizerKind::Adamw, Box::new(|vs| nn::AdamW { wd, ..Default::default() }.build(vs, lr).unwrap())),
-            (OptimizerKind::Sgd, Box::new(|vs| nn::Sgd { momentum, wd, ..Default::default() }.build(vs, lr).unwrap())),
+        type Reference = Box<dyn Fn(&nn::VarStore) -> nn::Optimizer>;
+        let cases: [(OptimizerKind, Reference); 3] = [
+            (OptimizerKind::Adam, Box::new(move |vs| nn::Adam { wd, ..Default::default() }.build(vs, lr).unwrap())),
+            (OptimizerKind::Adamw, Box::new(move |vs| nn::AdamW { wd, ..Default::default() }.build(vs, lr).unwrap())),
+            (OptimizerKind::Sgd, Box::new(move |vs| nn::Sgd { momentum, wd, ..Default::default() }.build(vs, lr).unwrap())),
         ];
         for (kind, reference) in cases {
             let (theirs, ours, x, y) = twin();
