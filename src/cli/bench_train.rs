@@ -9,9 +9,16 @@ pub(super) fn run(args: BenchTrainArgs) -> Result<(), CliError> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
     }
-    let report =
-        train::bench_training(&args.onnx, device, args.batch, args.classes, args.steps, args.warmup, args.libtorch_adam)
-            .map_err(CliError::failure)?;
+    let report = train::bench_training(
+        &args.onnx,
+        device,
+        args.batch,
+        args.classes,
+        args.steps,
+        args.warmup,
+        args.libtorch_adam,
+    )
+    .map_err(CliError::failure)?;
     println!("{}", serde_json::to_string(&report).map_err(CliError::failure)?);
     Ok(())
 }

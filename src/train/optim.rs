@@ -207,7 +207,10 @@ mod tests {
         let cases: [(OptimizerKind, Reference); 3] = [
             (OptimizerKind::Adam, Box::new(move |vs| nn::Adam { wd, ..Default::default() }.build(vs, lr).unwrap())),
             (OptimizerKind::Adamw, Box::new(move |vs| nn::AdamW { wd, ..Default::default() }.build(vs, lr).unwrap())),
-            (OptimizerKind::Sgd, Box::new(move |vs| nn::Sgd { momentum, wd, ..Default::default() }.build(vs, lr).unwrap())),
+            (
+                OptimizerKind::Sgd,
+                Box::new(move |vs| nn::Sgd { momentum, wd, ..Default::default() }.build(vs, lr).unwrap()),
+            ),
         ];
         for (kind, reference) in cases {
             let (theirs, ours, x, y) = twin();
