@@ -175,6 +175,16 @@ fn every_kind_of_bad_bundle_is_refused_with_its_reason() {
         out.1 = vigil::npy::encode_f32(&shape, &data);
     });
     cases.push(("test vector", wrong_vector, 64 << 20, "differs from the expected output"));
+    // A name or version that would leave the model store, or disagree with the manifest.
+    let escaping = resigned(&bytes, &key, |header, _| header.version = "../../etc".into());
+    cases.push(("path in version", escaping, 64 << 20, "model version \"../../etc\" is not"));
+    let renamed = resigned(&bytes, &key, |header, _| header.name = "not-blazeface".into());
+    cases.push((
+        "header vs manifest",
+        renamed,
+        64 << 20,
+        "its manifest is for blazeface 1.0.0, its header for not-blazeface",
+    ));
 
     for (what, bad, max, expected) in cases {
         let result = DeployBundle::open(&bad, &[key.verifying_key()], max).and_then(|b| {

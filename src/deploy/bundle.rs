@@ -153,6 +153,14 @@ fn test_image(model: &Model) -> image::RgbImage {
     })
 }
 
+/// A model name or version that can be a folder name of the store: no separators, no
+/// `.` or `..`, nothing hidden.
+pub fn is_store_word(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+}
+
 /// A bundle's header read without checking anything: only for reporting what a bundle
 /// claims to be (a refused one on the device, what `vigil deploy` is about to publish),
 /// never to act on.
@@ -196,6 +204,14 @@ impl DeployBundle {
             .map_err(|e| DeployError::NotABundle(format!("its header is not a format-{FORMAT} header: {e}")))?;
         if header.format != FORMAT {
             return Err(DeployError::NotABundle(format!("format {} (this vigil reads {FORMAT})", header.format)));
+        }
+        // Both name folders of the device's model store.
+        for (what, value) in [("name", &header.name), ("version", &header.version)] {
+            if !is_store_word(value) {
+                return Err(DeployError::NotABundle(format!(
+                    "its model {what} {value:?} is not 1 to 64 letters, digits, '.', '-', '_' or '+' (and not . or ..)"
+                )));
+            }
         }
         let mut files = BTreeMap::new();
         let mut at = files_start;
@@ -259,6 +275,13 @@ impl DeployBundle {
     /// test vector: every output within the bundle's tolerance, or the bundle is refused.
     pub fn load_and_test(&self, manifest: &Path) -> Result<(Model, f32), DeployError> {
         let model = Model::load(manifest)?;
+        let (name, version) = (&model.manifest.name, &model.manifest.version);
+        if *name != self.header.name || *version != self.header.version {
+            return Err(DeployError::NotABundle(format!(
+                "its manifest is for {name} {version}, its header for {} {}",
+                self.header.name, self.header.version
+            )));
+        }
         let (shape, data) = crate::npy::decode_f32(&self.files[TEST_INPUT], TEST_INPUT)
             .map_err(|e| DeployError::TestVector(e.to_string()))?;
         let shape: [usize; 4] = shape
