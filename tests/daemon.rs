@@ -389,12 +389,24 @@ fn publishes_the_mqtt_contract_and_speaks_sd_notify() {
     sub.wait_for("detect state OFF", limit, |g| {
         g.iter().any(|r| r.topic == format!("{p}/yard/detect/state") && r.payload == b"OFF")
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // A frame already being inferred may still be published; no frame captured after the
+    // command took effect is (the state was confirmed after it did).
+    let off_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(2000));
     let before = sub.on(&format!("{p}/yard/detections")).len();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(sub.on(&format!("{p}/yard/detections")).len(), before, "detection OFF stops detections");
-    let counts = sub.on(&format!("{p}/yard/counts"));
-    assert_eq!(counts.last().unwrap().json()["counts"], serde_json::json!({}), "turning detection off ends the tracks");
+    let late: Vec<u64> = sub
+        .on(&format!("{p}/yard/detections"))
+        .iter()
+        .map(|r| r.json()["captured_at"].as_u64().unwrap())
+        .filter(|&t| t > off_at)
+        .collect();
+    assert!(late.is_empty(), "detection OFF stops detections: frames captured after it: {late:?}");
+    sub.wait_for("turning detection off ends the tracks", limit, |g| {
+        g.iter()
+            .rev()
+            .find(|r| r.topic == format!("{p}/yard/counts"))
+            .is_some_and(|r| r.json()["counts"] == serde_json::json!({}))
+    });
     sub.publish(&format!("{p}/yard/detect/set"), "ON");
     sub.wait_for("detections again", limit, |g| {
         g.iter().filter(|r| r.topic == format!("{p}/yard/detections")).count() > before
@@ -948,12 +960,14 @@ fn deploy_command_reaches_an_offline_device_and_rollback_returns() {
         g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "1.1.0")
     });
 
-    // Rollback: back to the configured 1.0.0, which the store kept.
+    // Rollback: back to the configured 1.0.0, which the store kept. Asked on the device's
+    // topic and its group's, it is done once.
     let rollback = |name: &str| {
         HostCommand::start(&dir, name, &["rollback", "--device", "test", "--broker", &url, "--timeout", "60"])
     };
     let asked = Instant::now();
-    let (code, out) = rollback("rollback").finish(Duration::from_secs(90));
+    let both = ["rollback", "--device", "test", "--group", "porch", "--broker", &url, "--timeout", "60"];
+    let (code, out) = HostCommand::start(&dir, "rollback", &both).finish(Duration::from_secs(90));
     assert_eq!(code, 0, "{out}\n{}", daemon.log());
     assert!(
         out.contains("test: rolled back after")
@@ -968,6 +982,9 @@ fn deploy_command_reaches_an_offline_device_and_rollback_returns() {
         "{state}"
     );
     assert_eq!(state["serving"]["version"], "1.0.0");
+    wait_until("the second copy of the request", limit, || daemon.log().contains("the same rollback request again"));
+    let state = sub.on("vigil/test/deploy/state").pop().unwrap().json();
+    assert_eq!(state["result"], "rolled_back", "rolled back once only: {state}");
     sub.wait_for("detections from 1.0.0 again", limit, |g| {
         g.iter()
             .filter(|r| {
@@ -1118,4 +1135,33 @@ fn swaps_under_load_on_several_cameras() {
         assert_eq!(new, [&new_sha], "camera {camera}");
         assert!(old.len() == 1 && old[0] != &new_sha, "camera {camera}: {shas:?}");
     }
+}
+
+/// A bundle bigger than a megabyte (MobileNetV2, 14 MB) goes out whole and stays retained;
+/// a device that never answers is named, with exit status 5.
+#[test]
+fn deploy_command_sends_a_large_bundle_and_names_a_silent_device() {
+    use ed25519_dalek::SigningKey;
+    use vigil::deploy::{bundle, Target};
+    let dir = scratch("daemon-deploy-large");
+    let broker = Mosquitto::start(&dir);
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let bytes = bundle::build(&root().join("models/mobilenet-v2.toml"), &key, Target::default(), 1e-4).unwrap();
+    assert!(bytes.len() > 8 << 20, "{} bytes", bytes.len());
+    let file = dir.join("mobilenet.bundle");
+    std::fs::write(&file, &bytes).unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let args = ["deploy", "--bundle", file.to_str().unwrap(), "--device", "shed", "--broker", &url, "--timeout", "2"];
+    let (code, out) = HostCommand::start(&dir, "deploy", &args).finish(Duration::from_secs(60));
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains(&format!("published on vigil/shed/deploy ({} bytes)", bytes.len())), "{out}");
+    assert!(
+        out.contains("no answer from shed") && out.contains("take the retained bundle when they reconnect"),
+        "{out}"
+    );
+    // A client that connects afterwards (the device, coming back) gets it from the broker.
+    let late = Subscriber::start(broker.port, "test-deploy-late");
+    late.wait_for("the retained bundle", Duration::from_secs(30), |g| g.iter().any(|r| r.topic == "vigil/shed/deploy"));
+    let kept = late.on("vigil/shed/deploy").pop().unwrap();
+    assert!(kept.retain && kept.payload == bytes, "the broker keeps the whole bundle, retained");
 }

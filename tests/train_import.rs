@@ -103,3 +103,75 @@ fn torchvision_exports_import_exactly() {
         assert_eq!(head.classes, 1000, "{name}");
     }
 }
+
+/// A BatchNormalization's running mean and variance are buffers: they are not among the
+/// parameters an optimiser gets (so weight decay cannot shrink them).
+#[test]
+fn batchnorm_statistics_are_not_trainable() {
+    use tract_onnx::pb;
+    let floats = |name: &str, dims: &[i64], value: f32| pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        float_data: vec![value; dims.iter().product::<i64>() as usize],
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: &[&str], output: &str| pb::NodeProto {
+        name: format!("{op}_0"),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let value = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        node: vec![
+            node("BatchNormalization", &["x", "scale", "bias", "mean", "var"], "bn"),
+            node("GlobalAveragePool", &["bn"], "pooled"),
+            node("Flatten", &["pooled"], "flat"),
+            node("Gemm", &["flat", "w", "b"], "y"),
+        ],
+        initializer: vec![
+            floats("scale", &[2], 1.0),
+            floats("bias", &[2], 0.0),
+            floats("mean", &[2], 0.5),
+            floats("var", &[2], 2.0),
+            floats("w", &[2, 3], 0.1),
+            floats("b", &[3], 0.0),
+        ],
+        input: vec![value("x", &[1, 2, 4, 4])],
+        output: vec![value("y", &[1, 3])],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let path = scratch("bn-stats").join("bn.onnx");
+    std::fs::write(&path, prost::Message::encode_to_vec(&model)).unwrap();
+    let module = GraphModule::load(&path, Device::Cpu).unwrap();
+    let sizes: Vec<i64> = module.trainable().iter().map(|t| t.numel() as i64).collect();
+    // scale, bias, w, b — not mean and var.
+    assert_eq!(sizes.iter().sum::<i64>(), 2 + 2 + 6 + 3, "{sizes:?}");
+    assert_eq!(sizes.len(), 4, "{sizes:?}");
+}

@@ -133,7 +133,10 @@ fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Re
         Payload::Bundle { bytes, .. } => bytes.len(),
         Payload::Rollback { name } => name.len(),
     };
-    let options = remote::options(&address, largest).map_err(|e| usage(e.to_string()))?;
+    let options = remote::options(&address, largest).map_err(|e| match e {
+        remote::RemoteError::Url { .. } => usage(e.to_string()),
+        e => CliError::failure(e),
+    })?;
     let request = Request {
         payload,
         devices: target.devices.clone(),
@@ -149,6 +152,7 @@ fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Re
         .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
     let terminal = std::io::stderr().is_terminal();
     let mut status_shown = false;
+    let mut last_line: Option<u64> = None;
     let timeout = target.timeout;
     let report = runtime.block_on(remote::send(&request, options, |event| {
         if status_shown {
@@ -166,7 +170,9 @@ fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Re
                     eprint!("{line}");
                     let _ = std::io::stderr().flush();
                     status_shown = true;
-                } else if elapsed.as_secs() % 10 == 0 {
+                } else if last_line.is_none_or(|at| elapsed.as_secs() >= at + 10) {
+                    // Not a terminal: a line every 10 s.
+                    last_line = Some(elapsed.as_secs());
                     eprintln!("{line}");
                 }
             }

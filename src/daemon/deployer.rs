@@ -4,7 +4,8 @@
 //! the retained `<p>/deploy/state`. It runs beside the control loop, so watchdog pings,
 //! commands and stats carry on while a deploy is checked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -22,13 +23,17 @@ use crate::source::unix_ms;
 /// Requests waiting for the worker; more are dropped with a warning.
 const QUEUE: usize = 8;
 
+/// Rollback request ids remembered, to act on each once.
+const RECENT_IDS: usize = 32;
+
 #[derive(Debug)]
 pub enum Job {
     /// A bundle from a deploy topic. `retained`: the broker's stored copy, delivered on
     /// subscribing (after every reconnect), rather than one published just now.
     Bundle { bytes: Vec<u8>, retained: bool },
     /// Back to the previous version of the named model ("": the only model served here).
-    Rollback { name: String },
+    /// `id`: the request's, when it has one (the same request may come on several topics).
+    Rollback { name: String, id: Option<String> },
 }
 
 /// A camera's model slot and the labels its configuration names.
@@ -50,12 +55,15 @@ pub struct Deployer {
 pub struct DeployWorker {
     jobs: mpsc::Sender<Job>,
     task: tokio::task::JoinHandle<()>,
+    /// Set when the daemon stops: jobs still queued are not started.
+    closing: Arc<AtomicBool>,
 }
 
 impl DeployWorker {
     pub fn start(deployer: Deployer) -> DeployWorker {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        DeployWorker { jobs, task: tokio::spawn(deployer.run(queue)) }
+        let closing = Arc::new(AtomicBool::new(false));
+        DeployWorker { jobs, task: tokio::spawn(deployer.run(queue, closing.clone())), closing }
     }
 
     /// Queues a job without waiting: the control loop must not block.
@@ -65,11 +73,13 @@ impl DeployWorker {
         }
     }
 
-    /// Closes the queue and lets a job in progress finish (its result is published) until
-    /// `deadline`; after that it is abandoned. An abandoned check may still complete on its
-    /// blocking thread and record its version in the store, which the next start serves.
+    /// Closes the queue (jobs not yet started are dropped, with a log line) and lets a job
+    /// in progress finish (its result is published) until `deadline`; after that it is
+    /// abandoned. An abandoned check may still complete on its blocking thread and record
+    /// its version in the store, which the next start serves.
     pub async fn finish(self, deadline: tokio::time::Instant) {
-        let DeployWorker { jobs, mut task } = self;
+        let DeployWorker { jobs, mut task, closing } = self;
+        closing.store(true, Ordering::Relaxed);
         drop(jobs);
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             log::warn!("a deploy still being checked was abandoned at the drain deadline");
@@ -79,17 +89,40 @@ impl DeployWorker {
 }
 
 impl Deployer {
-    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+    async fn run(self, mut queue: mpsc::Receiver<Job>, closing: Arc<AtomicBool>) {
+        let mut recent_ids: VecDeque<String> = VecDeque::new();
         while let Some(job) = queue.recv().await {
+            if closing.load(Ordering::Relaxed) {
+                log::warn!("a deploy request was not processed: vigil is stopping");
+                continue;
+            }
             let state = match job {
                 Job::Bundle { bytes, retained } => self.bundle(bytes, retained).await,
-                Job::Rollback { name } => self.rollback(name).await,
-            };
-            if let Some(state) = state {
-                let doc = serde_json::to_vec(&state).expect("deploy state serialises");
-                if self.out.send(latest(self.topics.deploy_state(), doc)).await.is_err() {
-                    return;
+                Job::Rollback { id: Some(id), .. } if recent_ids.contains(&id) => {
+                    log::info!("id={id} the same rollback request again (another topic); done once");
+                    None
                 }
+                Job::Rollback { name, id } => {
+                    if let Some(id) = id {
+                        recent_ids.push_back(id);
+                        if recent_ids.len() > RECENT_IDS {
+                            recent_ids.pop_front();
+                        }
+                    }
+                    self.rollback(name).await
+                }
+            };
+            let Some(state) = state else { continue };
+            let doc = serde_json::to_vec(&state).expect("deploy state serialises");
+            let mut message = latest(self.topics.deploy_state(), doc);
+            // "Already serving" answers whoever sent the bundle; it changes nothing, so it
+            // does not replace the retained result of the last real change.
+            if state.result == "already_serving" {
+                message.retain = false;
+                message.class = crate::mqtt::Class::Transient;
+            }
+            if self.out.send(message).await.is_err() {
+                return;
             }
         }
     }
@@ -140,7 +173,7 @@ impl Deployer {
         let (settings, device, serving) = (self.settings.clone(), self.device.clone(), self.serving());
         let outcome = tokio::task::spawn_blocking(move || device::receive(&bytes, &settings, &device, &serving))
             .await
-            .expect("bundle check panicked");
+            .unwrap_or_else(|e| Err(DeployError::Internal(format!("the bundle check failed: {e}"))));
         let mut state = self.state("deploy");
         state.name = header.as_ref().map(|h| h.name.clone());
         state.version = header.as_ref().map(|h| h.version.clone());
@@ -191,7 +224,7 @@ impl Deployer {
         let (settings, serving, asked) = (self.settings.clone(), self.serving(), name.clone());
         let outcome = tokio::task::spawn_blocking(move || device::rollback(&asked, &settings, &serving))
             .await
-            .expect("rollback panicked");
+            .unwrap_or_else(|e| Err(DeployError::Internal(format!("the rollback failed: {e}"))));
         let mut state = self.state("rollback");
         state.name = (!name.is_empty()).then_some(name);
         match outcome {

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
+use crate::deploy::bundle::is_store_word;
 use crate::deploy::store::{Choice, Store};
 use crate::model::{Model, ModelError};
 use crate::mqtt::payload::{self, ModelInfo};
@@ -135,9 +136,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 running.stop(config.service.drain_timeout).await;
                 return Ok(());
             }
-            Some((new, new_models)) => {
+            Some((new, mut new_models)) => {
                 notifier.status("reloading: restarting the pipelines");
                 running.stop(config.service.drain_timeout).await;
+                if store_moved(&new, &new_models) {
+                    log::info!("a deploy or rollback finished during the reload: choosing the models again");
+                    match load_models(&new).await {
+                        Ok(models) => new_models = models,
+                        Err(e) => {
+                            log::error!("the models do not load again ({e}); serving those loaded for the reload")
+                        }
+                    }
+                }
                 if new.broker != broker {
                     log::warn!("[broker] changed: the embedded broker keeps its old settings until vigil restarts");
                 }
@@ -153,16 +163,24 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 /// it) and serves the store's current version when that was deployed after it.
 fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model> {
     let (name, version) = (configured.manifest.name.clone(), configured.manifest.version.clone());
+    if !is_store_word(&name) || !is_store_word(&version) {
+        log::error!(
+            "model={name:?} version={version:?} not a plain folder name (letters, digits, '.', '-', '_', '+'): \
+             this model is served as configured, and deploys and rollbacks of it are off"
+        );
+        return configured;
+    }
     if let Err(e) = store.keep(&configured, manifest) {
         log::error!("model={name} version={version} cannot keep the configured model in the store: {e}");
     }
-    match store.choose_at_start(&name, &version) {
-        Choice::Configured => {
-            if let Err(e) = store.put_in_service(&name, &version) {
-                log::error!("model={name} version={version} cannot record it in the store: {e}");
-            }
-            configured
+    let serve_configured = |configured: Arc<Model>| {
+        if let Err(e) = store.put_in_service(&name, &version) {
+            log::error!("model={name} version={version} cannot record it in the store: {e}");
         }
+        configured
+    };
+    match store.choose_at_start(&name, &version) {
+        Choice::Configured => serve_configured(configured),
         Choice::Stored { version: stored, manifest } => {
             match Model::load(&manifest) {
                 Ok(m) => {
@@ -174,11 +192,19 @@ fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model
                         "path={} the stored model does not load ({e}); serving the configured one",
                         manifest.display()
                     );
-                    configured
+                    serve_configured(configured)
                 }
             }
         }
     }
+}
+
+/// True when a deploy or rollback finished after `models` were chosen from the store (it
+/// ran while a reload loaded them): they must be chosen again.
+fn store_moved(config: &Config, models: &BTreeMap<String, Arc<Model>>) -> bool {
+    let Some(d) = &config.deploy else { return false };
+    let store = Store::new(&d.store);
+    models.values().any(|m| store.current(&m.manifest.name).is_some_and(|v| v != m.manifest.version))
 }
 
 /// Loads each camera's model once per manifest path (or its deployed version), off the
@@ -338,7 +364,7 @@ impl Running {
     async fn apply(&mut self, command: Command) {
         let job = match command.kind {
             CommandKind::Deploy { bytes, retained } => Job::Bundle { bytes, retained },
-            CommandKind::Rollback(name) => Job::Rollback { name },
+            CommandKind::Rollback { name, id } => Job::Rollback { name, id },
             kind => return self.apply_setting(&command.camera, kind).await,
         };
         match &self.deployer {
@@ -362,7 +388,7 @@ impl Running {
                 *p.control.threshold.lock().unwrap() = t;
                 ("threshold", format!("{t}").into_bytes())
             }
-            CommandKind::Deploy { .. } | CommandKind::Rollback(_) => unreachable!("deploy requests go to apply"),
+            CommandKind::Deploy { .. } | CommandKind::Rollback { .. } => unreachable!("deploy requests go to apply"),
             CommandKind::Invalid { setting, why } => {
                 log::warn!("camera={camera} setting={setting} command refused: {why}");
                 return;
@@ -439,8 +465,10 @@ impl Running {
             log::error!("cameras={} the pipelines did not stop within the drain deadline", names.join(","));
         }
         if let Some(deployer) = deployer {
-            // It holds a sender of `out`: the publisher drains only once it has finished.
-            deployer.finish(limit).await;
+            // It holds a sender of `out`: the publisher drains only once it has finished. It
+            // gets half of the time left, the publisher the rest.
+            let now = tokio::time::Instant::now();
+            deployer.finish(now + limit.saturating_duration_since(now) / 2).await;
         }
         drop(out);
         let mut publisher = publisher;

@@ -49,7 +49,14 @@ pub fn receive(
     bundle.check_target(device, &settings.groups)?;
     let (name, version) = (bundle.header.name.clone(), bundle.header.version.clone());
     let cameras = serving_model(serving, &name)?;
-    let current = cameras[0].model.manifest.version.clone();
+    // Cameras configured with different versions of one model: the newest counts.
+    let newest = cameras
+        .iter()
+        .map(|c| &c.model)
+        .max_by(|a, b| compare_versions(&a.manifest.version, &b.manifest.version))
+        .expect("at least one camera")
+        .clone();
+    let current = newest.manifest.version.clone();
     let store = Store::new(&settings.store);
     if store.withdrawn(&name).contains(&version) {
         return Err(DeployError::Withdrawn { name, version });
@@ -57,13 +64,11 @@ pub fn receive(
     let onnx_sha = bundle.header.files.iter().find(|f| f.name == MODEL_FILE).map(|f| f.sha256.clone());
     match compare_versions(&version, &current) {
         Ordering::Less => return Err(DeployError::Older { name, version, current }),
-        Ordering::Equal if onnx_sha.as_deref() == Some(cameras[0].model.sha256.as_str()) => {
+        Ordering::Equal if onnx_sha.as_deref() == Some(newest.sha256.as_str()) => {
             let names = cameras.iter().map(|c| c.camera.clone()).collect();
-            return Ok(Outcome::AlreadyServing { model: cameras[0].model.clone(), cameras: names });
+            return Ok(Outcome::AlreadyServing { model: newest, cameras: names });
         }
-        Ordering::Equal => {
-            return Err(DeployError::SameVersion { name, version, serving: cameras[0].model.sha256.clone() })
-        }
+        Ordering::Equal => return Err(DeployError::SameVersion { name, version, serving: newest.sha256.clone() }),
         Ordering::Greater => {}
     }
     let dir = store.version_dir(&name, &version);

@@ -50,6 +50,9 @@ pub enum DeployError {
     Model(#[from] crate::model::ModelError),
     #[error("bundle test vector: {0}")]
     TestVector(String),
+    /// A check that did not finish (a panic in the model runtime, say).
+    #[error("{0}")]
+    Internal(String),
     #[error("{what} {path}: {error}")]
     Io { what: &'static str, path: PathBuf, error: std::io::Error },
 }

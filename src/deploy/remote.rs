@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use serde_json::Value;
 
 /// How to reach the broker.
@@ -120,7 +120,8 @@ pub fn options(address: &BrokerAddress, largest: usize) -> Result<MqttOptions, R
     let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
-    options.set_max_packet_size(largest + 64 * 1024, 1 << 20);
+    // Incoming: deploy states (small). Outgoing: the bundle.
+    options.set_max_packet_size(1 << 20, largest + 64 * 1024);
     if let Some(user) = &address.username {
         options.set_credentials(user.clone(), address.password.clone().unwrap_or_default());
     }
@@ -158,115 +159,153 @@ pub async fn send(
         let (host, port) = options.broker_address();
         format!("{host}:{port}")
     };
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let connect_limit = Instant::now() + Duration::from_secs(15);
-    let connection =
-        |e: rumqttc::ConnectionError| RemoteError::Connection { broker: broker.clone(), error: e.to_string() };
-    let timeout = |limit: Duration| RemoteError::Timeout { broker: broker.clone(), secs: limit.as_secs() };
-
-    // Connect, then subscribe to the answers before publishing, so none is missed.
     let filters = state_filters(request);
-    loop {
-        match poll_until(&mut eventloop, connect_limit).await {
-            Err(_) => return Err(timeout(Duration::from_secs(15))),
-            Ok(Err(e)) => return Err(connection(e)),
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                if ack.code != rumqttc::ConnectReturnCode::Success {
-                    return Err(RemoteError::Refused {
-                        broker,
-                        what: "the connection".into(),
-                        code: format!("{:?}", ack.code),
-                    });
-                }
-                break;
-            }
-            Ok(Ok(_)) => {}
-        }
-    }
-    progress(Progress::Connected);
-    for filter in &filters {
-        client.subscribe(filter.clone(), QoS::AtLeastOnce).await.expect("the event loop is alive");
-    }
     let publish_topics = topics(request);
     let (bytes, retain) = match &request.payload {
         Payload::Bundle { bytes, .. } => (bytes.clone(), true),
-        // A retained rollback would roll back again at every reconnect; devices ignore one.
-        Payload::Rollback { name } => (name.as_bytes().to_vec(), false),
+        Payload::Rollback { name } => (rollback_payload(name).into_bytes(), false),
     };
+    // Room for every subscribe and publish at once, so queuing them never waits.
+    let (client, mut eventloop) = AsyncClient::new(options, filters.len() + publish_topics.len() + 8);
+    // Writing a large bundle can take longer than rumqttc's default 5 s flush limit.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_connection_timeout(10 + (bytes.len() >> 20) as u64);
+    eventloop.set_network_options(network);
+    // The event loop runs in a task of its own (its poll is not safe to cancel, and
+    // requests are only sent while it polls); events come here through a channel.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await;
+            let failed = event.is_err();
+            if events_tx.send(event).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let result =
+        exchange(request, &client, &mut events, &filters, &publish_topics, &bytes, retain, &broker, &mut progress)
+            .await;
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(event)) = events.recv().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+    driver.abort();
+    result
+}
 
+/// The conversation: connect, subscribe to the answers, publish, collect.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    request: &Request,
+    client: &AsyncClient,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    filters: &[String],
+    publish_topics: &[String],
+    bytes: &[u8],
+    retain: bool,
+    broker: &str,
+    progress: &mut impl FnMut(Progress),
+) -> Result<Report, RemoteError> {
+    let connection =
+        |e: rumqttc::ConnectionError| RemoteError::Connection { broker: broker.to_string(), error: e.to_string() };
+    let refused =
+        |what: &str, code: String| RemoteError::Refused { broker: broker.to_string(), what: what.into(), code };
+    // Connecting, subscribing and handing the bundle to the broker: 30 s, and a second more
+    // per MiB.
+    let setup = Duration::from_secs(30 + (bytes.len() >> 20) as u64);
+    let setup_limit = Instant::now() + setup;
     let mut wait = Waiting::new(request);
     let mut subscribed = 0;
     let mut published: BTreeMap<u16, String> = BTreeMap::new();
     let mut unacked = publish_topics.len();
     let mut started: Option<Instant> = None;
     let mut last_tick = Instant::now();
-    // Subscribing and handing the bundle to the broker: 30 s, and a second more per MiB.
-    let setup = Duration::from_secs(30 + (bytes.len() >> 20) as u64);
-    let setup_limit = Instant::now() + setup;
     loop {
-        let limit = match started {
-            Some(t) => t + request.timeout,
-            None => setup_limit,
-        };
+        let limit = started.map_or(setup_limit, |t| t + request.timeout);
         let next_tick = (last_tick + Duration::from_secs(1)).min(limit);
-        match poll_until(&mut eventloop, next_tick).await {
+        let left = next_tick.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
             Err(_) => {}
-            Ok(Err(e)) => return Err(connection(e)),
-            Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
-                if let Some(code) = ack.return_codes.iter().find(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    return Err(RemoteError::Refused {
-                        broker,
-                        what: "the subscription to deploy states".into(),
-                        code: format!("{code:?}"),
-                    });
-                }
-                subscribed += 1;
-                if subscribed == filters.len() {
-                    for topic in &publish_topics {
-                        client
-                            .publish(topic.clone(), QoS::AtLeastOnce, retain, bytes.clone())
-                            .await
-                            .expect("the event loop is alive");
+            Ok(None) => {
+                return Err(RemoteError::Connection {
+                    broker: broker.to_string(),
+                    error: "the connection ended".into(),
+                })
+            }
+            Ok(Some(Err(e))) => return Err(connection(e)),
+            Ok(Some(Ok(event))) => match event {
+                Event::Incoming(Packet::ConnAck(ack)) => {
+                    if ack.code != rumqttc::ConnectReturnCode::Success {
+                        return Err(refused("the connection", format!("{:?}", ack.code)));
+                    }
+                    progress(Progress::Connected);
+                    for filter in filters {
+                        client.subscribe(filter.clone(), QoS::AtLeastOnce).await.expect("the request queue has room");
                     }
                 }
-            }
-            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid)))) => {
-                if let Some(topic) = publish_topics.get(published.len()) {
-                    published.insert(pkid, topic.clone());
-                }
-            }
-            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                if let Some(topic) = published.get(&ack.pkid) {
-                    progress(Progress::Published { topic: topic.clone(), bytes: bytes.len() });
-                    unacked -= 1;
-                    if unacked == 0 {
-                        started = Some(Instant::now());
+                Event::Incoming(Packet::SubAck(ack)) => {
+                    if let Some(code) =
+                        ack.return_codes.iter().find(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        return Err(refused("the subscription to deploy states", format!("{code:?}")));
+                    }
+                    subscribed += 1;
+                    // Subscribed to every answer: now publish, so none is missed.
+                    if subscribed == filters.len() {
+                        for topic in publish_topics {
+                            client
+                                .publish(topic.clone(), QoS::AtLeastOnce, retain, bytes.to_vec())
+                                .await
+                                .expect("the request queue has room");
+                        }
                     }
                 }
-            }
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                let Some(device) = device_of(&p.topic, &request.prefix) else { continue };
-                let Ok(doc) = serde_json::from_slice::<Value>(&p.payload) else { continue };
-                if p.retain {
-                    // The device's last state from before this request: only who is in a group.
-                    wait.member(&device, &doc);
-                } else if let Some(answer) = answer_to(&request.payload, &device, &doc, started) {
-                    if wait.answer(answer.clone()) {
-                        progress(Progress::Answer(answer));
+                // rumqttc sends requests in the order they were queued.
+                Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                    if let Some(topic) = publish_topics.get(published.len()) {
+                        published.insert(pkid, topic.clone());
                     }
                 }
-            }
-            Ok(Ok(_)) => {}
+                Event::Incoming(Packet::PubAck(ack)) => {
+                    if let Some(topic) = published.get(&ack.pkid) {
+                        progress(Progress::Published { topic: topic.clone(), bytes: bytes.len() });
+                        unacked -= 1;
+                        if unacked == 0 {
+                            started = Some(Instant::now());
+                        }
+                    }
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    if let (Some(device), Ok(doc)) =
+                        (device_of(&p.topic, &request.prefix), serde_json::from_slice::<Value>(&p.payload))
+                    {
+                        if p.retain {
+                            // The device's last state from before this request: only who is in a group.
+                            wait.member(&device, &doc);
+                        } else if let Some(answer) = answer_to(&request.payload, &device, &doc, started) {
+                            if wait.answer(answer.clone()) {
+                                progress(Progress::Answer(answer));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            },
         }
         let now = Instant::now();
         if started.is_some() && wait.complete() {
             break;
         }
-        if now >= limit {
-            if started.is_none() {
-                return Err(timeout(setup));
-            }
+        if started.is_none() && now >= setup_limit {
+            return Err(RemoteError::Timeout { broker: broker.to_string(), secs: setup.as_secs() });
+        }
+        if started.is_some_and(|t| now >= t + request.timeout) {
             break;
         }
         if now >= last_tick + Duration::from_secs(1) {
@@ -280,23 +319,14 @@ pub async fn send(
             }
         }
     }
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(event) = eventloop.poll().await {
-            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    })
-    .await;
-    Ok(Report { missing: wait.pending(), answers: wait.answers.into_values().collect() })
+    Ok(Report { missing: wait.pending(), answers: std::mem::take(&mut wait.answers).into_values().collect() })
 }
 
-async fn poll_until(
-    eventloop: &mut EventLoop,
-    limit: Instant,
-) -> Result<Result<Event, rumqttc::ConnectionError>, tokio::time::error::Elapsed> {
-    tokio::time::timeout(limit.saturating_duration_since(Instant::now()), eventloop.poll()).await
+/// A rollback request's payload: the model name and an id, so that a device reached on
+/// several topics (its own and a group's) rolls back once.
+fn rollback_payload(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    serde_json::json!({"model": name, "id": format!("{}-{nanos:x}", std::process::id())}).to_string()
 }
 
 /// The state topics to watch: each named device's, or every device's when groups are named.

@@ -13,11 +13,20 @@
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use super::bundle::{bundled_manifest, MANIFEST_FILE, MODEL_FILE};
 use super::device::compare_versions;
 use super::DeployError;
 use crate::model::Model;
+
+/// The store's files are read, changed and written back whole; this keeps two writers in
+/// one process (the deploy worker and a reload's model loading) from interleaving.
+static WRITING: Mutex<()> = Mutex::new(());
+
+fn writing() -> MutexGuard<'static, ()> {
+    WRITING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Store {
@@ -60,6 +69,7 @@ impl Store {
 
     /// Records `version` (already in the store) as the one in service.
     pub fn put_in_service(&self, name: &str, version: &str) -> Result<(), DeployError> {
+        let _writing = writing();
         let mut history = self.history(name);
         if history.last().map(String::as_str) != Some(version) {
             history.push(version.to_string());
@@ -80,6 +90,7 @@ impl Store {
 
     /// Records a rollback: `from` leaves the history and is withdrawn, `to` is in service.
     pub fn roll_back(&self, name: &str, from: &str, to: &str) -> Result<(), DeployError> {
+        let _writing = writing();
         let mut history = self.history(name);
         while let Some(last) = history.last() {
             if last == to {
@@ -104,6 +115,7 @@ impl Store {
     /// can always return to it.
     pub fn keep(&self, model: &Model, manifest_path: &Path) -> Result<(), DeployError> {
         let (name, version) = (&model.manifest.name, &model.manifest.version);
+        let _writing = writing();
         if self.manifest(name, version).is_some() {
             return Ok(());
         }

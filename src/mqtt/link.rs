@@ -48,11 +48,28 @@ pub enum CommandKind {
         bytes: Vec<u8>,
         retained: bool,
     },
-    /// A rollback request naming a model ("": the only one served), from a rollback topic.
-    Rollback(String),
+    /// A rollback request naming a model ("": the only one served), from a rollback topic;
+    /// `id` (from `vigil rollback`) makes the same request arriving on several topics count once.
+    Rollback {
+        name: String,
+        id: Option<String>,
+    },
 }
 
 impl CommandKind {
+    /// A rollback payload: a model name as plain text (or nothing), or
+    /// `{"model": NAME, "id": ID}` as `vigil rollback` sends it.
+    pub fn rollback(payload: &[u8]) -> CommandKind {
+        let text = String::from_utf8_lossy(payload).trim().to_string();
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(doc) if doc.is_object() => CommandKind::Rollback {
+                name: doc["model"].as_str().unwrap_or_default().to_string(),
+                id: doc["id"].as_str().map(str::to_string),
+            },
+            _ => CommandKind::Rollback { name: text, id: None },
+        }
+    }
+
     pub fn parse(setting: &str, payload: &[u8]) -> CommandKind {
         let text = String::from_utf8_lossy(payload).trim().to_string();
         let invalid = |why: String| CommandKind::Invalid { setting: setting.to_string(), why };
@@ -220,8 +237,7 @@ async fn drive(
                         );
                         continue;
                     }
-                    let name = String::from_utf8_lossy(&p.payload).trim().to_string();
-                    Command { camera: String::new(), kind: CommandKind::Rollback(name) }
+                    Command { camera: String::new(), kind: CommandKind::rollback(&p.payload) }
                 } else {
                     let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
                     Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) }
@@ -294,5 +310,9 @@ mod tests {
         assert_eq!(CommandKind::parse("threshold", b"0.55"), CommandKind::Threshold(0.55));
         assert!(matches!(CommandKind::parse("threshold", b"2"), CommandKind::Invalid { .. }));
         assert!(matches!(CommandKind::parse("zoom", b"1"), CommandKind::Invalid { .. }));
+        let plain = CommandKind::rollback(b" blazeface\n");
+        assert_eq!(plain, CommandKind::Rollback { name: "blazeface".into(), id: None });
+        let tagged = CommandKind::rollback(br#"{"model":"","id":"7-1f"}"#);
+        assert_eq!(tagged, CommandKind::Rollback { name: String::new(), id: Some("7-1f".into()) });
     }
 }

@@ -212,6 +212,14 @@ impl GraphModule {
                 consts.insert(n.output[0].clone(), if t.kind() == Kind::Float { t.to_device(device) } else { t });
                 continue;
             }
+            // Running statistics are buffers, not parameters: no optimiser may touch them.
+            if let Op::BatchNormalization { .. } = op {
+                for stat in n.input.iter().skip(3).take(2) {
+                    if let Some(t) = params.get(stat) {
+                        let _ = t.set_requires_grad(false);
+                    }
+                }
+            }
             nodes.push(Node { name: n.name.clone(), op, inputs: n.input.clone(), outputs: n.output.clone() });
         }
         Ok(GraphModule {

@@ -36,6 +36,8 @@ pub struct FlatOptimizer {
     lr: f64,
     weight_decay: f64,
     momentum: f64,
+    /// Parameters that got no gradient in the last [`FlatOptimizer::gradients`].
+    no_grad: Vec<usize>,
 }
 
 impl FlatOptimizer {
@@ -57,7 +59,18 @@ impl FlatOptimizer {
             offset += n;
         }
         let zeros = || flat.zeros_like();
-        FlatOptimizer { kind, params, first: zeros(), second: zeros(), flat, steps: 0, lr, weight_decay, momentum }
+        FlatOptimizer {
+            kind,
+            params,
+            first: zeros(),
+            second: zeros(),
+            flat,
+            steps: 0,
+            lr,
+            weight_decay,
+            momentum,
+            no_grad: Vec::new(),
+        }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -69,16 +82,18 @@ impl FlatOptimizer {
         self.steps
     }
 
-    /// The gradient of `loss` with respect to every parameter, as one flat tensor.
-    pub fn gradients(&self, loss: &Tensor) -> Tensor {
+    /// The gradient of `loss` with respect to every parameter, as one flat tensor. A
+    /// parameter the loss does not depend on gets zeros, and the next [`step`](Self::step)
+    /// leaves it as it is (libtorch's optimisers skip a parameter with no gradient).
+    pub fn gradients(&mut self, loss: &Tensor) -> Tensor {
         if self.params.is_empty() {
             return self.flat.zeros_like();
         }
         let grads = Tensor::run_backward(&[loss], &self.params, false, false);
+        self.no_grad = grads.iter().enumerate().filter(|(_, g)| !g.defined()).map(|(i, _)| i).collect();
         let flat: Vec<Tensor> = grads
             .iter()
             .zip(&self.params)
-            // A parameter the loss does not depend on has no gradient.
             .map(|(g, p)| if g.defined() { g.reshape([-1]) } else { p.zeros_like().reshape([-1]) })
             .collect();
         Tensor::cat(&flat, 0)
@@ -93,6 +108,15 @@ impl FlatOptimizer {
     /// One update with the flat gradient `grad`.
     pub fn step(&mut self, grad: &Tensor) {
         let _guard = tch::no_grad_guard();
+        // Parameters without a gradient keep their values (weight decay included).
+        let keep: Vec<(usize, Tensor)> = self.no_grad.iter().map(|&i| (i, self.params[i].copy())).collect();
+        self.update(grad);
+        for (i, value) in keep {
+            self.params[i].copy_(&value);
+        }
+    }
+
+    fn update(&mut self, grad: &Tensor) {
         self.steps += 1;
         let (lr, wd) = (self.lr, self.weight_decay);
         match self.kind {
@@ -160,10 +184,11 @@ impl FlatOptimizer {
         if first.size() != self.flat.size() || second.size() != self.flat.size() {
             bail!("{} is for {:?} parameters, this model has {:?}", path.display(), first.size(), self.flat.size());
         }
+        let steps = get("steps")?.int64_value(&[0]);
         let _guard = tch::no_grad_guard();
         self.first.copy_(&first);
         self.second.copy_(&second);
-        self.steps = get("steps")?.int64_value(&[0]);
+        self.steps = steps;
         Ok(())
     }
 }
@@ -227,6 +252,19 @@ mod tests {
             let moved = (&variables(&theirs)[0] - &variables(&twin().0)[0]).abs().max().double_value(&[]);
             assert!(moved > 1e-2, "{kind:?}: the parameters did not move");
         }
+    }
+
+    #[test]
+    fn a_parameter_without_gradient_is_left_alone() {
+        let (vs, _, x, y) = twin();
+        let unused = vs.root().var_copy("unused", &Tensor::ones([3], (Kind::Float, Device::Cpu)));
+        let mut params = variables(&vs);
+        params.push(unused.shallow_clone());
+        let mut opt = FlatOptimizer::new(OptimizerKind::Adamw, params, 0.05, 0.1, 0.0);
+        for _ in 0..5 {
+            opt.backward_step(&loss(&vs, &x, &y));
+        }
+        assert_eq!(Vec::<f32>::try_from(&unused).unwrap(), [1.0, 1.0, 1.0], "decayed without a gradient");
     }
 
     #[test]
