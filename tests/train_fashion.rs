@@ -83,18 +83,18 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
 
     // The exported model, run by the device runtime, reproduces the trainer's test metrics.
     let manifest = out.join("model.toml");
-    let (code, json, stderr) = vigil(&[
-        "eval",
-        "--model",
-        manifest.to_str().unwrap(),
-        "--data",
-        data.join("test").to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let eval: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(eval["top1"], report["test"]["top1"]);
-    assert_eq!(eval["confusion"], report["test"]["confusion"]);
+    let device_agrees = |run: &str| {
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+        let test = data.join("test");
+        let (code, json, stderr) =
+            vigil(&["eval", "--model", manifest.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let eval: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(eval["top1"], report["test"]["top1"], "{run}");
+        assert_eq!(eval["confusion"], report["test"]["confusion"], "{run}");
+    };
+    device_agrees("the first run, images held in memory");
 
     // And its test vector: tract on input.npy equals expected.npy.
     let model = vigil::model::Model::load(&manifest).unwrap();
@@ -115,19 +115,7 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     assert!(stderr.contains("train, val, test read from disk for every pass"), "{stderr}");
     let epochs = csv_column(&out.join("history.csv"), "epoch");
     assert_eq!(epochs, [1.0, 2.0, 3.0, 4.0, 5.0]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
-    let (code, json, stderr) = vigil(&[
-        "eval",
-        "--model",
-        manifest.to_str().unwrap(),
-        "--data",
-        data.join("test").to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let eval: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(eval["confusion"], report["test"]["confusion"], "streamed test split vs the device runtime");
+    device_agrees("the resumed run, every split streamed from disk");
 }
 
 fn tiny_dataset(name: &str) -> PathBuf {
