@@ -270,15 +270,24 @@ impl GraphModule {
                 Op::Gemm { alpha, beta, trans_a, trans_b } => {
                     let a = if *trans_a { get(0)?.tr() } else { get(0)? };
                     let b = if *trans_b { get(1)?.tr() } else { get(1)? };
-                    let mut y = a.matmul(&b);
-                    if *alpha != 1.0 {
-                        y *= *alpha;
+                    match (has(2), *alpha, *beta) {
+                        // The usual classifier head: one fused kernel, as torch's Linear.
+                        (true, 1.0, 1.0) => get(2)?.addmm(&a, &b),
+                        (with_c, alpha, beta) => {
+                            let mut y = a.matmul(&b);
+                            if alpha != 1.0 {
+                                y *= alpha;
+                            }
+                            if with_c {
+                                y += get(2)? * beta;
+                            }
+                            y
+                        }
                     }
-                    if has(2) {
-                        y += get(2)? * *beta;
-                    }
-                    y
                 }
+                // ReLU6 (MobileNet's Clip) as torch has it: hardtanh, whose backward is one
+                // kernel where clamp's takes several.
+                Op::Clip { min, max } if (*min, *max) == (0.0, 6.0) => get(0)?.relu6(),
                 Op::Clip { min, max } => get(0)?.clamp(*min, *max),
                 Op::Relu => get(0)?.relu(),
                 Op::Sigmoid => get(0)?.sigmoid(),
