@@ -128,15 +128,7 @@ fn batchnorm_statistics_are_not_trainable() {
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
                 elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
+                shape: Some(vigil::train::graph::fixed_shape(dims)),
             })),
             ..Default::default()
         }),

@@ -284,9 +284,9 @@ impl Running {
         let deploy_topics = match &config.deploy {
             None => DeployTopics::default(),
             Some(d) => {
-                let groups = d.groups.iter().map(|g| format!("{}/{g}/deploy", d.group_prefix));
+                let groups = d.groups.iter().map(|g| crate::mqtt::group_deploy(&d.group_prefix, g));
                 let bundles: Vec<String> = std::iter::once(topics.deploy()).chain(groups).collect();
-                let rollbacks = bundles.iter().map(|t| format!("{t}/rollback")).collect();
+                let rollbacks = bundles.iter().map(|t| crate::mqtt::rollback_of(t)).collect();
                 DeployTopics { bundles, rollbacks }
             }
         };

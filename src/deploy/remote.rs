@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+
+use crate::mqtt::{self, Topics};
 use serde_json::Value;
 
 /// How to reach the broker.
@@ -139,13 +141,13 @@ pub fn options(address: &BrokerAddress, largest: usize) -> Result<MqttOptions, R
 
 /// The topics a request is published on.
 pub fn topics(request: &Request) -> Vec<String> {
-    let suffix = match request.payload {
-        Payload::Bundle { .. } => "deploy",
-        Payload::Rollback { .. } => "deploy/rollback",
-    };
-    let devices = request.devices.iter().map(|d| format!("{}/{d}/{suffix}", request.prefix));
-    let groups = request.groups.iter().map(|g| format!("{}/{g}/{suffix}", request.group_prefix));
-    devices.chain(groups).collect()
+    let devices = request.devices.iter().map(|d| Topics::of_device(&request.prefix, d).deploy());
+    let groups = request.groups.iter().map(|g| mqtt::group_deploy(&request.group_prefix, g));
+    let deploys = devices.chain(groups);
+    match request.payload {
+        Payload::Bundle { .. } => deploys.collect(),
+        Payload::Rollback { .. } => deploys.map(|t| mqtt::rollback_of(&t)).collect(),
+    }
 }
 
 /// Publishes the request and waits for the answers (see the module comment for who is
@@ -332,17 +334,17 @@ fn rollback_payload(name: &str) -> String {
 /// The state topics to watch: each named device's, or every device's when groups are named.
 fn state_filters(request: &Request) -> Vec<String> {
     if request.groups.is_empty() {
-        request.devices.iter().map(|d| format!("{}/{d}/deploy/state", request.prefix)).collect()
+        request.devices.iter().map(|d| Topics::of_device(&request.prefix, d).deploy_state()).collect()
     } else {
-        vec![format!("{}/+/deploy/state", request.prefix)]
+        vec![Topics::of_device(&request.prefix, "+").deploy_state()]
     }
 }
 
 /// `<prefix>/<device>/deploy/state` → device.
 fn device_of(topic: &str, prefix: &str) -> Option<String> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
-    let device = rest.strip_suffix("/deploy/state")?;
-    (!device.is_empty() && !device.contains('/')).then(|| device.to_string())
+    let (device, _) = rest.split_once('/')?;
+    (!device.is_empty() && topic == Topics::of_device(prefix, device).deploy_state()).then(|| device.to_string())
 }
 
 /// A device's state read as its answer to `payload`, if it is one.

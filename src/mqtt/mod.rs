@@ -48,7 +48,14 @@ impl Topics {
     }
     /// Where rollback requests for this device arrive.
     pub fn rollback(&self) -> String {
-        format!("{}/deploy/rollback", self.prefix)
+        rollback_of(&self.deploy())
+    }
+
+    /// The topics of device `device` when devices' prefixes are `<root>/<device_id>` (the
+    /// default, `vigil/<device_id>`): what the deploy host addresses. `+` gives a filter
+    /// over every device.
+    pub fn of_device(root: &str, device: &str) -> Topics {
+        Topics { prefix: format!("{root}/{device}") }
     }
     /// `…/<camera>/<setting>/state`, where the daemon confirms a setting.
     pub fn state(&self, camera: &str, setting: &str) -> String {
@@ -69,6 +76,16 @@ impl Topics {
         let (camera, setting) = rest.split_once('/')?;
         (!camera.is_empty() && !setting.is_empty() && !setting.contains('/')).then_some((camera, setting))
     }
+}
+
+/// Where bundles for a group arrive: `<group_prefix>/<group>/deploy`.
+pub fn group_deploy(group_prefix: &str, group: &str) -> String {
+    format!("{group_prefix}/{group}/deploy")
+}
+
+/// The rollback topic beside a deploy topic (a device's or a group's): `<deploy>/rollback`.
+pub fn rollback_of(deploy_topic: &str) -> String {
+    format!("{deploy_topic}/rollback")
 }
 
 #[cfg(test)]

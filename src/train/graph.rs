@@ -454,15 +454,7 @@ impl GraphModule {
             let declared = graph.input.iter_mut().find(|i| i.name == self.input).context("input vanished")?;
             if let Some(pb::type_proto::Value::TensorType(t)) = declared.r#type.as_mut().and_then(|t| t.value.as_mut())
             {
-                t.shape = Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                });
+                t.shape = Some(fixed_shape(&dims));
             }
         }
         Ok(proto)
@@ -666,4 +658,17 @@ fn tensor_to_proto(name: &str, t: &Tensor) -> anyhow::Result<pb::TensorProto> {
         raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ..Default::default()
     })
+}
+
+/// An ONNX tensor shape of fixed dimensions.
+pub fn fixed_shape(dims: &[i64]) -> pb::TensorShapeProto {
+    pb::TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&d| pb::tensor_shape_proto::Dimension {
+                value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect(),
+    }
 }

@@ -103,6 +103,12 @@ impl Split {
         &self.labels
     }
 
+    /// The whole split in its own order, in batches of `batch`.
+    pub fn in_order(&self, batch: usize) -> Batches<'_> {
+        let order: Vec<usize> = (0..self.len()).collect();
+        self.batches(&order, batch)
+    }
+
     /// The split in batches of `batch` in the order `order` (indices into the split):
     /// (images [B, 3, H, W], labels [B]) on the device.
     pub fn batches(&self, order: &[usize], batch: usize) -> Batches<'_> {

@@ -460,8 +460,7 @@ fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize
     let n = split.len();
     let _guard = tch::no_grad_guard();
     let (mut loss, mut correct) = (0.0, 0i64);
-    let all: Vec<usize> = (0..n).collect();
-    for b in split.batches(&all, batch) {
+    for b in split.in_order(batch) {
         let (x, y) = b?;
         let logits = module.forward(&norm.apply(&x))?;
         loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * y.size()[0] as f64;
@@ -478,9 +477,8 @@ fn predict(
     batch: usize,
 ) -> anyhow::Result<(Vec<usize>, Vec<Vec<usize>>)> {
     let _guard = tch::no_grad_guard();
-    let order: Vec<usize> = (0..split.len()).collect();
     let mut all = Vec::new();
-    for b in split.batches(&order, batch) {
+    for b in split.in_order(batch) {
         all.push(module.forward(&norm.apply(&b?.0))?.to_device(Device::Cpu));
     }
     let logits = Tensor::cat(&all, 0);
