@@ -10,16 +10,29 @@ use std::path::{Path, PathBuf};
 /// Reads an image file (PNG or JPEG, told by its content) as RGB, naming the file in the error.
 pub fn read_image(path: &Path) -> anyhow::Result<image::RgbImage> {
     use anyhow::Context;
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    let image = reader.decode().with_context(|| format!("{} is not a readable PNG or JPEG image", path.display()))?;
-    Ok(image.to_rgb8())
+    let bytes = crate::files::read_capped(path, MAX_IMAGE_FILE)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    decode_image(&bytes).map_err(|e| anyhow::anyhow!("{} is not a readable PNG or JPEG image: {e}", path.display()))
+}
+
+/// The largest image file read, bytes.
+const MAX_IMAGE_FILE: u64 = 256 << 20;
+
+/// Decodes a PNG or JPEG image (the format read from the content) to RGB, within the image
+/// crate's default limits (512 MiB for the decoded pixels).
+pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => Ok(reader.decode()?.to_rgb8()),
+        _ => Err(image::ImageError::Unsupported(image::error::UnsupportedError::from_format_and_kind(
+            image::error::ImageFormatHint::Unknown,
+            image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Unknown),
+        ))),
+    }
 }
 
 /// File extensions read as images.
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
 /// Why a dataset could not be read.
 #[derive(Debug, thiserror::Error)]

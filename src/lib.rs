@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dataset;
 pub mod deploy;
 pub mod detect;
+pub mod files;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;

@@ -66,7 +66,11 @@ pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<
         .map(|s| s.parse().map_err(|_| bad(format!("bad dimension {s:?}"))))
         .collect::<Result<_, _>>()?;
     let body = &bytes[start + header_len..];
-    let count: usize = shape.iter().product();
+    // Checked: a hostile header can claim dimensions whose product overflows.
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|n| n.checked_mul(4).is_some());
+    let Some(count) = count else {
+        return Err(bad(format!("shape {shape:?} is too large")));
+    };
     if body.len() != count * 4 {
         return Err(bad(format!("expected {count} values, found {} bytes", body.len())));
     }
@@ -90,6 +94,10 @@ mod tests {
         assert_eq!(read_f32(&path).unwrap(), (vec![2, 3, 4], data));
         write_f32(&path, &[5], &[1.0; 5]).unwrap();
         assert_eq!(read_f32(&path).unwrap().0, vec![5]);
+        let mut huge = encode_f32(&[1], &[0.0]);
+        let at = huge.windows(4).position(|w| w == b"(1,)").unwrap();
+        huge.splice(at..at + 4, b"(4294967296, 4294967297)".iter().copied());
+        assert!(decode_f32(&huge, "x").unwrap_err().to_string().contains("too large"));
         std::fs::write(&path, b"nope").unwrap();
         assert!(read_f32(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -50,8 +50,75 @@ fn infer_text_and_threshold() {
     assert!(stdout.contains("nothing detected"), "{stdout}");
     let (code, _, stderr) =
         vigil(&["infer", "--model", "models/nanodet-m.toml", "-t", "7", "tests/photos/motorcycle_left.png"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad command line");
     assert!(stderr.contains("--threshold must be within 0–1"), "{stderr}");
+}
+
+/// `vigil infer … | head -n 1`: the reader leaves, vigil stops quietly (no panic, exit 0);
+/// a full disk is an error that says so.
+#[test]
+fn infer_stops_quietly_when_its_reader_leaves() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let photos: Vec<String> = (0..40).map(|_| "tests/photos/chelsea.png".to_string()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .current_dir(root())
+        .args(["infer", "--model", "models/mobilenet-v2.toml"])
+        .args(&photos)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .current_dir(root())
+        .args(["infer", "--model", "models/mobilenet-v2.toml", "tests/photos/chelsea.png"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to standard output") && !stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--draw` never writes over an input image, and two inputs with one file name keep both
+/// drawings.
+#[test]
+fn infer_draw_never_overwrites_an_input_nor_loses_an_output() {
+    let dir = scratch("draw-safe");
+    let photo = dir.join("chelsea.png");
+    std::fs::copy(root().join("tests/photos/chelsea.png"), &photo).unwrap();
+    let before = std::fs::read(&photo).unwrap();
+    let p = photo.to_str().unwrap();
+    let (code, _, stderr) = vigil(&["infer", "--model", "models/blazeface.toml", "--draw", p, p]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("over the input image"), "{stderr}");
+    let d = dir.to_str().unwrap();
+    let (code, _, stderr) =
+        vigil(&["infer", "--model", "models/blazeface.toml", "--draw", d, p, "tests/photos/group.png"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(std::fs::read(&photo).unwrap(), before, "the input is untouched");
+
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    let twin = dir.join("b/chelsea.png");
+    std::fs::copy(root().join("tests/photos/astronaut.png"), &twin).unwrap();
+    let out = dir.join("out");
+    let args =
+        ["infer", "--model", "models/blazeface.toml", "--draw", out.to_str().unwrap(), p, twin.to_str().unwrap()];
+    let (code, _, stderr) = vigil(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let sizes: Vec<(u32, u32)> =
+        ["chelsea.png", "chelsea-2.png"].iter().map(|f| image::image_dimensions(out.join(f)).unwrap()).collect();
+    assert_eq!(sizes, [image::image_dimensions(&photo).unwrap(), image::image_dimensions(&twin).unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -49,23 +49,29 @@ impl Mosquitto {
         Mosquitto::start_with(dir, "")
     }
 
-    /// With more configuration (another listener, say) appended.
+    /// With more configuration (another listener, say) appended. The free port found may be
+    /// taken by someone else before mosquitto binds it: then mosquitto exits, and another
+    /// port is tried.
     fn start_with(dir: &Path, extra: &str) -> Mosquitto {
-        let port = free_port();
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 autosave_interval 1\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n{extra}",
-                dir.display(),
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let mut m = Mosquitto { port, conf, child: None };
-        m.restart();
-        m
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                format!(
+                    "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                     autosave_interval 1\npersistence_location {}/\nlog_dest file {}/mosquitto.log\n{extra}",
+                    dir.display(),
+                    dir.display()
+                ),
+            )
+            .unwrap();
+            let mut m = Mosquitto { port, conf: conf.clone(), child: None };
+            if m.try_start() {
+                return m;
+            }
+        }
+        panic!("mosquitto could not bind a free port in five tries (see {}/mosquitto.log)", dir.display());
     }
 
     fn binary() -> &'static str {
@@ -76,10 +82,25 @@ impl Mosquitto {
     }
 
     fn restart(&mut self) {
-        let child = Command::new(Self::binary()).arg("-c").arg(&self.conf).stderr(Stdio::null()).spawn().unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        wait_until("mosquitto to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(self.try_start(), "mosquitto could not listen on port {} again", self.port);
+    }
+
+    /// Starts mosquitto and waits until it listens; false if it exited (its port was taken).
+    fn try_start(&mut self) -> bool {
+        let mut child = Command::new(Self::binary()).arg("-c").arg(&self.conf).stderr(Stdio::null()).spawn().unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            // Listening, and still this mosquitto (not another process on the port).
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && child.try_wait().unwrap().is_none() {
+                self.child = Some(child);
+                return true;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "mosquitto did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn signal(&self, name: &str) {
@@ -468,16 +489,18 @@ fn survives_a_broker_restart_without_losing_events() {
             ts > outage_started && ts < outage_ended
         })
     });
-    // Let the tracks of the outage end and a few more start after it.
-    std::thread::sleep(Duration::from_secs(4));
+    // Wait (on the condition, not a clock) for an event made well after the outage and for
+    // every track id from 1 to the highest to have its "new": a lost event leaves a gap that
+    // never closes, and the wait times out.
+    wait_until("events after the outage, with no track id missing", limit, || {
+        let all = events(&sub);
+        all.iter().any(|e| e["ts"].as_u64().unwrap() > outage_ended + 1000) && new_ids_contiguous(&all)
+    });
     let all = events(&sub);
     let ids_new: BTreeSet<u64> =
         all.iter().filter(|e| e["type"] == "new").map(|e| e["track_id"].as_u64().unwrap()).collect();
     let ids_end: BTreeSet<u64> =
         all.iter().filter(|e| e["type"] == "end").map(|e| e["track_id"].as_u64().unwrap()).collect();
-    let highest = *ids_new.iter().max().unwrap();
-    let expected: BTreeSet<u64> = (1..=highest).collect();
-    assert_eq!(ids_new, expected, "a track id without its \"new\" event was lost");
     assert!(ids_end.is_subset(&ids_new), "an end without its new: {ids_end:?} vs {ids_new:?}");
     let during = all.iter().filter(|e| (outage_started..outage_ended).contains(&e["ts"].as_u64().unwrap())).count();
     assert!(during >= 2, "events during the 5 s outage were delivered: {during}");
@@ -501,12 +524,11 @@ fn survives_a_broker_restart_without_losing_events() {
     wait_until("the resend of unacknowledged publishes", limit, || {
         daemon.log().contains("publishes the broker had not acknowledged")
     });
-    std::thread::sleep(Duration::from_secs(4));
-    let all = events(&sub);
-    let ids_new: BTreeSet<u64> =
-        all.iter().filter(|e| e["type"] == "new").map(|e| e["track_id"].as_u64().unwrap()).collect();
-    let highest = *ids_new.iter().max().unwrap();
-    assert_eq!(ids_new, (1..=highest).collect::<BTreeSet<u64>>(), "an event sent to the hung broker was lost");
+    let resent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    wait_until("events after the resend, with no track id missing (one sent to the hung broker)", limit, || {
+        let all = events(&sub);
+        all.iter().any(|e| e["ts"].as_u64().unwrap() > resent + 1000) && new_ids_contiguous(&all)
+    });
 
     // Killed without a goodbye: the broker publishes the last will.
     daemon.child.kill().unwrap();
@@ -514,6 +536,13 @@ fn survives_a_broker_restart_without_losing_events() {
     sub.wait_for("offline through the last will", limit, |g| {
         g.iter().any(|r| r.topic == format!("{p}/availability") && r.payload == b"offline")
     });
+}
+
+/// Every track id from 1 to the highest seen has its "new" event.
+fn new_ids_contiguous(events: &[Value]) -> bool {
+    let ids: BTreeSet<u64> =
+        events.iter().filter(|e| e["type"] == "new").map(|e| e["track_id"].as_u64().unwrap()).collect();
+    ids.iter().max().is_some_and(|&highest| ids.len() as u64 == highest && ids.first() == Some(&1))
 }
 
 fn sh(dir: &Path, script: &str) {
@@ -618,6 +647,11 @@ fn sighup_reloads_and_refuses_a_bad_config() {
     signal(&daemon.child, "HUP");
     wait_until("the refusal in the log", limit, || daemon.log().contains("the new configuration is refused"));
     assert!(daemon.log().contains("cameras.yard.fps"), "{}", daemon.log());
+    // A rate so slow that converting it to a frame interval used to panic the reload.
+    std::fs::write(&config, good.replace("fps = 20", "fps = 1e-300")).unwrap();
+    signal(&daemon.child, "HUP");
+    wait_until("the second refusal", limit, || daemon.log().matches("the new configuration is refused").count() == 2);
+    assert!(daemon.log().contains("must be between 0.001 and 1000"), "{}", daemon.log());
     let n = sub.on("vigil/test/yard/detections").len();
     sub.wait_for("detections still flowing", limit, |g| {
         g.iter().filter(|r| r.topic == "vigil/test/yard/detections").count() > n + 2
@@ -1143,6 +1177,7 @@ fn swaps_under_load_on_several_cameras() {
 fn deploy_command_sends_a_large_bundle_and_names_a_silent_device() {
     use ed25519_dalek::SigningKey;
     use vigil::deploy::{bundle, Target};
+    let _serial = serial();
     let dir = scratch("daemon-deploy-large");
     let broker = Mosquitto::start(&dir);
     let key = SigningKey::from_bytes(&[7u8; 32]);
@@ -1164,4 +1199,56 @@ fn deploy_command_sends_a_large_bundle_and_names_a_silent_device() {
     late.wait_for("the retained bundle", Duration::from_secs(30), |g| g.iter().any(|r| r.topic == "vigil/shed/deploy"));
     let kept = late.on("vigil/shed/deploy").pop().unwrap();
     assert!(kept.retain && kept.payload == bytes, "the broker keeps the whole bundle, retained");
+}
+
+/// Hostile messages on the topics a device subscribes to: a retained message larger than
+/// `mqtt.max_packet_size` on the deploy topic and on a command topic costs one refused
+/// message each — the connection stays up (no reconnect loop), the oversized bundle is
+/// refused on the state topic — and a rollback request with a misspelt key is refused
+/// with a warning instead of rolling back "the only model".
+#[test]
+fn oversized_and_malformed_messages_cost_one_refusal_not_the_connection() {
+    use ed25519_dalek::SigningKey;
+    let _serial = serial();
+    let dir = scratch("daemon-hostile");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-hostile");
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let config = deploy_config(&dir, broker.port, &key, &["door"], 10);
+    let text = std::fs::read_to_string(&config).unwrap().replace("[mqtt]\n", "[mqtt]\nmax_packet_size = 131072\n");
+    std::fs::write(&config, text).unwrap();
+    // Waiting on the broker before the device connects, retained.
+    let junk = vec![b'x'; 200_000];
+    sub.client.publish("vigil/test/deploy", QoS::AtLeastOnce, true, junk.clone()).unwrap();
+    sub.client.publish("vigil/test/door/detect/set", QoS::AtLeastOnce, true, junk).unwrap();
+    sub.wait_for("both retained messages", Duration::from_secs(10), |g| {
+        g.iter().any(|r| r.topic == "vigil/test/deploy") && g.iter().any(|r| r.topic == "vigil/test/door/detect/set")
+    });
+
+    let mut daemon = Daemon::start(&config, &[]);
+    let limit = Duration::from_secs(60);
+    sub.wait_for("detections", limit, |g| g.iter().any(|r| r.topic == "vigil/test/door/detections"));
+    sub.wait_for("the bundle's refusal", limit, |g| g.iter().any(|r| r.topic == "vigil/test/deploy/state"));
+    let state = sub.on("vigil/test/deploy/state").pop().unwrap().json();
+    assert_eq!(state["result"], "refused", "{state}");
+    assert!(state["reason"].as_str().unwrap().contains("bundle is 200000 bytes, above the limit of 65536"), "{state}");
+    wait_until("the command's refusal", limit, || {
+        daemon.log().contains("bytes=200000 a message over mqtt.max_packet_size (131072) is refused")
+    });
+
+    // A misspelt rollback request changes nothing and answers nothing.
+    sub.publish("vigil/test/deploy/rollback", r#"{"modle":"blazeface"}"#);
+    wait_until("the rollback's refusal", limit, || daemon.log().contains("setting=rollback command refused"));
+    // The connection is the first one still, and commands still work.
+    sub.publish("vigil/test/door/detect/set", "OFF");
+    sub.wait_for("detect state OFF", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/detect/state" && r.payload == b"OFF")
+    });
+    let log = daemon.log();
+    assert_eq!(log.matches("connected to the MQTT broker").count(), 1, "no reconnect:\n{log}");
+    assert!(!log.contains("lost the MQTT connection"), "{log}");
+    assert!(sub.on("vigil/test/deploy/state").iter().all(|r| r.json()["action"] == "deploy"), "no rollback state");
+    assert_eq!(sub.on("vigil/test/availability").iter().filter(|r| r.payload == b"offline").count(), 0);
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
 }

@@ -81,6 +81,12 @@ fn keygen_bundle_and_check_through_the_cli() {
     let (code, _, err) = vigil(&[&base[..], &[dir.join("other.key.pub").to_str().unwrap()]].concat());
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("not trusted"), "{err}");
+    // A weak public key (all zeros: small order) is never taken as trusted.
+    let weak = dir.join("weak.key.pub");
+    std::fs::write(&weak, format!("{}\n", "00".repeat(32))).unwrap();
+    let (code, _, err) = vigil(&[&base[..], &[weak.to_str().unwrap()]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("weak ed25519 public key"), "{err}");
 }
 
 /// `vigil deploy` says what is wrong before it publishes anything.
@@ -175,6 +181,14 @@ fn every_kind_of_bad_bundle_is_refused_with_its_reason() {
         out.1 = vigil::npy::encode_f32(&shape, &data);
     });
     cases.push(("test vector", wrong_vector, 64 << 20, "differs from the expected output"));
+    // NaN in the expected output: `f32::max` would have ignored it and passed the bundle.
+    let nan_vector = resigned(&bytes, &key, |_, files| {
+        let out = files.iter_mut().find(|(n, _)| n == "test/output-0.npy").unwrap();
+        let (shape, mut data) = vigil::npy::decode_f32(&out.1, "x").unwrap();
+        data[3] = f32::NAN;
+        out.1 = vigil::npy::encode_f32(&shape, &data);
+    });
+    cases.push(("NaN in the test vector", nan_vector, 64 << 20, "differs from the expected output by NaN"));
     // A name or version that would leave the model store, or disagree with the manifest.
     let escaping = resigned(&bytes, &key, |header, _| header.version = "../../etc".into());
     cases.push(("path in version", escaping, 64 << 20, "model version \"../../etc\" is not"));

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::deploy::remote::{self, Answer, BrokerAddress, Payload, Progress, Report, Request};
 use crate::deploy::{bundle, keys, DeployBundle, Target};
+use crate::mqtt::payload::DeployResult;
 
 pub fn keygen(args: KeygenArgs) -> Result<(), CliError> {
     let (public_path, public) = keys::generate(&args.out).map_err(|e| CliError::failure(anyhow::anyhow!(e)))?;
@@ -41,10 +42,8 @@ pub fn check(args: CheckBundleArgs) -> Result<(), CliError> {
         .iter()
         .map(|p| keys::read_public(p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::failure(anyhow::anyhow!(e)))?;
-    let bytes = std::fs::read(&args.bundle)
-        .with_context(|| format!("reading {}", args.bundle.display()))
-        .map_err(CliError::failure)?;
+        .map_err(|e| usage(format!("--trust {e}")))?;
+    let bytes = read_bundle(&args.bundle, args.max_size)?;
     let bundle = DeployBundle::open(&bytes, &trusted, args.max_size).map_err(refused)?;
     if let Some(device) = &args.device {
         bundle.check_target(device, &args.groups).map_err(refused)?;
@@ -69,10 +68,16 @@ fn refused(e: crate::deploy::DeployError) -> CliError {
     CliError { code: exit::BAD_BUNDLE, error: e.into() }
 }
 
+/// A bundle file, read whole but never beyond `max` bytes (a bundle is one MQTT message): an
+/// unreadable or oversized file is a refused bundle (exit 4).
+fn read_bundle(path: &std::path::Path, max: usize) -> Result<Vec<u8>, CliError> {
+    let bad = |e: String| CliError { code: exit::BAD_BUNDLE, error: anyhow::anyhow!("{}: {e}", path.display()) };
+    crate::files::read_capped(path, max as u64).map_err(|e| bad(e.to_string()))
+}
+
 pub fn deploy(args: DeployArgs) -> Result<(), CliError> {
-    let bytes = std::fs::read(&args.bundle)
-        .with_context(|| format!("reading {}", args.bundle.display()))
-        .map_err(CliError::failure)?;
+    // The largest MQTT message there is; the device applies its own, smaller limit.
+    let bytes = read_bundle(&args.bundle, crate::mqtt::MQTT_MAX_PACKET)?;
     let header = bundle::peek(&bytes).ok_or_else(|| CliError {
         code: exit::BAD_BUNDLE,
         error: anyhow::anyhow!("{} is not a vigil deploy bundle", args.bundle.display()),
@@ -110,10 +115,21 @@ fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Re
     if target.devices.is_empty() && target.groups.is_empty() {
         return Err(usage("name at least one --device or --group".into()));
     }
+    for (flag, ids) in [("--device", &target.devices), ("--group", &target.groups)] {
+        if let Some(bad) = ids.iter().find(|id| !crate::mqtt::is_topic_word(id)) {
+            return Err(usage(format!(
+                "{flag} {}: must be 1 to 128 letters, digits, '-' or '_' (it is a topic level)",
+                crate::service::logging::shown(bad.as_bytes())
+            )));
+        }
+    }
+    for (flag, prefix) in [("--prefix", &target.prefix), ("--group-prefix", &target.group_prefix)] {
+        crate::mqtt::check_prefix(prefix).map_err(|why| usage(format!("{flag} {why}")))?;
+    }
     let password = match &broker.password_file {
         None => None,
         Some(path) => Some(
-            std::fs::read_to_string(path)
+            crate::files::read_text_capped(path, 64 << 10)
                 .with_context(|| format!("reading --password-file {}", path.display()))
                 .map_err(CliError::failure)?
                 .lines()
@@ -187,16 +203,17 @@ fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Re
 /// One device's answer, as a line.
 fn describe(a: &Answer) -> String {
     let after = format!("{:.1} s", a.after.as_secs_f64());
-    match (&a.result[..], &a.serving) {
-        ("refused", _) => {
+    match (a.result, &a.serving) {
+        (DeployResult::Refused, _) => {
             format!("{}: refused after {after}: {}", a.device, a.reason.as_deref().unwrap_or("no reason given"))
         }
-        (result, Some((name, version, sha))) => {
+        (result, Some(serving)) => {
             let mut line = format!(
-                "{}: {} after {after}: serving {name} {version} (sha256 {})",
+                "{}: {result} after {after}: serving {} {} (sha256 {})",
                 a.device,
-                result.replace('_', " "),
-                &sha[..sha.len().min(12)]
+                serving.name,
+                serving.version,
+                serving.sha256.chars().take(12).collect::<String>()
             );
             if let Some(previous) = &a.previous {
                 line += &format!(", previous {previous}");

@@ -15,6 +15,42 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// Exit codes, shared by every subcommand.
+/// `--tolerance`: a positive, finite number.
+fn tolerance(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+/// A finite number, 0 or more (rates, fractions, degrees).
+#[cfg(feature = "train")]
+fn finite_non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a finite number, 0 or more")),
+    }
+}
+
+/// A count of at least 1.
+#[cfg(feature = "train")]
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+/// An input side in pixels, as a manifest may have it.
+#[cfg(feature = "train")]
+fn input_side(text: &str) -> Result<usize, String> {
+    let max = crate::model::manifest::MAX_INPUT_SIDE;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a side of 1 to {max} pixels")),
+    }
+}
+
 pub mod exit {
     /// Something failed while running (an image could not be read, a model failed).
     pub const FAILURE: i32 = 1;
@@ -113,7 +149,7 @@ pub struct BundleArgs {
     #[arg(long = "group")]
     pub groups: Vec<String>,
     /// Largest relative difference a device may see on the test vector.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = tolerance)]
     pub tolerance: f32,
 }
 
@@ -243,25 +279,25 @@ pub struct TrainArgs {
     #[arg(long, default_value = "1")]
     pub version: String,
     /// Input size to train and export at (default: the base model's).
-    #[arg(long)]
+    #[arg(long, value_parser = input_side)]
     pub size: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub batch: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = finite_non_negative)]
     pub lr: f64,
     #[arg(long, value_enum, default_value = "adamw")]
     pub optimizer: crate::train::OptimizerKind,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = finite_non_negative)]
     pub weight_decay: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = finite_non_negative)]
     pub momentum: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = finite_non_negative)]
     pub label_smoothing: f64,
     /// Linear warm-up before the cosine decay, in epochs.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = finite_non_negative)]
     pub warmup_epochs: f64,
     /// Early stopping: epochs without a better validation accuracy.
     #[arg(long, default_value_t = 5)]
@@ -283,18 +319,18 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub flip: bool,
     /// Augmentation: maximum rotation in degrees.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = finite_non_negative)]
     pub rotation: f64,
     /// Augmentation: smallest random crop, as a fraction of the side.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = finite_non_negative)]
     pub min_scale: f64,
     /// Augmentation: brightness / contrast / saturation jitter.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = finite_non_negative)]
     pub jitter: f64,
     /// Fractions held out when the data has no train/ val/ test/ folders.
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.15, value_parser = finite_non_negative)]
     pub val_fraction: f64,
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.15, value_parser = finite_non_negative)]
     pub test_fraction: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

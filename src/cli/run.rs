@@ -19,7 +19,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| {
         let code = match &e {
-            DaemonError::Config(_) => exit::BAD_CONFIG,
+            DaemonError::Config(_) | DaemonError::Labels(_) => exit::BAD_CONFIG,
             DaemonError::Model { .. } => exit::BAD_MODEL,
             _ => exit::FAILURE,
         };
@@ -30,12 +30,18 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
 pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     let config = Config::load(&args.config)?;
     if args.models {
+        let mut problems = Vec::new();
         for (camera, settings) in &config.cameras {
-            crate::model::Model::load(&settings.model).map_err(|e| {
+            let model = crate::model::Model::load(&settings.model).map_err(|e| {
                 let mut err = CliError::from(e);
                 err.error = err.error.context(format!("camera {camera}"));
                 err
             })?;
+            problems.extend(daemon::check_labels(camera, settings, &model).err());
+        }
+        if !problems.is_empty() {
+            let error = crate::config::ConfigError { path: args.config.clone(), problems };
+            return Err(error.into());
         }
     }
     println!(

@@ -139,14 +139,25 @@ pub struct ReplaySettings {
 impl Config {
     /// Reads `path`, applies `VIGIL__…` overrides from the process environment and checks it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        Config::load_with_env(path, &env)
+        let (env, problems) = overrides(std::env::vars_os());
+        let loaded = Config::load_with_env(path, &env);
+        match (loaded, problems.is_empty()) {
+            (loaded, true) => loaded,
+            (Ok(_), false) => Err(ConfigError { path: path.to_path_buf(), problems }),
+            (Err(mut e), false) => {
+                e.problems.splice(0..0, problems);
+                Err(e)
+            }
+        }
     }
 
     /// As [`Config::load`], with the environment given.
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError { path: path.to_path_buf(), problems };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let bytes =
+            crate::files::read_capped(path, MAX_FILE).map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| fail(vec!["cannot read the file: it is not UTF-8 text".into()]))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         Config::from_toml(&text, &dir, env).map_err(fail)
@@ -159,12 +170,69 @@ impl Config {
     }
 }
 
+/// The largest configuration file read.
+const MAX_FILE: u64 = 1 << 20;
+
 /// The environment variables that override configuration keys: `VIGIL__MQTT__URL` sets
 /// `mqtt.url`, `VIGIL__CAMERAS__FRONT__FPS` sets `cameras.front.fps`.
 const ENV_PREFIX: &str = "VIGIL__";
 
+/// The `VIGIL__…` variables of an environment as text, and a problem for each that is not
+/// UTF-8 (named with the invalid bytes replaced). Other variables are none of vigil's business,
+/// whatever their bytes.
+fn overrides(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut env = Vec::new();
+    let mut problems = Vec::new();
+    for (key, value) in vars {
+        if !key.as_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+            continue;
+        }
+        match (key.into_string(), value.into_string()) {
+            (Ok(k), Ok(v)) => env.push((k, v)),
+            (Ok(k), Err(_)) => problems.push(format!("{k}: the environment variable's value is not UTF-8")),
+            (Err(k), _) => problems.push(format!(
+                "{}: an environment variable whose name is not UTF-8",
+                crate::service::logging::shown(k.as_bytes())
+            )),
+        }
+    }
+    (env, problems)
+}
+
+/// Every number that is NaN or infinite, by key: they cannot pass through the JSON tree the
+/// checks read (they would become "unset", and so a default), so they are refused here.
+fn non_finite(text: &str, env: &[(String, String)]) -> Vec<String> {
+    fn walk(value: &toml::Value, key: &str, problems: &mut Vec<String>) {
+        match value {
+            toml::Value::Float(f) if !f.is_finite() => problems.push(format!("{key}: {f} is not a finite number")),
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| walk(v, &format!("{key}.{k}"), problems)),
+            toml::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| walk(v, &format!("{key}[{i}]"), problems)),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        for (k, v) in &table {
+            walk(v, k, &mut problems);
+        }
+    }
+    for (k, v) in env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)) {
+        if v.trim().parse::<f64>().is_ok_and(|f| !f.is_finite()) {
+            problems.push(format!("{k}: {v} is not a finite number"));
+        }
+    }
+    problems
+}
+
 /// The file and the environment overrides, merged by the `config` crate into one JSON tree.
 fn merge(text: &str, env: &[(String, String)]) -> Result<serde_json::Value, Vec<String>> {
+    let problems = non_finite(text, env);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let overrides: config::Map<String, String> =
         env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let merged = config::Config::builder()

@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use super::*;
 use crate::detect::{LabelFilter, Polygon, TrackerSettings, Zone};
+use crate::mqtt::is_topic_word;
+use crate::service::logging::shown;
 use crate::source::PixelFormat;
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,7 +130,9 @@ struct RawTracker {
 }
 
 /// Deserialises one section, recording unknown keys and the first type error under `prefix`.
-fn section<T: DeserializeOwned + Default>(value: Value, prefix: &str, problems: &mut Vec<String>) -> T {
+/// After a type error the section is `None`: its other checks would only report what
+/// the error already explains (a camera's "missing" source, say).
+fn section<T: DeserializeOwned>(value: Value, prefix: &str, problems: &mut Vec<String>) -> Option<T> {
     let mut unknown = Vec::new();
     // serde_ignored writes `?` for an Option level; users never see those.
     let mut record = |path: serde_ignored::Path| {
@@ -140,12 +144,12 @@ fn section<T: DeserializeOwned + Default>(value: Value, prefix: &str, problems: 
         problems.push(format!("{}: unknown key", join(&key)));
     }
     match parsed {
-        Ok(v) => v,
+        Ok(v) => Some(v),
         Err(e) => {
             let path = e.path().to_string();
             let at = if path == "." { prefix.to_string() } else { join(&path) };
             problems.push(format!("{at}: {}", e.into_inner()));
-            T::default()
+            None
         }
     }
 }
@@ -162,6 +166,9 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The slowest frame rate: one frame in 1 000 s. (Slower rates overflow `Duration`.)
+const MIN_FPS: f64 = 0.001;
+
 fn seconds(v: f64, key: &str, problems: &mut Vec<String>) -> Duration {
     if !(0.01..=86_400.0).contains(&v) {
         problems.push(format!("{key}: {v} must be between 0.01 and 86400 seconds"));
@@ -173,12 +180,13 @@ fn seconds(v: f64, key: &str, problems: &mut Vec<String>) -> Duration {
 /// Checks a merged configuration tree; every problem is collected before failing.
 pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
     let mut problems = Vec::new();
-    let top: RawTop = section(value, "", &mut problems);
+    let top: RawTop = section(value, "", &mut problems).unwrap_or_default();
 
     let device_id = top.device_id.unwrap_or_else(default_device_id);
     if !is_topic_word(&device_id) {
         problems.push(format!(
-            "device_id: \"{device_id}\" must be letters, digits, '-' or '_' (it is part of every topic)"
+            "device_id: {} must be 1 to 128 letters, digits, '-' or '_' (it is part of every topic)",
+            shown(device_id.as_bytes())
         ));
     }
     let log_level = match top.log_level.as_deref().unwrap_or("info").parse::<log::LevelFilter>() {
@@ -192,7 +200,7 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
         }
     };
 
-    let broker_raw: RawBroker = section(top.broker.unwrap_or_else(empty), "broker", &mut problems);
+    let broker_raw: RawBroker = section(top.broker.unwrap_or_else(empty), "broker", &mut problems).unwrap_or_default();
     let broker = if broker_raw.enabled.unwrap_or(false) {
         let listen = broker_raw.listen.unwrap_or_else(|| "127.0.0.1:1883".into());
         match listen.parse() {
@@ -207,20 +215,21 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
     };
 
     let mqtt = check_mqtt(
-        section(top.mqtt.unwrap_or_else(empty), "mqtt", &mut problems),
+        section(top.mqtt.unwrap_or_else(empty), "mqtt", &mut problems).unwrap_or_default(),
         &device_id,
         broker.as_ref(),
         dir,
         &mut problems,
     );
 
-    let service_raw: RawService = section(top.service.unwrap_or_else(empty), "service", &mut problems);
+    let service_raw: RawService =
+        section(top.service.unwrap_or_else(empty), "service", &mut problems).unwrap_or_default();
     let service = ServiceSettings {
         stall_timeout: seconds(service_raw.stall_timeout_s.unwrap_or(30.0), "service.stall_timeout_s", &mut problems),
         drain_timeout: seconds(service_raw.drain_timeout_s.unwrap_or(5.0), "service.drain_timeout_s", &mut problems),
     };
 
-    let raw_deploy: RawDeploy = section(top.deploy.unwrap_or_else(empty), "deploy", &mut problems);
+    let raw_deploy: RawDeploy = section(top.deploy.unwrap_or_else(empty), "deploy", &mut problems).unwrap_or_default();
     let deploy = check_deploy(raw_deploy, mqtt.max_packet_size, dir, &mut problems);
 
     let mut cameras = BTreeMap::new();
@@ -231,14 +240,17 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
     for (id, value) in raw_cameras {
         let key = format!("cameras.{id}");
         if !is_topic_word(&id) {
-            problems.push(format!("{key}: the camera id must be letters, digits, '-' or '_' (it is part of topics)"));
+            problems.push(format!(
+                "cameras.{}: the camera id must be 1 to 128 letters, digits, '-' or '_' (it is part of topics)",
+                shown(id.as_bytes())
+            ));
         }
         if id == "deploy" {
             problems.push(format!(
                 "{key}: \"deploy\" is taken by the deploy topics (<prefix>/deploy/…); rename the camera"
             ));
         }
-        let raw: RawCamera = section(value, &key, &mut problems);
+        let Some(raw) = section::<RawCamera>(value, &key, &mut problems) else { continue };
         if let Some(camera) = check_camera(raw, &key, dir, &mut problems) {
             cameras.insert(id, camera);
         }
@@ -262,16 +274,11 @@ fn default_device_id() -> String {
     }
 }
 
-/// The start of MQTT topics: no wildcards, no trailing '/'.
+/// The start of MQTT topics ([`crate::mqtt::check_prefix`]).
 fn check_prefix(key: &str, prefix: &str, problems: &mut Vec<String>) {
-    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/') {
-        problems.push(format!("{key}: \"{prefix}\" must be non-empty, without '+', '#' or a trailing '/'"));
+    if let Err(why) = crate::mqtt::check_prefix(prefix) {
+        problems.push(format!("{key}: {why}"));
     }
-}
-
-/// A single MQTT topic level that needs no escaping: no '/', '+', '#' or spaces.
-fn is_topic_word(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn check_mqtt(
@@ -330,7 +337,7 @@ fn check_mqtt(
     let mut password = raw.password;
     if let Some(file) = &raw.password_file {
         let file = resolve(dir, file);
-        match std::fs::read_to_string(&file) {
+        match crate::files::read_text_capped(&file, 64 << 10) {
             Ok(p) if password.is_none() => password = Some(p.lines().next().unwrap_or_default().to_string()),
             Ok(_) => problems.push("mqtt.password and mqtt.password_file: give one, not both".into()),
             Err(e) => problems.push(format!("mqtt.password_file: cannot read {}: {e}", file.display())),
@@ -389,7 +396,8 @@ fn check_deploy(raw: RawDeploy, max_packet: usize, dir: &Path, problems: &mut Ve
     let groups = raw.groups.unwrap_or_default();
     for g in &groups {
         if !is_topic_word(g) {
-            problems.push(format!("deploy.groups: \"{g}\" must be letters, digits, '-' or '_'"));
+            problems
+                .push(format!("deploy.groups: {} must be 1 to 128 letters, digits, '-' or '_'", shown(g.as_bytes())));
         }
     }
     // A bundle arrives as one MQTT message.
@@ -462,7 +470,7 @@ pub(crate) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
 fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<CameraSettings> {
     let before = problems.len();
     let source = match raw.source {
-        Some(v) => check_source(section(v, &format!("{key}.source"), problems), key, dir, problems),
+        Some(v) => section(v, &format!("{key}.source"), problems).and_then(|raw| check_source(raw, key, dir, problems)),
         None => {
             problems.push(format!("{key}.source: missing (a table with kind = \"v4l2\" or \"replay\")"));
             None
@@ -482,8 +490,8 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
         }
     };
     let fps = raw.fps.unwrap_or(5.0);
-    if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
-        problems.push(format!("{key}.fps: {fps} must be above 0 and at most 1000"));
+    if !(MIN_FPS..=1000.0).contains(&fps) {
+        problems.push(format!("{key}.fps: {fps} must be between {MIN_FPS} and 1000"));
     }
     let unit = |v: Option<f32>, k: &str, problems: &mut Vec<String>| {
         if let Some(v) = v {
@@ -524,7 +532,10 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
         let k = format!("zones[{i}]");
         let name = z.name.unwrap_or_default();
         if !is_topic_word(&name) {
-            problems.push(format!("{key}.{k}.name: \"{name}\" must be letters, digits, '-' or '_'"));
+            problems.push(format!(
+                "{key}.{k}.name: {} must be 1 to 128 letters, digits, '-' or '_'",
+                shown(name.as_bytes())
+            ));
         }
         let area = polygon(z.points.unwrap_or_default(), &format!("{k}.points"), problems);
         zones.push(Zone { name, area, labels: z.labels.unwrap_or_default() });
@@ -625,8 +636,8 @@ fn check_source(raw: RawSource, key: &str, dir: &Path, problems: &mut Vec<String
                 }
             };
             let fps = raw.fps.unwrap_or(1.0);
-            if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
-                problems.push(format!("{key}.fps: {fps} must be above 0 and at most 1000"));
+            if !(MIN_FPS..=1000.0).contains(&fps) {
+                problems.push(format!("{key}.fps: {fps} must be between {MIN_FPS} and 1000"));
             }
             let repeat = raw.repeat.unwrap_or(1);
             if repeat == 0 {

@@ -133,3 +133,59 @@ fn a_missing_file_is_one_clear_problem() {
     assert_eq!(e.problems.len(), 1);
     assert!(e.to_string().contains("/nonexistent/vigil.toml"), "{e}");
 }
+
+#[test]
+fn non_finite_numbers_are_refused_not_defaulted() {
+    let text = GOOD.replace("fps = 2", "fps = nan");
+    let text = text.replacen("[mqtt]", "[mqtt]\nstats_interval_s = inf", 1);
+    let all = Config::from_toml(&text, &root(), &[]).unwrap_err().join("\n");
+    assert!(all.contains("cameras.front.fps: NaN is not a finite number"), "{all}");
+    assert!(all.contains("mqtt.stats_interval_s: inf is not a finite number"), "{all}");
+    let env = vec![("VIGIL__CAMERAS__FRONT__FPS".to_string(), "-inf".to_string())];
+    let all = Config::from_toml(GOOD, &root(), &env).unwrap_err().join("\n");
+    assert_eq!(all, "VIGIL__CAMERAS__FRONT__FPS: -inf is not a finite number");
+}
+
+#[test]
+fn a_frame_rate_too_slow_for_a_duration_is_refused() {
+    let text = GOOD.replace("fps = 2", "fps = 1e-300");
+    let all = Config::from_toml(&text, &root(), &[]).unwrap_err().join("\n");
+    assert!(all.contains("cameras.front.fps: 0.000") && all.contains("must be between 0.001 and 1000"), "{all}");
+}
+
+#[test]
+fn the_environment_is_read_as_bytes() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let vars = vec![
+        (OsString::from("LANG_JUNK"), OsString::from_vec(vec![0xff, 0xfe])),
+        (OsString::from_vec(b"OTHER_\xff".to_vec()), OsString::from("x")),
+        (OsString::from("VIGIL__MQTT__URL"), OsString::from_vec(b"mqtt://h\xff".to_vec())),
+        (OsString::from_vec(b"VIGIL__\xff".to_vec()), OsString::from("x")),
+        (OsString::from("VIGIL__DEVICE_ID"), OsString::from("porch")),
+    ];
+    let (env, problems) = super::overrides(vars.into_iter());
+    assert_eq!(env, [("VIGIL__DEVICE_ID".to_string(), "porch".to_string())]);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("VIGIL__MQTT__URL: the environment variable's value is not UTF-8"));
+    assert!(problems[1].contains("whose name is not UTF-8"));
+}
+
+#[test]
+fn a_type_error_in_a_camera_is_one_problem() {
+    let text = GOOD.replacen("[cameras.front]", "[cameras.front]\nsnapshots = \"yes\"", 1);
+    let problems = Config::from_toml(&text, &root(), &[]).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("cameras.front.snapshots: invalid type"), "{problems:?}");
+}
+
+#[test]
+fn topic_ids_and_prefixes_with_wildcards_or_control_characters_are_refused() {
+    let text = GOOD.replacen("[mqtt]", "[mqtt]\ntopic_prefix = \"vigil/a\\u0000b\"", 1);
+    let all = Config::from_toml(&text, &root(), &[]).unwrap_err().join("\n");
+    assert!(all.contains("mqtt.topic_prefix: \"vigil/a\\0b\" must be 1 to 1024 bytes"), "{all}");
+    let long = GOOD.replace("device_id = \"garage\"", &format!("device_id = \"{}\"", "d".repeat(70_000)));
+    let all = Config::from_toml(&long, &root(), &[]).unwrap_err().join("\n");
+    assert!(all.contains("device_id: \"ddd") && all.contains("(70000 bytes) must be 1 to 128"), "{all}");
+    assert!(all.len() < 1000, "the id is cut in the message");
+}

@@ -16,7 +16,7 @@ use crate::config::DeploySettings;
 use crate::deploy::device::{self, Outcome, RolledBack, ServingCamera};
 use crate::deploy::DeployError;
 use crate::model::Model;
-use crate::mqtt::payload::{self, ModelInfo};
+use crate::mqtt::payload::{self, DeployAction, DeployResult, ModelInfo};
 use crate::mqtt::{Message, Topics};
 use crate::source::unix_ms;
 
@@ -30,7 +30,7 @@ const RECENT_IDS: usize = 32;
 pub enum Job {
     /// A bundle from a deploy topic. `retained`: the broker's stored copy, delivered on
     /// subscribing (after every reconnect), rather than one published just now.
-    Bundle { bytes: Vec<u8>, retained: bool },
+    Bundle { bytes: bytes::Bytes, retained: bool },
     /// Back to the previous version of the named model ("": the only model served here).
     /// `id`: the request's, when it has one (the same request may come on several topics).
     Rollback { name: String, id: Option<String> },
@@ -117,7 +117,7 @@ impl Deployer {
             let mut message = latest(self.topics.deploy_state(), doc);
             // "Already serving" answers whoever sent the bundle; it changes nothing, so it
             // does not replace the retained result of the last real change.
-            if state.result == "already_serving" {
+            if state.result == DeployResult::AlreadyServing {
                 message.retain = false;
                 message.class = crate::mqtt::Class::Transient;
             }
@@ -150,14 +150,14 @@ impl Deployer {
         }
     }
 
-    fn state(&self, action: &'static str) -> payload::DeployState {
+    fn state(&self, action: DeployAction) -> payload::DeployState {
         payload::DeployState {
             v: payload::VERSION,
             device: self.device.clone(),
             ts: unix_ms(),
             groups: self.settings.groups.clone(),
             action,
-            result: "refused",
+            result: DeployResult::Refused,
             name: None,
             version: None,
             reason: None,
@@ -167,14 +167,14 @@ impl Deployer {
         }
     }
 
-    async fn bundle(&self, bytes: Vec<u8>, retained: bool) -> Option<payload::DeployState> {
+    async fn bundle(&self, bytes: bytes::Bytes, retained: bool) -> Option<payload::DeployState> {
         let size = bytes.len();
         let header = crate::deploy::bundle::peek(&bytes);
         let (settings, device, serving) = (self.settings.clone(), self.device.clone(), self.serving());
         let outcome = tokio::task::spawn_blocking(move || device::receive(&bytes, &settings, &device, &serving))
             .await
             .unwrap_or_else(|e| Err(DeployError::Internal(format!("the bundle check failed: {e}"))));
-        let mut state = self.state("deploy");
+        let mut state = self.state(DeployAction::Deploy);
         state.name = header.as_ref().map(|h| h.name.clone());
         state.version = header.as_ref().map(|h| h.version.clone());
         match outcome {
@@ -189,7 +189,7 @@ impl Deployer {
                 if retained {
                     return None;
                 }
-                state.result = "already_serving";
+                state.result = DeployResult::AlreadyServing;
                 state.serving = Some(ModelInfo::of(&model));
                 state.cameras = cameras;
             }
@@ -201,7 +201,7 @@ impl Deployer {
                     model.manifest.version,
                     cameras.join(",")
                 );
-                state.result = "accepted";
+                state.result = DeployResult::Accepted;
                 state.serving = Some(ModelInfo::of(&model));
                 state.previous = Some(previous);
                 state.cameras = cameras;
@@ -225,7 +225,7 @@ impl Deployer {
         let outcome = tokio::task::spawn_blocking(move || device::rollback(&asked, &settings, &serving))
             .await
             .unwrap_or_else(|e| Err(DeployError::Internal(format!("the rollback failed: {e}"))));
-        let mut state = self.state("rollback");
+        let mut state = self.state(DeployAction::Rollback);
         state.name = (!name.is_empty()).then_some(name);
         match outcome {
             Ok(RolledBack { model, cameras, from }) => {
@@ -236,7 +236,7 @@ impl Deployer {
                     model.manifest.version,
                     cameras.join(",")
                 );
-                state.result = "rolled_back";
+                state.result = DeployResult::RolledBack;
                 state.name = Some(model.manifest.name.clone());
                 state.version = Some(model.manifest.version.clone());
                 state.serving = Some(ModelInfo::of(&model));

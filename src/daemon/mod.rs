@@ -28,6 +28,7 @@ use crate::mqtt::publisher::Deadline;
 use crate::mqtt::{
     discovery, link, Class, Command, CommandKind, DeployTopics, Message, Publisher, PublisherStats, Topics,
 };
+use crate::service::logging::shown;
 use crate::service::notify::Notifier;
 use crate::source::unix_ms;
 use deployer::{DeployWorker, Deployer, Job};
@@ -46,6 +47,12 @@ pub enum DaemonError {
     Broker(String),
     #[error("{what}: {error}")]
     Io { what: String, error: std::io::Error },
+    /// A camera's configuration names labels its model does not have.
+    #[error("{0}")]
+    Labels(String),
+    /// A panic caught where it cannot take the daemon down.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Pipeline → publisher channel size (messages). Lossless: a full channel makes inference wait.
@@ -67,7 +74,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         let (b2, size) = (b.clone(), config.mqtt.max_packet_size);
         tokio::task::spawn_blocking(move || broker::start(&b2, size))
             .await
-            .expect("broker start panicked")
+            .map_err(|e| DaemonError::Broker(format!("the embedded broker failed to start: {}", panic_text(e))))?
             .map_err(DaemonError::Broker)?;
     }
     notifier.status("loading models");
@@ -107,7 +114,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 }
                 done = async { reloading.as_mut().expect("guarded by is_some").await }, if reloading.is_some() => {
                     reloading = None;
-                    match done.expect("the reload task panicked") {
+                    match reload_outcome(done) {
                         Ok(reloaded) => break Some(reloaded),
                         Err(e) => {
                             log::error!("the new configuration is refused; the running one stays: {e}");
@@ -210,12 +217,13 @@ fn store_moved(config: &Config, models: &BTreeMap<String, Arc<Model>>) -> bool {
 /// Loads each camera's model once per manifest path (or its deployed version), off the
 /// async workers.
 async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, DaemonError> {
-    let wanted: Vec<(String, PathBuf)> = config.cameras.iter().map(|(c, s)| (c.clone(), s.model.clone())).collect();
+    let wanted: Vec<(String, PathBuf, crate::config::CameraSettings)> =
+        config.cameras.iter().map(|(c, s)| (c.clone(), s.model.clone(), s.clone())).collect();
     let store = config.deploy.as_ref().map(|d| Store::new(&d.store));
     tokio::task::spawn_blocking(move || {
         let mut by_path: BTreeMap<PathBuf, Arc<Model>> = BTreeMap::new();
         let mut out = BTreeMap::new();
-        for (camera, path) in wanted {
+        for (camera, path, settings) in wanted {
             let model = match by_path.get(&path) {
                 Some(m) => m.clone(),
                 None => {
@@ -230,28 +238,51 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
                         "camera={camera} model={} version={} sha256={} model loaded",
                         m.manifest.name,
                         m.manifest.version,
-                        &m.sha256[..12]
+                        m.short_hash()
                     );
                     by_path.insert(path, m.clone());
                     m
                 }
             };
+            check_labels(&camera, &settings, &model).map_err(DaemonError::Labels)?;
             out.insert(camera, model);
         }
         Ok(out)
     })
     .await
-    .expect("model loading panicked")
+    .map_err(|e| DaemonError::Internal(format!("loading the models failed: {}", panic_text(e))))?
 }
 
 /// A checked configuration with its models loaded.
 type Reloaded = (Config, BTreeMap<String, Arc<Model>>);
 
+/// What a reload task came to. A panic while loading (a bug, or a model that trips one in
+/// the runtime) refuses the reload like any other problem: the running configuration stays.
+fn reload_outcome(
+    done: Result<Result<Reloaded, DaemonError>, tokio::task::JoinError>,
+) -> Result<Reloaded, DaemonError> {
+    done.unwrap_or_else(|e| Err(DaemonError::Internal(format!("loading it failed: {}", panic_text(e)))))
+}
+
+/// The message of a task that panicked (or "cancelled").
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+        Err(_) => "cancelled".into(),
+    }
+}
+
 /// Everything that can refuse a configuration, done before the running one is touched:
 /// the checks, the MQTT options (TLS files parsed), the models.
 async fn reload(path: &Path) -> Result<Reloaded, DaemonError> {
     let path = path.to_path_buf();
-    let config = tokio::task::spawn_blocking(move || Config::load(&path)).await.expect("config load panicked")?;
+    let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .map_err(|e| DaemonError::Internal(format!("reading it failed: {}", panic_text(e))))??;
     link::options(&config.mqtt, &Topics { prefix: config.mqtt.topic_prefix.clone() })?;
     let models = load_models(&config).await?;
     Ok((config, models))
@@ -290,7 +321,7 @@ impl Running {
                 DeployTopics { bundles, rollbacks }
             }
         };
-        let link = link::start(options, topics.clone(), command_tx, deploy_topics);
+        let link = link::start(options, topics.clone(), command_tx, deploy_topics, config.mqtt.max_packet_size);
         let device = config.device_id.clone();
         let now = unix_ms();
         let mut announce = vec![availability(&topics, "online")];
@@ -375,8 +406,13 @@ impl Running {
 
     /// A camera setting from a `…/<camera>/<setting>/set` command, confirmed on its state topic.
     async fn apply_setting(&mut self, camera: &str, kind: CommandKind) {
+        // The camera comes from a topic: shown escaped, like the payload.
+        if let CommandKind::Invalid { setting, why } = kind {
+            log::warn!("camera={} setting={setting} command refused: {why}", shown(camera.as_bytes()));
+            return;
+        }
         let Some(p) = self.pipelines.iter().find(|p| p.camera == camera) else {
-            log::warn!("camera={camera} command for a camera this device does not have");
+            log::warn!("camera={} command for a camera this device does not have", shown(camera.as_bytes()));
             return;
         };
         let (setting, value) = match kind {
@@ -388,10 +424,8 @@ impl Running {
                 *p.control.threshold.lock().unwrap() = t;
                 ("threshold", format!("{t}").into_bytes())
             }
-            CommandKind::Deploy { .. } | CommandKind::Rollback { .. } => unreachable!("deploy requests go to apply"),
-            CommandKind::Invalid { setting, why } => {
-                log::warn!("camera={camera} setting={setting} command refused: {why}");
-                return;
+            CommandKind::Deploy { .. } | CommandKind::Rollback { .. } | CommandKind::Invalid { .. } => {
+                unreachable!("deploy requests go to apply, refusals are logged above")
             }
         };
         log::info!("camera={camera} setting={setting} value={} command applied", String::from_utf8_lossy(&value));
@@ -502,6 +536,26 @@ fn model_state(topics: &Topics, device: &str, camera: &str, model: &Model) -> Me
     latest(topics.model(camera), serde_json::to_vec(&doc).expect("model state serialises"))
 }
 
+/// Every label a camera's configuration names (labels, filters, zones) must be one of its
+/// model's: a filter on a label the model does not have would never match.
+pub(crate) fn check_labels(
+    camera: &str,
+    settings: &crate::config::CameraSettings,
+    model: &Model,
+) -> Result<(), String> {
+    let missing: Vec<String> =
+        labels_named(settings).into_iter().filter(|l| !model.manifest.labels.contains(l)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "cameras.{camera}: names label(s) {} that {} {} does not have",
+        missing.iter().map(|l| shown(l.as_bytes())).collect::<Vec<_>>().join(", "),
+        model.manifest.name,
+        model.manifest.version
+    ))
+}
+
 /// The labels a camera's configuration names: its label list, filters and zone labels.
 fn labels_named(settings: &crate::config::CameraSettings) -> Vec<String> {
     let mut labels: Vec<String> = settings.labels.clone();
@@ -539,5 +593,20 @@ fn availability(topics: &Topics, state: &str) -> Message {
         qos: QoS::AtLeastOnce,
         retain: true,
         class: Class::Latest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload whose loading panics is refused like a bad configuration.
+    #[tokio::test]
+    async fn a_panic_while_reloading_refuses_the_reload() {
+        let task = tokio::spawn(async { panic!("an absurd model") });
+        let e = reload_outcome(task.await).unwrap_err();
+        assert_eq!(e.to_string(), "loading it failed: an absurd model");
+        let task = tokio::spawn(async { panic!("{} anchors", 7) });
+        assert!(reload_outcome(task.await).unwrap_err().to_string().contains("7 anchors"));
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::DeployError;
 use crate::model::{hex, max_scaled_diff, sha256_hex as sha256, InputTensor, Model};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"VIGILBDL";
@@ -197,7 +197,12 @@ impl DeployBundle {
         let Some(key) = trusted.iter().find(|k| k.as_bytes() == &key_bytes) else {
             return Err(DeployError::UntrustedKey { key: key_hex });
         };
-        key.verify(&[CONTEXT, header_json].concat(), &signature)
+        // Strict: a weak (small-order) key or a small-order R is refused; with plain `verify`
+        // a small-order key lets anyone make a signature that verifies.
+        if key.is_weak() {
+            return Err(DeployError::BadSignature { key: key_hex });
+        }
+        key.verify_strict(&[CONTEXT, header_json].concat(), &signature)
             .map_err(|_| DeployError::BadSignature { key: key_hex.clone() })?;
         // Signed, so the header is the signer's: a parse failure means an incompatible vigil.
         let header: Header = serde_json::from_slice(header_json)
@@ -266,7 +271,13 @@ impl DeployBundle {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         for name in [MODEL_FILE, MANIFEST_FILE] {
             let path = dir.join(name);
-            std::fs::write(&path, &self.files[name]).map_err(io(&path))?;
+            crate::files::write_synced(&path, &self.files[name]).map_err(io(&path))?;
+        }
+        // Flushed before the store records the version (a power cut must not leave a
+        // recorded version with empty files).
+        crate::files::sync_dir(dir).map_err(io(dir))?;
+        if let Some(parent) = dir.parent() {
+            crate::files::sync_dir(parent).map_err(io(parent))?;
         }
         Ok(dir.join(MANIFEST_FILE))
     }
@@ -313,5 +324,43 @@ impl DeployBundle {
             worst = worst.max(diff);
         }
         Ok((model, worst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bundle "signed" for the small-order identity key: R = identity and s = 0 satisfy
+    /// plain ed25519 verification for any message. It must be refused even when such a key
+    /// has slipped into the trusted list (the key parser refuses it too: keys.rs).
+    #[test]
+    fn a_signature_forged_for_a_small_order_key_is_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let header = Header {
+            format: FORMAT,
+            name: "m".into(),
+            version: "6.6.6".into(),
+            created: 0,
+            target: Target::default(),
+            tolerance: 1.0,
+            files: vec![],
+        };
+        let header_json = serde_json::to_vec(&header).unwrap();
+        let mut forged_signature = [0u8; 64];
+        forged_signature[..32].copy_from_slice(&identity);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&header_json);
+        bytes.extend_from_slice(&identity);
+        bytes.extend_from_slice(&forged_signature);
+        // The forgery does pass the lax check; that is what strict verification is for.
+        let signed = [CONTEXT, header_json.as_slice()].concat();
+        let sig = Signature::from_bytes(&forged_signature);
+        assert!(ed25519_dalek::Verifier::verify(&weak, &signed, &sig).is_ok());
+        let e = DeployBundle::open(&bytes, &[weak], 1 << 20).unwrap_err();
+        assert!(matches!(e, DeployError::BadSignature { .. }), "{e}");
     }
 }

@@ -20,18 +20,23 @@ fn unhex<const N: usize>(text: &str) -> Result<[u8; N], String> {
     Ok(out)
 }
 
+/// The first 20 characters of `s` (not bytes: a key file may hold anything).
 fn shorten(s: &str) -> String {
-    if s.len() > 20 {
-        format!("{}…", &s[..20])
-    } else {
-        s.to_string()
+    match s.char_indices().nth(20) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
     }
 }
 
-/// A public key written as 64 hex characters.
+/// A public key written as 64 hex characters. A weak key (one of small order, such as all
+/// zeros) is refused: a signature can be made to "verify" under it without any secret key.
 pub fn parse_public(text: &str) -> Result<VerifyingKey, String> {
     let bytes = unhex::<32>(text)?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))?;
+    if key.is_weak() {
+        return Err("a weak ed25519 public key (of small order): anyone could sign for it".into());
+    }
+    Ok(key)
 }
 
 /// Makes a key pair from the operating system's randomness and writes `path` (secret) and
@@ -86,5 +91,22 @@ mod tests {
         assert!(generate(&path).unwrap_err().contains("refusing to overwrite"));
         assert!(parse_public("abc").unwrap_err().contains("expected 64 hex characters"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn weak_and_garbled_public_keys_are_refused() {
+        // The identity point (all zeros but the first byte = 1) and the all-zero encoding
+        // both have small order.
+        let identity = format!("01{}", "00".repeat(31));
+        for weak in ["00".repeat(32), identity] {
+            assert!(parse_public(&weak).unwrap_err().contains("weak ed25519 public key"), "{weak}");
+        }
+        // Non-ASCII text is reported, shortened by characters, without a panic.
+        let odd = "é".repeat(40);
+        let e = parse_public(&odd).unwrap_err();
+        assert!(e.contains("expected 64 hex characters") && e.contains(&"é".repeat(20)), "{e}");
+        assert!(!e.contains(&"é".repeat(21)), "{e}");
+        let public = SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+        assert_eq!(parse_public(&hex(public.as_bytes())).unwrap(), public);
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 
+use crate::mqtt::payload::{DeployAction, DeployResult, DeployState, ModelInfo, RollbackRequest};
 use crate::mqtt::{self, Topics};
-use serde_json::Value;
 
 /// How to reach the broker.
 #[derive(Debug, Clone)]
@@ -56,11 +56,10 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub device: String,
-    /// "accepted", "already_serving", "rolled_back" or "refused".
-    pub result: String,
+    pub result: DeployResult,
     pub reason: Option<String>,
-    /// The model serving after it: name, version, sha256.
-    pub serving: Option<(String, String, String)>,
+    /// The model serving after it.
+    pub serving: Option<ModelInfo>,
     pub previous: Option<String>,
     pub cameras: Vec<String>,
     /// Since the request was published.
@@ -69,7 +68,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn refused(&self) -> bool {
-        self.result == "refused"
+        self.result == DeployResult::Refused
     }
 }
 
@@ -112,6 +111,9 @@ pub enum RemoteError {
     Timeout { broker: String, secs: u64 },
 }
 
+/// The largest deploy state read; a device's is well under 1 KiB.
+const MAX_STATE: usize = 64 << 10;
+
 /// MQTT options for a short-lived host client: no last will, a clean session, packets big
 /// enough for the bundle.
 pub fn options(address: &BrokerAddress, largest: usize) -> Result<MqttOptions, RemoteError> {
@@ -122,8 +124,9 @@ pub fn options(address: &BrokerAddress, largest: usize) -> Result<MqttOptions, R
     let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
-    // Incoming: deploy states (small). Outgoing: the bundle.
-    options.set_max_packet_size(1 << 20, largest + 64 * 1024);
+    // Incoming: deploy states, small, but anything is read so that one oversized message
+    // (refused below) does not end the connection. Outgoing: the bundle.
+    options.set_max_packet_size(mqtt::MQTT_MAX_PACKET, largest + 64 * 1024);
     if let Some(user) = &address.username {
         options.set_credentials(user.clone(), address.password.clone().unwrap_or_default());
     }
@@ -218,6 +221,9 @@ async fn exchange(
         |e: rumqttc::ConnectionError| RemoteError::Connection { broker: broker.to_string(), error: e.to_string() };
     let refused =
         |what: &str, code: String| RemoteError::Refused { broker: broker.to_string(), what: what.into(), code };
+    // A topic rumqttc will not send (checked before, in `check_topic_word`), or a closed queue.
+    let connection_error =
+        |e: rumqttc::ClientError| RemoteError::Connection { broker: broker.to_string(), error: e.to_string() };
     // Connecting, subscribing and handing the bundle to the broker: 30 s, and a second more
     // per MiB.
     let setup = Duration::from_secs(30 + (bytes.len() >> 20) as u64);
@@ -248,7 +254,7 @@ async fn exchange(
                     }
                     progress(Progress::Connected);
                     for filter in filters {
-                        client.subscribe(filter.clone(), QoS::AtLeastOnce).await.expect("the request queue has room");
+                        client.subscribe(filter.clone(), QoS::AtLeastOnce).await.map_err(connection_error)?;
                     }
                 }
                 Event::Incoming(Packet::SubAck(ack)) => {
@@ -264,7 +270,7 @@ async fn exchange(
                             client
                                 .publish(topic.clone(), QoS::AtLeastOnce, retain, bytes.to_vec())
                                 .await
-                                .expect("the request queue has room");
+                                .map_err(connection_error)?;
                         }
                     }
                 }
@@ -283,14 +289,15 @@ async fn exchange(
                         }
                     }
                 }
+                Event::Incoming(Packet::Publish(p)) if p.payload.len() > MAX_STATE => {}
                 Event::Incoming(Packet::Publish(p)) => {
-                    if let (Some(device), Ok(doc)) =
-                        (device_of(&p.topic, &request.prefix), serde_json::from_slice::<Value>(&p.payload))
+                    if let (Some(device), Ok(state)) =
+                        (device_of(&p.topic, &request.prefix), serde_json::from_slice::<DeployState>(&p.payload))
                     {
                         if p.retain {
                             // The device's last state from before this request: only who is in a group.
-                            wait.member(&device, &doc);
-                        } else if let Some(answer) = answer_to(&request.payload, &device, &doc, started) {
+                            wait.member(&device, &state);
+                        } else if let Some(answer) = answer_to(&request.payload, &device, &state, started) {
                             if wait.answer(answer.clone()) {
                                 progress(Progress::Answer(answer));
                             }
@@ -328,7 +335,8 @@ async fn exchange(
 /// several topics (its own and a group's) rolls back once.
 fn rollback_payload(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    serde_json::json!({"model": name, "id": format!("{}-{nanos:x}", std::process::id())}).to_string()
+    let request = RollbackRequest { model: name.to_string(), id: Some(format!("{}-{nanos:x}", std::process::id())) };
+    serde_json::to_string(&request).expect("a rollback request serialises")
 }
 
 /// The state topics to watch: each named device's, or every device's when groups are named.
@@ -348,37 +356,27 @@ fn device_of(topic: &str, prefix: &str) -> Option<String> {
 }
 
 /// A device's state read as its answer to `payload`, if it is one.
-fn answer_to(payload: &Payload, device: &str, doc: &Value, started: Option<Instant>) -> Option<Answer> {
-    let text = |key: &str| doc[key].as_str().map(str::to_string);
+fn answer_to(payload: &Payload, device: &str, state: &DeployState, started: Option<Instant>) -> Option<Answer> {
     let relevant = match payload {
         Payload::Bundle { name, version, .. } => {
-            doc["action"] == "deploy"
-                && text("name").as_ref() == Some(name)
-                && text("version").as_ref() == Some(version)
+            state.action == DeployAction::Deploy
+                && state.name.as_ref() == Some(name)
+                && state.version.as_ref() == Some(version)
         }
         Payload::Rollback { name } => {
-            doc["action"] == "rollback" && (name.is_empty() || text("name").as_ref() == Some(name))
+            state.action == DeployAction::Rollback && (name.is_empty() || state.name.as_ref() == Some(name))
         }
     };
     if !relevant {
         return None;
     }
-    let serving = &doc["serving"];
     Some(Answer {
         device: device.to_string(),
-        result: text("result")?,
-        reason: text("reason"),
-        serving: match (serving["name"].as_str(), serving["version"].as_str(), serving["sha256"].as_str()) {
-            (Some(n), Some(v), Some(s)) => Some((n.into(), v.into(), s.into())),
-            _ => None,
-        },
-        previous: text("previous"),
-        cameras: doc["cameras"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str().map(str::to_string))
-            .collect(),
+        result: state.result,
+        reason: state.reason.clone(),
+        serving: state.serving.clone(),
+        previous: state.previous.clone(),
+        cameras: state.cameras.clone(),
         after: started.map(|t| t.elapsed()).unwrap_or_default(),
     })
 }
@@ -402,9 +400,8 @@ impl Waiting {
     }
 
     /// A retained state: the device is awaited if it is in one of the groups.
-    fn member(&mut self, device: &str, doc: &Value) {
-        let groups = doc["groups"].as_array().into_iter().flatten().filter_map(Value::as_str);
-        if groups.into_iter().any(|g| self.groups.iter().any(|w| w == g)) {
+    fn member(&mut self, device: &str, state: &DeployState) {
+        if state.groups.iter().any(|g| self.groups.contains(g)) {
             self.expected.insert(device.to_string());
         }
     }
@@ -448,8 +445,11 @@ mod tests {
         }
     }
 
-    fn state(action: &str, result: &str, version: &str) -> Value {
-        serde_json::json!({"action": action, "result": result, "name": "m", "version": version, "groups": ["yard"]})
+    /// A state as a device publishes it, read back through JSON as the host reads it.
+    fn state(action: &str, result: &str, version: &str) -> DeployState {
+        let doc = serde_json::json!({"v": 1, "device": "d", "ts": 1, "action": action, "result": result,
+            "name": "m", "version": version, "groups": ["yard"]});
+        serde_json::from_value(doc).unwrap()
     }
 
     #[test]
@@ -472,6 +472,9 @@ mod tests {
         assert!(answer_to(&r.payload, "garage", &state("rollback", "rolled_back", "2"), None).is_none());
         let refused = answer_to(&r.payload, "garage", &state("deploy", "refused", "2"), None).unwrap();
         assert!(refused.refused());
+        // Another action or result than the protocol's is not a state at all.
+        let odd = serde_json::json!({"v": 1, "device": "d", "ts": 1, "action": "deploy", "result": "maybe"});
+        assert!(serde_json::from_value::<DeployState>(odd).is_err());
     }
 
     #[test]
@@ -480,7 +483,7 @@ mod tests {
         let mut w = Waiting::new(&r);
         assert!(!w.complete(), "nobody known: only the timeout ends it");
         w.member("shed", &state("deploy", "accepted", "1"));
-        w.member("attic", &serde_json::json!({"groups": ["house"]}));
+        w.member("attic", &DeployState { groups: vec!["house".into()], ..state("deploy", "accepted", "1") });
         assert_eq!(w.pending(), ["shed"]);
         let answer = answer_to(&r.payload, "shed", &state("deploy", "accepted", "2"), None).unwrap();
         assert!(w.answer(answer.clone()));

@@ -8,8 +8,9 @@
 //! ```
 //! A deploy pushes its version onto `history`; a rollback pops it, marks it withdrawn (so
 //! its retained bundle, delivered again, does not come back) and serves the one below.
-//! Each file is replaced whole (written aside, then renamed), so a power cut leaves either
-//! the old or the new content.
+//! Each file is replaced whole (written aside, flushed to the disk, renamed, the folder
+//! flushed), so a power cut leaves either the old or the new content; a version's folder is
+//! complete and flushed before its version is recorded.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -127,11 +128,16 @@ impl Store {
         };
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(io("creating", &staging))?;
-        std::fs::copy(&model.manifest.model_path, staging.join(MODEL_FILE))
-            .map_err(io("copying", &model.manifest.model_path))?;
+        let onnx = crate::files::read_capped(&model.manifest.model_path, crate::model::MAX_ONNX_BYTES)
+            .map_err(io("reading", &model.manifest.model_path))?;
         let manifest = bundled_manifest(manifest_path, model)?;
-        std::fs::write(staging.join(MANIFEST_FILE), manifest).map_err(io("writing", &staging))?;
-        std::fs::rename(&staging, &dir).map_err(io("renaming into", &dir))
+        for (file, bytes) in [(MODEL_FILE, onnx.as_slice()), (MANIFEST_FILE, manifest.as_bytes())] {
+            let path = staging.join(file);
+            crate::files::write_synced(&path, bytes).map_err(io("writing", &path))?;
+        }
+        crate::files::sync_dir(&staging).map_err(io("writing", &staging))?;
+        std::fs::rename(&staging, &dir).map_err(io("renaming into", &dir))?;
+        crate::files::sync_dir(&self.root.join(name)).map_err(io("writing", &dir))
     }
 
     /// The model to serve at start-up for a camera configured with `configured`: the
@@ -161,12 +167,10 @@ impl Store {
 
     fn write_lines(&self, name: &str, file: &str, lines: &[String]) -> Result<(), DeployError> {
         let path = self.root.join(name).join(file);
-        let tmp = self.root.join(name).join(format!("{file}.tmp"));
         let io = |error| DeployError::Io { what: "writing", path: path.clone(), error };
         std::fs::create_dir_all(self.root.join(name)).map_err(io)?;
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        crate::files::replace_durably(&path, text.as_bytes()).map_err(io)
     }
 }
 

@@ -262,10 +262,18 @@ pub struct ModelManifest {
     pub source: Option<String>,
 }
 
+/// The largest manifest or label file read, bytes.
+const MAX_TEXT_FILE: u64 = 4 << 20;
+/// The most labels a model may have (a large-vocabulary classifier has some 22 000).
+const MAX_LABELS: usize = 100_000;
+/// The largest input side: 4096 pixels, far above what an edge model takes, and small enough
+/// that an input tensor and its anchors stay a bounded allocation.
+pub const MAX_INPUT_SIDE: usize = 4096;
+
 impl ModelManifest {
     /// Reads and checks the manifest at `path`.
     pub fn load(path: &Path) -> Result<ModelManifest, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+        let text = crate::files::read_text_capped(path, MAX_TEXT_FILE).map_err(|e| ModelError::Io {
             path: path.to_path_buf(),
             what: "model manifest",
             source: e,
@@ -297,7 +305,7 @@ impl RawManifest {
             RawLabels::Inline(labels) => Some(labels.clone()),
             RawLabels::File { file } => {
                 let path = dir.join(file);
-                match std::fs::read_to_string(&path) {
+                match crate::files::read_text_capped(&path, MAX_TEXT_FILE) {
                     Ok(text) => Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()),
                     Err(e) => {
                         problems.push(format!("labels.file: cannot read {}: {e}", path.display()));
@@ -309,18 +317,30 @@ impl RawManifest {
         if labels.as_ref().is_some_and(Vec::is_empty) {
             problems.push("labels: at least one label is needed".to_string());
         }
+
         let labels = labels.unwrap_or_default();
+        if labels.len() > MAX_LABELS {
+            problems.push(format!("labels: {} labels, more than the {MAX_LABELS} vigil takes", labels.len()));
+        }
 
         let i = &self.input;
-        if i.width == 0 || i.height == 0 {
-            problems.push(format!("input.width/height: must be positive, got {}x{}", i.width, i.height));
+        if !(1..=MAX_INPUT_SIDE).contains(&i.width) || !(1..=MAX_INPUT_SIDE).contains(&i.height) {
+            problems.push(format!(
+                "input.width/height: must be 1 to {MAX_INPUT_SIDE} pixels, got {}x{}",
+                i.width, i.height
+            ));
         }
         if !(i.scale.is_finite() && i.scale > 0.0) {
             problems.push(format!("input.scale: must be a positive number, got {}", i.scale));
         }
+        for (c, m) in i.mean.iter().enumerate() {
+            if !(m.is_finite() && *m >= 0.0) {
+                problems.push(format!("input.mean[{c}]: must be a finite number, 0 or more, got {m}"));
+            }
+        }
         for (c, s) in i.std.iter().enumerate() {
-            if !(s.is_finite() && *s != 0.0) {
-                problems.push(format!("input.std[{c}]: must be a non-zero number, got {s}"));
+            if !(s.is_finite() && *s > 0.0) {
+                problems.push(format!("input.std[{c}]: must be a positive number, got {s}"));
             }
         }
         if !(0.0..=255.0).contains(&i.pad) {
@@ -342,16 +362,26 @@ impl RawManifest {
                 if !(0.0..=1.0).contains(centre_offset) {
                     problems.push(format!("decoder.centre_offset: must be within 0–1, got {centre_offset}"));
                 }
-                if strides.is_empty() || strides.contains(&0) {
-                    problems.push(format!("decoder.strides: need positive strides, got {strides:?}"));
+                if strides.is_empty() || strides.len() > 8 || strides.iter().any(|s| !(1..=MAX_INPUT_SIDE).contains(s))
+                {
+                    problems.push(format!(
+                        "decoder.strides: need 1 to 8 strides of 1 to {MAX_INPUT_SIDE} pixels, got {strides:?}"
+                    ));
                 }
-                if *reg_max == 0 {
-                    problems.push("decoder.reg_max: must be positive".into());
+                if !(1..=64).contains(reg_max) {
+                    problems.push(format!("decoder.reg_max: must be 1 to 64, got {reg_max}"));
                 }
             }
             DecoderSpec::Blazeface { anchors, box_scale } => {
-                if anchors.is_empty() || anchors.iter().any(|a| a.stride == 0 || a.per_cell == 0) {
-                    problems.push("decoder.anchors: need at least one layer with positive stride and per_cell".into());
+                if anchors.is_empty()
+                    || anchors.len() > 8
+                    || anchors
+                        .iter()
+                        .any(|a| !(1..=MAX_INPUT_SIDE).contains(&a.stride) || !(1..=64).contains(&a.per_cell))
+                {
+                    problems.push(format!(
+                        "decoder.anchors: need 1 to 8 layers, each with a stride of 1 to {MAX_INPUT_SIDE} and 1 to 64 per_cell"
+                    ));
                 }
                 if !(box_scale.is_finite() && *box_scale > 0.0) {
                     problems.push(format!("decoder.box_scale: must be positive, got {box_scale}"));
@@ -382,8 +412,8 @@ impl RawManifest {
         if thresholds.top_k == 0 {
             problems.push("thresholds.top_k: must be at least 1".into());
         }
-        if thresholds.max_detections == 0 {
-            problems.push("thresholds.max_detections: must be at least 1".into());
+        if !(1..=10_000).contains(&thresholds.max_detections) {
+            problems.push(format!("thresholds.max_detections: must be 1 to 10000, got {}", thresholds.max_detections));
         }
 
         if !problems.is_empty() {

@@ -109,7 +109,15 @@ pub struct Model {
     output_names: Vec<String>,
 }
 
+/// The largest ONNX file loaded: 2 GiB, protobuf's own limit for one message.
+pub const MAX_ONNX_BYTES: u64 = 2 << 30;
+
 impl Model {
+    /// The first 12 hex digits of the ONNX file's sha256, for log lines.
+    pub fn short_hash(&self) -> &str {
+        self.sha256.get(..12).unwrap_or(&self.sha256)
+    }
+
     /// Loads the manifest at `path` and the ONNX graph it names.
     pub fn load(manifest_path: &Path) -> Result<Model, ModelError> {
         let manifest = ModelManifest::load(manifest_path)?;
@@ -119,12 +127,34 @@ impl Model {
     /// Loads the ONNX graph a checked manifest names (`manifest_path` is for messages).
     pub fn from_manifest(manifest: ModelManifest, manifest_path: &Path) -> Result<Model, ModelError> {
         let onnx_path = manifest.model_path.clone();
-        let bytes = std::fs::read(&onnx_path).map_err(|e| ModelError::Io {
+        let bytes = crate::files::read_capped(&onnx_path, MAX_ONNX_BYTES).map_err(|e| ModelError::Io {
             path: onnx_path.clone(),
             what: "ONNX model",
             source: e,
         })?;
-        let sha256 = sha256_hex(&bytes);
+        Model::from_onnx_bytes(manifest, manifest_path, &bytes)
+    }
+
+    /// Loads an ONNX graph from its bytes for a checked manifest (whose `model_path` and
+    /// `manifest_path` are for messages). A panic in the ONNX importer on a malformed file
+    /// is an error naming the file, never the end of the process.
+    pub fn from_onnx_bytes(manifest: ModelManifest, manifest_path: &Path, bytes: &[u8]) -> Result<Model, ModelError> {
+        let onnx_path = manifest.model_path.clone();
+        let loaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Model::import(manifest, manifest_path, bytes)));
+        loaded.unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(ModelError::Onnx { path: onnx_path, reason: format!("the ONNX importer failed on it: {why}") })
+        })
+    }
+
+    fn import(manifest: ModelManifest, manifest_path: &Path, bytes: &[u8]) -> Result<Model, ModelError> {
+        let onnx_path = manifest.model_path.clone();
+        let sha256 = sha256_hex(bytes);
         let mismatch = |reason: String| ModelError::Mismatch {
             name: manifest.name.clone(),
             manifest: manifest_path.to_path_buf(),
@@ -133,7 +163,7 @@ impl Model {
         };
         let onnx_err = |e: TractError| ModelError::Onnx { path: onnx_path.clone(), reason: format!("{e:#}") };
 
-        let mut graph = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).map_err(onnx_err)?;
+        let mut graph = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(onnx_err)?;
         let inputs = graph.input_outlets().map_err(onnx_err)?.len();
         if inputs != 1 {
             return Err(mismatch(format!("vigil feeds one image input, but the graph has {inputs} inputs")));
@@ -326,9 +356,23 @@ fn check_input(graph: &InferenceModel, spec: &manifest::InputSpec) -> Result<(),
 /// exceeds 1: `max |a − b| / max(1, |b|)`. Outputs span very different scales (probabilities,
 /// logits down to −360, box coordinates up to 600 pixels) and f32 carries about 7 significant
 /// digits, so "equal within 1e-4" is absolute below 1 and relative above.
+///
+/// NaN when the two cannot be compared: a NaN (or an infinity met by another) on either side,
+/// or slices of different lengths. Compare with `!(d <= limit)` so that NaN fails.
 pub fn max_scaled_diff(a: &[f32], reference: &[f32]) -> f32 {
-    assert_eq!(a.len(), reference.len(), "outputs of different sizes");
-    a.iter().zip(reference).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
+    if a.len() != reference.len() {
+        return f32::NAN;
+    }
+    let mut worst = 0.0f32;
+    for (x, y) in a.iter().zip(reference) {
+        let d = (x - y).abs() / y.abs().max(1.0);
+        // `f32::max` would drop a NaN; it must win instead.
+        if d.is_nan() {
+            return f32::NAN;
+        }
+        worst = worst.max(d);
+    }
+    worst
 }
 
 /// Lower-case hex of bytes.
@@ -339,4 +383,18 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The sha256 of bytes, in lower-case hex (how models and bundle files are identified).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_scaled_diff;
+
+    #[test]
+    fn a_nan_anywhere_makes_the_difference_nan() {
+        assert_eq!(max_scaled_diff(&[1.0, 250.0], &[1.0, 200.0]), 0.25);
+        assert!(max_scaled_diff(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
+        assert!(max_scaled_diff(&[1.0, 2.0], &[f32::NAN, 2.0]).is_nan());
+        assert!(max_scaled_diff(&[f32::INFINITY], &[f32::INFINITY]).is_nan());
+        assert!(max_scaled_diff(&[1.0], &[1.0, 2.0]).is_nan(), "different lengths");
+    }
 }

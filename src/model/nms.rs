@@ -17,8 +17,13 @@ pub fn iou(a: &BBox, b: &BBox) -> f32 {
 
 /// Keeps the best-scoring boxes: a box is dropped when it overlaps a kept box of the same
 /// class by an IoU greater than `iou_threshold`. Returns at most `max` boxes, best first.
-/// Equal scores keep their input order.
+/// Equal scores keep their input order. A candidate with a NaN or infinite score or
+/// coordinate (a model gone wrong) is dropped: it would be published as `null`.
 pub fn nms(mut candidates: Vec<Candidate>, iou_threshold: f32, max: usize) -> Vec<Candidate> {
+    candidates.retain(|c| {
+        let b = &c.bbox;
+        [c.score, b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite())
+    });
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Candidate> = Vec::new();
     for c in candidates {
@@ -74,5 +79,8 @@ mod tests {
         assert_eq!(nms(vec![a, b], 0.5, 100).len(), 2);
         assert_eq!(nms(vec![a, b], 0.49, 100).len(), 1);
         assert_eq!(nms(vec![a, b], 0.5, 1).len(), 1);
+        let nan_box = cand(0, 0.99, f32::NAN, 0.0, 10.0, 10.0);
+        let inf_score = cand(1, f32::INFINITY, 0.0, 0.0, 10.0, 10.0);
+        assert_eq!(nms(vec![nan_box, inf_score, a], 0.5, 100), vec![a], "non-finite candidates are dropped");
     }
 }

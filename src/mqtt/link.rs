@@ -12,11 +12,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, Request, Transport};
 use tokio::sync::{mpsc, watch};
 
+use super::payload::RollbackRequest;
 use super::Topics;
 use crate::config::MqttSettings;
+use crate::service::logging::shown;
 
 /// What the rest of the daemon sees of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,9 +46,10 @@ pub enum CommandKind {
         why: String,
     },
     /// A deploy bundle, from the device's or a group's deploy topic (`camera` is empty).
-    /// `retained`: the broker's stored copy, delivered on subscribing.
+    /// `retained`: the broker's stored copy, delivered on subscribing. Any size: the
+    /// deploy worker refuses one over `deploy.max_bundle_bytes`, and says so on its state topic.
     Deploy {
-        bytes: Vec<u8>,
+        bytes: Bytes,
         retained: bool,
     },
     /// A rollback request naming a model ("": the only one served), from a rollback topic;
@@ -57,33 +61,36 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    /// A rollback payload: a model name as plain text (or nothing), or
-    /// `{"model": NAME, "id": ID}` as `vigil rollback` sends it.
+    /// A rollback payload in one of its documented forms ([`RollbackRequest::parse`]), or
+    /// `Invalid` saying why not.
     pub fn rollback(payload: &[u8]) -> CommandKind {
-        let text = String::from_utf8_lossy(payload).trim().to_string();
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(doc) if doc.is_object() => CommandKind::Rollback {
-                name: doc["model"].as_str().unwrap_or_default().to_string(),
-                id: doc["id"].as_str().map(str::to_string),
-            },
-            _ => CommandKind::Rollback { name: text, id: None },
+        match RollbackRequest::parse(payload) {
+            Ok(r) => CommandKind::Rollback { name: r.model, id: r.id },
+            Err(why) => CommandKind::Invalid { setting: "rollback".into(), why: format!("{} {why}", shown(payload)) },
         }
     }
 
     pub fn parse(setting: &str, payload: &[u8]) -> CommandKind {
-        let text = String::from_utf8_lossy(payload).trim().to_string();
-        let invalid = |why: String| CommandKind::Invalid { setting: setting.to_string(), why };
+        let text = String::from_utf8_lossy(payload);
+        let text = text.trim();
+        let invalid = |why: &str| CommandKind::Invalid {
+            setting: shown(setting.as_bytes()),
+            why: format!("{} {why}", shown(payload)),
+        };
         match setting {
             "detect" => match text.to_ascii_uppercase().as_str() {
                 "ON" | "TRUE" | "1" => CommandKind::Detect(true),
                 "OFF" | "FALSE" | "0" => CommandKind::Detect(false),
-                _ => invalid(format!("\"{text}\" is not ON or OFF")),
+                _ => invalid("is not ON or OFF"),
             },
             "threshold" => match text.parse::<f32>() {
                 Ok(v) if (0.0..=1.0).contains(&v) => CommandKind::Threshold(v),
-                _ => invalid(format!("\"{text}\" is not a number between 0 and 1")),
+                _ => invalid("is not a number between 0 and 1"),
             },
-            _ => invalid("unknown setting (detect, threshold)".into()),
+            _ => CommandKind::Invalid {
+                setting: shown(setting.as_bytes()),
+                why: "unknown setting (detect, threshold)".into(),
+            },
         }
     }
 }
@@ -111,7 +118,11 @@ const REQUEST_CHANNEL: usize = 1024;
 pub fn options(settings: &MqttSettings, topics: &Topics) -> Result<MqttOptions, LinkError> {
     let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
     options.set_keep_alive(settings.keep_alive);
-    options.set_max_packet_size(settings.max_packet_size, settings.max_packet_size);
+    // Every message the broker may send is read (up to MQTT's own limit), so that one over
+    // `max_packet_size` can be refused on its own: rumqttc drops the connection on a larger
+    // packet than it was told to take, and a retained one would then come back after every
+    // reconnect, for ever. Messages are refused in [`drive`].
+    options.set_max_packet_size(super::MQTT_MAX_PACKET, settings.max_packet_size);
     options.set_clean_session(true);
     options.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
     if let Some(user) = &settings.username {
@@ -169,26 +180,70 @@ pub struct DeployTopics {
 
 /// Connects (lazily: the first poll dials) and starts the event-loop task. Commands go to
 /// `commands`; the task ends when `client.disconnect()` has gone out or the client is dropped.
+/// Messages over `max_message` bytes are refused (a warning each), except bundles (see
+/// [`CommandKind::Deploy`]).
 pub fn start(
     options: MqttOptions,
     topics: Topics,
     commands: mpsc::Sender<Command>,
     deploy_topics: DeployTopics,
+    max_message: usize,
 ) -> Link {
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
     let (state_tx, state) = watch::channel(LinkState::default());
-    let task = tokio::spawn(drive(eventloop, client.clone(), topics, deploy_topics, state_tx, commands));
+    let incoming = Incoming { topics, deploy_topics, max_message };
+    let task = tokio::spawn(drive(eventloop, client.clone(), incoming, state_tx, commands));
     Link { client, state, task }
+}
+
+/// What the link subscribes to, and how it reads what arrives.
+struct Incoming {
+    topics: Topics,
+    deploy_topics: DeployTopics,
+    max_message: usize,
+}
+
+impl Incoming {
+    /// The command a message carries, or None (with a warning where it is refused).
+    fn command(&self, p: &rumqttc::Publish) -> Option<Command> {
+        let deploy = &self.deploy_topics;
+        if deploy.bundles.contains(&p.topic) {
+            if p.payload.is_empty() {
+                return None; // a cleared retained bundle
+            }
+            let kind = CommandKind::Deploy { bytes: p.payload.clone(), retained: p.retain };
+            return Some(Command { camera: String::new(), kind });
+        }
+        if p.payload.len() > self.max_message {
+            log::warn!(
+                "topic={} bytes={} a message over mqtt.max_packet_size ({}) is refused",
+                shown(p.topic.as_bytes()),
+                p.payload.len(),
+                self.max_message
+            );
+            return None;
+        }
+        if deploy.rollbacks.contains(&p.topic) {
+            if p.retain {
+                // A retained rollback would roll back again after every reconnect.
+                log::warn!("topic={} a retained rollback request is ignored: publish it without retain", p.topic);
+                return None;
+            }
+            return Some(Command { camera: String::new(), kind: CommandKind::rollback(&p.payload) });
+        }
+        let (camera, setting) = self.topics.parse_command(&p.topic)?;
+        Some(Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) })
+    }
 }
 
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    topics: Topics,
-    deploy_topics: DeployTopics,
+    incoming: Incoming,
     state: watch::Sender<LinkState>,
     commands: mpsc::Sender<Command>,
 ) {
+    let Incoming { topics, deploy_topics, .. } = &incoming;
     let broker = {
         let (host, port) = eventloop.mqtt_options.broker_address();
         format!("{host}:{port}")
@@ -222,26 +277,7 @@ async fn drive(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let command = if deploy_topics.bundles.contains(&p.topic) {
-                    if p.payload.is_empty() {
-                        continue; // a cleared retained bundle
-                    }
-                    let kind = CommandKind::Deploy { bytes: p.payload.to_vec(), retained: p.retain };
-                    Command { camera: String::new(), kind }
-                } else if deploy_topics.rollbacks.contains(&p.topic) {
-                    if p.retain {
-                        // A retained rollback would roll back again after every reconnect.
-                        log::warn!(
-                            "topic={} a retained rollback request is ignored: publish it without retain",
-                            p.topic
-                        );
-                        continue;
-                    }
-                    Command { camera: String::new(), kind: CommandKind::rollback(&p.payload) }
-                } else {
-                    let Some((camera, setting)) = topics.parse_command(&p.topic) else { continue };
-                    Command { camera: camera.to_string(), kind: CommandKind::parse(setting, &p.payload) }
-                };
+                let Some(command) = incoming.command(&p) else { continue };
                 // Never wait here: this task must keep polling (keep-alive, acks). A full queue
                 // (a command flood) or nobody listening (stopping) drops the command.
                 if let Err(mpsc::error::TrySendError::Full(c)) = commands.try_send(command) {
@@ -314,5 +350,32 @@ mod tests {
         assert_eq!(plain, CommandKind::Rollback { name: "blazeface".into(), id: None });
         let tagged = CommandKind::rollback(br#"{"model":"","id":"7-1f"}"#);
         assert_eq!(tagged, CommandKind::Rollback { name: String::new(), id: Some("7-1f".into()) });
+        assert_eq!(CommandKind::rollback(b""), CommandKind::Rollback { name: String::new(), id: None });
+        // Misspelt keys, wrong types, other JSON and odd text are refused, never read as
+        // "the only model".
+        for bad in [
+            &br#"{"modle":"blazeface"}"#[..],
+            br#"{"model":5}"#,
+            br#"{"model":"blazeface","id":7}"#,
+            br#"{"model":"blazeface","force":true}"#,
+            br#"{}"#,
+            br#"{"model":"../x"}"#,
+            br#"["blazeface"]"#,
+            br#""blazeface""#,
+            b"two words",
+            b"\xff\xfe",
+        ] {
+            let kind = CommandKind::rollback(bad);
+            assert!(
+                matches!(&kind, CommandKind::Invalid { setting, .. } if setting == "rollback"),
+                "{}: {kind:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let CommandKind::Invalid { why, .. } = CommandKind::rollback(&vec![b'a'; 5000]) else { panic!() };
+        assert!(why.contains("5000 bytes"), "{why}");
+        // Logged payloads are escaped: a newline cannot start a forged log line.
+        let CommandKind::Invalid { why, .. } = CommandKind::parse("detect", b"x\nERROR forged") else { panic!() };
+        assert!(!why.contains('\n'), "{why}");
     }
 }

@@ -10,6 +10,9 @@ pub mod publisher;
 pub use link::{Command, CommandKind, DeployTopics, Link, LinkState};
 pub use publisher::{Class, Message, Publisher, PublisherStats};
 
+/// The largest packet MQTT can carry (its remaining-length field's maximum), bytes.
+pub const MQTT_MAX_PACKET: usize = 268_435_455;
+
 /// Every topic vigil uses, from the configured prefix (default `vigil/<device_id>`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topics {
@@ -78,6 +81,29 @@ impl Topics {
     }
 }
 
+/// A single topic level that needs no escaping (a device, camera, group or zone id): 1 to
+/// 128 letters, digits, '-' or '_'.
+pub fn is_topic_word(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The start of topics (`mqtt.topic_prefix`, a group prefix): non-empty, at most 1 024 bytes
+/// (a topic may not pass 65 535), no wildcards, NUL or control characters, no trailing '/'.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty()
+        || prefix.len() > 1024
+        || prefix.contains(['+', '#'])
+        || prefix.chars().any(char::is_control)
+        || prefix.ends_with('/')
+    {
+        return Err(format!(
+            "{} must be 1 to 1024 bytes, without '+', '#', control characters or a trailing '/'",
+            crate::service::logging::shown(prefix.as_bytes())
+        ));
+    }
+    Ok(())
+}
+
 /// Where bundles for a group arrive: `<group_prefix>/<group>/deploy`.
 pub fn group_deploy(group_prefix: &str, group: &str) -> String {
     format!("{group_prefix}/{group}/deploy")
@@ -99,5 +125,19 @@ mod tests {
         assert_eq!(t.parse_command("vigil/garage/front/detect/state"), None);
         assert_eq!(t.parse_command("vigil/other/front/detect/set"), None);
         assert_eq!(t.parse_command("vigil/garage/front/a/b/set"), None);
+    }
+
+    #[test]
+    fn topic_words_and_prefixes_are_checked() {
+        assert!(is_topic_word("garage-2_a"));
+        for bad in ["", "a/b", "a+", "#", "a b", "é", "a\0"] {
+            assert!(!is_topic_word(bad), "{bad:?}");
+        }
+        assert!(!is_topic_word(&"a".repeat(129)));
+        check_prefix("vigil/garage").unwrap();
+        for bad in ["", "vigil/", "vigil/+", "a#", "a\0b", "a\nb"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_prefix(&"a".repeat(70_000)).unwrap_err().contains("(70000 bytes)"));
     }
 }

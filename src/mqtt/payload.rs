@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::detect::{Observation, TrackEvent};
 use crate::model::{BBox, ClassScore, Model};
@@ -11,7 +11,7 @@ use crate::model::{BBox, ClassScore, Model};
 pub const VERSION: u32 = 1;
 
 /// Which model produced a result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
@@ -111,31 +111,103 @@ pub struct ModelState<'a> {
     pub labels: usize,
 }
 
-/// `…/deploy/state` (retained): what became of the last bundle received.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `…/deploy/state` (retained): what became of the last bundle or rollback request. The
+/// device writes it and `vigil deploy` / `vigil rollback` read it: one type for both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployState {
     pub v: u32,
     pub device: String,
     /// The device's `deploy.groups`: how `vigil deploy` learns who is in a group.
+    #[serde(default)]
     pub groups: Vec<String>,
     pub ts: u64,
-    /// "deploy" (a bundle arrived) or "rollback" (a rollback was asked for).
-    pub action: &'static str,
-    /// "accepted" or "already_serving" (deploy), "rolled_back" (rollback), or "refused"
-    /// (either, with `reason`).
-    pub result: &'static str,
+    pub action: DeployAction,
+    pub result: DeployResult,
     /// Deploy: the bundle's model name and version, when its header could be read.
     /// Rollback: the model rolled back, and the version now serving.
     pub name: Option<String>,
     pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// On success: the model now serving, the version it replaced, the cameras swapped.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ModelInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    #[serde(default)]
     pub cameras: Vec<String>,
+}
+
+/// What a deploy state answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAction {
+    /// A bundle arrived.
+    Deploy,
+    /// A rollback was asked for.
+    Rollback,
+}
+
+/// What came of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployResult {
+    /// Deploy: checked and serving.
+    Accepted,
+    /// Deploy: this very model was serving already (an unretained answer).
+    AlreadyServing,
+    /// Rollback: the previous version is serving.
+    RolledBack,
+    /// Either, with `reason`.
+    Refused,
+}
+
+impl std::fmt::Display for DeployResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeployResult::Accepted => "accepted",
+            DeployResult::AlreadyServing => "already serving",
+            DeployResult::RolledBack => "rolled back",
+            DeployResult::Refused => "refused",
+        })
+    }
+}
+
+/// `…/deploy/rollback`: a rollback request as `vigil rollback` sends it. Both sides use this
+/// type; a device refuses any other key or type (a misspelt key must not read as "the only
+/// model").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The model to roll back; empty: the only model the device serves.
+    pub model: String,
+    /// Makes the same request arriving on several topics (the device's and a group's) count once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl RollbackRequest {
+    /// The documented forms: this JSON object, or a bare model name (empty: the only model).
+    /// Anything else says why it is refused.
+    pub fn parse(payload: &[u8]) -> Result<RollbackRequest, String> {
+        const MAX: usize = 1024;
+        if payload.len() > MAX {
+            return Err(format!("{} bytes (a rollback request is at most {MAX})", payload.len()));
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8 text".to_string())?.trim();
+        if text.starts_with('{') {
+            let request: RollbackRequest =
+                serde_json::from_str(text).map_err(|e| format!("not {{\"model\": NAME, \"id\": ID}}: {e}"))?;
+            if !request.model.is_empty() && !crate::deploy::bundle::is_store_word(&request.model) {
+                return Err(format!("\"model\" {:?} is not a model name", request.model));
+            }
+            return Ok(request);
+        }
+        if text.is_empty() || crate::deploy::bundle::is_store_word(text) {
+            return Ok(RollbackRequest { model: text.to_string(), id: None });
+        }
+        Err("neither a model name nor {\"model\": NAME, \"id\": ID}".into())
+    }
 }
 
 /// Per-camera figures in `…/stats`.

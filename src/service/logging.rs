@@ -78,3 +78,28 @@ impl Log for Stderr {
 
     fn flush(&self) {}
 }
+
+/// Text from outside (an MQTT payload or topic, say) as a log line may show it: quoted, with
+/// control characters escaped (a newline cannot forge a line) and cut after 80 characters.
+pub fn shown(bytes: &[u8]) -> String {
+    const MAX: usize = 80;
+    let text = String::from_utf8_lossy(bytes);
+    let head: String = text.chars().take(MAX).collect();
+    if head.len() < text.len() {
+        format!("{:?}… ({} bytes)", head, bytes.len())
+    } else {
+        format!("{head:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outside_text_is_escaped_and_cut() {
+        assert_eq!(super::shown(b"ON"), "\"ON\"");
+        assert_eq!(super::shown(b"a\nERROR forged"), "\"a\\nERROR forged\"");
+        let long = super::shown(&vec![b'x'; 7 << 20]);
+        assert!(long.starts_with(&format!("\"{}\"…", "x".repeat(80))) && long.ends_with("(7340032 bytes)"), "{long}");
+        assert_eq!(super::shown(&[0xff, b'a']), "\"\u{fffd}a\"");
+    }
+}

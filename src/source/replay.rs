@@ -8,29 +8,41 @@ use std::time::{Duration, Instant};
 
 use super::{sleep_unless, unix_ms, Frame, FrameSlot, Heartbeat};
 use crate::config::ReplaySettings;
+use crate::dataset::IMAGE_EXTENSIONS;
 
-const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
-
-/// The images a replay path names: the file itself, or a folder's images sorted by name.
+/// The images a replay path names: the file itself, or a folder's images (.png, .jpg, .jpeg)
+/// sorted by name. Each must at least have a readable header; a file that does not is a
+/// problem named here, not a frame skipped for ever at run time.
 pub fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if !path.is_dir() {
+    let files = if path.is_file() {
+        vec![path.to_path_buf()]
+    } else if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(format!("{} holds no images (.png, .jpg, .jpeg)", path.display()));
+        }
+        files
+    } else {
         return Err(format!("{} does not exist", path.display()));
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("{} holds no images (.png, .jpg, .jpeg, .bmp)", path.display()));
+    };
+    for file in &files {
+        let header = image::ImageReader::open(file).and_then(|r| r.with_guessed_format());
+        let readable = header.map_err(|e| e.to_string()).and_then(|r| match r.format() {
+            Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => r.into_dimensions().map_err(|e| e.to_string()),
+            _ => Err("not a PNG or JPEG image".into()),
+        });
+        if let Err(e) = readable {
+            return Err(format!("{} is not a readable image: {e}", file.display()));
+        }
     }
     Ok(files)
 }

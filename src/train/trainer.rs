@@ -520,7 +520,8 @@ fn test_vector(
     let model = Model::load(manifest)?;
     let got = model.run_raw(&InputTensor { shape: shape.try_into().unwrap(), data: input })?;
     let d = max_scaled_diff(&got[0].data, &want);
-    if d > 1e-4 {
+    // NaN (a model gone wrong) fails too.
+    if d.is_nan() || d > 1e-4 {
         bail!("the exported model differs between tract and tch by {d} on the test vector (limit 1e-4)");
     }
     Ok(d)

@@ -38,9 +38,18 @@ pub fn anchors(layers: &[AnchorLayer], width: usize, height: usize) -> Vec<(f32,
     out
 }
 
+/// How many anchors [`anchors`] makes (saturating: a manifest can ask for absurd grids).
+fn anchor_count(layers: &[AnchorLayer], width: usize, height: usize) -> usize {
+    layers.iter().fold(0usize, |n, l| {
+        let cells = width.div_ceil(l.stride).saturating_mul(height.div_ceil(l.stride));
+        n.saturating_add(cells.saturating_mul(l.per_cell))
+    })
+}
+
 pub(super) fn bind(layers: &[AnchorLayer], box_scale: f32, g: GraphOutputs) -> Result<Blazeface, String> {
-    let anchors = anchors(layers, g.input_width, g.input_height);
-    let n = anchors.len();
+    // Counted before any is made: the grid is built only once the graph is known to produce
+    // that many rows, so the manifest alone cannot make vigil allocate.
+    let n = anchor_count(layers, g.input_width, g.input_height);
     let dims: Vec<Option<&[usize]>> = g.shapes.iter().map(|s| unbatched(s)).collect();
     let scores = dims.iter().position(|d| *d == Some(&[n, 1][..]));
     let regressors = dims.iter().position(|d| matches!(d, Some([a, r]) if *a == n && *r >= 4));
@@ -53,6 +62,7 @@ pub(super) fn bind(layers: &[AnchorLayer], box_scale: f32, g: GraphOutputs) -> R
             g.describe()
         ));
     };
+    let anchors = anchors(layers, g.input_width, g.input_height);
     Ok(Blazeface {
         regressors,
         scores,
@@ -106,6 +116,18 @@ mod tests {
         assert_eq!(a[2], (1.5 / 16.0, 0.5 / 16.0));
         assert_eq!(a[512], (0.5 / 8.0, 0.5 / 8.0));
         assert_eq!(a[895], (7.5 / 8.0, 7.5 / 8.0));
+        assert_eq!(anchor_count(&short_range(), 128, 128), 896);
+    }
+
+    #[test]
+    fn an_absurd_anchor_grid_is_refused_before_it_is_built() {
+        // 8 · 4096² · 64 ≈ 8.6e9 anchors: counted, compared with the graph, never allocated.
+        let layers = [AnchorLayer { stride: 1, per_cell: 64 }; 8];
+        let names = vec!["reg".to_string(), "cls".to_string()];
+        let shapes = vec![vec![1, 896, 16], vec![1, 896, 1]];
+        let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 4096, input_height: 4096, classes: 1 };
+        let e = bind(&layers, 128.0, g).unwrap_err();
+        assert!(e.contains("8589934592 anchors"), "{e}");
     }
 
     #[test]

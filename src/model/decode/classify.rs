@@ -41,8 +41,10 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 }
 
 /// The `k` best (index, value) pairs at or above `min`, best first; ties keep index order.
+/// NaN and infinite values (a model gone wrong) are never reported.
 pub fn top_k(values: &[f32], k: usize, min: f32) -> Vec<(usize, f32)> {
-    let mut ranked: Vec<(usize, f32)> = values.iter().copied().enumerate().filter(|(_, v)| *v >= min).collect();
+    let mut ranked: Vec<(usize, f32)> =
+        values.iter().copied().enumerate().filter(|(_, v)| v.is_finite() && *v >= min).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     ranked.truncate(k);
     ranked
@@ -57,6 +59,7 @@ mod tests {
         let p = softmax(&[1.0, 2.0, 3.0, 1000.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[3] > 0.999);
+        assert_eq!(top_k(&[0.2, f32::NAN, f32::INFINITY, 0.5], 5, 0.0), vec![(3, 0.5), (0, 0.2)]);
         let q = softmax(&[0.0, (2f32).ln()]);
         assert!((q[1] - 2.0 / 3.0).abs() < 1e-6);
     }
