@@ -1,0 +1,403 @@
+//! Fuzzing on the stable toolchain (there is no nightly here, so no libFuzzer): every parser
+//! that reads input from the network, a file or the environment gets seeds (committed under
+//! tests/fuzz/<target>/, plus a few built here) and random mutations of them — bit flips,
+//! random bytes, dangerous tokens (`nan`, `1e309`, `{`, NUL, non-UTF-8, …), deleted,
+//! duplicated and spliced ranges — and must return, never panic. Inputs a parser accepts
+//! join the pool, so mutations go deeper than the seeds. A panicking input is written to
+//! target/fuzz-findings/<target>-<n>.bin and fails the test.
+//!
+//! CI runs a short pass (`VIGIL_FUZZ_ITERS`, default 2000 per target). The long run —
+//! over 10^6 inputs in all — is docs/development.md's
+//! `VIGIL_FUZZ_ITERS=150000 cargo test --release --test fuzz -- --nocapture`;
+//! `VIGIL_FUZZ_SEED` changes the random sequence.
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use common::root;
+use ed25519_dalek::SigningKey;
+use vigil::config::Config;
+use vigil::deploy::bundle::{self, FileEntry, Header};
+use vigil::deploy::{DeployBundle, Target};
+use vigil::model::{Model, ModelManifest};
+use vigil::mqtt::payload::{DeployState, RollbackRequest};
+use vigil::mqtt::{CommandKind, Topics};
+
+/// xorshift64*: small, fast, and the same sequence for the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Bytes that break parsers more often than random ones do.
+const TOKENS: &[&[u8]] = &[
+    b"nan",
+    b"inf",
+    b"-inf",
+    b"1e309",
+    b"1e-300",
+    b"-1",
+    b"0",
+    b"18446744073709551616",
+    b"4294967296",
+    b"\"",
+    b"'",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"[[",
+    b"\n",
+    b"\0",
+    b"\xff\xfe",
+    b"\xc3\xa9",
+    b"=",
+    b",",
+    b":",
+    b"..",
+    b"/",
+    b"+",
+    b"#",
+    b"true",
+    b"null",
+    b"\\u0000",
+    b"\x7f\xff\xff\xff",
+    b"\xff\xff\xff\xff",
+];
+
+const MAX_INPUT: usize = 1 << 20;
+
+fn mutate(rng: &mut Rng, input: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = out.len();
+        let at = rng.below(len + 1);
+        match rng.below(9) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                out[i] = rng.next() as u8;
+            }
+            2 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                out.splice(at..at, token.iter().copied());
+            }
+            3 if len > 0 => {
+                let end = (at + 1 + rng.below(16)).min(len);
+                out.drain(at.min(len - 1)..end);
+            }
+            4 if len > 0 => {
+                let start = rng.below(len);
+                let end = (start + 1 + rng.below(64)).min(len);
+                let piece = out[start..end].to_vec();
+                out.splice(at..at, piece);
+            }
+            5 => {
+                let other = &pool[rng.below(pool.len())];
+                let from = rng.below(other.len() + 1);
+                out.truncate(at);
+                out.extend_from_slice(&other[from..]);
+            }
+            6 => out.truncate(at),
+            7 if len > 0 => {
+                let end = (at + 1 + rng.below(8)).min(len);
+                let token = TOKENS[rng.below(TOKENS.len())];
+                out.splice(at.min(len - 1)..end, token.iter().copied());
+            }
+            _ => {
+                // A run of one byte: long lines, deep nesting.
+                let byte = *out.get(rng.below(len.max(1))).unwrap_or(&b'[');
+                out.splice(at..at, std::iter::repeat_n(byte, 1 + rng.below(256)));
+            }
+        }
+    }
+    out.truncate(MAX_INPUT);
+    out
+}
+
+fn iterations() -> usize {
+    std::env::var("VIGIL_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}
+
+/// Runs `target` on the seeds and then on `iterations` mutations; `target` returns whether
+/// it accepted the input (accepted inputs join the pool). Returns the number of inputs run.
+fn fuzz(name: &str, seeds: Vec<Vec<u8>>, iterations: usize, target: impl Fn(&[u8]) -> bool) -> usize {
+    let seed = std::env::var("VIGIL_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_u64);
+    let mut rng =
+        Rng(seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)));
+    let mut pool = committed_seeds(name);
+    pool.extend(seeds);
+    assert!(!pool.is_empty(), "{name}: no seeds");
+    let mut findings = Vec::new();
+    let started = Instant::now();
+    let mut run = 0;
+    let inputs = pool.clone();
+    for i in 0..inputs.len() + iterations {
+        let input = match inputs.get(i) {
+            Some(seed) => seed.clone(),
+            None => {
+                let parent = pool[rng.below(pool.len())].clone();
+                mutate(&mut rng, &parent, &pool)
+            }
+        };
+        run += 1;
+        match catch_unwind(AssertUnwindSafe(|| target(&input))) {
+            Ok(true) if i >= inputs.len() && pool.len() < 512 => pool.push(input),
+            Ok(_) => {}
+            Err(_) => {
+                let dir = root().join("target/fuzz-findings");
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join(format!("{name}-{}.bin", findings.len()));
+                std::fs::write(&path, &input).unwrap();
+                findings.push(path);
+            }
+        }
+    }
+    eprintln!("fuzz {name}: {run} inputs in {:.1} s, pool {}", started.elapsed().as_secs_f64(), pool.len());
+    assert!(findings.is_empty(), "{name}: inputs that panicked: {findings:?}");
+    run
+}
+
+/// tests/fuzz/<name>/*: the committed corpus.
+fn committed_seeds(name: &str) -> Vec<Vec<u8>> {
+    let dir = root().join("tests/fuzz").join(name);
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.sort();
+    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn fuzz_model_manifests() {
+    let seeds = ["blazeface.toml", "mobilenet-v2.toml", "nanodet-m.toml"]
+        .iter()
+        .map(|m| std::fs::read(root().join("models").join(m)).unwrap())
+        .collect();
+    let dir = root().join("models");
+    fuzz("manifest", seeds, iterations(), |bytes| ModelManifest::from_toml(&text(bytes), &dir).is_ok());
+}
+
+#[test]
+fn fuzz_daemon_configs() {
+    let seeds = vec![std::fs::read(root().join("scripts/demo.toml")).unwrap()];
+    let dir = root().join("scripts");
+    fuzz("config", seeds, iterations(), |bytes| Config::from_toml(&text(bytes), &dir, &[]).is_ok());
+}
+
+/// Environment overrides: each line `KEY=VALUE` of the input is one variable, over the demo
+/// configuration.
+#[test]
+fn fuzz_config_environment() {
+    let base = std::fs::read_to_string(root().join("scripts/demo.toml")).unwrap();
+    let dir = root().join("scripts");
+    let seeds = vec![
+        b"VIGIL__MQTT__URL=mqtt://127.0.0.1:1884\nVIGIL__CAMERAS__PHOTOS__FPS=2.5".to_vec(),
+        b"VIGIL__DEVICE_ID=porch\nVIGIL__MQTT__QOS=0\nVIGIL__SERVICE__DRAIN_TIMEOUT_S=3".to_vec(),
+    ];
+    fuzz("environment", seeds, iterations(), |bytes| {
+        let env: Vec<(String, String)> = text(bytes)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml(&base, &dir, &env).is_ok()
+    });
+}
+
+/// The header and files of the small bundle the bundle targets start from.
+fn small_bundle() -> (Header, Vec<(String, Vec<u8>)>) {
+    let files: Vec<(String, Vec<u8>)> = vec![
+        (bundle::MODEL_FILE.into(), b"\x08\x07onnx".to_vec()),
+        (bundle::MANIFEST_FILE.into(), b"name = \"m\"\nversion = \"1.0.0\"\n".to_vec()),
+        (bundle::TEST_INPUT.into(), vigil::npy::encode_f32(&[1, 3, 2, 2], &[0.5; 12])),
+        ("test/output-0.npy".into(), vigil::npy::encode_f32(&[1, 2], &[0.25, 0.75])),
+    ];
+    let header = Header {
+        format: 1,
+        name: "m".into(),
+        version: "1.0.0".into(),
+        created: 1,
+        target: Target { devices: vec!["garage".into()], groups: vec!["yard".into()] },
+        tolerance: 1e-4,
+        files: files
+            .iter()
+            .map(|(n, b)| FileEntry { name: n.clone(), size: b.len() as u64, sha256: vigil::model::sha256_hex(b) })
+            .collect(),
+    };
+    (header, files)
+}
+
+/// Whole bundles as a device receives them: the container, key, signature and digests.
+#[test]
+fn fuzz_bundle_container() {
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let (header, files) = small_bundle();
+    let trusted = [key.verifying_key()];
+    let seeds = vec![bundle::assemble(&header, &key, &files)];
+    fuzz("bundle", seeds, iterations(), |bytes| {
+        let _ = bundle::peek(bytes);
+        match DeployBundle::open(bytes, &trusted, 1 << 20) {
+            Ok(b) => b.check_target("garage", &["yard".into()]).is_ok(),
+            Err(_) => false,
+        }
+    });
+}
+
+/// Signed headers: the input is the header JSON, signed by the trusted key, so the checks
+/// behind the signature (format, names, the file table, digests) are reached.
+#[test]
+fn fuzz_bundle_signed_header() {
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let (header, files) = small_bundle();
+    let trusted = [key.verifying_key()];
+    let seeds = vec![serde_json::to_vec(&header).unwrap()];
+    fuzz("bundle-header", seeds, iterations(), |json| {
+        let signature = ed25519_dalek::Signer::sign(&key, &[b"vigil-bundle-1".as_slice(), json].concat());
+        let mut bytes = b"VIGILBDL".to_vec();
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(json);
+        bytes.extend_from_slice(key.verifying_key().as_bytes());
+        bytes.extend_from_slice(&signature.to_bytes());
+        for (_, data) in &files {
+            bytes.extend_from_slice(data);
+        }
+        DeployBundle::open(&bytes, &trusted, 1 << 20).is_ok()
+    });
+}
+
+/// `.npy` arrays: a bundle's test vector.
+#[test]
+fn fuzz_npy_test_vectors() {
+    let seeds = vec![
+        vigil::npy::encode_f32(&[1, 3, 2, 2], &[0.5; 12]),
+        vigil::npy::encode_f32(&[4], &[1.0, -2.0, f32::MAX, 0.0]),
+    ];
+    fuzz("npy", seeds, iterations(), |bytes| vigil::npy::decode_f32(bytes, "fuzz").is_ok());
+}
+
+/// What arrives on the command, rollback and deploy-state topics.
+#[test]
+fn fuzz_mqtt_payloads() {
+    let seeds = vec![
+        b"ON".to_vec(),
+        b"0.55".to_vec(),
+        br#"{"model":"blazeface","id":"7-1f"}"#.to_vec(),
+        b"blazeface".to_vec(),
+        br#"{"v":1,"device":"garage","groups":["yard"],"ts":1,"action":"rollback","result":"rolled_back","name":"m","version":"1.0.0","serving":{"name":"m","version":"1.0.0","sha256":"ab"},"previous":"1.1.0","cameras":["door"]}"#.to_vec(),
+        b"vigil/garage/front/detect/set".to_vec(),
+    ];
+    let topics = Topics { prefix: "vigil/garage".into() };
+    fuzz("payload", seeds, iterations() * 4, |bytes| {
+        let mut accepted = false;
+        for setting in ["detect", "threshold", "zoom"] {
+            accepted |= !matches!(CommandKind::parse(setting, bytes), CommandKind::Invalid { .. });
+        }
+        accepted |= matches!(CommandKind::rollback(bytes), CommandKind::Rollback { .. });
+        accepted |= RollbackRequest::parse(bytes).is_ok();
+        accepted |= serde_json::from_slice::<DeployState>(bytes).is_ok();
+        accepted |= topics.parse_command(&text(bytes)).is_some();
+        accepted
+    });
+}
+
+/// Images, as replayed or given to `vigil infer` (PNG and JPEG).
+#[test]
+fn fuzz_image_decoding() {
+    let small = |format: image::ImageFormat| {
+        let image = image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([(x * 20) as u8, (y * 25) as u8, 128]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut bytes, format).unwrap();
+        bytes.into_inner()
+    };
+    let seeds = vec![small(image::ImageFormat::Png), small(image::ImageFormat::Jpeg)];
+    fuzz("image", seeds, iterations(), |bytes| vigil::dataset::decode_image(bytes).is_ok());
+}
+
+/// A tiny classifier graph: x [1, 3, 8, 8] → GlobalAveragePool → Flatten → y [1, 3].
+fn tiny_onnx() -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    let tensor = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
+        op_type: op.into(),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        name: format!("{op}_0"),
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(pb::GraphProto {
+            name: "tiny".into(),
+            node: vec![node("GlobalAveragePool", "x", "p"), node("Flatten", "p", "y")],
+            input: vec![tensor("x", &[1, 3, 8, 8])],
+            output: vec![tensor("y", &[1, 3])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+/// ONNX graphs: the importer and vigil's checks of a graph against its manifest.
+#[test]
+fn fuzz_onnx_loading() {
+    let manifest_text = r#"
+name = "tiny"
+version = "1"
+task = "classify"
+model = "tiny.onnx"
+labels = ["a", "b", "c"]
+[input]
+width = 8
+height = 8
+[decoder]
+kind = "classify"
+"#;
+    let manifest = ModelManifest::from_toml(manifest_text, Path::new("/fuzz")).unwrap();
+    let good = tiny_onnx();
+    Model::from_onnx_bytes(manifest.clone(), Path::new("/fuzz/tiny.toml"), &good).expect("the seed loads");
+    // Loading optimises the graph: slower than the other targets, so fewer inputs.
+    fuzz("onnx", vec![good], iterations() / 3, |bytes| {
+        Model::from_onnx_bytes(manifest.clone(), Path::new("/fuzz/tiny.toml"), bytes).is_ok()
+    });
+}
