@@ -335,6 +335,12 @@ fn fuzz_image_decoding() {
 
 /// A tiny classifier graph: x [1, 3, 8, 8] → GlobalAveragePool → Flatten → y [1, 3].
 fn tiny_onnx() -> Vec<u8> {
+    tiny_onnx_with_output("y")
+}
+
+/// The tiny graph, its output named `output` (a name no node makes panics tract 0.23.9's
+/// importer: found by the ONNX target).
+fn tiny_onnx_with_output(output: &str) -> Vec<u8> {
     use prost::Message;
     use tract_onnx::pb;
     let tensor = |name: &str, dims: &[i64]| pb::ValueInfoProto {
@@ -370,7 +376,7 @@ fn tiny_onnx() -> Vec<u8> {
             name: "tiny".into(),
             node: vec![node("GlobalAveragePool", "x", "p"), node("Flatten", "p", "y")],
             input: vec![tensor("x", &[1, 3, 8, 8])],
-            output: vec![tensor("y", &[1, 3])],
+            output: vec![tensor(output, &[1, 3])],
             ..Default::default()
         }),
         ..Default::default()
@@ -378,10 +384,7 @@ fn tiny_onnx() -> Vec<u8> {
     model.encode_to_vec()
 }
 
-/// ONNX graphs: the importer and vigil's checks of a graph against its manifest.
-#[test]
-fn fuzz_onnx_loading() {
-    let manifest_text = r#"
+const TINY_MANIFEST: &str = r#"
 name = "tiny"
 version = "1"
 task = "classify"
@@ -393,11 +396,26 @@ height = 8
 [decoder]
 kind = "classify"
 "#;
-    let manifest = ModelManifest::from_toml(manifest_text, Path::new("/fuzz")).unwrap();
+
+/// ONNX graphs: the importer and vigil's checks of a graph against its manifest.
+#[test]
+fn fuzz_onnx_loading() {
+    let manifest = ModelManifest::from_toml(TINY_MANIFEST, Path::new("/fuzz")).unwrap();
     let good = tiny_onnx();
     Model::from_onnx_bytes(manifest.clone(), Path::new("/fuzz/tiny.toml"), &good).expect("the seed loads");
     // Loading optimises the graph: slower than the other targets, so fewer inputs.
     fuzz("onnx", vec![good], iterations() / 3, |bytes| {
         Model::from_onnx_bytes(manifest.clone(), Path::new("/fuzz/tiny.toml"), bytes).is_ok()
     });
+}
+
+/// A graph that makes tract's importer panic (an output no node produces) is an error that
+/// names the file, not the end of vigil.
+#[test]
+fn a_graph_that_panics_the_importer_is_refused() {
+    let manifest = ModelManifest::from_toml(TINY_MANIFEST, Path::new("/fuzz")).unwrap();
+    let bytes = tiny_onnx_with_output("made-by-no-node");
+    let e = Model::from_onnx_bytes(manifest, Path::new("/fuzz/tiny.toml"), &bytes).err().expect("refused");
+    let message = e.to_string();
+    assert!(message.contains("/fuzz/tiny.onnx is not a usable ONNX model: the ONNX importer failed"), "{message}");
 }

@@ -343,7 +343,7 @@ impl Context {
                 model,
             };
             log::info!(
-                "camera={} track={} label={} score={:.2} zones={:?} object {}",
+                "camera={} ts={now} track={} label={} score={:.2} zones={:?} object {}",
                 self.camera,
                 event.track_id,
                 event.label,
