@@ -3,6 +3,7 @@
 //! connection and its event loop ([`link`]) and the publisher with its spool ([`publisher`]).
 
 pub mod discovery;
+pub mod journal;
 pub mod link;
 pub mod payload;
 pub mod publisher;

@@ -1,0 +1,444 @@
+//! The event journal: every event on disk from the moment the publisher takes it until the
+//! broker is known to have it, so that a restart, a crash or a power cut loses none.
+//!
+//! A checksummed append-only log in segment files under `mqtt.spool_dir`
+//! (`<segment number, 16 hex digits>.log`, numbered in the order they were started). Each
+//! record is
+//!
+//! ```text
+//! 0xE5 | kind (b'E' event, b'A' acknowledged) | body length u32 LE | crc32 of body u32 LE | body
+//! event body:        seq u64 LE | topic length u16 LE | topic | payload
+//! acknowledged body: seq u64 LE
+//! ```
+//!
+//! An event is acknowledged when the broker delivers it back to vigil (the link subscribes
+//! to its own events topic): proof that the broker took it. At start-up the segments are read
+//! in order and every event without its acknowledgement is sent again (at least once: a
+//! subscriber may see an event twice, never zero times). A record that is cut short or
+//! fails its checksum (a write torn by a power cut) ends the reading of its segment with a
+//! warning; the last segment is truncated there so new records follow good ones.
+//!
+//! Durability cadence: records are written as they come and flushed to the disk (fdatasync)
+//! at most every [`SYNC_EVERY`] — group commit, so a burst of events costs one flush, and a
+//! power cut loses at most the events of the last 100 ms. A segment is deleted once it and
+//! every older one hold only acknowledged events; when the journal passes its byte bound the
+//! oldest segment is deleted anyway and its unacknowledged events are counted as lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Flush to the disk at most this often.
+pub const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+const MAGIC: u8 = 0xE5;
+const EVENT: u8 = b'E';
+const ACK: u8 = b'A';
+/// Records before the body: magic, kind, length, crc.
+const HEAD: usize = 10;
+/// The largest record body read back: an event is one MQTT message, far below this.
+const MAX_BODY: usize = 16 << 20;
+
+/// An event kept until the broker has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEvent {
+    pub seq: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+struct Segment {
+    path: PathBuf,
+    bytes: u64,
+    /// Events in this segment not yet acknowledged.
+    open: BTreeSet<u64>,
+}
+
+pub struct EventJournal {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    segments: Vec<Segment>,
+    writer: BufWriter<File>,
+    /// Which segment (by index in `segments`) holds each unacknowledged event.
+    holder: BTreeMap<u64, usize>,
+    next_seq: u64,
+    dirty: bool,
+    last_sync: Instant,
+    /// Unacknowledged events deleted with a segment to keep the byte bound.
+    pub lost: u64,
+}
+
+/// What opening found.
+pub struct Opened {
+    pub journal: EventJournal,
+    /// Events to send again, oldest first.
+    pub pending: Vec<JournalEvent>,
+    /// Warnings about damaged records (already logged).
+    pub damaged: usize,
+}
+
+fn io_error(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+impl EventJournal {
+    /// Opens (creating) the journal in `dir`, bounded to `max_bytes` on disk.
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Opened> {
+        std::fs::create_dir_all(dir)?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log") && segment_seq(p).is_some())
+            .collect();
+        names.sort();
+        let mut events: Vec<(usize, JournalEvent)> = Vec::new();
+        let mut acked = BTreeSet::new();
+        let mut segments = Vec::new();
+        let mut damaged = 0;
+        let last = names.len().saturating_sub(1);
+        for (i, path) in names.iter().enumerate() {
+            let (records, good_len, damage) = read_segment(path)?;
+            if let Some(why) = damage {
+                damaged += 1;
+                log::warn!(
+                    "path={} offset={good_len} event journal record damaged ({why}); the rest of the file is skipped",
+                    path.display()
+                );
+                if i == last {
+                    OpenOptions::new().write(true).open(path)?.set_len(good_len)?;
+                }
+            }
+            for record in records {
+                match record {
+                    Record::Event(e) => events.push((i, e)),
+                    Record::Ack(seq) => {
+                        acked.insert(seq);
+                    }
+                }
+            }
+            segments.push(Segment { path: path.clone(), bytes: good_len, open: BTreeSet::new() });
+        }
+        let next_seq = events.iter().map(|(_, e)| e.seq + 1).chain(acked.iter().map(|s| s + 1)).max().unwrap_or(1);
+        let mut holder = BTreeMap::new();
+        let mut pending = Vec::new();
+        for (i, e) in events {
+            if !acked.contains(&e.seq) && !holder.contains_key(&e.seq) {
+                holder.insert(e.seq, i);
+                segments[i].open.insert(e.seq);
+                pending.push(e);
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment { path: segment_path(dir, 1), bytes: 0, open: BTreeSet::new() });
+        }
+        let current = segments.last().expect("one segment at least");
+        let writer = BufWriter::new(OpenOptions::new().create(true).append(true).open(&current.path)?);
+        let segment_bytes = (max_bytes / 8).clamp(64 << 10, 4 << 20);
+        let mut journal = EventJournal {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes,
+            segments,
+            writer,
+            holder,
+            next_seq,
+            dirty: false,
+            last_sync: Instant::now(),
+            lost: 0,
+        };
+        crate::files::sync_dir(dir)?;
+        journal.compact()?;
+        Ok(Opened { journal, pending, damaged })
+    }
+
+    /// The sequence number the next event gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Events not yet acknowledged.
+    pub fn pending(&self) -> usize {
+        self.holder.len()
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Records an event (its `seq` from [`EventJournal::next_seq`] or later).
+    pub fn append(&mut self, event: &JournalEvent) -> std::io::Result<()> {
+        let topic = event.topic.as_bytes();
+        let topic_len = u16::try_from(topic.len()).map_err(|_| io_error("topic longer than 65535 bytes".into()))?;
+        let mut body = Vec::with_capacity(10 + topic.len() + event.payload.len());
+        body.extend_from_slice(&event.seq.to_le_bytes());
+        body.extend_from_slice(&topic_len.to_le_bytes());
+        body.extend_from_slice(topic);
+        body.extend_from_slice(&event.payload);
+        self.write(EVENT, &body)?;
+        let at = self.segments.len() - 1;
+        self.segments[at].open.insert(event.seq);
+        self.holder.insert(event.seq, at);
+        self.next_seq = self.next_seq.max(event.seq + 1);
+        Ok(())
+    }
+
+    /// Records that the broker has event `seq`. Unknown or repeated numbers are ignored.
+    pub fn acknowledge(&mut self, seq: u64) -> std::io::Result<()> {
+        let Some(at) = self.holder.remove(&seq) else { return Ok(()) };
+        self.segments[at].open.remove(&seq);
+        self.write(ACK, &seq.to_le_bytes())?;
+        self.compact()
+    }
+
+    fn write(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
+        if self.segments.last().is_some_and(|s| s.bytes >= self.segment_bytes) {
+            self.rotate()?;
+        }
+        let mut record = Vec::with_capacity(HEAD + body.len());
+        record.push(MAGIC);
+        record.push(kind);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        record.extend_from_slice(body);
+        self.writer.write_all(&record)?;
+        self.segments.last_mut().expect("one segment at least").bytes += record.len() as u64;
+        self.dirty = true;
+        while self.bytes() > self.max_bytes {
+            self.drop_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes to the disk if anything was written and [`SYNC_EVERY`] has passed (`force`:
+    /// now, as at a stop).
+    pub fn sync(&mut self, force: bool) -> std::io::Result<()> {
+        if self.dirty && (force || self.last_sync.elapsed() >= SYNC_EVERY) {
+            self.writer.flush()?;
+            self.writer.get_ref().sync_data()?;
+            self.dirty = false;
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment (the old one flushed first).
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.sync(true)?;
+        let number = self.segments.last().and_then(|s| segment_seq(&s.path)).unwrap_or(0) + 1;
+        let path = segment_path(&self.dir, number);
+        self.writer = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        crate::files::sync_dir(&self.dir)?;
+        self.segments.push(Segment { path, bytes: 0, open: BTreeSet::new() });
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while they hold nothing unacknowledged (never the one
+    /// being written).
+    fn compact(&mut self) -> std::io::Result<()> {
+        while self.segments.len() > 1 && self.segments[0].open.is_empty() {
+            self.remove_first()?;
+        }
+        Ok(())
+    }
+
+    /// Over the byte bound: the oldest segment goes, acknowledged or not.
+    fn drop_oldest(&mut self) -> std::io::Result<()> {
+        if self.segments.len() < 2 {
+            self.rotate()?;
+        }
+        let lost = self.segments[0].open.len() as u64;
+        if lost > 0 {
+            self.lost += lost;
+            log::error!(
+                "lost={lost} max_bytes={} the event journal is full; its oldest unsent events are dropped",
+                self.max_bytes
+            );
+        }
+        self.remove_first()
+    }
+
+    fn remove_first(&mut self) -> std::io::Result<()> {
+        let first = self.segments.remove(0);
+        for seq in &first.open {
+            self.holder.remove(seq);
+        }
+        for at in self.holder.values_mut() {
+            *at -= 1;
+        }
+        std::fs::remove_file(&first.path)?;
+        crate::files::sync_dir(&self.dir)
+    }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016x}.log"))
+}
+
+fn segment_seq(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_str()?;
+    (stem.len() == 16).then(|| u64::from_str_radix(stem, 16).ok()).flatten()
+}
+
+enum Record {
+    Event(JournalEvent),
+    Ack(u64),
+}
+
+/// The good records of a segment, the length they span, and why reading stopped early.
+fn read_segment(path: &Path) -> std::io::Result<(Vec<Record>, u64, Option<String>)> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        match parse_record(&bytes[at..]) {
+            Ok((record, len)) => {
+                records.push(record);
+                at += len;
+            }
+            Err(why) => return Ok((records, at as u64, Some(why))),
+        }
+    }
+    Ok((records, at as u64, None))
+}
+
+fn parse_record(bytes: &[u8]) -> Result<(Record, usize), String> {
+    if bytes.len() < HEAD {
+        return Err(format!("{} bytes, too short for a record", bytes.len()));
+    }
+    if bytes[0] != MAGIC {
+        return Err(format!("byte {:#04x} where a record starts", bytes[0]));
+    }
+    let len = u32::from_le_bytes(bytes[2..6].try_into().expect("4 bytes")) as usize;
+    if len > MAX_BODY || bytes.len() - HEAD < len {
+        return Err(format!("a body of {len} bytes, {} left in the file", bytes.len() - HEAD));
+    }
+    let crc = u32::from_le_bytes(bytes[6..10].try_into().expect("4 bytes"));
+    let body = &bytes[HEAD..HEAD + len];
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let seq = |b: &[u8]| b.get(..8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")));
+    let record = match bytes[1] {
+        ACK if len == 8 => Record::Ack(seq(body).expect("8 bytes")),
+        EVENT if len >= 10 => {
+            let topic_len = u16::from_le_bytes([body[8], body[9]]) as usize;
+            let topic = body.get(10..10 + topic_len).ok_or("a topic longer than its record")?;
+            let topic = std::str::from_utf8(topic).map_err(|_| "a topic that is not UTF-8")?;
+            Record::Event(JournalEvent {
+                seq: seq(body).expect("8 bytes"),
+                topic: topic.to_string(),
+                payload: body[10 + topic_len..].to_vec(),
+            })
+        }
+        kind => return Err(format!("record kind {kind:#04x} of {len} bytes")),
+    };
+    Ok((record, HEAD + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vigil-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn event(seq: u64) -> JournalEvent {
+        JournalEvent { seq, topic: "vigil/d/yard/events".into(), payload: format!("{{\"seq\":{seq}}}").into_bytes() }
+    }
+
+    #[test]
+    fn unacknowledged_events_come_back_in_order_after_a_restart() {
+        let d = dir("restart");
+        let mut j = EventJournal::open(&d, 1 << 20).unwrap().journal;
+        assert_eq!(j.next_seq(), 1);
+        for seq in 1..=5 {
+            j.append(&event(seq)).unwrap();
+        }
+        j.acknowledge(2).unwrap();
+        j.acknowledge(4).unwrap();
+        j.acknowledge(4).unwrap();
+        j.sync(true).unwrap();
+        drop(j);
+        let opened = EventJournal::open(&d, 1 << 20).unwrap();
+        assert_eq!(opened.pending, vec![event(1), event(3), event(5)]);
+        assert_eq!(opened.journal.next_seq(), 6);
+        assert_eq!(opened.damaged, 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_skipped_and_truncated() {
+        let d = dir("torn");
+        let mut j = EventJournal::open(&d, 1 << 20).unwrap().journal;
+        for seq in 1..=3 {
+            j.append(&event(seq)).unwrap();
+        }
+        j.sync(true).unwrap();
+        drop(j);
+        let file = std::fs::read_dir(&d).unwrap().next().unwrap().unwrap().path();
+        let good = std::fs::read(&file).unwrap();
+        // A power cut in the middle of the fourth record.
+        let mut torn = good.clone();
+        torn.extend_from_slice(&[MAGIC, EVENT, 200, 0, 0, 0, 1, 2]);
+        std::fs::write(&file, &torn).unwrap();
+        let opened = EventJournal::open(&d, 1 << 20).unwrap();
+        assert_eq!(opened.pending.len(), 3);
+        assert_eq!(opened.damaged, 1);
+        assert_eq!(std::fs::read(&file).unwrap(), good, "truncated back to the good records");
+        drop(opened);
+        // A flipped bit in the third record: the first two survive.
+        let mut flipped = good.clone();
+        let at = flipped.len() - 3;
+        flipped[at] ^= 0x10;
+        std::fs::write(&file, &flipped).unwrap();
+        let mut opened = EventJournal::open(&d, 1 << 20).unwrap();
+        assert_eq!(opened.pending, vec![event(1), event(2)]);
+        // And appending goes on after the good records.
+        opened.journal.append(&event(9)).unwrap();
+        opened.journal.sync(true).unwrap();
+        drop(opened);
+        assert_eq!(EventJournal::open(&d, 1 << 20).unwrap().pending, vec![event(1), event(2), event(9)]);
+        // Garbage of any kind never panics.
+        for junk in [vec![], vec![MAGIC], vec![0; 64], vec![MAGIC, ACK, 255, 255, 255, 255, 0, 0, 0, 0]] {
+            std::fs::write(&file, &junk).unwrap();
+            EventJournal::open(&d, 1 << 20).unwrap();
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn segments_rotate_are_deleted_once_acknowledged_and_stay_within_the_bound() {
+        let d = dir("segments");
+        let big = |seq| JournalEvent { seq, topic: "t".into(), payload: vec![b'x'; 10_000] };
+        let mut j = EventJournal::open(&d, 1 << 20).unwrap().journal;
+        for seq in 1..=30 {
+            j.append(&big(seq)).unwrap();
+        }
+        let segments = std::fs::read_dir(&d).unwrap().count();
+        assert!(segments >= 3, "{segments} segments for 300 kB with 128 kB segments");
+        for seq in 1..=30 {
+            j.acknowledge(seq).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "only the segment being written is left");
+        assert_eq!(j.pending(), 0);
+        // Past the bound the oldest unacknowledged events go, counted.
+        for seq in 31..=200 {
+            j.append(&big(seq)).unwrap();
+        }
+        assert!(j.bytes() <= 1 << 20, "{} bytes", j.bytes());
+        assert!(j.lost > 0 && j.pending() as u64 + j.lost == 170, "{} pending, {} lost", j.pending(), j.lost);
+        j.sync(true).unwrap();
+        drop(j);
+        let opened = EventJournal::open(&d, 1 << 20).unwrap();
+        assert_eq!(opened.pending.last().unwrap().seq, 200);
+        assert!(opened.pending.windows(2).all(|w| w[0].seq < w[1].seq));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
