@@ -7,8 +7,8 @@ restarted (SIGTERM, as for an upgrade; 3 s away each time), SIGHUP reloads, one 
 and one rollback with `vigil deploy` / `vigil rollback`, and a flood of junk on the command,
 rollback and deploy topics. A persistent-session subscriber records every event.
 
-Report: events the daemon logged but no subscriber received (must be 0), duplicates
-(at-least-once), reconnects, resident memory over the run, panics in the log (must be 0),
+Report: events the daemon logged but no subscriber received, by their `seq` (must be 0),
+duplicates (at-least-once), reconnects, resident memory over the run, panics in the log (must be 0),
 and what the deploy and rollback answered. Exit 1 when an event was lost or vigil panicked.
 
 Usage: scripts/soak.py [--minutes 10] [--out DIR]
@@ -216,15 +216,14 @@ fps = 1000
     received.close()
     log.close()
 
-    # What the daemon says it published, and what arrived.
-    kinds = {"appeared": "new", "moved": "update", "left": "end"}
-    pattern = re.compile(r"camera=(\S+) ts=(\d+) track=(\d+) .* object (appeared|moved|left)$")
+    # What the daemon says it published, and what arrived: events by their `seq`.
+    pattern = re.compile(r"camera=\S+ seq=(\d+) ts=\d+ track=\d+ .* object (appeared|moved|left)$")
     text = (out / "vigil.log").read_text(errors="replace")
     logged = set()
     for line in text.splitlines():
         m = pattern.search(line)
         if m:
-            logged.add((m[1], int(m[2]), int(m[3]), kinds[m[4]]))
+            logged.add(int(m[1]))
     got = {}
     stats = []
     states = []
@@ -235,8 +234,7 @@ fps = 1000
         except ValueError:
             continue
         if topic.endswith("/events"):
-            k = (doc["camera"], doc["ts"], doc["track_id"], doc["type"])
-            got[k] = got.get(k, 0) + 1
+            got[doc["seq"]] = got.get(doc["seq"], 0) + 1
         elif topic.endswith("/stats"):
             stats.append(doc)
         elif topic.endswith("/deploy/state"):

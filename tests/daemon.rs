@@ -249,11 +249,15 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// The log goes beside the config (`vigil.toml` → `vigil.log`); the event journal goes in
+    /// the config's folder too (`STATE_DIRECTORY`, as systemd sets it), so a test's daemons
+    /// share it and other tests' do not.
     fn start(config: &Path, env: &[(&str, String)]) -> Daemon {
-        let log = config.with_file_name("vigil.log");
+        let log = config.with_extension("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
         cmd.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         cmd.env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM").env_remove("WATCHDOG_USEC");
+        cmd.env("STATE_DIRECTORY", config.parent().unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -1251,4 +1255,59 @@ fn oversized_and_malformed_messages_cost_one_refusal_not_the_connection() {
     assert_eq!(sub.on("vigil/test/availability").iter().filter(|r| r.payload == b"offline").count(), 0);
     signal(&daemon.child, "TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
+
+/// The `seq` of every event a daemon's log says it made.
+fn event_seqs_logged(log: &str) -> BTreeSet<u64> {
+    log.lines()
+        .filter(|l| l.contains(" object "))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("seq=")))
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+/// Events survive a crash: with the broker away, a replay makes its events, vigil is killed
+/// with SIGKILL and started again (same state directory), and once the broker is back every
+/// event the first process made arrives, by its `seq`.
+#[test]
+fn events_survive_a_crash_while_the_broker_is_away() {
+    let _serial = serial();
+    let dir = scratch("daemon-crash");
+    let mut broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-crash");
+    // The subscriber's session exists (and persists) before the broker goes away: a retained
+    // probe reaches it once it has subscribed.
+    sub.client.publish("vigil/probe", QoS::AtLeastOnce, true, "x").unwrap();
+    sub.wait_for("the probe", Duration::from_secs(30), |g| g.iter().any(|r| r.topic == "vigil/probe"));
+    broker.stop();
+    let config = write_config(&dir, broker.port, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("repeat = 6", "repeat = 6\nloop = false");
+    std::fs::write(&config, text).unwrap();
+    let limit = Duration::from_secs(90);
+
+    let mut first = Daemon::start(&config, &[]);
+    wait_until("the replay to finish", limit, || first.log().contains("replay finished"));
+    wait_until("the pipeline to hand over its last events", limit, || first.log().contains("pipeline stopped"));
+    std::thread::sleep(Duration::from_millis(300));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let made = event_seqs_logged(&first.log());
+    assert!(made.len() >= 4, "events made while the broker was away: {made:?}\n{}", first.log());
+
+    let second_config = dir.join("vigil-2.toml");
+    std::fs::copy(&config, &second_config).unwrap();
+    let mut second = Daemon::start(&second_config, &[]);
+    wait_until("the journal to be read", limit, || second.log().contains("event journal opened"));
+    assert!(second.log().contains(&format!("pending={}", made.len())), "{}", second.log());
+    broker.restart();
+    let received = |sub: &Subscriber| -> BTreeSet<u64> {
+        sub.on("vigil/test/yard/events").iter().map(|r| r.json()["seq"].as_u64().unwrap()).collect()
+    };
+    wait_until("every event of the killed process", limit, || made.is_subset(&received(&sub)));
+    assert!(second.log().contains("not yet delivered are sent again"), "{}", second.log());
+    // Numbering goes on from the journal: the second process's events are new numbers.
+    let later = event_seqs_logged(&second.log());
+    assert!(later.iter().all(|s| s > made.iter().max().unwrap()), "{made:?} then {later:?}");
+    signal(&second.child, "TERM");
+    assert_eq!(second.wait_exit(Duration::from_secs(20)), 0, "{}", second.log());
 }

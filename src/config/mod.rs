@@ -63,8 +63,11 @@ pub struct MqttSettings {
     pub qos: u8,
     pub keep_alive: Duration,
     pub max_packet_size: usize,
-    /// Events and counts held while the broker is away.
+    /// Events held until the broker has them (the event journal's count bound).
     pub spool_events: usize,
+    /// The event journal's folder, and its bound on disk.
+    pub spool_dir: PathBuf,
+    pub spool_bytes: u64,
     pub stats_interval: Duration,
     pub discovery: bool,
     pub discovery_prefix: String,

@@ -54,6 +54,8 @@ struct RawMqtt {
     keep_alive_s: Option<u64>,
     max_packet_size: Option<usize>,
     spool_events: Option<usize>,
+    spool_dir: Option<PathBuf>,
+    spool_bytes: Option<u64>,
     stats_interval_s: Option<f64>,
     discovery: Option<bool>,
     discovery_prefix: Option<String>,
@@ -364,6 +366,14 @@ fn check_mqtt(
     if spool_events == 0 {
         problems.push("mqtt.spool_events: must be at least 1".into());
     }
+    let spool_dir = match &raw.spool_dir {
+        Some(p) => resolve(dir, p),
+        None => state_directory().join("spool"),
+    };
+    let spool_bytes = raw.spool_bytes.unwrap_or(16 << 20);
+    if !(64 << 10..=1 << 40).contains(&spool_bytes) {
+        problems.push(format!("mqtt.spool_bytes: {spool_bytes} must be between 65536 (64 KiB) and 1 TiB"));
+    }
     let discovery_prefix = raw.discovery_prefix.unwrap_or_else(|| "homeassistant".into());
     check_prefix("mqtt.discovery_prefix", &discovery_prefix, problems);
     MqttSettings {
@@ -378,6 +388,8 @@ fn check_mqtt(
         keep_alive: Duration::from_secs(keep_alive),
         max_packet_size,
         spool_events,
+        spool_dir,
+        spool_bytes,
         stats_interval: seconds(raw.stats_interval_s.unwrap_or(30.0), "mqtt.stats_interval_s", problems),
         discovery: raw.discovery.unwrap_or(true),
         discovery_prefix,
@@ -413,11 +425,7 @@ fn check_deploy(raw: RawDeploy, max_packet: usize, dir: &Path, problems: &mut Ve
     check_prefix("deploy.group_prefix", &group_prefix, problems);
     let store = match raw.store {
         Some(p) => resolve(dir, &p),
-        None => match std::env::var_os("STATE_DIRECTORY") {
-            // systemd's StateDirectory=vigil; the first entry if it lists several.
-            Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default()).join("models"),
-            None => PathBuf::from("/var/lib/vigil/models"),
-        },
+        None => state_directory().join("models"),
     };
     if trusted.is_empty() {
         if !groups.is_empty() {
@@ -428,6 +436,19 @@ fn check_deploy(raw: RawDeploy, max_packet: usize, dir: &Path, problems: &mut Ve
         return None;
     }
     Some(DeploySettings { trusted_keys: trusted, groups, max_bundle_bytes, store, group_prefix })
+}
+
+/// Where vigil keeps its state by default: systemd's `StateDirectory=vigil` (the first entry
+/// if it lists several), else /var/lib/vigil.
+fn state_directory() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(s) => {
+            use std::os::unix::ffi::OsStrExt;
+            let first = s.as_bytes().split(|b| *b == b':').next().unwrap_or_default();
+            PathBuf::from(std::ffi::OsStr::from_bytes(first))
+        }
+        None => PathBuf::from("/var/lib/vigil"),
+    }
 }
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]` → (tls, host, port).

@@ -11,7 +11,7 @@ pub mod pipeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,9 @@ use crate::config::{Config, ConfigError};
 use crate::deploy::bundle::is_store_word;
 use crate::deploy::store::{Choice, Store};
 use crate::model::{Model, ModelError};
+use crate::mqtt::journal::EventJournal;
 use crate::mqtt::payload::{self, ModelInfo};
-use crate::mqtt::publisher::Deadline;
+use crate::mqtt::publisher::{Deadline, SharedJournal};
 use crate::mqtt::{
     discovery, link, Class, Command, CommandKind, DeployTopics, Message, Publisher, PublisherStats, Topics,
 };
@@ -79,9 +80,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     }
     notifier.status("loading models");
     let mut models = load_models(&config).await?;
+    let (journal, sequence) = open_journal(&config.mqtt)?;
     let mut config = config;
     loop {
-        let mut running = Running::start(&config, models)?;
+        let mut running = Running::start(&config, models, &journal, &sequence)?;
         let cameras = config.cameras.len();
         notifier.ready(&format!("running {cameras} camera(s), broker {}:{}", config.mqtt.host, config.mqtt.port));
         log::info!(
@@ -157,6 +159,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 }
                 if new.broker != broker {
                     log::warn!("[broker] changed: the embedded broker keeps its old settings until vigil restarts");
+                }
+                if (&new.mqtt.spool_dir, new.mqtt.spool_bytes) != (&config.mqtt.spool_dir, config.mqtt.spool_bytes) {
+                    log::warn!("mqtt.spool_dir/spool_bytes changed: the event journal keeps its old place until vigil restarts");
                 }
                 log::set_max_level(new.log_level);
                 config = new;
@@ -253,6 +258,23 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
     .map_err(|e| DaemonError::Internal(format!("loading the models failed: {}", panic_text(e))))?
 }
 
+/// Opens the event journal (kept for the life of the process, across reloads) and the
+/// event numbering that continues from it.
+fn open_journal(mqtt: &crate::config::MqttSettings) -> Result<(SharedJournal, Arc<AtomicU64>), DaemonError> {
+    let opened = EventJournal::open(&mqtt.spool_dir, mqtt.spool_bytes).map_err(|error| DaemonError::Io {
+        what: format!("opening the event journal in {} (mqtt.spool_dir)", mqtt.spool_dir.display()),
+        error,
+    })?;
+    log::info!(
+        "path={} pending={} damaged={} event journal opened",
+        mqtt.spool_dir.display(),
+        opened.pending.len(),
+        opened.damaged
+    );
+    let sequence = Arc::new(AtomicU64::new(opened.journal.next_seq()));
+    Ok((Arc::new(std::sync::Mutex::new(opened.journal)), sequence))
+}
+
 /// A checked configuration with its models loaded.
 type Reloaded = (Config, BTreeMap<String, Arc<Model>>);
 
@@ -308,9 +330,16 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: &Config, models: BTreeMap<String, Arc<Model>>) -> Result<Running, DaemonError> {
+    fn start(
+        config: &Config,
+        models: BTreeMap<String, Arc<Model>>,
+        journal: &SharedJournal,
+        sequence: &Arc<AtomicU64>,
+    ) -> Result<Running, DaemonError> {
         let topics = Topics { prefix: config.mqtt.topic_prefix.clone() };
         let (command_tx, commands) = mpsc::channel(64);
+        // Delivery proofs: one per event, read at once by the publisher.
+        let (echo_tx, echoes) = mpsc::channel(1024);
         let options = link::options(&config.mqtt, &topics)?;
         let deploy_topics = match &config.deploy {
             None => DeployTopics::default(),
@@ -321,7 +350,15 @@ impl Running {
                 DeployTopics { bundles, rollbacks }
             }
         };
-        let link = link::start(options, topics.clone(), command_tx, deploy_topics, config.mqtt.max_packet_size);
+        let link = link::start(
+            options,
+            topics.clone(),
+            command_tx,
+            echo_tx,
+            deploy_topics,
+            config.mqtt.max_packet_size,
+            config.device_id.clone(),
+        );
         let device = config.device_id.clone();
         let now = unix_ms();
         let mut announce = vec![availability(&topics, "online")];
@@ -343,11 +380,12 @@ impl Running {
         for m in announce {
             out.try_send(m).expect("the fresh channel holds every announcement");
         }
-        let publisher = Publisher::new(link.client.clone(), link.state.clone(), config.mqtt.spool_events);
+        let publisher =
+            Publisher::new(link.client.clone(), link.state.clone(), journal.clone(), config.mqtt.spool_events);
         let publisher_stats = publisher.stats();
         let farewell = availability(&topics, "offline");
         let publisher_deadline = Deadline::default();
-        let publisher = tokio::spawn(publisher.run(messages, farewell, publisher_deadline.clone()));
+        let publisher = tokio::spawn(publisher.run(messages, echoes, farewell, publisher_deadline.clone()));
 
         let mut pipelines = Vec::new();
         for (camera, settings) in &config.cameras {
@@ -360,6 +398,7 @@ impl Running {
                 qos: qos(config.mqtt.qos),
                 max_packet: config.mqtt.max_packet_size,
                 out: out.clone(),
+                sequence: sequence.clone(),
             })
             .map_err(|error| DaemonError::Io { what: format!("starting camera {camera}"), error })?;
             pipelines.push(pipeline);
@@ -469,7 +508,7 @@ impl Running {
             mqtt: payload::MqttStats {
                 spooled: s.spooled.load(Ordering::Relaxed),
                 spool_capacity: self.spool_capacity,
-                spool_lost: s.spool_lost.load(Ordering::Relaxed),
+                spool_lost: s.spool_lost.load(Ordering::Relaxed) + s.journal_lost.load(Ordering::Relaxed),
                 skipped: s.skipped.load(Ordering::Relaxed),
                 reconnects: s.reconnects.load(Ordering::Relaxed),
             },

@@ -85,6 +85,7 @@ struct Context {
     control: Arc<CameraControl>,
     counters: Arc<CameraCounters>,
     out: mpsc::Sender<Message>,
+    sequence: Arc<AtomicU64>,
 }
 
 /// A running camera.
@@ -110,6 +111,8 @@ pub struct PipelineSpec<'a> {
     pub qos: QoS,
     pub max_packet: usize,
     pub out: mpsc::Sender<Message>,
+    /// The device's event numbering, shared by its cameras and kept across reloads.
+    pub sequence: Arc<AtomicU64>,
 }
 
 impl Pipeline {
@@ -140,6 +143,7 @@ impl Pipeline {
             control: control.clone(),
             counters: counters.clone(),
             out: spec.out,
+            sequence: spec.sequence,
         };
         let source =
             source::spawn(&camera, &spec.settings.source, slot.clone(), stop.clone(), source_heartbeat.clone())?;
@@ -333,8 +337,10 @@ impl Context {
 
     fn event_messages(&self, events: &[TrackEvent], frame: u64, now: u64, model: &ModelInfo, out: &mut Vec<Message>) {
         for event in events {
+            let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
             let doc = payload::Event {
                 v: payload::VERSION,
+                seq,
                 device: &self.device,
                 camera: &self.camera,
                 frame,
@@ -343,7 +349,7 @@ impl Context {
                 model,
             };
             log::info!(
-                "camera={} ts={now} track={} label={} score={:.2} zones={:?} object {}",
+                "camera={} seq={seq} ts={now} track={} label={} score={:.2} zones={:?} object {}",
                 self.camera,
                 event.track_id,
                 event.label,
@@ -362,7 +368,7 @@ impl Context {
                 // a QoS 2 flow cut between PUBREC and PUBREL could not be resumed in a new session.
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                class: Class::Event,
+                class: Class::Event { seq },
             });
         }
     }

@@ -18,9 +18,10 @@
 //! fails its checksum (a write torn by a power cut) ends the reading of its segment with a
 //! warning; the last segment is truncated there so new records follow good ones.
 //!
-//! Durability cadence: records are written as they come and flushed to the disk (fdatasync)
-//! at most every [`SYNC_EVERY`] — group commit, so a burst of events costs one flush, and a
-//! power cut loses at most the events of the last 100 ms. A segment is deleted once it and
+//! Durability cadence: each record is written to the file as it comes (so a crash or a
+//! `kill -9` of vigil loses nothing the publisher had taken) and flushed to the disk
+//! (fdatasync) at most every [`SYNC_EVERY`] — group commit, so a burst of events costs one
+//! flush, and a power cut loses at most the events of the last 100 ms. A segment is deleted once it and
 //! every older one hold only acknowledged events; when the journal passes its byte bound the
 //! oldest segment is deleted anyway and its unacknowledged events are counted as lost.
 
@@ -62,8 +63,9 @@ pub struct EventJournal {
     segment_bytes: u64,
     segments: Vec<Segment>,
     writer: BufWriter<File>,
-    /// Which segment (by index in `segments`) holds each unacknowledged event.
-    holder: BTreeMap<u64, usize>,
+    /// Each unacknowledged event, and which segment (by index in `segments`) holds it. The
+    /// journal is the spool: what is sent comes from here.
+    held: BTreeMap<u64, (usize, JournalEvent)>,
     next_seq: u64,
     dirty: bool,
     last_sync: Instant,
@@ -121,13 +123,13 @@ impl EventJournal {
             segments.push(Segment { path: path.clone(), bytes: good_len, open: BTreeSet::new() });
         }
         let next_seq = events.iter().map(|(_, e)| e.seq + 1).chain(acked.iter().map(|s| s + 1)).max().unwrap_or(1);
-        let mut holder = BTreeMap::new();
+        let mut held = BTreeMap::new();
         let mut pending = Vec::new();
         for (i, e) in events {
-            if !acked.contains(&e.seq) && !holder.contains_key(&e.seq) {
-                holder.insert(e.seq, i);
+            if !acked.contains(&e.seq) && !held.contains_key(&e.seq) {
                 segments[i].open.insert(e.seq);
-                pending.push(e);
+                pending.push(e.clone());
+                held.insert(e.seq, (i, e));
             }
         }
         if segments.is_empty() {
@@ -142,7 +144,7 @@ impl EventJournal {
             segment_bytes,
             segments,
             writer,
-            holder,
+            held,
             next_seq,
             dirty: false,
             last_sync: Instant::now(),
@@ -160,7 +162,22 @@ impl EventJournal {
 
     /// Events not yet acknowledged.
     pub fn pending(&self) -> usize {
-        self.holder.len()
+        self.held.len()
+    }
+
+    /// The sequence numbers of the events not yet acknowledged, oldest first.
+    pub fn pending_seqs(&self) -> Vec<u64> {
+        self.held.keys().copied().collect()
+    }
+
+    /// An event not yet acknowledged.
+    pub fn event(&self, seq: u64) -> Option<&JournalEvent> {
+        self.held.get(&seq).map(|(_, e)| e)
+    }
+
+    /// The oldest event not yet acknowledged.
+    pub fn oldest(&self) -> Option<u64> {
+        self.held.keys().next().copied()
     }
 
     /// Bytes on disk.
@@ -180,14 +197,14 @@ impl EventJournal {
         self.write(EVENT, &body)?;
         let at = self.segments.len() - 1;
         self.segments[at].open.insert(event.seq);
-        self.holder.insert(event.seq, at);
+        self.held.insert(event.seq, (at, event.clone()));
         self.next_seq = self.next_seq.max(event.seq + 1);
         Ok(())
     }
 
     /// Records that the broker has event `seq`. Unknown or repeated numbers are ignored.
     pub fn acknowledge(&mut self, seq: u64) -> std::io::Result<()> {
-        let Some(at) = self.holder.remove(&seq) else { return Ok(()) };
+        let Some((at, _)) = self.held.remove(&seq) else { return Ok(()) };
         self.segments[at].open.remove(&seq);
         self.write(ACK, &seq.to_le_bytes())?;
         self.compact()
@@ -203,7 +220,9 @@ impl EventJournal {
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
         record.extend_from_slice(body);
+        // Into the kernel at once (a crash of vigil loses nothing); onto the disk by `sync`.
         self.writer.write_all(&record)?;
+        self.writer.flush()?;
         self.segments.last_mut().expect("one segment at least").bytes += record.len() as u64;
         self.dirty = true;
         while self.bytes() > self.max_bytes {
@@ -263,9 +282,9 @@ impl EventJournal {
     fn remove_first(&mut self) -> std::io::Result<()> {
         let first = self.segments.remove(0);
         for seq in &first.open {
-            self.holder.remove(seq);
+            self.held.remove(seq);
         }
-        for at in self.holder.values_mut() {
+        for (at, _) in self.held.values_mut() {
             *at -= 1;
         }
         std::fs::remove_file(&first.path)?;

@@ -17,6 +17,7 @@ use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOpti
 use tokio::sync::{mpsc, watch};
 
 use super::payload::RollbackRequest;
+use super::publisher::Echo;
 use super::Topics;
 use crate::config::MqttSettings;
 use crate::service::logging::shown;
@@ -182,17 +183,21 @@ pub struct DeployTopics {
 /// `commands`; the task ends when `client.disconnect()` has gone out or the client is dropped.
 /// Messages over `max_message` bytes are refused (a warning each), except bundles (see
 /// [`CommandKind::Deploy`]).
+/// Events the broker delivers back (the link subscribes to `<prefix>/+/events`) go to
+/// `echoes`: the proof of delivery the event journal waits for.
 pub fn start(
     options: MqttOptions,
     topics: Topics,
     commands: mpsc::Sender<Command>,
+    echoes: mpsc::Sender<Echo>,
     deploy_topics: DeployTopics,
     max_message: usize,
+    device: String,
 ) -> Link {
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
     let (state_tx, state) = watch::channel(LinkState::default());
-    let incoming = Incoming { topics, deploy_topics, max_message };
-    let task = tokio::spawn(drive(eventloop, client.clone(), incoming, state_tx, commands));
+    let incoming = Incoming { topics, deploy_topics, max_message, device };
+    let task = tokio::spawn(drive(eventloop, client.clone(), incoming, state_tx, commands, echoes));
     Link { client, state, task }
 }
 
@@ -201,9 +206,42 @@ struct Incoming {
     topics: Topics,
     deploy_topics: DeployTopics,
     max_message: usize,
+    device: String,
+}
+
+/// What an incoming message is.
+enum Inbound {
+    Command(Command),
+    Echo(Echo),
 }
 
 impl Incoming {
+    /// The filters to subscribe to: commands, the device's own events (delivery proofs),
+    /// bundles and rollbacks.
+    fn filters(&self) -> Vec<String> {
+        let deploys = self.deploy_topics.bundles.iter().chain(&self.deploy_topics.rollbacks).cloned();
+        [self.topics.command_filter(), self.topics.events("+")].into_iter().chain(deploys).collect()
+    }
+
+    /// What a message carries, or None (with a warning where it is refused).
+    fn read(&self, p: &rumqttc::Publish) -> Option<Inbound> {
+        if let Some(echo) = self.echo(p) {
+            return Some(Inbound::Echo(echo));
+        }
+        self.command(p).map(Inbound::Command)
+    }
+
+    /// One of this device's events, delivered back. Someone else's message on the topic
+    /// (another device id, no number) is not an echo; the publisher also compares the bytes.
+    fn echo(&self, p: &rumqttc::Publish) -> Option<Echo> {
+        let camera = p.topic.strip_prefix(self.topics.prefix.as_str())?.strip_prefix('/')?.strip_suffix("/events")?;
+        if camera.contains('/') || p.payload.len() > self.max_message {
+            return None;
+        }
+        let doc: super::payload::EventEcho = serde_json::from_slice(&p.payload).ok()?;
+        (doc.device == self.device).then(|| Echo { seq: doc.seq, payload: p.payload.clone() })
+    }
+
     /// The command a message carries, or None (with a warning where it is refused).
     fn command(&self, p: &rumqttc::Publish) -> Option<Command> {
         let deploy = &self.deploy_topics;
@@ -242,8 +280,8 @@ async fn drive(
     incoming: Incoming,
     state: watch::Sender<LinkState>,
     commands: mpsc::Sender<Command>,
+    echoes: mpsc::Sender<Echo>,
 ) {
-    let Incoming { topics, deploy_topics, .. } = &incoming;
     let broker = {
         let (host, port) = eventloop.mqtt_options.broker_address();
         format!("{host}:{port}")
@@ -264,8 +302,7 @@ async fn drive(
                     log::info!("broker={broker} resending={} publishes the broker had not acknowledged", resend.len());
                 }
                 delay = Duration::from_millis(250);
-                let deploys = deploy_topics.bundles.iter().chain(&deploy_topics.rollbacks).cloned();
-                for filter in std::iter::once(topics.command_filter()).chain(deploys) {
+                for filter in incoming.filters() {
                     if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                         log::error!("topic={filter} cannot subscribe: {e}");
                     }
@@ -277,7 +314,15 @@ async fn drive(
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(command) = incoming.command(&p) else { continue };
+                let command = match incoming.read(&p) {
+                    None => continue,
+                    Some(Inbound::Echo(echo)) => {
+                        // A full queue only delays the event's removal from the journal.
+                        let _ = echoes.try_send(echo);
+                        continue;
+                    }
+                    Some(Inbound::Command(command)) => command,
+                };
                 // Never wait here: this task must keep polling (keep-alive, acks). A full queue
                 // (a command flood) or nobody listening (stopping) drops the command.
                 if let Err(mpsc::error::TrySendError::Full(c)) = commands.try_send(command) {

@@ -79,6 +79,9 @@ pub struct Detections<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event<'a> {
     pub v: u32,
+    /// The device's event number: increasing by one per event across its cameras, kept across
+    /// restarts. A subscriber sees a gap as a lost event and a repeat as a duplicate.
+    pub seq: u64,
     pub device: &'a str,
     pub camera: &'a str,
     pub frame: u64,
@@ -86,6 +89,14 @@ pub struct Event<'a> {
     #[serde(flatten)]
     pub event: &'a TrackEvent,
     pub model: &'a ModelInfo,
+}
+
+/// The fields of an event vigil reads back when the broker delivers it to the device's own
+/// subscription (the proof that the broker has it).
+#[derive(Debug, Deserialize)]
+pub struct EventEcho {
+    pub seq: u64,
+    pub device: String,
 }
 
 /// `…/<camera>/counts` (retained): confirmed objects in view per label.
