@@ -2,14 +2,16 @@
 """The soak run (not CI): vigil at full rate for a while under everything a device meets.
 
 Two replayed cameras with no rate cap (NanoDet on the bundled photos, BlazeFace on the
-astronaut), a Mosquitto of its own on a loopback port, and meanwhile: the broker stopped and
-restarted (SIGTERM, as for an upgrade; 3 s away each time), SIGHUP reloads, one signed deploy
-and one rollback with `vigil deploy` / `vigil rollback`, and a flood of junk on the command,
-rollback and deploy topics. A persistent-session subscriber records every event.
+astronaut), a Mosquitto of its own on a loopback port, and meanwhile: the broker killed
+(SIGKILL) or stopped (SIGTERM, as for an upgrade) and restarted 10 times, 3 s away each
+time; SIGHUP reloads; one signed deploy and one rollback with `vigil deploy` /
+`vigil rollback`; a flood of junk on the command, rollback and deploy topics. A
+persistent-session subscriber records every event.
 
 Report: events the daemon logged but no subscriber received, by their `seq` (must be 0),
-duplicates (at-least-once), reconnects, resident memory over the run, panics in the log (must be 0),
-and what the deploy and rollback answered. Exit 1 when an event was lost or vigil panicked.
+duplicates (at-least-once), reconnects, resident memory over the run, panics in the log
+(must be 0), and what the deploy and rollback answered. Exit 1 when an event was lost or
+vigil panicked.
 
 Usage: scripts/soak.py [--minutes 10] [--out DIR]
 """
@@ -62,8 +64,8 @@ class Broker:
         self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
         wait_listening(self.port)
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
 
 
@@ -183,6 +185,7 @@ fps = 1000
     rss = []
     results = {}
     next_sample = started + 60
+    outage_count = 0
     for at, what in actions + [(duration, "end")]:
         while time.time() - started < at:
             if time.time() >= next_sample:
@@ -193,7 +196,10 @@ fps = 1000
             time.sleep(0.2)
         print(f"{time.time() - started:6.0f} s  {what}", flush=True)
         if what == "outage":
-            broker.stop()
+            # Killed outright every other time (nothing saved since its last autosave, 1 s),
+            # else stopped as for an upgrade.
+            outage_count += 1
+            broker.stop(signal.SIGKILL if outage_count % 2 else signal.SIGTERM)
             time.sleep(3)
             broker.start()
         elif what == "reload":

@@ -348,15 +348,7 @@ fn tiny_onnx_with_output(output: &str) -> Vec<u8> {
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
                 elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| pb::tensor_shape_proto::Dimension {
-                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
+                shape: Some(vigil::model::fixed_shape(dims)),
             })),
             ..Default::default()
         }),

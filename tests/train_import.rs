@@ -128,7 +128,7 @@ fn batchnorm_statistics_are_not_trainable() {
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
                 elem_type: 1,
-                shape: Some(vigil::train::graph::fixed_shape(dims)),
+                shape: Some(vigil::model::fixed_shape(dims)),
             })),
             ..Default::default()
         }),

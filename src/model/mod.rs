@@ -375,6 +375,15 @@ pub fn max_scaled_diff(a: &[f32], reference: &[f32]) -> f32 {
     worst
 }
 
+/// An ONNX tensor shape of fixed dimensions (for graphs vigil writes: the trainer's export,
+/// tests).
+pub fn fixed_shape(dims: &[i64]) -> tract_onnx::pb::TensorShapeProto {
+    use tract_onnx::pb::tensor_shape_proto::{dimension::Value, Dimension};
+    tract_onnx::pb::TensorShapeProto {
+        dim: dims.iter().map(|&d| Dimension { value: Some(Value::DimValue(d)), ..Default::default() }).collect(),
+    }
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

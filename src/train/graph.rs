@@ -14,6 +14,8 @@ use prost::Message;
 use tch::{nn, Device, Kind, Tensor};
 use tract_onnx::pb;
 
+use crate::model::fixed_shape;
+
 /// The operators the importer runs.
 pub const SUPPORTED_OPS: &[&str] = &[
     "Add",
@@ -658,17 +660,4 @@ fn tensor_to_proto(name: &str, t: &Tensor) -> anyhow::Result<pb::TensorProto> {
         raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ..Default::default()
     })
-}
-
-/// An ONNX tensor shape of fixed dimensions.
-pub fn fixed_shape(dims: &[i64]) -> pb::TensorShapeProto {
-    pb::TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&d| pb::tensor_shape_proto::Dimension {
-                value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                ..Default::default()
-            })
-            .collect(),
-    }
 }
