@@ -1287,8 +1287,12 @@ fn events_survive_a_crash_while_the_broker_is_away() {
 
     let mut first = Daemon::start(&config, &[]);
     wait_until("the replay to finish", limit, || first.log().contains("replay finished"));
-    wait_until("the pipeline to hand over its last events", limit, || first.log().contains("pipeline stopped"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the pipeline to stop", limit, || first.log().contains("pipeline stopped"));
+    // Every event it made is in the journal (the publisher logs each at debug level).
+    wait_until("every event journaled", limit, || {
+        let log = first.log();
+        event_seqs_logged(&log).iter().all(|s| log.contains(&format!("seq={s} event journaled")))
+    });
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     let made = event_seqs_logged(&first.log());
@@ -1298,7 +1302,7 @@ fn events_survive_a_crash_while_the_broker_is_away() {
     std::fs::copy(&config, &second_config).unwrap();
     let mut second = Daemon::start(&second_config, &[]);
     wait_until("the journal to be read", limit, || second.log().contains("event journal opened"));
-    assert!(second.log().contains(&format!("pending={}", made.len())), "{}", second.log());
+    assert!(second.log().contains(&format!("pending={} ", made.len())), "{}", second.log());
     broker.restart();
     let received = |sub: &Subscriber| -> BTreeSet<u64> {
         sub.on("vigil/test/yard/events").iter().map(|r| r.json()["seq"].as_u64().unwrap()).collect()
@@ -1306,6 +1310,7 @@ fn events_survive_a_crash_while_the_broker_is_away() {
     wait_until("every event of the killed process", limit, || made.is_subset(&received(&sub)));
     assert!(second.log().contains("not yet delivered are sent again"), "{}", second.log());
     // Numbering goes on from the journal: the second process's events are new numbers.
+    wait_until("events from the second process", limit, || !event_seqs_logged(&second.log()).is_empty());
     let later = event_seqs_logged(&second.log());
     assert!(later.iter().all(|s| s > made.iter().max().unwrap()), "{made:?} then {later:?}");
     signal(&second.child, "TERM");

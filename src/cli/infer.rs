@@ -52,10 +52,9 @@ pub(super) fn run(args: InferArgs) -> Result<(), CliError> {
         });
         match result {
             Ok(()) => {}
-            // Whoever reads the output has gone (`vigil infer … | head`): stop quietly.
-            Err(e) if e.downcast_ref::<Output>().is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe) => {
-                return Ok(())
-            }
+            // Whoever reads the output has gone (`vigil infer … | head`): stop quietly (the
+            // exit code still says whether an image before failed).
+            Err(e) if e.downcast_ref::<Output>().is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe) => break,
             Err(e) if e.is::<Output>() => return Err(CliError::failure(e)),
             Err(e) => {
                 eprintln!("error: {e:#}");

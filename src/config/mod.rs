@@ -223,8 +223,11 @@ fn non_finite(text: &str, env: &[(String, String)]) -> Vec<String> {
         }
     }
     for (k, v) in env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)) {
+        // The override is parsed as a number when it reads as one, and "nan" or "inf" do.
         if v.trim().parse::<f64>().is_ok_and(|f| !f.is_finite()) {
-            problems.push(format!("{k}: {v} is not a finite number"));
+            problems.push(format!(
+                "{k}: {v} reads as a number that is not finite (set such text in the file, not the environment)"
+            ));
         }
     }
     problems

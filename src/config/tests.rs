@@ -143,7 +143,7 @@ fn non_finite_numbers_are_refused_not_defaulted() {
     assert!(all.contains("mqtt.stats_interval_s: inf is not a finite number"), "{all}");
     let env = vec![("VIGIL__CAMERAS__FRONT__FPS".to_string(), "-inf".to_string())];
     let all = Config::from_toml(GOOD, &root(), &env).unwrap_err().join("\n");
-    assert_eq!(all, "VIGIL__CAMERAS__FRONT__FPS: -inf is not a finite number");
+    assert!(all.starts_with("VIGIL__CAMERAS__FRONT__FPS: -inf reads as a number that is not finite"), "{all}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub mod pipeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,9 @@ use crate::config::{Config, ConfigError};
 use crate::deploy::bundle::is_store_word;
 use crate::deploy::store::{Choice, Store};
 use crate::model::{Model, ModelError};
-use crate::mqtt::journal::EventJournal;
+use crate::mqtt::journal::{EventJournal, Sequence, SharedJournal};
 use crate::mqtt::payload::{self, ModelInfo};
-use crate::mqtt::publisher::{Deadline, SharedJournal};
+use crate::mqtt::publisher::Deadline;
 use crate::mqtt::{
     discovery, link, Class, Command, CommandKind, DeployTopics, Message, Publisher, PublisherStats, Topics,
 };
@@ -260,7 +260,7 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
 
 /// Opens the event journal (kept for the life of the process, across reloads) and the
 /// event numbering that continues from it.
-fn open_journal(mqtt: &crate::config::MqttSettings) -> Result<(SharedJournal, Arc<AtomicU64>), DaemonError> {
+fn open_journal(mqtt: &crate::config::MqttSettings) -> Result<(SharedJournal, Arc<Sequence>), DaemonError> {
     let opened = EventJournal::open(&mqtt.spool_dir, mqtt.spool_bytes).map_err(|error| DaemonError::Io {
         what: format!("opening the event journal in {} (mqtt.spool_dir)", mqtt.spool_dir.display()),
         error,
@@ -271,8 +271,9 @@ fn open_journal(mqtt: &crate::config::MqttSettings) -> Result<(SharedJournal, Ar
         opened.pending.len(),
         opened.damaged
     );
-    let sequence = Arc::new(AtomicU64::new(opened.journal.next_seq()));
-    Ok((Arc::new(std::sync::Mutex::new(opened.journal)), sequence))
+    let journal: SharedJournal = Arc::new(std::sync::Mutex::new(opened.journal));
+    let sequence = Arc::new(Sequence::new(journal.clone()));
+    Ok((journal, sequence))
 }
 
 /// A checked configuration with its models loaded.
@@ -334,7 +335,7 @@ impl Running {
         config: &Config,
         models: BTreeMap<String, Arc<Model>>,
         journal: &SharedJournal,
-        sequence: &Arc<AtomicU64>,
+        sequence: &Arc<Sequence>,
     ) -> Result<Running, DaemonError> {
         let topics = Topics { prefix: config.mqtt.topic_prefix.clone() };
         let (command_tx, commands) = mpsc::channel(64);
@@ -350,15 +351,8 @@ impl Running {
                 DeployTopics { bundles, rollbacks }
             }
         };
-        let link = link::start(
-            options,
-            topics.clone(),
-            command_tx,
-            echo_tx,
-            deploy_topics,
-            config.mqtt.max_packet_size,
-            config.device_id.clone(),
-        );
+        let link =
+            link::start(options, topics.clone(), command_tx, echo_tx, deploy_topics, config.mqtt.max_packet_size);
         let device = config.device_id.clone();
         let now = unix_ms();
         let mut announce = vec![availability(&topics, "online")];
@@ -381,7 +375,7 @@ impl Running {
             out.try_send(m).expect("the fresh channel holds every announcement");
         }
         let publisher =
-            Publisher::new(link.client.clone(), link.state.clone(), journal.clone(), config.mqtt.spool_events);
+            Publisher::new(link.client.clone(), link.state.clone(), journal.clone(), &topics, config.mqtt.spool_events);
         let publisher_stats = publisher.stats();
         let farewell = availability(&topics, "offline");
         let publisher_deadline = Deadline::default();

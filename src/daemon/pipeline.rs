@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::CameraSettings;
 use crate::detect::{FrameFilter, Observation, TrackEvent, Tracker};
 use crate::model::{Model, Prediction};
+use crate::mqtt::journal::Sequence;
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::{Class, Message, Topics};
 use crate::source::{self, unix_ms, Frame, FrameSlot, Heartbeat, Taken};
@@ -85,7 +86,7 @@ struct Context {
     control: Arc<CameraControl>,
     counters: Arc<CameraCounters>,
     out: mpsc::Sender<Message>,
-    sequence: Arc<AtomicU64>,
+    sequence: Arc<Sequence>,
 }
 
 /// A running camera.
@@ -112,7 +113,7 @@ pub struct PipelineSpec<'a> {
     pub max_packet: usize,
     pub out: mpsc::Sender<Message>,
     /// The device's event numbering, shared by its cameras and kept across reloads.
-    pub sequence: Arc<AtomicU64>,
+    pub sequence: Arc<Sequence>,
 }
 
 impl Pipeline {
@@ -337,7 +338,7 @@ impl Context {
 
     fn event_messages(&self, events: &[TrackEvent], frame: u64, now: u64, model: &ModelInfo, out: &mut Vec<Message>) {
         for event in events {
-            let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+            let seq = self.sequence.take();
             let doc = payload::Event {
                 v: payload::VERSION,
                 seq,

@@ -128,13 +128,12 @@ impl Store {
         };
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(io("creating", &staging))?;
-        let onnx = crate::files::read_capped(&model.manifest.model_path, crate::model::MAX_ONNX_BYTES)
-            .map_err(io("reading", &model.manifest.model_path))?;
+        let onnx = staging.join(MODEL_FILE);
+        std::fs::copy(&model.manifest.model_path, &onnx).map_err(io("copying", &model.manifest.model_path))?;
+        std::fs::File::open(&onnx).and_then(|f| f.sync_all()).map_err(io("writing", &onnx))?;
         let manifest = bundled_manifest(manifest_path, model)?;
-        for (file, bytes) in [(MODEL_FILE, onnx.as_slice()), (MANIFEST_FILE, manifest.as_bytes())] {
-            let path = staging.join(file);
-            crate::files::write_synced(&path, bytes).map_err(io("writing", &path))?;
-        }
+        let path = staging.join(MANIFEST_FILE);
+        crate::files::write_synced(&path, manifest.as_bytes()).map_err(io("writing", &path))?;
         crate::files::sync_dir(&staging).map_err(io("writing", &staging))?;
         std::fs::rename(&staging, &dir).map_err(io("renaming into", &dir))?;
         crate::files::sync_dir(&self.root.join(name)).map_err(io("writing", &dir))

@@ -192,11 +192,10 @@ pub fn start(
     echoes: mpsc::Sender<Echo>,
     deploy_topics: DeployTopics,
     max_message: usize,
-    device: String,
 ) -> Link {
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
     let (state_tx, state) = watch::channel(LinkState::default());
-    let incoming = Incoming { topics, deploy_topics, max_message, device };
+    let incoming = Incoming { topics, deploy_topics, max_message };
     let task = tokio::spawn(drive(eventloop, client.clone(), incoming, state_tx, commands, echoes));
     Link { client, state, task }
 }
@@ -206,7 +205,6 @@ struct Incoming {
     topics: Topics,
     deploy_topics: DeployTopics,
     max_message: usize,
-    device: String,
 }
 
 /// What an incoming message is.
@@ -231,15 +229,21 @@ impl Incoming {
         self.command(p).map(Inbound::Command)
     }
 
-    /// One of this device's events, delivered back. Someone else's message on the topic
-    /// (another device id, no number) is not an echo; the publisher also compares the bytes.
+    /// One of this device's events, delivered back: an events topic under its prefix and a
+    /// `seq`. The publisher compares the bytes with the journal's before counting it, so
+    /// someone else's message there acknowledges nothing.
     fn echo(&self, p: &rumqttc::Publish) -> Option<Echo> {
-        let camera = p.topic.strip_prefix(self.topics.prefix.as_str())?.strip_prefix('/')?.strip_suffix("/events")?;
-        if camera.contains('/') || p.payload.len() > self.max_message {
+        if !self.is_event_topic(&p.topic) || p.payload.len() > self.max_message {
             return None;
         }
         let doc: super::payload::EventEcho = serde_json::from_slice(&p.payload).ok()?;
-        (doc.device == self.device).then(|| Echo { seq: doc.seq, payload: p.payload.clone() })
+        Some(Echo { seq: doc.seq, payload: p.payload.clone() })
+    }
+
+    /// `<prefix>/<camera>/events`.
+    fn is_event_topic(&self, topic: &str) -> bool {
+        let camera = topic.strip_prefix(self.topics.prefix.as_str()).and_then(|t| t.strip_prefix('/'));
+        camera.and_then(|c| c.strip_suffix("/events")).is_some_and(|c| !c.is_empty() && !c.contains('/'))
     }
 
     /// The command a message carries, or None (with a warning where it is refused).
@@ -351,7 +355,11 @@ async fn drive(
                     // queued into `pending`; keep the publishes for the next session (see the
                     // module comment). Later failed attempts leave `pending` as it is.
                     for request in eventloop.pending.iter() {
+                        // Events are the journal's to send again (until they come back).
                         if let Request::Publish(p) = request {
+                            if incoming.is_event_topic(&p.topic) {
+                                continue;
+                            }
                             let mut p = p.clone();
                             p.pkid = 0;
                             p.dup = false;

@@ -96,7 +96,6 @@ pub struct Event<'a> {
 #[derive(Debug, Deserialize)]
 pub struct EventEcho {
     pub seq: u64,
-    pub device: String,
 }
 
 /// `…/<camera>/counts` (retained): confirmed objects in view per label.

@@ -14,13 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, watch};
 
-use super::journal::{EventJournal, JournalEvent};
+use super::journal::{lock, JournalEvent, SharedJournal};
 use super::LinkState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +40,6 @@ pub struct Echo {
     pub seq: u64,
     pub payload: bytes::Bytes,
 }
-
-/// The journal, shared by the publishers of successive configurations (one at a time).
-pub type SharedJournal = Arc<Mutex<EventJournal>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -79,6 +76,11 @@ pub struct Publisher {
     /// whether the "nothing comes back" warning was given.
     awaiting_since: Option<std::time::Instant>,
     warned_no_echo: bool,
+    /// Events under this prefix come back to the link's subscription; others (journaled
+    /// before `topic_prefix` changed) cannot, and count as delivered once sent.
+    echoed_prefix: String,
+    /// The journal's `lost` when the spool was last pruned of events it dropped.
+    lost_seen: u64,
 }
 
 /// How long sent events may go without coming back before the warning.
@@ -93,6 +95,7 @@ impl Publisher {
         client: AsyncClient,
         link: watch::Receiver<LinkState>,
         journal: SharedJournal,
+        topics: &super::Topics,
         capacity: usize,
     ) -> Publisher {
         let spool: VecDeque<u64> = lock(&journal).pending_seqs().into();
@@ -110,6 +113,8 @@ impl Publisher {
             stats: Arc::new(PublisherStats::default()),
             awaiting_since: None,
             warned_no_echo: false,
+            echoed_prefix: format!("{}/", topics.prefix),
+            lost_seen: 0,
         }
     }
 
@@ -138,7 +143,7 @@ impl Publisher {
                 },
                 Some(echo) = echoes.recv() => self.delivered(echo),
                 _ = sync.tick() => {
-                    self.sync(false);
+                    self.sync();
                     self.warn_if_nothing_comes_back();
                 }
                 changed = self.link.changed() => {
@@ -176,7 +181,7 @@ impl Publisher {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.sync(true);
+        self.sync();
         let kept = lock(&self.journal).pending();
         if kept > 0 {
             log::warn!("events={kept} events not yet delivered stay in the journal; they are sent at the next start");
@@ -194,9 +199,10 @@ impl Publisher {
             Class::Event { seq } => {
                 let event = JournalEvent { seq, topic: message.topic, payload: message.payload };
                 let mut journal = lock(&self.journal);
-                if let Err(e) = journal.append(&event) {
-                    // Not on disk, but still in memory until the journal gives it up.
-                    log::error!("seq={seq} the event journal cannot record an event: {e}");
+                match journal.append(&event) {
+                    Ok(()) => log::debug!("seq={seq} event journaled"),
+                    // Not on disk, but held in memory and sent.
+                    Err(e) => log::error!("seq={seq} the event journal cannot record an event: {e}"),
                 }
                 if journal.pending() > self.capacity {
                     if let Some(oldest) = journal.oldest() {
@@ -210,6 +216,11 @@ impl Publisher {
                             );
                         }
                     }
+                }
+                // Events the journal dropped for its byte bound leave the queue too.
+                if journal.lost != self.lost_seen {
+                    self.lost_seen = journal.lost;
+                    self.spool.retain(|s| journal.event(*s).is_some());
                 }
                 drop(journal);
                 self.spool.push_back(seq);
@@ -278,7 +289,16 @@ impl Publisher {
                 self.spool.push_front(seq);
                 break;
             }
-            self.awaiting_since.get_or_insert_with(std::time::Instant::now);
+            if e.topic.starts_with(&self.echoed_prefix) {
+                self.awaiting_since.get_or_insert_with(std::time::Instant::now);
+            } else {
+                log::info!(
+                    "seq={seq} topic={} an event from before a topic_prefix change: sent once, unconfirmed",
+                    e.topic
+                );
+                let mut journal = journal;
+                let _ = journal.acknowledge(seq);
+            }
         }
         self.update_stats();
     }
@@ -312,8 +332,8 @@ impl Publisher {
         }
     }
 
-    fn sync(&mut self, force: bool) {
-        if let Err(e) = lock(&self.journal).sync(force) {
+    fn sync(&mut self) {
+        if let Err(e) = lock(&self.journal).sync() {
             log::error!("the event journal cannot be flushed to the disk: {e}");
         }
     }
@@ -323,9 +343,4 @@ impl Publisher {
         self.stats.spooled.store(journal.pending(), Ordering::Relaxed);
         self.stats.journal_lost.store(journal.lost, Ordering::Relaxed);
     }
-}
-
-/// The journal, whatever a panicking holder left: its state is consistent between calls.
-fn lock(journal: &SharedJournal) -> std::sync::MutexGuard<'_, EventJournal> {
-    journal.lock().unwrap_or_else(|e| e.into_inner())
 }
