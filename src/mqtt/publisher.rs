@@ -155,7 +155,7 @@ impl Publisher {
                         if sessions_seen > 0 {
                             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                             // Events handed to the last connection that did not come back:
-                            // again, in order (the link re-sends only what had no PUBACK).
+                            // again, in order (the link leaves events to the journal).
                             self.spool = lock(&self.journal).pending_seqs().into();
                         }
                         sessions_seen = state.sessions;
@@ -168,10 +168,11 @@ impl Publisher {
         }
         // The pipeline has stopped: send what is left, then say goodbye.
         let deadline = *deadline.get_or_init(|| tokio::time::Instant::now() + Duration::from_secs(5));
-        let deadline = deadline - Duration::from_millis(100); // leave time for the goodbye
-                                                              // Until every event has come back from the broker (written to the socket is not
-                                                              // enough: a reload's new session takes over the client id, and the broker may drop
-                                                              // what it had not read from the old one).
+        // Leave time for the goodbye.
+        let deadline = deadline - Duration::from_millis(100);
+        // Until every event has come back from the broker (written to the socket is not
+        // enough: a reload's new session takes over the client id, and the broker may drop
+        // what it had not read from the old one).
         while !(self.spool.is_empty() && self.unsent.is_empty() && lock(&self.journal).pending() == 0)
             && tokio::time::Instant::now() < deadline
         {
