@@ -485,6 +485,21 @@ mod tests {
             .count()
     }
 
+    /// A journal in `d` holding events 1 to `n`, closed; its segment file.
+    fn written(d: &Path, n: u64) -> PathBuf {
+        let mut j = EventJournal::open(d, 1 << 20).unwrap().journal;
+        for seq in 1..=n {
+            j.append(&event(seq)).unwrap();
+        }
+        j.sync().unwrap();
+        drop(j);
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "log"))
+            .unwrap()
+    }
+
     fn event(seq: u64) -> JournalEvent {
         JournalEvent { seq, topic: "vigil/d/yard/events".into(), payload: format!("{{\"seq\":{seq}}}").into_bytes() }
     }
@@ -512,17 +527,7 @@ mod tests {
     #[test]
     fn a_torn_or_corrupt_tail_is_skipped_and_truncated() {
         let d = dir("torn");
-        let mut j = EventJournal::open(&d, 1 << 20).unwrap().journal;
-        for seq in 1..=3 {
-            j.append(&event(seq)).unwrap();
-        }
-        j.sync().unwrap();
-        drop(j);
-        let file = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|x| x == "log"))
-            .unwrap();
+        let file = written(&d, 3);
         let good = std::fs::read(&file).unwrap();
         // A power cut in the middle of the fourth record.
         let mut torn = good.clone();
@@ -602,17 +607,7 @@ mod tests {
     #[test]
     fn a_damaged_record_in_the_middle_costs_that_record_only() {
         let d = dir("middle");
-        let mut j = EventJournal::open(&d, 1 << 20).unwrap().journal;
-        for seq in 1..=5 {
-            j.append(&event(seq)).unwrap();
-        }
-        j.sync().unwrap();
-        drop(j);
-        let file = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|x| x == "log"))
-            .unwrap();
+        let file = written(&d, 5);
         let mut bytes = std::fs::read(&file).unwrap();
         let second = bytes.windows(8).position(|w| w == 2u64.to_le_bytes()).unwrap();
         bytes[second + 12] ^= 0x01; // a byte of event 2's payload
