@@ -343,17 +343,7 @@ fn tiny_onnx() -> Vec<u8> {
 fn tiny_onnx_with_output(output: &str) -> Vec<u8> {
     use prost::Message;
     use tract_onnx::pb;
-    let tensor = |name: &str, dims: &[i64]| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(vigil::model::fixed_shape(dims)),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let tensor = vigil::model::f32_value;
     let node = |op: &str, input: &str, output: &str| pb::NodeProto {
         op_type: op.into(),
         input: vec![input.into()],

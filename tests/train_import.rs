@@ -123,17 +123,7 @@ fn batchnorm_statistics_are_not_trainable() {
         output: vec![output.into()],
         ..Default::default()
     };
-    let value = |name: &str, dims: &[i64]| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(vigil::model::fixed_shape(dims)),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let value = vigil::model::f32_value;
     let graph = pb::GraphProto {
         node: vec![
             node("BatchNormalization", &["x", "scale", "bias", "mean", "var"], "bn"),

@@ -384,6 +384,17 @@ pub fn fixed_shape(dims: &[i64]) -> tract_onnx::pb::TensorShapeProto {
     }
 }
 
+/// An ONNX graph input or output: float32 with fixed dimensions.
+pub fn f32_value(name: &str, dims: &[i64]) -> tract_onnx::pb::ValueInfoProto {
+    use tract_onnx::pb::{type_proto, TypeProto, ValueInfoProto};
+    let tensor = type_proto::Tensor { elem_type: 1, shape: Some(fixed_shape(dims)) };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
