@@ -366,8 +366,12 @@ fn publishes_the_mqtt_contract_and_speaks_sd_notify() {
     assert_eq!(e["model"]["name"], "nanodet-m");
     let tracked = detections.iter().flat_map(|r| r.json()["detections"].as_array().cloned().unwrap());
     assert!(tracked.into_iter().any(|d| d["track_id"].as_u64().is_some()), "detections carry track ids");
-    let counts = sub.on(&format!("{p}/yard/counts"));
-    assert!(counts.iter().any(|c| c.json()["counts"]["person"].as_u64().unwrap_or(0) >= 2), "persons counted");
+    // Counts go out on their own topic, so they may trail the detections and events above.
+    sub.wait_for("at least two persons counted", limit, |g| {
+        g.iter().any(|r| {
+            r.topic == format!("{p}/yard/counts") && r.json()["counts"]["person"].as_u64().unwrap_or(0) >= 2
+        })
+    });
     let stats = sub.on(&format!("{p}/stats")).last().unwrap().json();
     assert!(stats["cameras"]["yard"]["inferred"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["memory_bytes"].as_u64().unwrap() > 1 << 20, "{stats}");
