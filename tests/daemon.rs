@@ -368,9 +368,8 @@ fn publishes_the_mqtt_contract_and_speaks_sd_notify() {
     assert!(tracked.into_iter().any(|d| d["track_id"].as_u64().is_some()), "detections carry track ids");
     // Counts go out on their own topic, so they may trail the detections and events above.
     sub.wait_for("at least two persons counted", limit, |g| {
-        g.iter().any(|r| {
-            r.topic == format!("{p}/yard/counts") && r.json()["counts"]["person"].as_u64().unwrap_or(0) >= 2
-        })
+        g.iter()
+            .any(|r| r.topic == format!("{p}/yard/counts") && r.json()["counts"]["person"].as_u64().unwrap_or(0) >= 2)
     });
     let stats = sub.on(&format!("{p}/stats")).last().unwrap().json();
     assert!(stats["cameras"]["yard"]["inferred"].as_u64().unwrap() > 0, "{stats}");

@@ -161,6 +161,7 @@ fn a_model_with_unsupported_operators_is_refused_by_name() {
     // A classifier manifest over the NanoDet graph: its operators are not trainable here.
     let manifest = std::fs::read_to_string(root().join("models/mobilenet-v2.toml"))
         .unwrap()
+        .replace("train_model = \"mobilenet-v2-train.onnx\"\n", "")
         .replace(
             "model = \"mobilenet-v2.onnx\"",
             &format!("model = \"{}\"", root().join("models/nanodet-m.onnx").display()),

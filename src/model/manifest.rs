@@ -212,6 +212,10 @@ pub struct RawManifest {
     pub task: Task,
     /// The ONNX file, relative to the manifest.
     pub model: PathBuf,
+    /// The graph `vigil train` starts from, relative to the manifest: the same network as
+    /// `model` with its BatchNormalization layers kept (not folded into the convolutions).
+    #[serde(default)]
+    pub train_model: Option<PathBuf>,
     pub labels: RawLabels,
     pub input: RawInput,
     pub decoder: DecoderSpec,
@@ -255,6 +259,8 @@ pub struct ModelManifest {
     pub task: Task,
     /// The ONNX file, resolved against the manifest's folder.
     pub model_path: PathBuf,
+    /// The training graph (`train_model`), resolved against the manifest's folder.
+    pub train_model_path: Option<PathBuf>,
     pub labels: Vec<String>,
     pub input: InputSpec,
     pub decoder: DecoderSpec,
@@ -424,6 +430,7 @@ impl RawManifest {
             version: self.version,
             task: self.task,
             model_path: dir.join(&self.model),
+            train_model_path: self.train_model.map(|m| dir.join(m)),
             labels,
             input: InputSpec {
                 width: i.width,

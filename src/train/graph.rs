@@ -5,6 +5,10 @@
 //! topologically sorted) as tch operations, so autograd sees the whole network. Only the
 //! operators CNN classifiers exported by torchvision use are supported; any other is
 //! refused by name at load time, before anything runs.
+//!
+//! [`GraphModule::forward_t`] runs BatchNormalization as PyTorch's `BatchNorm2d` does in
+//! training mode (batch statistics, running statistics updated); [`GraphModule::forward`]
+//! as at inference (the stored running statistics), which is what ONNX runtimes compute.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -98,6 +102,9 @@ enum Op {
     },
     BatchNormalization {
         epsilon: f64,
+        /// PyTorch's convention: the weight of the new batch statistic in the running
+        /// average (ONNX's `momentum` attribute is the weight of the old value).
+        momentum: f64,
     },
     Flatten {
         axis: i64,
@@ -236,8 +243,22 @@ impl GraphModule {
         })
     }
 
-    /// Runs the graph. Gradients flow to every variable that requires them.
+    /// Runs the graph as at inference. Gradients flow to every variable that requires them.
     pub fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    /// Whether the graph has BatchNormalization nodes (which [`forward_t`](Self::forward_t)
+    /// runs in training mode).
+    pub fn has_batchnorm(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n.op, Op::BatchNormalization { .. }))
+    }
+
+    /// Runs the graph; with `train`, BatchNormalization normalises by the batch's own
+    /// statistics and updates the running mean and variance in place (unbiased variance,
+    /// the node's momentum), as `torch.nn.BatchNorm2d` does in training mode. A batch
+    /// statistic over a single value per channel is refused, as torch refuses it.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> anyhow::Result<Tensor> {
         let mut env: HashMap<&str, Tensor> = HashMap::new();
         env.insert(self.input.as_str(), x.shallow_clone());
         for node in &self.nodes {
@@ -311,19 +332,22 @@ impl GraphModule {
                     [1, 1],
                     *ceil_mode,
                 ),
-                Op::BatchNormalization { epsilon } => {
-                    // Inference semantics: the stored running statistics, kept fixed.
+                Op::BatchNormalization { epsilon, momentum } => {
+                    // The running statistics are buffers: updated in place in training
+                    // mode, never differentiated.
                     let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
-                    get(0)?.batch_norm(
-                        Some(scale),
-                        Some(bias),
-                        Some(mean.detach()),
-                        Some(var.detach()),
-                        false,
-                        0.0,
-                        *epsilon,
-                        false,
-                    )
+                    get(0)?
+                        .f_batch_norm(
+                            Some(scale),
+                            Some(bias),
+                            Some(mean.detach()),
+                            Some(var.detach()),
+                            train,
+                            *momentum,
+                            *epsilon,
+                            false,
+                        )
+                        .with_context(|| format!("node \"{}\" (BatchNormalization)", node.name))?
                 }
                 Op::Flatten { axis } => {
                     let x = get(0)?;
@@ -400,6 +424,15 @@ impl GraphModule {
         let mut named: Vec<(&String, &Tensor)> = self.params.iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(b.0));
         named.into_iter().map(|(_, t)| t.shallow_clone()).collect()
+    }
+
+    /// Whether the trainable variable at `index` of [`trainable`](Self::trainable) belongs
+    /// to the head (the final fully-connected layer), for each of them in that order.
+    pub fn trainable_in_head(&self) -> anyhow::Result<Vec<bool>> {
+        let head = self.head()?;
+        let mut named: Vec<&String> = self.params.iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
+        named.sort();
+        Ok(named.into_iter().map(|n| *n == head.weight || Some(n) == head.bias.as_ref()).collect())
     }
 
     /// Freezes every variable but the head's.
@@ -590,7 +623,16 @@ fn decode_op(n: &pb::NodeProto, consts: &HashMap<String, Tensor>) -> anyhow::Res
                 Op::AveragePool { kernel, strides, pads, count_include_pad, ceil_mode }
             }
         }
-        "BatchNormalization" => Op::BatchNormalization { epsilon: attr_float(n, "epsilon", 1e-5) },
+        "BatchNormalization" => {
+            if n.output.len() > 1 || attr_int(n, "training_mode", 0) != 0 {
+                bail!("a BatchNormalization exported in training mode is not supported; export the model in eval mode");
+            }
+            let momentum = attr_float(n, "momentum", 0.9);
+            if !(0.0..=1.0).contains(&momentum) {
+                bail!("momentum {momentum} is outside 0–1");
+            }
+            Op::BatchNormalization { epsilon: attr_float(n, "epsilon", 1e-5), momentum: 1.0 - momentum }
+        }
         "Flatten" => Op::Flatten { axis: attr_int(n, "axis", 1) },
         "Reshape" => Op::Reshape,
         "ReduceMean" => {

@@ -38,6 +38,10 @@ pub struct FlatOptimizer {
     momentum: f64,
     /// Parameters that got no gradient in the last [`FlatOptimizer::gradients`].
     no_grad: Vec<usize>,
+    /// Per-element multipliers of the learning rate (parameter groups), if any differ from 1.
+    lr_scale: Option<Tensor>,
+    /// Largest global gradient norm a step takes; larger gradients are scaled down to it.
+    max_grad_norm: Option<f64>,
 }
 
 impl FlatOptimizer {
@@ -70,11 +74,33 @@ impl FlatOptimizer {
             weight_decay,
             momentum,
             no_grad: Vec::new(),
+            lr_scale: None,
+            max_grad_norm: None,
         }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    /// Multiplies each parameter's learning rate (and so its AdamW decay) by its entry of
+    /// `scales` (one per parameter, in the order given to [`new`](Self::new)); 0 holds a
+    /// parameter still, as a frozen one.
+    pub fn set_lr_scales(&mut self, scales: &[f64]) {
+        assert_eq!(scales.len(), self.params.len(), "one learning-rate scale per parameter");
+        if scales.iter().all(|&s| s == 1.0) {
+            self.lr_scale = None;
+            return;
+        }
+        let parts: Vec<Tensor> =
+            self.params.iter().zip(scales).map(|(p, &s)| p.detach().reshape([-1]).full_like(s)).collect();
+        self.lr_scale = Some(Tensor::cat(&parts, 0));
+    }
+
+    /// Clips each step's gradient to a global L2 norm of at most `max` (as
+    /// `torch.nn.utils.clip_grad_norm_`), or not at all with `None`.
+    pub fn set_max_grad_norm(&mut self, max: Option<f64>) {
+        self.max_grad_norm = max;
     }
 
     /// Steps taken (restored by [`FlatOptimizer::load`]).
@@ -108,6 +134,16 @@ impl FlatOptimizer {
     /// One update with the flat gradient `grad`.
     pub fn step(&mut self, grad: &Tensor) {
         let _guard = tch::no_grad_guard();
+        let clipped;
+        let grad = match self.max_grad_norm {
+            Some(max) => {
+                // As torch's clip_grad_norm_: scaled by max / (norm + 1e-6) when that is < 1.
+                let coef = (grad.norm() + 1e-6).reciprocal() * max;
+                clipped = grad * coef.clamp_max(1.0);
+                &clipped
+            }
+            None => grad,
+        };
         // Parameters without a gradient keep their values (weight decay included).
         let keep: Vec<(usize, Tensor)> = self.no_grad.iter().map(|&i| (i, self.params[i].copy())).collect();
         self.update(grad);
@@ -127,28 +163,44 @@ impl FlatOptimizer {
                     grad.shallow_clone()
                 };
                 if self.kind == OptimizerKind::Adamw && wd != 0.0 {
-                    let _ = self.flat.g_mul_scalar_(1.0 - lr * wd);
+                    match &self.lr_scale {
+                        None => {
+                            let _ = self.flat.g_mul_scalar_(1.0 - lr * wd);
+                        }
+                        Some(scale) => {
+                            let _ = self.flat.g_mul_(&(scale * (-lr * wd)).g_add_scalar_(1.0));
+                        }
+                    }
                 }
                 let _ = self.first.lerp_(&g, 1.0 - BETA1);
                 let _ = self.second.lerp_(&g.square(), 1.0 - BETA2);
                 let t = self.steps as f64;
                 let (bc1, bc2) = (1.0 - BETA1.powf(t), 1.0 - BETA2.powf(t));
                 let denom = (self.second.sqrt() / bc2.sqrt()).g_add_scalar_(EPS);
-                let _ = self.flat.addcdiv_(&(&self.first * (-lr / bc1)), &denom);
+                let mut update = &self.first * (-lr / bc1);
+                if let Some(scale) = &self.lr_scale {
+                    update *= scale;
+                }
+                let _ = self.flat.addcdiv_(&update, &denom);
             }
             OptimizerKind::Sgd => {
                 let g = if wd != 0.0 { grad + &self.flat * wd } else { grad.shallow_clone() };
-                if self.momentum == 0.0 {
-                    let _ = self.flat.g_sub_(&(g * lr));
-                    return;
-                }
-                if self.steps == 1 {
-                    self.first.copy_(&g);
+                let direction = if self.momentum == 0.0 {
+                    g
                 } else {
-                    let _ = self.first.g_mul_scalar_(self.momentum);
-                    let _ = self.first.g_add_(&g);
+                    if self.steps == 1 {
+                        self.first.copy_(&g);
+                    } else {
+                        let _ = self.first.g_mul_scalar_(self.momentum);
+                        let _ = self.first.g_add_(&g);
+                    }
+                    self.first.shallow_clone()
+                };
+                let mut update = direction * lr;
+                if let Some(scale) = &self.lr_scale {
+                    update *= scale;
                 }
-                let _ = self.flat.g_sub_(&(&self.first * lr));
+                let _ = self.flat.g_sub_(&update);
             }
         }
     }

@@ -65,6 +65,16 @@ pub struct TrainOptions {
     /// Stop when validation accuracy has not improved for this many epochs.
     pub patience: usize,
     pub freeze_backbone: bool,
+    /// Run BatchNormalization as at inference during training (running statistics fixed),
+    /// for batches too small for useful batch statistics.
+    pub freeze_bn: bool,
+    /// The backbone's learning rate as a fraction of the head's (`lr`).
+    pub backbone_lr: f64,
+    /// Epochs at the start during which only the new head trains (the backbone's learning
+    /// rate is 0).
+    pub head_warmup_epochs: f64,
+    /// Largest global gradient norm per step (`None`: no clipping).
+    pub clip_grad: Option<f64>,
     /// Continue the run in `out` from its last checkpoint and history.
     pub resume: bool,
     /// Mixed precision on CUDA: fp16 autocast for the forward pass, dynamic loss scaling.
@@ -158,6 +168,14 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         );
     }
 
+    // A failed run must not leave an earlier run's deployable model behind.
+    for stale in ["model.onnx", "model.toml"] {
+        let path = opts.out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+
     tch::manual_seed(opts.seed as i64);
     let mut history = if opts.resume { read_history(&opts.out.join("history.csv"))? } else { Vec::new() };
     let module = if opts.resume {
@@ -170,14 +188,27 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         eprintln!("resuming after epoch {} from {}", history.len(), last.display());
         module
     } else {
-        let mut module = GraphModule::load(&base.model_path, device)?;
+        let graph = base.train_model_path.as_ref().unwrap_or(&base.model_path);
+        let mut module = GraphModule::load(graph, device)?;
         module.replace_head(n_classes)?;
+        eprintln!("base graph: {}", graph.display());
         module
     };
     if opts.freeze_backbone {
         module.freeze_backbone()?;
     }
+    let batchnorm_trains = module.has_batchnorm() && !opts.freeze_bn && !opts.freeze_backbone;
+    eprintln!(
+        "normalisation: {}",
+        match (module.has_batchnorm(), batchnorm_trains) {
+            (false, _) => "none in the graph",
+            (true, true) => "BatchNormalization on batch statistics, running statistics updated",
+            (true, false) => "BatchNormalization on its running statistics, kept fixed",
+        }
+    );
+    let in_head = module.trainable_in_head()?;
     let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
+    opt.set_max_grad_norm(opts.clip_grad);
     let opt_state = opts.out.join("optimizer.pt");
     if opts.resume {
         match opt.load(&opt_state) {
@@ -189,6 +220,11 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
     let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
+    let head_warmup_steps = (opts.head_warmup_epochs * steps_per_epoch as f64) as usize;
+    // Parameter groups: the new head at `lr`; the pretrained backbone at `backbone_lr` of
+    // it, and held still during the head's warm-up.
+    let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { opts.backbone_lr };
+    let mut groups_at = f64::NAN;
     let mut scaler = match (opts.amp, device) {
         (true, Device::Cuda(_)) => Some(LossScaler::new()),
         (true, _) => {
@@ -221,24 +257,51 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         for (b, batch) in train_set.batches(&order, opts.batch).enumerate() {
             let (x, y) = batch?;
             let len = y.size()[0];
+            // Batch statistics of one image are no statistics (torch refuses them where a
+            // channel has a single value): a last batch of one image sits this epoch out.
+            if batchnorm_trains && len == 1 {
+                continue;
+            }
             lr = schedule(opts.lr, step, warmup_steps, total_steps);
             opt.set_lr(lr);
+            let backbone = backbone_scale(step);
+            if backbone != groups_at {
+                let scales: Vec<f64> = in_head.iter().map(|&h| if h { 1.0 } else { backbone }).collect();
+                opt.set_lr_scales(&scales);
+                groups_at = backbone;
+            }
             let x = augment(&x, &opts.augment, &mut rng);
             let logits = match scaler.as_ref() {
-                Some(_) => tch::autocast(true, || module.forward(&norm.apply(&x)))?.to_kind(Kind::Float),
-                None => module.forward(&norm.apply(&x))?,
+                Some(_) => {
+                    tch::autocast(true, || module.forward_t(&norm.apply(&x), batchnorm_trains))?.to_kind(Kind::Float)
+                }
+                None => module.forward_t(&norm.apply(&x), batchnorm_trains)?,
             };
             let loss = smoothed_cross_entropy(&logits, &y, opts.label_smoothing);
+            let loss_value = loss.double_value(&[]);
+            if !loss_value.is_finite() {
+                clear_progress();
+                bail!(
+                    "training diverged: the loss became {loss_value} at epoch {epoch}, batch {} (learning rate \
+                     {lr:.2e}); no model was exported. Try a lower --lr (now {}){}",
+                    b + 1,
+                    opts.lr,
+                    if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" }
+                );
+            }
             match scaler.as_mut() {
                 Some(scaler) => scaler.step(&mut opt, &loss),
                 None => opt.backward_step(&loss),
             }
-            loss_sum += loss.double_value(&[]) * len as f64;
+            loss_sum += loss_value * len as f64;
             correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
             seen += len;
             step += 1;
             let (loss_so_far, elapsed) = (loss_sum / seen as f64, t0.elapsed().as_secs_f64());
             progress(epoch, opts.epochs, b + 1, steps_per_epoch, loss_so_far, seen, elapsed);
+        }
+        if seen == 0 {
+            bail!("the training split holds a single image: batch statistics need two; add images or use --freeze-bn");
         }
         let (val_loss, val_acc) = validate(&module, &val_set, &norm, opts.batch)?;
         let record = EpochRecord {
@@ -273,6 +336,18 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         }
     }
 
+    // A model no better than always answering the commonest class is not worth a deploy.
+    let chance = chance_accuracy(&val_set, classes.len())?;
+    if best_acc < chance_floor(chance) {
+        bail!(
+            "training failed: the best validation accuracy, {best_acc:.3} (epoch {best_epoch}), is at chance level \
+             ({chance:.3}, always answering the commonest class); the model learned nothing and none was exported. \
+             Try a lower --lr (now {}), --freeze-backbone, more --epochs, or check that each class folder holds what \
+             its name says",
+            opts.lr
+        );
+    }
+
     // The exported model is the best checkpoint, read back from its ONNX file.
     let model_onnx = opts.out.join("model.onnx");
     std::fs::copy(opts.out.join("best.onnx"), &model_onnx)?;
@@ -292,6 +367,22 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
     std::fs::write(opts.out.join("train.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
+}
+
+/// The validation accuracy of always answering the split's commonest class.
+fn chance_accuracy(split: &Split, classes: usize) -> anyhow::Result<f64> {
+    let labels = Vec::<i64>::try_from(split.labels().to_device(Device::Cpu))?;
+    let mut counts = vec![0usize; classes];
+    for l in &labels {
+        counts[*l as usize] += 1;
+    }
+    Ok(counts.iter().max().copied().unwrap_or(0) as f64 / labels.len().max(1) as f64)
+}
+
+/// The least validation accuracy a run must reach to be exported: a tenth of the way from
+/// chance to perfect (0.19 for ten balanced classes, 0.55 for two).
+fn chance_floor(chance: f64) -> f64 {
+    chance + 0.1 * (1.0 - chance)
 }
 
 /// Reads history.csv back (for resuming).
