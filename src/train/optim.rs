@@ -320,6 +320,53 @@ mod tests {
     }
 
     #[test]
+    fn learning_rate_scales_make_parameter_groups() {
+        // b at scale 0 stays as it is (AdamW's decay included), and w moves exactly as it
+        // does when it is the only parameter; at 0.5, SGD moves b half as far.
+        let (plain, grouped, x, y) = twin();
+        let only_w = vec![variables(&plain)[0].shallow_clone()];
+        let mut reference = FlatOptimizer::new(OptimizerKind::Adamw, only_w, 0.05, 0.1, 0.0);
+        let mut opt = FlatOptimizer::new(OptimizerKind::Adamw, variables(&grouped), 0.05, 0.1, 0.0);
+        opt.set_lr_scales(&[1.0, 0.0]);
+        let b0 = variables(&grouped)[1].copy();
+        for _ in 0..5 {
+            reference.backward_step(&loss(&plain, &x, &y));
+            opt.backward_step(&loss(&grouped, &x, &y));
+        }
+        let d = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(d(&variables(&plain)[0], &variables(&grouped)[0]) < 1e-6, "the full-rate group differs");
+        assert_eq!(d(&variables(&grouped)[1], &b0), 0.0, "a parameter at rate 0 moved");
+
+        let (full, half, x, y) = twin();
+        let start = variables(&full)[1].copy();
+        let mut a = FlatOptimizer::new(OptimizerKind::Sgd, variables(&full), 0.05, 0.0, 0.0);
+        let mut b = FlatOptimizer::new(OptimizerKind::Sgd, variables(&half), 0.05, 0.0, 0.0);
+        b.set_lr_scales(&[1.0, 0.5]);
+        a.backward_step(&loss(&full, &x, &y));
+        b.backward_step(&loss(&half, &x, &y));
+        let (moved_full, moved_half) = (&variables(&full)[1] - &start, &variables(&half)[1] - &start);
+        assert!(moved_full.abs().max().double_value(&[]) > 1e-3);
+        assert!(d(&(moved_full * 0.5), &moved_half) < 1e-7, "half the rate is not half the step");
+    }
+
+    #[test]
+    fn gradients_are_clipped_to_the_largest_norm() {
+        let (vs, _, x, y) = twin();
+        let before: Vec<Tensor> = variables(&vs).iter().map(Tensor::copy).collect();
+        let mut opt = FlatOptimizer::new(OptimizerKind::Sgd, variables(&vs), 1.0, 0.0, 0.0);
+        opt.set_max_grad_norm(Some(0.01));
+        let grad = opt.gradients(&loss(&vs, &x, &y));
+        let norm = grad.norm().double_value(&[]);
+        assert!(norm > 0.1, "the test needs a gradient above the limit, got {norm}");
+        opt.step(&grad);
+        // SGD at rate 1: the step is the clipped gradient, whose norm is the limit.
+        let step: Vec<Tensor> = variables(&vs).iter().zip(&before).map(|(p, b)| (b - p).reshape([-1])).collect();
+        let step = Tensor::cat(&step, 0);
+        assert!((step.norm().double_value(&[]) - 0.01).abs() < 1e-6, "{}", step.norm().double_value(&[]));
+        assert!((&step - &grad * (0.01 / (norm + 1e-6))).abs().max().double_value(&[]) < 1e-7, "not along the gradient");
+    }
+
+    #[test]
     fn saved_state_continues_the_same_run() {
         let dir = std::env::temp_dir().join(format!("vigil-optim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
