@@ -53,6 +53,8 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     let (code, stdout, stderr) =
         train(&data, &out, &["--size", "48", "--epochs", "4", "--batch", "32", "--name", "fashion", "--seed", "1"]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("mobilenet-v2-train.onnx"), "the manifest's training graph is the base: {stderr}");
+    assert!(stderr.contains("normalisation: BatchNormalization on batch statistics"), "{stderr}");
 
     // The training loss falls; test accuracy is far above chance (4 classes: 0.25).
     let losses = csv_column(&out.join("history.csv"), "train_loss");
@@ -116,6 +118,96 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     let epochs = csv_column(&out.join("history.csv"), "epoch");
     assert_eq!(epochs, [1.0, 2.0, 3.0, 4.0, 5.0]);
     device_agrees("the resumed run, every split streamed from disk");
+}
+
+/// MobileNetV2's manifest without its training graph, written into `dir`: `vigil train`
+/// then starts from the folded graph, which has no normalisation layers.
+fn folded_mobilenet(dir: &Path) -> PathBuf {
+    let models = root().join("models");
+    let text = std::fs::read_to_string(models.join("mobilenet-v2.toml"))
+        .unwrap()
+        .replace("train_model = \"mobilenet-v2-train.onnx\"\n", "")
+        .replace("\"mobilenet-v2.onnx\"", &format!("{:?}", models.join("mobilenet-v2.onnx").display().to_string()))
+        .replace("labels/imagenet-1k.txt", &models.join("labels/imagenet-1k.txt").display().to_string());
+    assert!(!text.contains("train_model"), "{text}");
+    let path = dir.join("mobilenet-v2-folded.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn fine_tunes_the_folded_graph_without_normalisation_too() {
+    let dir = scratch("fashion-folded");
+    let data = dir.join("data");
+    fashion(&data, ["60", "15", "25"]);
+    let manifest = folded_mobilenet(&dir);
+    let out = dir.join("run");
+    let (code, stdout, stderr) = vigil(&[
+        "train",
+        "--model",
+        manifest.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--size",
+        "48",
+        "--epochs",
+        "4",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("normalisation: none in the graph"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    let top1 = report["test"]["top1"].as_f64().unwrap();
+    assert!(top1 >= 0.7, "test top-1 {top1}\n{stdout}");
+}
+
+#[test]
+fn a_diverging_run_fails_loudly_and_exports_nothing() {
+    let dir = scratch("diverge");
+    let data = dir.join("data");
+    fashion(&data, ["12", "4", "4"]);
+    let out = dir.join("run");
+    // What an earlier run in the same folder exported must not pass for this run's result.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("model.onnx"), "an earlier run's model").unwrap();
+    std::fs::write(out.join("model.toml"), "an earlier run's manifest").unwrap();
+    let (code, _, stderr) = train(&data, &out, &["--size", "32", "--epochs", "2", "--lr", "1e6", "--batch", "8"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("training diverged: the") && stderr.contains("loss became"), "{stderr}");
+    assert!(stderr.contains("no model was exported") && stderr.contains("Try a lower --lr"), "{stderr}");
+    assert!(!out.join("model.onnx").exists() && !out.join("model.toml").exists(), "a deployable model is left");
+}
+
+#[test]
+fn a_run_that_learns_nothing_fails_and_exports_nothing() {
+    // Every image, in every class and split, is the same picture: no model can tell the
+    // classes apart, so validation accuracy is exactly chance.
+    let dir = scratch("chance");
+    let source = dir.join("source");
+    fashion(&source, ["1", "1", "1"]);
+    let picture = std::fs::read_dir(source.join("train/Bag")).unwrap().next().unwrap().unwrap().path();
+    let data = dir.join("data");
+    for split in ["train", "val", "test"] {
+        for class in ["a", "b", "c", "d"] {
+            let folder = data.join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..4 {
+                std::fs::copy(&picture, folder.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let out = dir.join("run");
+    let (code, _, stderr) = train(&data, &out, &["--size", "32", "--epochs", "2", "--batch", "8"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("training failed: the best validation accuracy, 0.250"), "{stderr}");
+    assert!(stderr.contains("is at chance level (0.250"), "{stderr}");
+    assert!(!out.join("model.onnx").exists() && !out.join("model.toml").exists(), "a deployable model is left");
 }
 
 fn tiny_dataset(name: &str) -> PathBuf {

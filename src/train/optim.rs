@@ -363,7 +363,10 @@ mod tests {
         let step: Vec<Tensor> = variables(&vs).iter().zip(&before).map(|(p, b)| (b - p).reshape([-1])).collect();
         let step = Tensor::cat(&step, 0);
         assert!((step.norm().double_value(&[]) - 0.01).abs() < 1e-6, "{}", step.norm().double_value(&[]));
-        assert!((&step - &grad * (0.01 / (norm + 1e-6))).abs().max().double_value(&[]) < 1e-7, "not along the gradient");
+        assert!(
+            (&step - &grad * (0.01 / (norm + 1e-6))).abs().max().double_value(&[]) < 1e-7,
+            "not along the gradient"
+        );
     }
 
     #[test]

@@ -304,6 +304,14 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             bail!("the training split holds a single image: batch statistics need two; add images or use --freeze-bn");
         }
         let (val_loss, val_acc) = validate(&module, &val_set, &norm, opts.batch)?;
+        if !val_loss.is_finite() {
+            bail!(
+                "training diverged: the validation loss became {val_loss} after epoch {epoch} (learning rate \
+                 {lr:.2e}); no model was exported. Try a lower --lr (now {}){}",
+                opts.lr,
+                if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" }
+            );
+        }
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / seen as f64,
@@ -670,7 +678,17 @@ fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
         opts.optimizer,
         opts.lr,
         opts.label_smoothing,
-        if opts.freeze_backbone { "frozen" } else { "trained" },
+        if opts.freeze_backbone {
+            "frozen".to_string()
+        } else {
+            format!(
+                "trained at {} of the head's rate after {} head-only epochs{}{}",
+                opts.backbone_lr,
+                opts.head_warmup_epochs,
+                if opts.freeze_bn { ", BatchNorm statistics frozen" } else { "" },
+                opts.clip_grad.map(|c| format!(", gradients clipped to norm {c}")).unwrap_or_default()
+            )
+        },
         r.best_epoch,
         r.history.len(),
         r.history.get(r.best_epoch.saturating_sub(1)).map(|h| h.val_accuracy).unwrap_or(0.0),
