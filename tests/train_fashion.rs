@@ -55,6 +55,11 @@ fn fine_tunes_mobilenet_on_fashion_mnist_and_exports_a_model_tract_agrees_with()
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("mobilenet-v2-train.onnx"), "the manifest's training graph is the base: {stderr}");
     assert!(stderr.contains("normalisation: BatchNormalization on batch statistics"), "{stderr}");
+    assert!(
+        stderr
+            .contains("recipe: 0 head-only epoch(s), then the backbone at 1 of the head's learning rate (the default"),
+        "{stderr}"
+    );
 
     // The training loss falls; test accuracy is far above chance (4 classes: 0.25).
     let losses = csv_column(&out.join("history.csv"), "train_loss");
@@ -161,6 +166,12 @@ fn fine_tunes_the_folded_graph_without_normalisation_too() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("normalisation: none in the graph"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "recipe: 1 head-only epoch(s), then the backbone at 0.1 of the head's learning rate (the default"
+        ),
+        "{stderr}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
     let top1 = report["test"]["top1"].as_f64().unwrap();

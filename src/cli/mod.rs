@@ -309,12 +309,14 @@ pub struct TrainArgs {
     /// each batch's (for batches of a few images).
     #[arg(long)]
     pub freeze_bn: bool,
-    /// The pretrained backbone's learning rate as a fraction of --lr (the new head's).
-    #[arg(long, default_value_t = 0.1, value_parser = finite_non_negative)]
-    pub backbone_lr: f64,
-    /// Epochs at the start that train only the new head, the backbone held still.
-    #[arg(long, default_value_t = 1.0, value_parser = finite_non_negative)]
-    pub head_warmup_epochs: f64,
+    /// The pretrained backbone's learning rate as a fraction of --lr (the new head's)
+    /// [default: 1 when the graph's BatchNorm trains, 0.1 for a graph without normalisation].
+    #[arg(long, value_parser = finite_non_negative)]
+    pub backbone_lr: Option<f64>,
+    /// Epochs at the start that train only the new head, the backbone held still
+    /// [default: 0 when the graph's BatchNorm trains, 1 for a graph without normalisation].
+    #[arg(long, value_parser = finite_non_negative)]
+    pub head_warmup_epochs: Option<f64>,
     /// Largest global gradient norm per step; larger ones are scaled down (0: no clipping).
     #[arg(long, default_value_t = 0.0, value_parser = finite_non_negative)]
     pub clip_grad: f64,

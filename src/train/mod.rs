@@ -16,7 +16,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 pub use graph::GraphModule;
-pub use trainer::{train, Augment, OptimizerKind, TrainOptions, TrainReport};
+pub use trainer::{train, Augment, OptimizerKind, Recipe, TrainOptions, TrainReport};
 
 /// Parses "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
 pub fn parse_device(s: &str) -> anyhow::Result<Device> {

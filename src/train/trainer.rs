@@ -43,6 +43,30 @@ impl Augment {
     pub const NONE: Augment = Augment { flip: false, rotation: 0.0, min_scale: 1.0, jitter: 0.0 };
 }
 
+/// How the pretrained backbone trains beside the new head.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Recipe {
+    /// The backbone's learning rate as a fraction of the head's.
+    pub backbone_lr: f64,
+    /// Epochs during which only the head trains.
+    pub head_warmup_epochs: f64,
+}
+
+impl Recipe {
+    /// The default, measured on five seeds each (docs/training.md, "The default recipe"):
+    /// a graph whose BatchNorm trains learns fastest with every layer at the full rate from
+    /// the start; a graph without normalisation (BatchNorm folded, or frozen) collapses to
+    /// chance on some seeds that way, and converges on all of them when the new head trains
+    /// alone for an epoch and the backbone then follows at a tenth of the rate.
+    pub fn default_for(batchnorm_trains: bool) -> Recipe {
+        if batchnorm_trains {
+            Recipe { backbone_lr: 1.0, head_warmup_epochs: 0.0 }
+        } else {
+            Recipe { backbone_lr: 0.1, head_warmup_epochs: 1.0 }
+        }
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainOptions {
@@ -68,11 +92,12 @@ pub struct TrainOptions {
     /// Run BatchNormalization as at inference during training (running statistics fixed),
     /// for batches too small for useful batch statistics.
     pub freeze_bn: bool,
-    /// The backbone's learning rate as a fraction of the head's (`lr`).
-    pub backbone_lr: f64,
+    /// The backbone's learning rate as a fraction of the head's (`lr`); `None`: the
+    /// default recipe's for the graph ([`Recipe::default_for`]).
+    pub backbone_lr: Option<f64>,
     /// Epochs at the start during which only the new head trains (the backbone's learning
-    /// rate is 0).
-    pub head_warmup_epochs: f64,
+    /// rate is 0); `None`: the default recipe's for the graph.
+    pub head_warmup_epochs: Option<f64>,
     /// Largest global gradient norm per step (`None`: no clipping).
     pub clip_grad: Option<f64>,
     /// Continue the run in `out` from its last checkpoint and history.
@@ -109,6 +134,10 @@ pub struct TrainReport {
     pub classes: Vec<String>,
     pub history: Vec<EpochRecord>,
     pub best_epoch: usize,
+    /// Whether BatchNorm ran on batch statistics during training.
+    pub batchnorm_trained: bool,
+    /// How the backbone trained (unused with `freeze_backbone`).
+    pub recipe: Recipe,
     pub test: Evaluation,
     /// Largest |tract − tch| on the test vector, relative above 1.
     pub parity: f32,
@@ -206,6 +235,19 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             (true, false) => "BatchNormalization on its running statistics, kept fixed",
         }
     );
+    let default = Recipe::default_for(batchnorm_trains);
+    let recipe = Recipe {
+        backbone_lr: opts.backbone_lr.unwrap_or(default.backbone_lr),
+        head_warmup_epochs: opts.head_warmup_epochs.unwrap_or(default.head_warmup_epochs),
+    };
+    if !opts.freeze_backbone {
+        eprintln!(
+            "recipe: {} head-only epoch(s), then the backbone at {} of the head's learning rate{}",
+            recipe.head_warmup_epochs,
+            recipe.backbone_lr,
+            if recipe == default { " (the default for this graph)" } else { "" }
+        );
+    }
     let in_head = module.trainable_in_head()?;
     let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
     opt.set_max_grad_norm(opts.clip_grad);
@@ -220,10 +262,10 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
     let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
-    let head_warmup_steps = (opts.head_warmup_epochs * steps_per_epoch as f64) as usize;
+    let head_warmup_steps = (recipe.head_warmup_epochs * steps_per_epoch as f64) as usize;
     // Parameter groups: the new head at `lr`; the pretrained backbone at `backbone_lr` of
     // it, and held still during the head's warm-up.
-    let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { opts.backbone_lr };
+    let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { recipe.backbone_lr };
     let mut groups_at = f64::NAN;
     let mut scaler = match (opts.amp, device) {
         (true, Device::Cuda(_)) => Some(LossScaler::new()),
@@ -371,7 +413,16 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     let reference = if device == Device::Cpu { best } else { GraphModule::load(&model_onnx, Device::Cpu)? };
     let parity = test_vector(&reference, &test_set, &norm, &manifest_path, &opts.out)?;
     write_curves(&history, &opts.out)?;
-    let report = TrainReport { classes, history, best_epoch, test, parity, manifest: manifest_path };
+    let report = TrainReport {
+        classes,
+        history,
+        best_epoch,
+        batchnorm_trained: batchnorm_trains,
+        recipe,
+        test,
+        parity,
+        manifest: manifest_path,
+    };
     std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
     std::fs::write(opts.out.join("train.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
@@ -683,9 +734,9 @@ fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
         } else {
             format!(
                 "trained at {} of the head's rate after {} head-only epochs{}{}",
-                opts.backbone_lr,
-                opts.head_warmup_epochs,
-                if opts.freeze_bn { ", BatchNorm statistics frozen" } else { "" },
+                r.recipe.backbone_lr,
+                r.recipe.head_warmup_epochs,
+                if r.batchnorm_trained { ", BatchNorm on batch statistics" } else { "" },
                 opts.clip_grad.map(|c| format!(", gradients clipped to norm {c}")).unwrap_or_default()
             )
         },
