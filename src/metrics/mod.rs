@@ -1,7 +1,10 @@
 //! Classification metrics: confusion matrix, top-k accuracy, per-class precision, recall
 //! and F1, with macro and weighted averages — pure functions over class indices — and the
 //! report files written from them. Shared by the trainer and `vigil eval`, so that both
-//! report the same numbers in the same files.
+//! report the same numbers in the same files. Detection metrics (COCO's mAP) are in
+//! [`detection`].
+
+pub mod detection;
 
 use serde::Serialize;
 

@@ -1,0 +1,404 @@
+//! Detection metrics as COCO defines them for boxes (pycocotools' `COCOeval`, area "all",
+//! at most 100 detections per image and class): average precision per class at IoU 0.50
+//! (AP50) and averaged over IoU 0.50:0.05:0.95 (AP50-95), each the mean of 101 precision
+//! values interpolated at recall 0, 0.01, …, 1; their means over the classes that have
+//! ground truth (mAP50, mAP50-95); and precision and recall at a score threshold.
+//!
+//! The matching follows COCOeval step for step, so that the numbers are the ones people
+//! compare against: per image and class, detections in descending score order (ties keep
+//! their order) each take the unmatched ground-truth box they overlap most, at or above the
+//! IoU threshold, non-crowd boxes first; a detection matched to a crowd box (whose IoU is
+//! the intersection over the detection's own area, and which may match any number of
+//! detections) counts neither as a true nor as a false positive, and crowd boxes are not
+//! counted as instances. A test compares the results with pycocotools' on a committed
+//! fixture (tests/fixtures/coco-eval, made by tests/data/make_coco_eval_fixture.py).
+
+use serde::Serialize;
+
+use crate::model::BBox;
+
+/// Detections per image and class that count, as COCO's `maxDets = 100`.
+pub const MAX_DETECTIONS: usize = 100;
+
+/// One ground-truth box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TruthBox {
+    pub class: usize,
+    pub bbox: BBox,
+    /// A box around a crowd (COCO's `iscrowd`): detections in it are neither right nor wrong.
+    pub crowd: bool,
+}
+
+/// One detection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictedBox {
+    pub class: usize,
+    pub score: f32,
+    pub bbox: BBox,
+}
+
+/// One image's ground truth and detections.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageBoxes {
+    pub truth: Vec<TruthBox>,
+    pub predicted: Vec<PredictedBox>,
+}
+
+/// The figures of one class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClassAp {
+    /// Ground-truth boxes, crowds not counted.
+    pub instances: usize,
+    /// `None` for a class without instances (COCO's −1).
+    pub ap50: Option<f64>,
+    pub ap50_95: Option<f64>,
+    /// At IoU 0.5 and the score threshold: true positives over detections kept, and over
+    /// instances.
+    pub precision: f64,
+    pub recall: f64,
+}
+
+/// Everything reported about one detection evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectionEvaluation {
+    pub images: usize,
+    pub instances: usize,
+    /// Means over the classes with instances; `None` when no class has any.
+    pub map50: Option<f64>,
+    pub map50_95: Option<f64>,
+    /// The score threshold of `precision` and `recall`.
+    pub score_threshold: f32,
+    /// Means over the classes with instances of the per-class precision and recall.
+    pub precision: f64,
+    pub recall: f64,
+    pub per_class: Vec<ClassAp>,
+}
+
+/// COCO's IoU thresholds, 0.50 to 0.95 in steps of 0.05, computed as numpy's `linspace`.
+pub fn iou_thresholds() -> [f64; 10] {
+    let step = (0.95 - 0.5) / 9.0;
+    let mut t = [0.0; 10];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = if i == 9 { 0.95 } else { 0.5 + i as f64 * step };
+    }
+    t
+}
+
+/// The 101 recall points of COCO's interpolated precision, as numpy's `linspace(0, 1, 101)`.
+fn recall_points() -> Vec<f64> {
+    (0..101).map(|i| if i == 100 { 1.0 } else { i as f64 * 0.01 }).collect()
+}
+
+/// IoU of a detection with a ground-truth box, as pycocotools computes it (in f64; over the
+/// detection's own area for a crowd box).
+fn coco_iou(d: &BBox, g: &BBox, crowd: bool) -> f64 {
+    let (dx1, dy1, dx2, dy2) = (d.x1 as f64, d.y1 as f64, d.x2 as f64, d.y2 as f64);
+    let (gx1, gy1, gx2, gy2) = (g.x1 as f64, g.y1 as f64, g.x2 as f64, g.y2 as f64);
+    let w = dx2.min(gx2) - dx1.max(gx1);
+    let h = dy2.min(gy2) - dy1.max(gy1);
+    if w <= 0.0 || h <= 0.0 {
+        return 0.0;
+    }
+    let inter = w * h;
+    let d_area = (dx2 - dx1) * (dy2 - dy1);
+    let union = if crowd { d_area } else { d_area + (gx2 - gx1) * (gy2 - gy1) - inter };
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// The outcome of one image and class: per kept detection (best first) its score and, per
+/// IoU threshold, whether it matched a box and whether that box was a crowd.
+struct ImageClass {
+    scores: Vec<f64>,
+    /// `[threshold][detection]`.
+    matched: Vec<Vec<bool>>,
+    ignored: Vec<Vec<bool>>,
+    instances: usize,
+}
+
+/// COCOeval's `evaluateImg` for one image and class.
+fn match_image(truth: &[&TruthBox], predicted: &[&PredictedBox], thresholds: &[f64]) -> ImageClass {
+    // Ground truth: non-crowd boxes first, each group in its order.
+    let mut gts: Vec<&TruthBox> = truth.iter().filter(|g| !g.crowd).copied().collect();
+    gts.extend(truth.iter().filter(|g| g.crowd));
+    // Detections: best first, ties in their order, at most MAX_DETECTIONS.
+    let mut dts: Vec<&PredictedBox> = predicted.to_vec();
+    dts.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
+    dts.truncate(MAX_DETECTIONS);
+    let ious: Vec<Vec<f64>> =
+        dts.iter().map(|d| gts.iter().map(|g| coco_iou(&d.bbox, &g.bbox, g.crowd)).collect()).collect();
+    let mut matched = vec![vec![false; dts.len()]; thresholds.len()];
+    let mut ignored = vec![vec![false; dts.len()]; thresholds.len()];
+    for (t, &threshold) in thresholds.iter().enumerate() {
+        let mut gt_taken = vec![false; gts.len()];
+        for (d, row) in ious.iter().enumerate() {
+            let mut best = threshold.min(1.0 - 1e-10);
+            let mut m: Option<usize> = None;
+            for (g, &iou) in row.iter().enumerate() {
+                if gt_taken[g] && !gts[g].crowd {
+                    continue;
+                }
+                // Matched to a real box: crowd boxes (sorted last) cannot take it away.
+                if m.is_some_and(|m| !gts[m].crowd) && gts[g].crowd {
+                    break;
+                }
+                if iou < best {
+                    continue;
+                }
+                best = iou;
+                m = Some(g);
+            }
+            if let Some(g) = m {
+                matched[t][d] = true;
+                ignored[t][d] = gts[g].crowd;
+                gt_taken[g] = true;
+            }
+        }
+    }
+    ImageClass {
+        scores: dts.iter().map(|d| d.score as f64).collect(),
+        matched,
+        ignored,
+        instances: gts.iter().filter(|g| !g.crowd).count(),
+    }
+}
+
+/// Evaluates the detections of `images` for `classes` classes (class ids outside the range
+/// are ignored); `score_threshold` sets where precision and recall are read.
+pub fn evaluate_detections(images: &[ImageBoxes], classes: usize, score_threshold: f32) -> DetectionEvaluation {
+    let thresholds = iou_thresholds();
+    let recalls = recall_points();
+    let mut per_class = Vec::with_capacity(classes);
+    for class in 0..classes {
+        // COCOeval's accumulate: every image's kept detections of the class, merged by
+        // score (a stable sort, so ties keep image order).
+        let mut instances = 0;
+        let mut dets: Vec<(f64, Vec<bool>, Vec<bool>)> = Vec::new();
+        for image in images {
+            let truth: Vec<&TruthBox> = image.truth.iter().filter(|g| g.class == class).collect();
+            let predicted: Vec<&PredictedBox> =
+                image.predicted.iter().filter(|d| d.class == class && !d.score.is_nan()).collect();
+            if truth.is_empty() && predicted.is_empty() {
+                continue;
+            }
+            let r = match_image(&truth, &predicted, &thresholds);
+            instances += r.instances;
+            for (d, &score) in r.scores.iter().enumerate() {
+                let matched = (0..thresholds.len()).map(|t| r.matched[t][d]).collect();
+                let ignored = (0..thresholds.len()).map(|t| r.ignored[t][d]).collect();
+                dets.push((score, matched, ignored));
+            }
+        }
+        dets.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+        if instances == 0 {
+            per_class.push(ClassAp { instances, ap50: None, ap50_95: None, precision: 0.0, recall: 0.0 });
+            continue;
+        }
+        let mut ap = Vec::with_capacity(thresholds.len());
+        let (mut precision_at, mut recall_at) = (0.0, 0.0);
+        for t in 0..thresholds.len() {
+            let (mut tp, mut fp) = (0.0f64, 0.0f64);
+            let mut rc = Vec::with_capacity(dets.len());
+            let mut pr = Vec::with_capacity(dets.len());
+            for (score, matched, ignored) in &dets {
+                if ignored[t] {
+                    // Neither kind: the cumulative counts stay, as in COCOeval.
+                } else if matched[t] {
+                    tp += 1.0;
+                } else {
+                    fp += 1.0;
+                }
+                rc.push(tp / instances as f64);
+                pr.push(tp / (tp + fp + f64::EPSILON));
+                if t == 0 && *score >= score_threshold as f64 {
+                    precision_at = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+                    recall_at = tp / instances as f64;
+                }
+            }
+            // Precision made monotone from the right, then read at each recall point (the
+            // first detection reaching it; 0 beyond the last recall reached).
+            for i in (1..pr.len()).rev() {
+                if pr[i] > pr[i - 1] {
+                    pr[i - 1] = pr[i];
+                }
+            }
+            let sum: f64 = recalls
+                .iter()
+                .map(|&r| {
+                    let i = rc.partition_point(|&v| v < r);
+                    pr.get(i).copied().unwrap_or(0.0)
+                })
+                .sum();
+            ap.push(sum / recalls.len() as f64);
+        }
+        per_class.push(ClassAp {
+            instances,
+            ap50: Some(ap[0]),
+            ap50_95: Some(ap.iter().sum::<f64>() / ap.len() as f64),
+            precision: precision_at,
+            recall: recall_at,
+        });
+    }
+    let with_instances: Vec<&ClassAp> = per_class.iter().filter(|c| c.instances > 0).collect();
+    let mean = |f: fn(&ClassAp) -> f64| -> Option<f64> {
+        (!with_instances.is_empty())
+            .then(|| with_instances.iter().map(|c| f(c)).sum::<f64>() / with_instances.len() as f64)
+    };
+    DetectionEvaluation {
+        images: images.len(),
+        instances: per_class.iter().map(|c| c.instances).sum(),
+        map50: mean(|c| c.ap50.unwrap_or(0.0)),
+        map50_95: mean(|c| c.ap50_95.unwrap_or(0.0)),
+        score_threshold,
+        precision: mean(|c| c.precision).unwrap_or(0.0),
+        recall: mean(|c| c.recall).unwrap_or(0.0),
+        per_class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bbox(x1: f32, y1: f32, x2: f32, y2: f32) -> BBox {
+        BBox { x1, y1, x2, y2 }
+    }
+
+    fn truth(class: usize, b: BBox) -> TruthBox {
+        TruthBox { class, bbox: b, crowd: false }
+    }
+
+    fn det(class: usize, score: f32, b: BBox) -> PredictedBox {
+        PredictedBox { class, score, bbox: b }
+    }
+
+    fn near(v: Option<f64>, want: f64) -> bool {
+        v.is_some_and(|v| (v - want).abs() < 1e-12)
+    }
+
+    #[test]
+    fn perfect_detections_score_one() {
+        let images = vec![ImageBoxes {
+            truth: vec![truth(0, bbox(0.0, 0.0, 10.0, 10.0)), truth(1, bbox(20.0, 20.0, 40.0, 30.0))],
+            predicted: vec![det(0, 0.9, bbox(0.0, 0.0, 10.0, 10.0)), det(1, 0.8, bbox(20.0, 20.0, 40.0, 30.0))],
+        }];
+        let e = evaluate_detections(&images, 2, 0.5);
+        // 1 up to COCO's guard against 0/0: tp / (tp + fp + 2.2e-16).
+        assert!(near(e.map50, 1.0) && near(e.map50_95, 1.0), "{e:?}");
+        assert_eq!((e.precision, e.recall, e.instances), (1.0, 1.0, 2));
+    }
+
+    #[test]
+    fn average_precision_by_hand() {
+        // One class, two instances in two images. Detections by score: a hit (IoU 1), a
+        // miss, a hit (IoU 0.81: right at 0.5…0.80, wrong above).
+        let images = vec![
+            ImageBoxes {
+                truth: vec![truth(0, bbox(0.0, 0.0, 10.0, 10.0))],
+                predicted: vec![det(0, 0.9, bbox(0.0, 0.0, 10.0, 10.0)), det(0, 0.8, bbox(50.0, 50.0, 60.0, 60.0))],
+            },
+            ImageBoxes {
+                truth: vec![truth(0, bbox(0.0, 0.0, 10.0, 10.0))],
+                predicted: vec![det(0, 0.7, bbox(0.0, 0.0, 9.0, 9.0))],
+            },
+        ];
+        let e = evaluate_detections(&images, 1, 0.75);
+        // At IoU ≤ 0.80: precision 1 up to recall 0.5 (51 points), then 2/3 up to recall 1
+        // (50 points). Above: 1 up to 0.5, then nothing.
+        let hit = (51.0 + 50.0 * (2.0 / 3.0 - f64::EPSILON)) / 101.0;
+        let miss = 51.0 / 101.0;
+        assert!((e.map50.unwrap() - hit).abs() < 1e-12, "{:?}", e.map50);
+        // Thresholds 0.50…0.80 (7 of them) take the third detection; 0.85…0.95 (3) do not.
+        let want = (7.0 * hit + 3.0 * miss) / 10.0;
+        assert!((e.map50_95.unwrap() - want).abs() < 1e-12, "{:?} vs {want}", e.map50_95);
+        // At score ≥ 0.75: one hit, one miss kept; one of two instances found.
+        assert_eq!((e.per_class[0].precision, e.per_class[0].recall), (0.5, 0.5));
+    }
+
+    #[test]
+    fn crowds_are_neither_right_nor_wrong_and_classes_without_instances_do_not_count() {
+        let crowd = TruthBox { class: 0, bbox: bbox(0.0, 0.0, 100.0, 100.0), crowd: true };
+        let images = vec![ImageBoxes {
+            truth: vec![truth(0, bbox(200.0, 200.0, 210.0, 210.0)), crowd],
+            predicted: vec![
+                // Inside the crowd (IoU over its own area is 1): ignored, though scored first.
+                det(0, 0.95, bbox(10.0, 10.0, 20.0, 20.0)),
+                det(0, 0.9, bbox(30.0, 30.0, 40.0, 40.0)),
+                det(0, 0.8, bbox(200.0, 200.0, 210.0, 210.0)),
+                // A class with no instances: its false positive changes nothing.
+                det(1, 0.99, bbox(0.0, 0.0, 5.0, 5.0)),
+            ],
+        }];
+        let e = evaluate_detections(&images, 2, 0.0);
+        assert_eq!(e.per_class[0].instances, 1);
+        assert!(near(e.per_class[0].ap50, 1.0), "{e:?}");
+        assert_eq!(e.per_class[1].ap50, None);
+        assert!(near(e.map50, 1.0), "{e:?}");
+    }
+
+    #[test]
+    fn only_the_best_hundred_detections_per_image_count() {
+        // 100 misses scored above the one hit: the hit is the 101st and does not count.
+        let mut predicted: Vec<PredictedBox> =
+            (0..100).map(|i| det(0, 0.9, bbox(100.0 + i as f32, 0.0, 101.0 + i as f32, 1.0))).collect();
+        predicted.push(det(0, 0.5, bbox(0.0, 0.0, 10.0, 10.0)));
+        let images = vec![ImageBoxes { truth: vec![truth(0, bbox(0.0, 0.0, 10.0, 10.0))], predicted }];
+        assert_eq!(evaluate_detections(&images, 1, 0.0).map50, Some(0.0));
+    }
+
+    /// tests/fixtures/coco-eval/fixture.json: random boxes with crowds, empty images, a
+    /// class never labelled, 120 detections in one image and tied scores, with what
+    /// pycocotools' COCOeval computed from them (tests/data/make_coco_eval_fixture.py).
+    #[test]
+    fn matches_pycocotools() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/coco-eval/fixture.json");
+        let f: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let ids = |key: &str| -> Vec<u64> { f[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect() };
+        let (image_ids, categories) = (ids("images"), ids("categories"));
+        let index = |list: &[u64], v: &serde_json::Value| list.iter().position(|x| *x == v.as_u64().unwrap()).unwrap();
+        let xywh = |v: &serde_json::Value| {
+            let b: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            BBox { x1: b[0] as f32, y1: b[1] as f32, x2: (b[0] + b[2]) as f32, y2: (b[1] + b[3]) as f32 }
+        };
+        let mut images = vec![ImageBoxes::default(); image_ids.len()];
+        for t in f["truth"].as_array().unwrap() {
+            images[index(&image_ids, &t["image_id"])].truth.push(TruthBox {
+                class: index(&categories, &t["category_id"]),
+                bbox: xywh(&t["bbox"]),
+                crowd: t["iscrowd"] == 1,
+            });
+        }
+        for d in f["detections"].as_array().unwrap() {
+            images[index(&image_ids, &d["image_id"])].predicted.push(PredictedBox {
+                class: index(&categories, &d["category_id"]),
+                score: d["score"].as_f64().unwrap() as f32,
+                bbox: xywh(&d["bbox"]),
+            });
+        }
+        let e = evaluate_detections(&images, categories.len(), 0.25);
+        let want = &f["expected"];
+        let close = |got: Option<f64>, want: &serde_json::Value, what: &str| match (got, want.as_f64()) {
+            (Some(g), Some(w)) => assert!((g - w).abs() < 1e-4, "{what}: vigil {g}, pycocotools {w}"),
+            (None, None) => {}
+            (g, w) => panic!("{what}: vigil {g:?}, pycocotools {w:?}"),
+        };
+        close(e.map50_95, &want["map50_95"], "mAP50-95");
+        close(e.map50, &want["map50"], "mAP50");
+        for (k, c) in categories.iter().enumerate() {
+            let expected = &want["per_class"][c.to_string()];
+            close(e.per_class[k].ap50, &expected["ap50"], &format!("AP50 of category {c}"));
+            close(e.per_class[k].ap50_95, &expected["ap50_95"], &format!("AP50-95 of category {c}"));
+        }
+        assert!(e.map50.unwrap() > 0.1 && e.map50_95.unwrap() < e.map50.unwrap(), "{e:?}");
+    }
+
+    #[test]
+    fn no_ground_truth_at_all_has_no_map() {
+        let images = vec![ImageBoxes { truth: vec![], predicted: vec![det(0, 0.9, bbox(0.0, 0.0, 1.0, 1.0))] }];
+        let e = evaluate_detections(&images, 1, 0.5);
+        assert_eq!((e.map50, e.map50_95, e.instances), (None, None, 0));
+    }
+}
