@@ -1,11 +1,64 @@
 //! Image files: reading one as RGB, and labelled images in the ImageFolder layout (one
-//! folder per class, named after it).
+//! folder per class, named after it); detection data (boxes) in [`yolo`]'s layout.
 //!
 //! A dataset root either holds the class folders directly (and is split into train /
 //! validation / test by a seeded stratified split), or holds `train/`, `val/` and `test/`
 //! folders that each hold the same class folders.
 
+pub mod yolo;
+
 use std::path::{Path, PathBuf};
+
+use crate::model::BBox;
+
+/// One labelled box, in coordinates normalised to the image (0–1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectionBox {
+    pub class: usize,
+    pub bbox: BBox,
+    /// COCO's `iscrowd`: a box around many objects, neither to be found nor to be missed.
+    pub crowd: bool,
+}
+
+/// One image of a detection data set and its boxes (none: a background image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionImage {
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub boxes: Vec<DetectionBox>,
+}
+
+/// A detection data set: class names and the images of each split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionData {
+    pub names: Vec<String>,
+    pub train: Vec<DetectionImage>,
+    pub val: Vec<DetectionImage>,
+    pub test: Option<Vec<DetectionImage>>,
+}
+
+impl DetectionData {
+    /// What a run is about to train on: per split its images, background images and boxes
+    /// per class.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let splits = [("train", Some(&self.train)), ("val", Some(&self.val)), ("test", self.test.as_ref())];
+        for (name, images) in splits {
+            let Some(images) = images else { continue };
+            let mut per_class = vec![0usize; self.names.len()];
+            for b in images.iter().flat_map(|i| &i.boxes) {
+                per_class[b.class] += 1;
+            }
+            let background = images.iter().filter(|i| i.boxes.is_empty()).count();
+            let boxes: usize = per_class.iter().sum();
+            out += &format!("{name}: {} images ({background} background), {boxes} boxes", images.len());
+            let counts: Vec<String> = self.names.iter().zip(&per_class).map(|(n, c)| format!("{n} {c}")).collect();
+            out += &format!(" ({})\n", counts.join(", "));
+        }
+        out
+    }
+}
 
 /// Reads an image file (PNG or JPEG, told by its content) as RGB, naming the file in the error.
 pub fn read_image(path: &Path) -> anyhow::Result<image::RgbImage> {
