@@ -261,20 +261,20 @@ fn splits_with_different_classes_are_refused() {
 fn a_model_with_unsupported_operators_is_refused_by_name() {
     let data = tiny_dataset("unsupported");
     let dir = data.parent().unwrap();
-    // A classifier manifest over the NanoDet graph: its operators are not trainable here.
+    // A classifier manifest over a YOLOv8 graph: its operators are not trainable here.
     let manifest = std::fs::read_to_string(root().join("models/mobilenet-v2.toml"))
         .unwrap()
         .replace("train_model = \"mobilenet-v2-train.onnx\"\n", "")
         .replace(
             "model = \"mobilenet-v2.onnx\"",
-            &format!("model = \"{}\"", root().join("models/nanodet-m.onnx").display()),
+            &format!("model = \"{}\"", root().join("tests/models/yolov8n-random.onnx").display()),
         )
         .replace("labels = { file = \"labels/imagenet-1k.txt\" }", "labels = [\"a\"]");
-    std::fs::write(dir.join("nanodet.toml"), manifest).unwrap();
+    std::fs::write(dir.join("yolo.toml"), manifest).unwrap();
     let (code, _, stderr) = vigil(&[
         "train",
         "--model",
-        dir.join("nanodet.toml").to_str().unwrap(),
+        dir.join("yolo.toml").to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -285,7 +285,7 @@ fn a_model_with_unsupported_operators_is_refused_by_name() {
         "1",
     ]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("unsupported ONNX operator") && stderr.contains("LeakyRelu"), "{stderr}");
+    assert!(stderr.contains("unsupported ONNX operator") && stderr.contains("Softmax"), "{stderr}");
 }
 
 #[test]

@@ -35,12 +35,35 @@ fn mobilenet_in_tch_matches_onnxruntime_on_chelsea() {
 
 #[test]
 fn unsupported_operators_are_refused_by_name() {
-    let err = GraphModule::load(&root().join("models/nanodet-m.onnx"), Device::Cpu).unwrap_err();
+    let err = GraphModule::load(&root().join("tests/models/yolov8n-random.onnx"), Device::Cpu).unwrap_err();
     let msg = format!("{err:#}");
-    for op in ["LeakyRelu", "Pad", "Resize", "Transpose"] {
+    for op in ["Slice", "Softmax"] {
         assert!(msg.contains(op), "{op} not named in: {msg}");
     }
-    assert!(msg.contains("nanodet-m.onnx") && msg.contains("unsupported ONNX operator"), "{msg}");
+    assert!(msg.contains("yolov8n-random.onnx") && msg.contains("unsupported ONNX operator"), "{msg}");
+}
+
+/// The detectors' graphs (several outputs; LeakyRelu, Pad, Resize, Split, Transpose) in tch
+/// compute what onnxruntime computes on a photo (the committed model fixtures).
+#[test]
+fn detectors_in_tch_match_onnxruntime() {
+    for (model, fixture, outputs) in
+        [("nanodet-m.onnx", "nanodet-m--group", 6), ("blazeface.onnx", "blazeface--group", 2)]
+    {
+        let dir = root().join("tests/fixtures").join(fixture);
+        let (_, _, x) = npy_tensor(&dir.join("input.npy"));
+        let module = GraphModule::load(&root().join("models").join(model), Device::Cpu).unwrap();
+        let ys = tch::no_grad(|| module.forward_all_t(&x, false)).unwrap();
+        assert_eq!(ys.len(), outputs, "{model}");
+        for (i, y) in ys.iter().enumerate() {
+            let (shape, want, _) = npy_tensor(&dir.join(format!("out{i}.npy")));
+            assert_eq!(y.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), shape, "{model} output {i}");
+            let got = Vec::<f32>::try_from(y.reshape([-1])).unwrap();
+            let d = max_scaled_diff(&got, &want);
+            eprintln!("{model} output {i}: tch vs onnxruntime {d:.2e}");
+            assert!(d <= 1e-4, "{model} output {i}: tch differs from onnxruntime by {d}");
+        }
+    }
 }
 
 #[test]

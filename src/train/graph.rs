@@ -3,8 +3,9 @@
 //! The graph is read with prost (tract's ONNX protobuf types). Float initializers become
 //! trainable variables in a `VarStore`; the nodes run in file order (ONNX stores them
 //! topologically sorted) as tch operations, so autograd sees the whole network. Only the
-//! operators CNN classifiers exported by torchvision use are supported; any other is
-//! refused by name at load time, before anything runs.
+//! operators of CNN classifiers exported by torchvision and of the bundled NanoDet-m are
+//! supported; any other is refused by name at load time, before anything runs. A graph may
+//! have several outputs ([`GraphModule::forward_all_t`]).
 //!
 //! [`GraphModule::forward_t`] runs BatchNormalization as PyTorch's `BatchNorm2d` does in
 //! training mode (batch statistics, running statistics updated); [`GraphModule::forward`]
@@ -37,14 +38,19 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "LeakyRelu",
     "MatMul",
     "MaxPool",
     "Mul",
+    "Pad",
     "ReduceMean",
     "Relu",
     "Reshape",
+    "Resize",
     "Sigmoid",
+    "Split",
     "Sub",
+    "Transpose",
 ];
 
 /// One node, its operator decoded.
@@ -80,7 +86,27 @@ enum Op {
         max: f64,
     },
     Relu,
+    LeakyRelu {
+        alpha: f64,
+    },
     Sigmoid,
+    /// Constant padding; `pads` in torch's order (last dimension first, begin then end).
+    Pad {
+        pads: Vec<i64>,
+        value: f64,
+    },
+    /// Linear resizing with half-pixel centres (torch's bilinear, `align_corners = false`)
+    /// by a scale factor per spatial dimension.
+    Resize {
+        scales: [f64; 2],
+    },
+    Split {
+        axis: i64,
+        sizes: Vec<i64>,
+    },
+    Transpose {
+        perm: Vec<i64>,
+    },
     HardSigmoid {
         alpha: f64,
         beta: f64,
@@ -144,7 +170,7 @@ pub struct GraphModule {
     /// Non-trainable values: integer initializers (shapes), Constant nodes.
     consts: HashMap<String, Tensor>,
     input: String,
-    output: String,
+    outputs: Vec<String>,
     pub input_shape: Vec<i64>,
 }
 
@@ -154,7 +180,7 @@ impl std::fmt::Debug for GraphModule {
             .field("nodes", &self.nodes.len())
             .field("params", &self.params.len())
             .field("input", &self.input)
-            .field("output", &self.output)
+            .field("outputs", &self.outputs)
             .finish()
     }
 }
@@ -187,21 +213,36 @@ impl GraphModule {
         let initializer_names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<&pb::ValueInfoProto> =
             graph.input.iter().filter(|i| !initializer_names.contains(&i.name.as_str())).collect();
-        if inputs.len() != 1 || graph.output.len() != 1 {
+        if inputs.len() != 1 || graph.output.is_empty() {
             bail!(
-                "expected one image input and one output, found inputs {:?} and outputs {:?}",
+                "expected one image input and at least one output, found inputs {:?} and outputs {:?}",
                 inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
                 graph.output.iter().map(|o| &o.name).collect::<Vec<_>>()
             );
         }
         let input_shape = value_shape(inputs[0]);
 
+        // Initializers that are settings (pads, scales, bounds, shapes), not weights, stay
+        // constants even when they are floats.
+        let settings: std::collections::HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| {
+                let positions: &[usize] = match n.op_type.as_str() {
+                    "Pad" | "Clip" => &[1, 2],
+                    "Resize" => &[1, 2, 3],
+                    "Split" | "Reshape" | "ReduceMean" => &[1],
+                    _ => &[],
+                };
+                positions.iter().filter_map(|&i| n.input.get(i).map(String::as_str))
+            })
+            .collect();
         let vs = nn::VarStore::new(device);
         let mut params = HashMap::new();
         let mut consts = HashMap::new();
         for (i, init) in graph.initializer.iter().enumerate() {
             let t = tensor_from_proto(init).with_context(|| format!("initializer \"{}\"", init.name))?;
-            if t.kind() == Kind::Float {
+            if t.kind() == Kind::Float && !settings.contains(init.name.as_str()) {
                 // VarStore names may not contain '.', which ONNX names often do.
                 let var = vs.root().var_copy(&format!("p{i}"), &t.to_device(device));
                 params.insert(init.name.clone(), var);
@@ -233,7 +274,7 @@ impl GraphModule {
         }
         Ok(GraphModule {
             input: inputs[0].name.clone(),
-            output: graph.output[0].name.clone(),
+            outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
             input_shape,
             vs,
             proto,
@@ -254,11 +295,19 @@ impl GraphModule {
         self.nodes.iter().any(|n| matches!(n.op, Op::BatchNormalization { .. }))
     }
 
-    /// Runs the graph; with `train`, BatchNormalization normalises by the batch's own
-    /// statistics and updates the running mean and variance in place (unbiased variance,
-    /// the node's momentum), as `torch.nn.BatchNorm2d` does in training mode. A batch
-    /// statistic over a single value per channel is refused, as torch refuses it.
+    /// Runs a graph with one output; with `train`, BatchNormalization normalises by the
+    /// batch's own statistics and updates the running mean and variance in place (unbiased
+    /// variance, the node's momentum), as `torch.nn.BatchNorm2d` does in training mode. A
+    /// batch statistic over a single value per channel is refused, as torch refuses it.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> anyhow::Result<Tensor> {
+        if self.outputs.len() != 1 {
+            bail!("the graph has {} outputs ({:?}); expected one", self.outputs.len(), self.outputs);
+        }
+        Ok(self.forward_all_t(x, train)?.remove(0))
+    }
+
+    /// The graph's outputs, in its order (see [`forward_t`](Self::forward_t) for `train`).
+    pub fn forward_all_t(&self, x: &Tensor, train: bool) -> anyhow::Result<Vec<Tensor>> {
         let mut env: HashMap<&str, Tensor> = HashMap::new();
         env.insert(self.input.as_str(), x.shallow_clone());
         for node in &self.nodes {
@@ -271,6 +320,13 @@ impl GraphModule {
                     .with_context(|| format!("node \"{}\": input {i} \"{name}\" is not computed", node.name))
             };
             let has = |i: usize| node.inputs.get(i).is_some_and(|n| !n.is_empty());
+            if let Op::Split { axis, sizes } = &node.op {
+                let parts = get(0)?.split_with_sizes(sizes.as_slice(), *axis);
+                for (name, part) in node.outputs.iter().zip(parts) {
+                    env.insert(name.as_str(), part);
+                }
+                continue;
+            }
             let y = match &node.op {
                 Op::Add => get(0)? + get(1)?,
                 Op::Sub => get(0)? - get(1)?,
@@ -313,6 +369,21 @@ impl GraphModule {
                 Op::Clip { min, max } if (*min, *max) == (0.0, 6.0) => get(0)?.relu6(),
                 Op::Clip { min, max } => get(0)?.clamp(*min, *max),
                 Op::Relu => get(0)?.relu(),
+                // tch's leaky_relu has torch's fixed slope; PReLU with a constant slope is the
+                // same function with any.
+                Op::LeakyRelu { alpha } => {
+                    let x = get(0)?;
+                    let slope = Tensor::full([1], *alpha, (x.kind(), x.device()));
+                    x.prelu(&slope)
+                }
+                Op::Pad { pads, value } => get(0)?.pad(pads.as_slice(), "constant", Some(*value)),
+                Op::Resize { scales } => {
+                    let x = get(0)?;
+                    let size = x.size();
+                    let out: Vec<i64> = (0..2).map(|i| (size[2 + i] as f64 * scales[i]).floor() as i64).collect();
+                    x.upsample_bilinear2d(out.as_slice(), false, Some(scales[0]), Some(scales[1]))
+                }
+                Op::Transpose { perm } => get(0)?.permute(perm.as_slice()),
                 Op::Sigmoid => get(0)?.sigmoid(),
                 Op::HardSigmoid { alpha, beta } => (get(0)? * *alpha + *beta).clamp(0.0, 1.0),
                 Op::HardSwish => get(0)?.hardswish(),
@@ -356,8 +427,15 @@ impl GraphModule {
                     x.reshape([lead, -1])
                 }
                 Op::Reshape => {
-                    let shape = Vec::<i64>::try_from(get(1)?.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-                    get(0)?.reshape(shape.as_slice())
+                    let x = get(0)?;
+                    let mut shape = Vec::<i64>::try_from(get(1)?.to_device(Device::Cpu).to_kind(Kind::Int64))?;
+                    // ONNX's 0 keeps the input's dimension there.
+                    for (i, d) in shape.iter_mut().enumerate() {
+                        if *d == 0 {
+                            *d = *x.size().get(i).context("Reshape: a 0 beyond the input's dimensions")?;
+                        }
+                    }
+                    x.reshape(shape.as_slice())
                 }
                 Op::ReduceMean { axes, keepdims } => get(0)?.mean_dim(axes.as_slice(), *keepdims, Kind::Float),
                 Op::Concat { axis } => {
@@ -366,11 +444,16 @@ impl GraphModule {
                 }
                 Op::PassThrough => get(0)?,
                 Op::Constant => unreachable!("constants are folded at load time"),
+                Op::Split { .. } => unreachable!("handled above"),
             };
             env.insert(node.outputs[0].as_str(), y);
         }
-        env.remove(self.output.as_str())
-            .with_context(|| format!("the graph never computes its output \"{}\"", self.output))
+        self.outputs
+            .iter()
+            .map(|name| {
+                env.remove(name.as_str()).with_context(|| format!("the graph never computes its output \"{name}\""))
+            })
+            .collect()
     }
 
     /// The final fully-connected layer: the Gemm node (or MatMul + Add) that produces the
@@ -602,6 +685,56 @@ fn decode_op(n: &pb::NodeProto, consts: &HashMap<String, Tensor>) -> anyhow::Res
             Op::Clip { min, max }
         }
         "Relu" => Op::Relu,
+        "LeakyRelu" => Op::LeakyRelu { alpha: attr_float(n, "alpha", 0.01) },
+        "Pad" => {
+            let mode = attr(n, "mode").map(|a| String::from_utf8_lossy(&a.s).into_owned());
+            if mode.as_deref().is_some_and(|m| m != "constant") {
+                bail!("only constant padding is supported, not {mode:?}");
+            }
+            let pads = match attr_ints(n, "pads") {
+                Some(p) => p,
+                None => {
+                    let name = n.input.get(1).context("Pad has no pads")?;
+                    Vec::<i64>::try_from(consts.get(name).context("Pad's pads must be constant")?)?
+                }
+            };
+            if pads.len() % 2 != 0 || pads.iter().any(|&p| p < 0) {
+                bail!("pads {pads:?}: expected begin and end pads, none negative");
+            }
+            // ONNX: every dimension's begin, then every end; torch: last dimension first,
+            // begin then end, and only as many dimensions as are padded.
+            let rank = pads.len() / 2;
+            let mut torch_pads: Vec<i64> = (0..rank).rev().flat_map(|d| [pads[d], pads[d + rank]]).collect();
+            while torch_pads.len() > 2 && torch_pads[torch_pads.len() - 2..] == [0, 0] {
+                torch_pads.truncate(torch_pads.len() - 2);
+            }
+            let value = attr(n, "value").map(|a| a.f as f64).map_or_else(|| scalar(2, 0.0), Ok)?;
+            Op::Pad { pads: torch_pads, value }
+        }
+        "Resize" => {
+            let text = |name: &str, default: &str| {
+                attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_else(|| default.into())
+            };
+            let (mode, coordinates) = (text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel"));
+            if mode != "linear" || coordinates != "half_pixel" {
+                bail!("only linear resizing with half_pixel coordinates is supported, not {mode} / {coordinates}");
+            }
+            let name = n.input.get(2).filter(|s| !s.is_empty()).context("Resize needs constant scales")?;
+            let scales = Vec::<f32>::try_from(consts.get(name).context("Resize's scales must be constant")?)
+                .ok()
+                .filter(|s| s.len() == 4 && s[0] == 1.0 && s[1] == 1.0 && s[2] > 0.0 && s[3] > 0.0)
+                .context("Resize's scales must be [1, 1, h, w] with h, w positive")?;
+            Op::Resize { scales: [scales[2] as f64, scales[3] as f64] }
+        }
+        "Split" => {
+            let name = n.input.get(1).filter(|s| !s.is_empty()).context("Split needs constant sizes")?;
+            let sizes = Vec::<i64>::try_from(consts.get(name).context("Split's sizes must be constant")?)?;
+            if sizes.len() != n.output.len() {
+                bail!("{} sizes for {} outputs", sizes.len(), n.output.len());
+            }
+            Op::Split { axis: attr_int(n, "axis", 0), sizes }
+        }
+        "Transpose" => Op::Transpose { perm: attr_ints(n, "perm").context("Transpose without perm")? },
         "Sigmoid" => Op::Sigmoid,
         "HardSigmoid" => Op::HardSigmoid { alpha: attr_float(n, "alpha", 0.2), beta: attr_float(n, "beta", 0.5) },
         "HardSwish" => Op::HardSwish,
