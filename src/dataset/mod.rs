@@ -5,11 +5,48 @@
 //! validation / test by a seeded stratified split), or holds `train/`, `val/` and `test/`
 //! folders that each hold the same class folders.
 
+pub mod coco;
 pub mod yolo;
 
 use std::path::{Path, PathBuf};
 
 use crate::model::BBox;
+
+/// Problems listed before the rest are only counted.
+const MAX_LISTED: usize = 30;
+
+/// Problems found while reading, refused together.
+#[derive(Default)]
+pub(crate) struct Problems(Vec<String>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, p: String) {
+        self.0.push(p);
+    }
+
+    pub(crate) fn finish(self, what: &str) -> anyhow::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut text = format!("{what} has {} problem(s):", self.0.len());
+        for p in self.0.iter().take(MAX_LISTED) {
+            text += &format!("\n  {p}");
+        }
+        if self.0.len() > MAX_LISTED {
+            text += &format!("\n  … and {} more", self.0.len() - MAX_LISTED);
+        }
+        anyhow::bail!(text)
+    }
+}
+
+/// The image's size from its header, without decoding the pixels.
+pub(crate) fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
+    let reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => Ok(reader.into_dimensions()?),
+        _ => anyhow::bail!("not PNG or JPEG"),
+    }
+}
 
 /// One labelled box, in coordinates normalised to the image (0–1).
 #[derive(Debug, Clone, Copy, PartialEq)]

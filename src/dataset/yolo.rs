@@ -20,15 +20,13 @@ use std::path::{Path, PathBuf};
 
 use yaml_rust2::Yaml;
 
-use super::{DetectionBox, DetectionData, DetectionImage, IMAGE_EXTENSIONS};
+use super::{image_size, DetectionBox, DetectionData, DetectionImage, Problems, IMAGE_EXTENSIONS};
 use crate::model::BBox;
 
 /// The largest data.yaml read, bytes.
 const MAX_YAML: u64 = 1 << 20;
 /// The largest label file read, bytes.
 const MAX_LABEL_FILE: u64 = 16 << 20;
-/// Problems listed before the rest are only counted.
-const MAX_LISTED: usize = 30;
 /// How far a coordinate may stray outside [0, 1] (rounding in label tools) before it is an error.
 const TOLERANCE: f32 = 1e-4;
 
@@ -231,15 +229,6 @@ fn collect_files(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The image's size from its header, without decoding the pixels.
-fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
-    let reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => Ok(reader.into_dimensions()?),
-        _ => anyhow::bail!("not PNG or JPEG"),
-    }
-}
-
 /// The boxes of one label file; each bad line is a problem, named with its line number.
 fn read_labels(path: &Path, classes: usize, problems: &mut Problems) -> Vec<DetectionBox> {
     let text = match crate::files::read_text_capped(path, MAX_LABEL_FILE) {
@@ -310,30 +299,6 @@ fn parse_line(line: &str, classes: usize) -> Result<DetectionBox, String> {
         return Err("the box has no area".into());
     }
     Ok(DetectionBox { class, bbox, crowd: false })
-}
-
-/// Problems found while reading, refused together.
-#[derive(Default)]
-struct Problems(Vec<String>);
-
-impl Problems {
-    fn push(&mut self, p: String) {
-        self.0.push(p);
-    }
-
-    fn finish(self, what: &str) -> anyhow::Result<()> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        let mut text = format!("{what} has {} problem(s):", self.0.len());
-        for p in self.0.iter().take(MAX_LISTED) {
-            text += &format!("\n  {p}");
-        }
-        if self.0.len() > MAX_LISTED {
-            text += &format!("\n  … and {} more", self.0.len() - MAX_LISTED);
-        }
-        anyhow::bail!(text)
-    }
 }
 
 #[cfg(test)]
