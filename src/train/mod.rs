@@ -3,6 +3,7 @@
 //!
 //! See docs/training.md.
 
+pub mod assign;
 pub mod gfl;
 pub mod graph;
 pub mod loader;
