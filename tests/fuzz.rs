@@ -447,3 +447,51 @@ fn a_graph_that_panics_the_importer_is_refused() {
     let message = e.to_string();
     assert!(message.contains("/fuzz/tiny.onnx is not a usable ONNX model: the ONNX importer failed"), "{message}");
 }
+
+/// A YOLO label file's lines and a data.yaml's class names (the YAML parser included).
+#[test]
+fn fuzz_yolo_labels_and_data_yaml() {
+    let labels = vec![
+        b"0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n".to_vec(),
+        b"2 0.25 0.75 0.5 0.5\n\n0 1 1 0.001 0.001\n".to_vec(),
+    ];
+    fuzz("yolo-labels", labels, iterations(), |bytes| {
+        let (boxes, bad) = vigil::dataset::yolo::parse_labels(&text(bytes), 3);
+        for b in &boxes {
+            let ok = [b.bbox.x1, b.bbox.y1, b.bbox.x2, b.bbox.y2].iter().all(|v| (0.0..=1.0).contains(v));
+            assert!(ok && b.bbox.area() > 0.0 && b.class < 3, "accepted a bad box {b:?}");
+        }
+        bad.is_empty() && !boxes.is_empty()
+    });
+    let yaml = vec![
+        b"path: .\ntrain: images/train\nval: [images/val]\nnames:\n  0: person\n  1: car\nnc: 2\n".to_vec(),
+        b"train: a.txt\nval: b\ntest: c\nnames: [a, b, 'c d']\n".to_vec(),
+    ];
+    fuzz("yolo-data-yaml", yaml, iterations(), |bytes| vigil::dataset::yolo::class_names_of(&text(bytes)).is_ok());
+}
+
+/// COCO instances JSON (the image files are not read: their sizes are taken as given).
+#[test]
+fn fuzz_coco_instances() {
+    let seeds = vec![
+        br#"{"images": [{"id": 7, "file_name": "a.png", "width": 100, "height": 50}],
+             "categories": [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}],
+             "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 5, 20, 10], "iscrowd": 0},
+                             {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 100.5, 50], "iscrowd": 1}]}"#
+            .to_vec(),
+        br#"{"images": [], "categories": [{"id": 0, "name": "x"}]}"#.to_vec(),
+    ];
+    let (json, dir) = (Path::new("fuzz.json"), Path::new("."));
+    fuzz("coco-instances", seeds, iterations(), |bytes| {
+        match vigil::dataset::coco::read_instances(bytes, json, dir, false) {
+            Ok((names, images)) => {
+                for b in images.iter().flat_map(|i| &i.boxes) {
+                    let ok = [b.bbox.x1, b.bbox.y1, b.bbox.x2, b.bbox.y2].iter().all(|v| (0.0..=1.0).contains(v));
+                    assert!(ok && b.bbox.area() > 0.0 && b.class < names.len(), "accepted a bad box {b:?}");
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    });
+}

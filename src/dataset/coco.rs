@@ -152,7 +152,32 @@ fn read_split(json: &Path, image_dir: &Path, problems: &mut Problems) -> Option<
             return None;
         }
     };
-    let file: File = match serde_json::from_slice(&bytes) {
+    parse_instances(&bytes, json, image_dir, true, problems)
+}
+
+/// The class names and images of an annotation file's bytes (`json` names it in problems);
+/// with `check_images`, each image file's header is read and its size compared.
+pub fn read_instances(
+    bytes: &[u8],
+    json: &Path,
+    image_dir: &Path,
+    check_images: bool,
+) -> anyhow::Result<(Vec<String>, Vec<DetectionImage>)> {
+    let mut problems = Problems::default();
+    let read = parse_instances(bytes, json, image_dir, check_images, &mut problems);
+    problems.finish(&json.display().to_string())?;
+    let (categories, images) = read.expect("no problems, so the file was read");
+    Ok((categories.into_iter().map(|c| c.name).collect(), images))
+}
+
+fn parse_instances(
+    bytes: &[u8],
+    json: &Path,
+    image_dir: &Path,
+    check_images: bool,
+    problems: &mut Problems,
+) -> Option<(Vec<Category>, Vec<DetectionImage>)> {
+    let file: File = match serde_json::from_slice(bytes) {
         Ok(f) => f,
         Err(e) => {
             problems.push(format!("{}: not COCO instances JSON: {e}", json.display()));
@@ -169,22 +194,34 @@ fn read_split(json: &Path, image_dir: &Path, problems: &mut Problems) -> Option<
     let mut images: Vec<DetectionImage> = Vec::with_capacity(file.images.len());
     let mut index_of: HashMap<i64, usize> = HashMap::new();
     for image in &file.images {
-        if index_of.insert(image.id, images.len()).is_some() {
+        if index_of.contains_key(&image.id) {
             problems.push(format!("{}: image id {} is listed twice", json.display(), image.id));
             continue;
         }
         let path = image_dir.join(&image.file_name);
-        match super::image_size(&path) {
-            Ok((w, h)) if (w, h) == (image.width, image.height) => {}
-            Ok((w, h)) => problems.push(format!(
-                "{}: {w}×{h} pixels, but {} says {}×{}",
-                path.display(),
+        if image.width == 0 || image.height == 0 {
+            problems.push(format!(
+                "{}: image id {} is {}×{} pixels",
                 json.display(),
+                image.id,
                 image.width,
                 image.height
-            )),
-            Err(e) => problems.push(format!("{}: not a readable PNG or JPEG image ({e})", path.display())),
+            ));
+        } else if check_images {
+            match super::image_size(&path) {
+                Ok((w, h)) if (w, h) == (image.width, image.height) => {}
+                Ok((w, h)) => problems.push(format!(
+                    "{}: {w}×{h} pixels, but {} says {}×{}",
+                    path.display(),
+                    json.display(),
+                    image.width,
+                    image.height
+                )),
+                Err(e) => problems.push(format!("{}: not a readable PNG or JPEG image ({e})", path.display())),
+            }
         }
+        // Kept even when refused, so that its annotations are checked too.
+        index_of.insert(image.id, images.len());
         images.push(DetectionImage { path, width: image.width, height: image.height, boxes: Vec::new() });
     }
     for (k, a) in file.annotations.iter().enumerate() {

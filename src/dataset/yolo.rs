@@ -94,6 +94,12 @@ fn parse_yaml(text: &str) -> anyhow::Result<Yaml> {
     }
 }
 
+/// The class names a data.yaml text declares (what [`load`] reads first; the fuzz target's
+/// entry).
+pub fn class_names_of(text: &str) -> anyhow::Result<Vec<String>> {
+    class_names(&parse_yaml(text)?)
+}
+
 /// `names` as a list, or as a map from 0, 1, … to names; `nc`, if given, must agree.
 fn class_names(doc: &Yaml) -> anyhow::Result<Vec<String>> {
     let name = |v: &Yaml| match v {
@@ -238,17 +244,26 @@ fn read_labels(path: &Path, classes: usize, problems: &mut Problems) -> Vec<Dete
             return Vec::new();
         }
     };
-    let mut boxes = Vec::new();
+    let (boxes, bad) = parse_labels(&text, classes);
+    for (line, e) in bad {
+        problems.push(format!("{}:{line}: {e}", path.display()));
+    }
+    boxes
+}
+
+/// A label file's text: its boxes, and (line number, problem) for each bad line.
+pub fn parse_labels(text: &str, classes: usize) -> (Vec<DetectionBox>, Vec<(usize, String)>) {
+    let (mut boxes, mut bad) = (Vec::new(), Vec::new());
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match parse_line(line, classes) {
             Ok(b) => boxes.push(b),
-            Err(e) => problems.push(format!("{}:{}: {e}", path.display(), n + 1)),
+            Err(e) => bad.push((n + 1, e)),
         }
     }
-    boxes
+    (boxes, bad)
 }
 
 /// `class cx cy w h`, or `class x1 y1 x2 y2 x3 y3 …` (a polygon, read as its bounding box).
