@@ -333,6 +333,21 @@ impl DeployBundle {
 mod tests {
     use super::*;
 
+    /// A device does not train: the manifest a bundle carries has no `train_model` (the
+    /// training graph is not in the bundle), and points at the bundle's own model file.
+    #[test]
+    fn the_bundled_manifest_leaves_the_training_graph_behind() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet-v2.toml");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("train_model"));
+        let model = Model::load(&path).unwrap();
+        let text = bundled_manifest(&path, &model).unwrap();
+        assert!(!text.contains("train_model"), "{text}");
+        let manifest = crate::model::ModelManifest::from_toml(&text, Path::new("/bundle")).unwrap();
+        assert_eq!(manifest.model_path, Path::new("/bundle").join(MODEL_FILE));
+        assert_eq!(manifest.train_model_path, None);
+        assert_eq!(manifest.labels.len(), 1000);
+    }
+
     /// A bundle "signed" for the small-order identity key: R = identity and s = 0 satisfy
     /// plain ed25519 verification for any message. It must be refused even when such a key
     /// has slipped into the trusted list (the key parser refuses it too: keys.rs).
