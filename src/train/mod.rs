@@ -4,6 +4,7 @@
 //! See docs/training.md.
 
 pub mod assign;
+pub mod box_augment;
 pub mod gfl;
 pub mod graph;
 pub mod loader;
