@@ -353,3 +353,52 @@ fn mobilenet_training_graph_equals_the_folded_graph() {
     let d = max_scaled_diff(&tract[0].data, &want);
     assert!(d <= 1e-4, "tract on the BatchNorm graph vs onnxruntime on the folded one: {d}");
 }
+
+/// NanoDet-m made ready for training: its class outputs become logits (the Sigmoid
+/// skipped), and with new classes each head's class rows are fresh while its box rows — and
+/// so the box outputs — stay exactly as they were.
+#[test]
+fn nanodet_heads_give_logits_and_take_new_classes() {
+    let dir = root().join("tests/fixtures/nanodet-m--group");
+    let (_, _, x) = npy_tensor(&dir.join("input.npy"));
+    let want: Vec<Vec<f32>> = (0..6).map(|i| npy_tensor(&dir.join(format!("out{i}.npy"))).1).collect();
+    let onnx = root().join("models/nanodet-m.onnx");
+    let compare = |got: &Tensor, want: &[f32], what: &str| {
+        let got = Vec::<f32>::try_from(got.reshape([-1])).unwrap();
+        let d = max_scaled_diff(&got, want);
+        assert!(d <= 1e-4, "{what}: differs from onnxruntime by {d}");
+    };
+
+    let mut logits = GraphModule::load(&onnx, Device::Cpu).unwrap();
+    assert_eq!(logits.detection_logits(None).unwrap(), 3, "three heads: strides 8, 16, 32");
+    let ys = tch::no_grad(|| logits.forward_all_t(&x, false)).unwrap();
+    for (i, y) in ys.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(y.min().double_value(&[]) < 0.0, "output {i} is still a probability");
+            compare(&y.sigmoid(), &want[i], &format!("sigmoid of class logits {i}"));
+        } else {
+            compare(y, &want[i], &format!("box output {i}"));
+        }
+    }
+
+    tch::manual_seed(0);
+    let mut three = GraphModule::load(&onnx, Device::Cpu).unwrap();
+    let before = three.trainable().len();
+    assert_eq!(three.detection_logits(Some(3)).unwrap(), 3);
+    assert_eq!(three.trainable().len(), before, "each head's weight and bias replaced, not added");
+    let ys = three.forward_all_t(&x, true).unwrap();
+    for (i, y) in ys.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(y.size()[2], 3, "output {i}");
+            assert_eq!(y.size()[1] as usize * 80, want[i].len(), "output {i} keeps its points");
+            let mean = y.sigmoid().mean(Kind::Float).double_value(&[]);
+            assert!((0.002..0.05).contains(&mean), "output {i}: mean score {mean}, the prior is 0.01");
+        } else {
+            compare(&y.detach(), &want[i], &format!("box output {i} after new classes"));
+        }
+    }
+    // Gradients reach the new class rows.
+    let loss = ys.iter().step_by(2).map(|y| y.sigmoid().sum(Kind::Float)).fold(Tensor::from(0.0f32), |a, b| a + b);
+    let grads = Tensor::run_backward(&[loss], &three.trainable(), false, false);
+    assert!(grads.iter().filter(|g| g.defined()).any(|g| g.abs().sum(Kind::Float).double_value(&[]) > 0.0));
+}

@@ -518,6 +518,91 @@ impl GraphModule {
         Ok(named.into_iter().map(|n| *n == head.weight || Some(n) == head.bias.as_ref()).collect())
     }
 
+    /// Prepares a NanoDet-style detector for training. Each of its heads is a Conv whose
+    /// output is Split into [classes, box bins], the class part going through a Sigmoid, a
+    /// Reshape to [1, classes, −1] and a Transpose to a graph output. The Sigmoids are
+    /// skipped, so the class outputs are logits (the losses take logits). With `classes`,
+    /// each head's class rows are replaced by fresh ones — weights N(0, 0.01), bias −4.595,
+    /// a prior score of 0.01, as NanoDet initialises them — and the box rows are kept.
+    /// Returns the number of heads.
+    pub fn detection_logits(&mut self, classes: Option<i64>) -> anyhow::Result<usize> {
+        let produced_by =
+            |nodes: &[Node], name: &str| nodes.iter().position(|n| n.outputs.first().is_some_and(|o| o == name));
+        let consumers = |nodes: &[Node], name: &str| -> Vec<usize> {
+            nodes.iter().enumerate().filter(|(_, n)| n.inputs.iter().any(|i| i == name)).map(|(k, _)| k).collect()
+        };
+        let splits: Vec<usize> =
+            self.nodes.iter().enumerate().filter(|(_, n)| matches!(n.op, Op::Split { .. })).map(|(k, _)| k).collect();
+        let mut heads = 0;
+        for s in splits {
+            let Op::Split { sizes, .. } = &self.nodes[s].op else { unreachable!() };
+            let (old_classes, bins) = match sizes.as_slice() {
+                [c, b] => (*c, *b),
+                _ => continue,
+            };
+            let Some(conv) = produced_by(&self.nodes, &self.nodes[s].inputs[0]) else { continue };
+            let Ok([sigmoid]) = <[usize; 1]>::try_from(consumers(&self.nodes, &self.nodes[s].outputs[0])) else {
+                continue;
+            };
+            let (Op::Conv { .. }, Op::Sigmoid) = (&self.nodes[conv].op, &self.nodes[sigmoid].op) else { continue };
+            let Ok([reshape]) = <[usize; 1]>::try_from(consumers(&self.nodes, &self.nodes[sigmoid].outputs[0])) else {
+                continue;
+            };
+            heads += 1;
+            self.nodes[sigmoid].op = Op::PassThrough;
+            let Some(classes) = classes else { continue };
+
+            let (w_name, b_name) = (self.nodes[conv].inputs[1].clone(), self.nodes[conv].inputs.get(2).cloned());
+            let w = self.params.get(&w_name).context("a detection head's weight is not an initializer")?;
+            let b = b_name.as_ref().and_then(|n| self.params.get(n)).context("a detection head has no bias")?;
+            if w.size()[0] != old_classes + bins {
+                bail!(
+                    "head \"{}\": {} output channels for a split into {old_classes} + {bins}",
+                    self.nodes[conv].name,
+                    w.size()[0]
+                );
+            }
+            let _guard = tch::no_grad_guard();
+            let root = self.vs.root();
+            let fresh_w =
+                Tensor::randn([classes, w.size()[1], w.size()[2], w.size()[3]], (Kind::Float, w.device())) * 0.01;
+            let fresh_b = Tensor::full([classes], -4.595, (Kind::Float, b.device()));
+            let new_w = root
+                .var_copy(&format!("head{heads}_weight"), &Tensor::cat(&[fresh_w, w.narrow(0, old_classes, bins)], 0));
+            let new_b = root
+                .var_copy(&format!("head{heads}_bias"), &Tensor::cat(&[fresh_b, b.narrow(0, old_classes, bins)], 0));
+            for old in [&w_name, b_name.as_ref().unwrap()] {
+                if let Some(t) = self.params.remove(old) {
+                    let _ = t.set_requires_grad(false);
+                }
+            }
+            let (wn, bn) = (format!("vigil_det_head{heads}_weight"), format!("vigil_det_head{heads}_bias"));
+            self.params.insert(wn.clone(), new_w);
+            self.params.insert(bn.clone(), new_b);
+            self.nodes[conv].inputs.truncate(1);
+            self.nodes[conv].inputs.extend([wn, bn]);
+            self.nodes[s].op = match &self.nodes[s].op {
+                Op::Split { axis, .. } => Op::Split { axis: *axis, sizes: vec![classes, bins] },
+                _ => unreachable!(),
+            };
+            // The class branch's Reshape to [1, classes, −1] takes the new count.
+            let shape_name = self.nodes[reshape].inputs[1].clone();
+            let mut shape =
+                Vec::<i64>::try_from(self.consts.get(&shape_name).context("a head's Reshape has no constant shape")?)?;
+            match shape.iter_mut().find(|d| **d == old_classes) {
+                Some(d) => *d = classes,
+                None => bail!("head \"{}\": the class Reshape {shape:?} has no {old_classes}", self.nodes[conv].name),
+            }
+            let new_shape = format!("vigil_det_head{heads}_shape");
+            self.consts.insert(new_shape.clone(), Tensor::from_slice(&shape));
+            self.nodes[reshape].inputs[1] = new_shape;
+        }
+        if heads == 0 {
+            bail!("no detection head found (a Conv split into classes and box bins, the classes through a Sigmoid)");
+        }
+        Ok(heads)
+    }
+
     /// Freezes every variable but the head's.
     pub fn freeze_backbone(&self) -> anyhow::Result<()> {
         let head = self.head()?;
