@@ -29,10 +29,15 @@ fn csv_column(path: &Path, column: &str) -> Vec<f64> {
 }
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
+    train_from(Path::new("models/mobilenet-v2.toml"), data, out, extra)
+}
+
+/// `vigil train` on the CPU from the manifest `model`.
+fn train_from(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
         "train",
         "--model",
-        "models/mobilenet-v2.toml",
+        model.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -147,23 +152,7 @@ fn fine_tunes_the_folded_graph_without_normalisation_too() {
     fashion(&data, ["60", "15", "25"]);
     let manifest = folded_mobilenet(&dir);
     let out = dir.join("run");
-    let (code, stdout, stderr) = vigil(&[
-        "train",
-        "--model",
-        manifest.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--size",
-        "48",
-        "--epochs",
-        "4",
-        "--seed",
-        "1",
-    ]);
+    let (code, stdout, stderr) = train_from(&manifest, &data, &out, &["--size", "48", "--epochs", "4", "--seed", "1"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("normalisation: none in the graph"), "{stderr}");
     assert!(
@@ -271,19 +260,7 @@ fn a_model_with_unsupported_operators_is_refused_by_name() {
         )
         .replace("labels = { file = \"labels/imagenet-1k.txt\" }", "labels = [\"a\"]");
     std::fs::write(dir.join("yolo.toml"), manifest).unwrap();
-    let (code, _, stderr) = vigil(&[
-        "train",
-        "--model",
-        dir.join("yolo.toml").to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        dir.join("out").to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-    ]);
+    let (code, _, stderr) = train_from(&dir.join("yolo.toml"), &data, &dir.join("out"), &["--epochs", "1"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("unsupported ONNX operator") && stderr.contains("Softmax"), "{stderr}");
 }

@@ -274,10 +274,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vigil-coco-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::dataset::scratch(&format!("coco-{name}"))
     }
 
     fn png(path: &Path, w: u32, h: u32) {

@@ -361,3 +361,12 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
+
+/// A fresh scratch folder for one unit test of the data readers, unique to this process.
+#[cfg(test)]
+pub(crate) fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -321,10 +321,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vigil-yolo-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::dataset::scratch(&format!("yolo-{name}"))
     }
 
     /// Writes `root/images/<split>/<stem>.png` (a real 40×30 PNG) and, with `labels`, its

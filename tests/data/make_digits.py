@@ -9,16 +9,9 @@ Needs scikit-learn (it reads the package's own copy of the data; nothing is down
 """
 
 import argparse
-import struct
-import zlib
 from pathlib import Path
 
-
-def png_gray(pixels, width, height):
-    raw = b"".join(b"\x00" + pixels[y * width:(y + 1) * width] for y in range(height))
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+from make_fashion_mnist import png_gray  # the same folder: one 8-bit grey PNG writer
 
 
 def main():
