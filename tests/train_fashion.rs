@@ -273,3 +273,14 @@ fn an_empty_split_is_a_clear_error() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("the validation split of") && stderr.contains("is empty"), "{stderr}");
 }
+
+#[test]
+fn batchnorm_statistics_need_batches_of_two() {
+    let data = tiny_dataset("batch-one");
+    let (code, _, stderr) = train(&data, &data.join("../out"), &["--epochs", "1", "--batch", "1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--batch 1: BatchNorm trains on batch statistics") && stderr.contains("--freeze-bn"),
+        "{stderr}"
+    );
+}

@@ -317,6 +317,9 @@ fn batchnorm_trains_like_torch() {
     let by_hand = head(&(normed * per_channel(&scale) + per_channel(&bias)));
     assert!((&ours - &by_hand).abs().max().double_value(&[]) < 1e-5);
     assert!((&ours - head(&torch_bn.forward_t(&x, false).to_kind(Kind::Double))).abs().max().double_value(&[]) < 1e-5);
+    // One value per channel is no batch statistic: refused, the running statistics kept.
+    let err = module.forward_t(&Tensor::ones([1, channels, 1, 1], (Kind::Float, Device::Cpu)), true).unwrap_err();
+    assert!(format!("{err:#}").contains("more than one value per channel"), "{err:#}");
     let still = initializer(&module.to_onnx().unwrap(), "mean");
     assert!(
         (Tensor::from_slice(&still) - &mean).abs().max().double_value(&[]) < 1e-5,
@@ -395,6 +398,15 @@ fn nanodet_heads_give_logits_and_take_new_classes() {
             assert!((0.002..0.05).contains(&mean), "output {i}: mean score {mean}, the prior is 0.01");
         } else {
             compare(&y.detach(), &want[i], &format!("box output {i} after new classes"));
+        }
+    }
+    // A batch of two is two images, not one folded into the other.
+    let pair = tch::no_grad(|| three.forward_all_t(&Tensor::cat(&[&x, &x], 0), false)).unwrap();
+    for (i, (y2, y)) in pair.iter().zip(&ys).enumerate() {
+        assert_eq!(y2.size()[0], 2, "output {i}");
+        for k in 0..2 {
+            let d = (y2.get(k) - y.get(0).detach()).abs().max().double_value(&[]);
+            assert!(d < 1e-4, "output {i}, image {k} of a pair differs from the image alone by {d}");
         }
     }
     // Gradients reach the new class rows.

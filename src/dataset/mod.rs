@@ -301,6 +301,15 @@ pub fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
     }
 }
 
+/// A fresh scratch folder for one unit test of the data readers, unique to this process.
+#[cfg(test)]
+pub(crate) fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,13 +369,4 @@ mod tests {
         assert_eq!((s.train.len(), s.val.len(), s.test.len()), (4, 2, 2));
         std::fs::remove_dir_all(&root).unwrap();
     }
-}
-
-/// A fresh scratch folder for one unit test of the data readers, unique to this process.
-#[cfg(test)]
-pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -40,11 +40,11 @@ pub fn quality_focal_loss(logits: &Tensor, labels: &Tensor, quality: &Tensor, be
 }
 
 /// Distribution focal loss. `logits` [N, B] over the bins 0 … B − 1 of one box side;
-/// `target` [N] the continuous distance in bin units, clamped to [0, B − 1 − 0.01] as NanoDet
-/// does. Returns [N].
+/// `target` [N] the continuous distance in bin units, clamped to [0, B − 1 − 0.1] as NanoDet's
+/// `bbox2distance` does. Returns [N].
 pub fn distribution_focal_loss(logits: &Tensor, target: &Tensor) -> Tensor {
     let bins = logits.size()[1];
-    let target = target.clamp(0.0, bins as f64 - 1.0 - 0.01);
+    let target = target.clamp(0.0, bins as f64 - 1.0 - 0.1);
     let left = target.floor();
     let right = &left + 1.0;
     let (weight_left, weight_right) = (&right - &target, &target - &left);
@@ -106,12 +106,12 @@ mod tests {
     fn distribution_focal_loss_by_hand() {
         let x: [f64; 4] = [0.1, 2.0, -1.0, 0.5];
         let logits = Tensor::from_slice(&[x, x].concat()).reshape([2, 4]);
-        // 1.25 lies between bins 1 and 2 (weights 0.75, 0.25); 5.0 is clamped to 2.99.
+        // 1.25 lies between bins 1 and 2 (weights 0.75, 0.25); 5.0 is clamped to 2.9.
         let target = Tensor::from_slice(&[1.25f64, 5.0]);
         let got = values(&distribution_focal_loss(&logits, &target));
         let z: f64 = x.iter().map(|v| v.exp()).sum();
         let nll = |i: usize| -(x[i].exp() / z).ln();
-        let want = [0.75 * nll(1) + 0.25 * nll(2), 0.01 * nll(2) + 0.99 * nll(3)];
+        let want = [0.75 * nll(1) + 0.25 * nll(2), 0.1 * nll(2) + 0.9 * nll(3)];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-9, "{got:?} vs {want:?}");
         }

@@ -407,18 +407,27 @@ impl GraphModule {
                     // The running statistics are buffers: updated in place in training
                     // mode, never differentiated.
                     let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
-                    get(0)?
-                        .f_batch_norm(
-                            Some(scale),
-                            Some(bias),
-                            Some(mean.detach()),
-                            Some(var.detach()),
-                            train,
-                            *momentum,
-                            *epsilon,
-                            false,
-                        )
-                        .with_context(|| format!("node \"{}\" (BatchNormalization)", node.name))?
+                    let x = get(0)?;
+                    // One value per channel has no variance: the running variance would
+                    // become NaN (libtorch does not refuse it; torch's Python wrapper does).
+                    if train && x.numel() as i64 <= x.size().get(1).copied().unwrap_or(0) {
+                        bail!(
+                            "node \"{}\": BatchNormalization in training needs more than one value per channel, got {:?}",
+                            node.name,
+                            x.size()
+                        );
+                    }
+                    x.f_batch_norm(
+                        Some(scale),
+                        Some(bias),
+                        Some(mean.detach()),
+                        Some(var.detach()),
+                        train,
+                        *momentum,
+                        *epsilon,
+                        false,
+                    )
+                    .with_context(|| format!("node \"{}\" (BatchNormalization)", node.name))?
                 }
                 Op::Flatten { axis } => {
                     let x = get(0)?;
@@ -545,11 +554,34 @@ impl GraphModule {
                 continue;
             };
             let (Op::Conv { .. }, Op::Sigmoid) = (&self.nodes[conv].op, &self.nodes[sigmoid].op) else { continue };
+            let is_reshape = |k: &usize| matches!(self.nodes[*k].op, Op::Reshape) && self.nodes[*k].inputs.len() >= 2;
             let Ok([reshape]) = <[usize; 1]>::try_from(consumers(&self.nodes, &self.nodes[sigmoid].outputs[0])) else {
                 continue;
             };
+            let Some(box_reshape) = consumers(&self.nodes, &self.nodes[s].outputs[1]).into_iter().find(is_reshape)
+            else {
+                continue;
+            };
+            if !is_reshape(&reshape) {
+                continue;
+            }
             heads += 1;
             self.nodes[sigmoid].op = Op::PassThrough;
+            let count = classes.unwrap_or(old_classes);
+            // Both branches' Reshapes to [1, n, −1] keep the batch (0: the input's dimension)
+            // so that a batch of images is not folded into one; the class branch takes the
+            // new class count.
+            for (k, node, n, old) in [(0, reshape, count, old_classes), (1, box_reshape, bins, bins)] {
+                let name = self.nodes[node].inputs[1].clone();
+                let shape =
+                    Vec::<i64>::try_from(self.consts.get(&name).context("a head's Reshape has no constant shape")?)?;
+                if shape.len() != 3 || shape[1] != old {
+                    bail!("head \"{}\": the Reshape {shape:?} is not [batch, {old}, −1]", self.nodes[conv].name);
+                }
+                let new = format!("vigil_det_head{heads}_shape{k}");
+                self.consts.insert(new.clone(), Tensor::from_slice(&[0, n, shape[2]]));
+                self.nodes[node].inputs[1] = new;
+            }
             let Some(classes) = classes else { continue };
 
             let (w_name, b_name) = (self.nodes[conv].inputs[1].clone(), self.nodes[conv].inputs.get(2).cloned());
@@ -585,17 +617,6 @@ impl GraphModule {
                 Op::Split { axis, .. } => Op::Split { axis: *axis, sizes: vec![classes, bins] },
                 _ => unreachable!(),
             };
-            // The class branch's Reshape to [1, classes, −1] takes the new count.
-            let shape_name = self.nodes[reshape].inputs[1].clone();
-            let mut shape =
-                Vec::<i64>::try_from(self.consts.get(&shape_name).context("a head's Reshape has no constant shape")?)?;
-            match shape.iter_mut().find(|d| **d == old_classes) {
-                Some(d) => *d = classes,
-                None => bail!("head \"{}\": the class Reshape {shape:?} has no {old_classes}", self.nodes[conv].name),
-            }
-            let new_shape = format!("vigil_det_head{heads}_shape");
-            self.consts.insert(new_shape.clone(), Tensor::from_slice(&shape));
-            self.nodes[reshape].inputs[1] = new_shape;
         }
         if heads == 0 {
             bail!("no detection head found (a Conv split into classes and box bins, the classes through a Sigmoid)");
@@ -776,6 +797,9 @@ fn decode_op(n: &pb::NodeProto, consts: &HashMap<String, Tensor>) -> anyhow::Res
             if mode.as_deref().is_some_and(|m| m != "constant") {
                 bail!("only constant padding is supported, not {mode:?}");
             }
+            if n.input.get(3).is_some_and(|a| !a.is_empty()) {
+                bail!("Pad with explicit axes is not supported");
+            }
             let pads = match attr_ints(n, "pads") {
                 Some(p) => p,
                 None => {
@@ -801,6 +825,9 @@ fn decode_op(n: &pb::NodeProto, consts: &HashMap<String, Tensor>) -> anyhow::Res
                 attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_else(|| default.into())
             };
             let (mode, coordinates) = (text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel"));
+            if attr_int(n, "antialias", 0) != 0 {
+                bail!("antialiased resizing is not supported");
+            }
             if mode != "linear" || coordinates != "half_pixel" {
                 bail!("only linear resizing with half_pixel coordinates is supported, not {mode} / {coordinates}");
             }

@@ -227,6 +227,9 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         module.freeze_backbone()?;
     }
     let batchnorm_trains = module.has_batchnorm() && !opts.freeze_bn && !opts.freeze_backbone;
+    if batchnorm_trains && opts.batch < 2 {
+        bail!("--batch {}: BatchNorm trains on batch statistics, which need two images or more; use a larger --batch or --freeze-bn", opts.batch);
+    }
     eprintln!(
         "normalisation: {}",
         match (module.has_batchnorm(), batchnorm_trains) {
