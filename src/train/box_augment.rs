@@ -7,7 +7,7 @@
 //! area (an object mostly pushed out of view is no longer a fair target). Pixels brought in
 //! from outside the image take the letterbox fill, as the manifest's letterbox pads.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::dataset::SplitMix64;
 use crate::model::BBox;
@@ -36,7 +36,7 @@ pub struct Affine {
 
 impl Affine {
     pub fn draw(a: &BoxAugment, rng: &mut SplitMix64) -> Affine {
-        let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut unit = || rng.unit();
         Affine {
             scale: a.scale.0 + (a.scale.1 - a.scale.0) * unit(),
             shift: ((unit() * 2.0 - 1.0) * a.translate, (unit() * 2.0 - 1.0) * a.translate),
@@ -95,16 +95,8 @@ pub fn jitter(x: &Tensor, j: f64, rng: &mut SplitMix64) -> Tensor {
         return x.shallow_clone();
     }
     let n = x.size()[0];
-    let factors: Vec<f32> = (0..n * 3)
-        .map(|_| (1.0 + ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * j) as f32)
-        .collect();
-    let f = Tensor::from_slice(&factors).reshape([n, 3]).to_device(x.device());
-    let at = |k: i64| f.select(1, k).reshape([n, 1, 1, 1]);
-    let mut y = x * at(0);
-    let mean = y.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
-    y = (&y - &mean) * at(1) + &mean;
-    let gray = (y.select(1, 0) * 0.299 + y.select(1, 1) * 0.587 + y.select(1, 2) * 0.114).unsqueeze(1);
-    ((&y - &gray) * at(2) + &gray).clamp(0.0, 255.0)
+    let factors: Vec<f32> = (0..n * 3).map(|_| (1.0 + (rng.unit() * 2.0 - 1.0) * j) as f32).collect();
+    super::trainer::colour_jitter(x, &Tensor::from_slice(&factors).reshape([n, 3]).to_device(x.device()))
 }
 
 /// Augments a batch and its boxes (per image, in input pixels): returns the images and, per
@@ -130,7 +122,7 @@ pub fn augment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     /// A black 64×48 image with a white rectangle, as [1, 3, 48, 64].
     fn picture(b: &BBox) -> Tensor {

@@ -513,18 +513,25 @@ impl GraphModule {
     /// order is the same for a model and for its checkpoint read back (an optimiser's saved
     /// state depends on it).
     pub fn trainable(&self) -> Vec<Tensor> {
+        self.trainable_named().into_iter().map(|(_, t)| t.shallow_clone()).collect()
+    }
+
+    /// The variables that take gradients with their names, in [`trainable`](Self::trainable)'s order.
+    fn trainable_named(&self) -> Vec<(&String, &Tensor)> {
         let mut named: Vec<(&String, &Tensor)> = self.params.iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, t)| t.shallow_clone()).collect()
+        named
     }
 
     /// Whether the trainable variable at `index` of [`trainable`](Self::trainable) belongs
     /// to the head (the final fully-connected layer), for each of them in that order.
     pub fn trainable_in_head(&self) -> anyhow::Result<Vec<bool>> {
         let head = self.head()?;
-        let mut named: Vec<&String> = self.params.iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
-        named.sort();
-        Ok(named.into_iter().map(|n| *n == head.weight || Some(n) == head.bias.as_ref()).collect())
+        Ok(self
+            .trainable_named()
+            .into_iter()
+            .map(|(n, _)| *n == head.weight || Some(n) == head.bias.as_ref())
+            .collect())
     }
 
     /// Prepares a NanoDet-style detector for training. Each of its heads is a Conv whose

@@ -328,10 +328,9 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
                 clear_progress();
                 bail!(
                     "training diverged: the loss became {loss_value} at epoch {epoch}, batch {} (learning rate \
-                     {lr:.2e}); no model was exported. Try a lower --lr (now {}){}",
+                     {lr:.2e}); {}",
                     b + 1,
-                    opts.lr,
-                    if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" }
+                    divergence_advice(opts)
                 );
             }
             match scaler.as_mut() {
@@ -352,9 +351,8 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         if !val_loss.is_finite() {
             bail!(
                 "training diverged: the validation loss became {val_loss} after epoch {epoch} (learning rate \
-                 {lr:.2e}); no model was exported. Try a lower --lr (now {}){}",
-                opts.lr,
-                if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" }
+                 {lr:.2e}); {}",
+                divergence_advice(opts)
             );
         }
         let record = EpochRecord {
@@ -576,7 +574,7 @@ fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
         return x.shallow_clone();
     }
     let n = x.size()[0];
-    let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let mut unit = || rng.unit();
     let mut theta = Vec::with_capacity(n as usize * 6);
     let mut factors = Vec::with_capacity(n as usize * 3);
     for _ in 0..n {
@@ -596,16 +594,27 @@ fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
     // Bilinear (0), border padding (1).
     let mut y = x.grid_sampler(&grid, 0, 1, false);
     if a.jitter > 0.0 {
-        let f = Tensor::from_slice(&factors).reshape([n, 3]).to_device(device);
-        let at = |k: i64| f.select(1, k).reshape([n, 1, 1, 1]);
-        y *= at(0);
-        let mean = y.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
-        y = (&y - &mean) * at(1) + &mean;
-        let gray = (y.select(1, 0) * 0.299 + y.select(1, 1) * 0.587 + y.select(1, 2) * 0.114).unsqueeze(1);
-        y = (&y - &gray) * at(2) + &gray;
-        y = y.clamp(0.0, 255.0);
+        y = colour_jitter(&y, &Tensor::from_slice(&factors).reshape([n, 3]).to_device(device));
     }
     y
+}
+
+/// Multiplies brightness, contrast and saturation of each raw 0–255 image of `x` [N, 3, H, W]
+/// by its row of `factors` [N, 3], and clamps to 0–255.
+pub(crate) fn colour_jitter(x: &Tensor, factors: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let at = |k: i64| factors.select(1, k).reshape([n, 1, 1, 1]);
+    let y = x * at(0);
+    let mean = y.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
+    let y = (&y - &mean) * at(1) + &mean;
+    let gray = (y.select(1, 0) * 0.299 + y.select(1, 1) * 0.587 + y.select(1, 2) * 0.114).unsqueeze(1);
+    ((&y - &gray) * at(2) + &gray).clamp(0.0, 255.0)
+}
+
+/// The end of a divergence message: what to change.
+fn divergence_advice(opts: &TrainOptions) -> String {
+    let clip = if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" };
+    format!("no model was exported. Try a lower --lr (now {}){clip}", opts.lr)
 }
 
 fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<(f64, f64)> {
