@@ -239,13 +239,19 @@ pub struct BrokerArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// The classifier's manifest.
+    /// The model's manifest: a classifier or a detector.
     #[arg(long, short)]
     pub model: PathBuf,
-    /// An ImageFolder: one folder per class, named after the model's labels.
+    /// A classifier: an ImageFolder, one folder per class named after the model's labels.
+    /// A detector: a YOLO data.yaml or a COCO folder, class names among the model's labels.
     #[arg(long)]
     pub data: PathBuf,
-    /// Also write metrics.csv, confusion.csv and evaluation.json here.
+    /// A detector's split to evaluate: train, val or test [default: test if the data has one,
+    /// else val].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Also write the reports here: metrics.csv, confusion.csv and evaluation.json for a
+    /// classifier; per_class.csv and evaluation.json for a detector.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the evaluation as JSON.
@@ -264,10 +270,12 @@ pub struct NoTrainer {
 #[cfg(feature = "train")]
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// The pretrained classifier's manifest (e.g. models/mobilenet-v2.toml).
+    /// The pretrained model's manifest: a classifier (e.g. models/mobilenet-v2.toml) or a
+    /// detector (models/nanodet-m.toml); its task picks what is trained.
     #[arg(long, short)]
     pub model: PathBuf,
-    /// An ImageFolder: class folders, or train/ val/ test/ folders of class folders.
+    /// A classifier: an ImageFolder (class folders, or train/ val/ test/ folders of class
+    /// folders). A detector: a YOLO data.yaml or a COCO folder.
     #[arg(long)]
     pub data: PathBuf,
     /// Output folder for checkpoints, reports and the exported model.

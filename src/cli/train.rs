@@ -1,6 +1,7 @@
 //! `vigil train`: fine-tune, evaluate and export (see docs/training.md).
 
 use super::{CliError, TrainArgs};
+use crate::model::Task;
 use crate::train::{self, Augment, TrainOptions};
 
 pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
@@ -42,6 +43,18 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
         device,
     };
     eprintln!("training on {device:?}");
+    let base = crate::model::ModelManifest::load(&opts.base)?;
+    if base.task == Task::Detect {
+        let report = train::train_detector(&opts).map_err(CliError::failure)?;
+        println!("the exported model on the {} split (tract, as vigil eval computes it):", report.test_split);
+        print!("{}", report.test.summary(&report.classes));
+        println!(
+            "exported {} (tract matches tch within {:.2e} on the test vector)",
+            report.manifest.display(),
+            report.parity
+        );
+        return Ok(());
+    }
     let report = train::train(&opts).map_err(CliError::failure)?;
     print!("{}", report.test.summary(&report.classes));
     println!(

@@ -76,6 +76,38 @@ pub struct DetectionData {
 }
 
 impl DetectionData {
+    /// Reads detection data from `path`: a YOLO `data.yaml` (or a folder holding one), or a
+    /// folder of COCO data (`annotations/instances_*.json`, or Roboflow's
+    /// `train/_annotations.coco.json` layout).
+    pub fn load(path: &Path) -> anyhow::Result<DetectionData> {
+        let yaml_in_dir = ["data.yaml", "data.yml"].map(|f| path.join(f)).into_iter().find(|p| p.is_file());
+        if path.is_file() {
+            yolo::load(path)
+        } else if let Some(yaml) = yaml_in_dir {
+            yolo::load(&yaml)
+        } else if coco::is_coco_dir(path) {
+            coco::load(path)
+        } else if path.is_dir() {
+            anyhow::bail!(
+                "{}: no data.yaml (YOLO) and no annotations/instances_*.json or train/_annotations.coco.json (COCO) \
+                 in this folder",
+                path.display()
+            )
+        } else {
+            anyhow::bail!("{}: no such file or folder", path.display())
+        }
+    }
+
+    /// The images of `split` ("train", "val" or "test"), or why there are none.
+    pub fn split(&self, split: &str) -> anyhow::Result<&[DetectionImage]> {
+        match split {
+            "train" => Ok(&self.train),
+            "val" => Ok(&self.val),
+            "test" => self.test.as_deref().ok_or_else(|| anyhow::anyhow!("the data has no test split")),
+            other => anyhow::bail!("unknown split {other:?}: use train, val or test"),
+        }
+    }
+
     /// What a run is about to train on: per split its images, background images and boxes
     /// per class.
     pub fn summary(&self) -> String {

@@ -15,7 +15,8 @@
 
 use serde::Serialize;
 
-use crate::model::BBox;
+use crate::dataset::DetectionImage;
+use crate::model::{BBox, Candidate, Transform};
 
 /// Detections per image and class that count, as COCO's `maxDets = 100`.
 pub const MAX_DETECTIONS: usize = 100;
@@ -72,6 +73,107 @@ pub struct DetectionEvaluation {
     pub precision: f64,
     pub recall: f64,
     pub per_class: Vec<ClassAp>,
+}
+
+/// The score above which detections count towards mAP, as Ultralytics validates (COCO's
+/// own tools take whatever they are given): low enough that the precision–recall curve
+/// reaches its end, while the manifest's threshold sets the reported precision and recall.
+pub const MAP_SCORE_THRESHOLD: f32 = 0.001;
+
+/// An image's ground truth in image pixels, with its classes mapped through `class_map`
+/// (the data's class index → the model's).
+pub fn truth_in_pixels(image: &DetectionImage, class_map: &[usize]) -> Vec<TruthBox> {
+    let (w, h) = (image.width as f32, image.height as f32);
+    image
+        .boxes
+        .iter()
+        .map(|b| TruthBox {
+            class: class_map[b.class],
+            bbox: BBox { x1: b.bbox.x1 * w, y1: b.bbox.y1 * h, x2: b.bbox.x2 * w, y2: b.bbox.y2 * h },
+            crowd: b.crowd,
+        })
+        .collect()
+}
+
+/// Decoded candidates (input pixels) as detections in image pixels, mapped back exactly as
+/// [`Model::decode`](crate::model::Model::decode) maps them for the daemon.
+pub fn predicted_in_pixels(candidates: &[Candidate], transform: &Transform) -> Vec<PredictedBox> {
+    candidates
+        .iter()
+        .map(|c| PredictedBox {
+            class: c.class_id,
+            score: c.score,
+            bbox: BBox {
+                x1: transform.x(c.bbox.x1),
+                y1: transform.y(c.bbox.y1),
+                x2: transform.x(c.bbox.x2),
+                y2: transform.y(c.bbox.y2),
+            },
+        })
+        .collect()
+}
+
+impl DetectionEvaluation {
+    /// A table in the shape people know from Ultralytics' validation.
+    pub fn summary(&self, labels: &[String]) -> String {
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+        let mut out = format!(
+            "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "class", "instances", "precision", "recall", "mAP50", "mAP50-95"
+        );
+        out += &format!(
+            "{:<20} {:>9} {:>9.4} {:>9.4} {:>9} {:>9}\n",
+            format!("all ({} images)", self.images),
+            self.instances,
+            self.precision,
+            self.recall,
+            f(self.map50),
+            f(self.map50_95)
+        );
+        for (label, c) in labels.iter().zip(&self.per_class) {
+            if c.instances == 0 {
+                continue;
+            }
+            out += &format!(
+                "{:<20} {:>9} {:>9.4} {:>9.4} {:>9} {:>9}\n",
+                label,
+                c.instances,
+                c.precision,
+                c.recall,
+                f(c.ap50),
+                f(c.ap50_95)
+            );
+        }
+        out += &format!("(precision and recall at IoU 0.5 and score {})\n", self.score_threshold);
+        out
+    }
+
+    /// per_class.csv (every class with instances) and evaluation.json in `out`.
+    pub fn write_reports(&self, out: &std::path::Path, labels: &[String]) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut csv = String::from("class,instances,precision,recall,ap50,ap50_95\n");
+        let f = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
+        for (label, c) in labels.iter().zip(&self.per_class) {
+            if c.instances > 0 {
+                csv += &format!(
+                    "{},{},{:.6},{:.6},{},{}\n",
+                    crate::metrics::csv_field(label),
+                    c.instances,
+                    c.precision,
+                    c.recall,
+                    f(c.ap50),
+                    f(c.ap50_95)
+                );
+            }
+        }
+        let write = |name: &str, text: String| {
+            let path = out.join(name);
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        };
+        write("per_class.csv", csv)?;
+        write("evaluation.json", serde_json::to_string_pretty(self)?)
+    }
 }
 
 /// COCO's IoU thresholds, 0.50 to 0.95 in steps of 0.05, computed as numpy's `linspace`.

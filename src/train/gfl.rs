@@ -53,6 +53,23 @@ pub fn distribution_focal_loss(logits: &Tensor, target: &Tensor) -> Tensor {
     pick(&left) * weight_left + pick(&right) * weight_right
 }
 
+/// The IoU of each row of `a` with the same row of `b`, both [N, 4] as x1, y1, x2, y2
+/// (the quality target of a positive point). Returns [N].
+pub fn aligned_iou(a: &Tensor, b: &Tensor) -> Tensor {
+    let col = |t: &Tensor, i: i64| t.select(1, i);
+    let area = |x1: &Tensor, y1: &Tensor, x2: &Tensor, y2: &Tensor| (x2 - x1).clamp_min(0.0) * (y2 - y1).clamp_min(0.0);
+    let inter = area(
+        &col(a, 0).maximum(&col(b, 0)),
+        &col(a, 1).maximum(&col(b, 1)),
+        &col(a, 2).minimum(&col(b, 2)),
+        &col(a, 3).minimum(&col(b, 3)),
+    );
+    let union = area(&col(a, 0), &col(a, 1), &col(a, 2), &col(a, 3))
+        + area(&col(b, 0), &col(b, 1), &col(b, 2), &col(b, 3))
+        - &inter;
+    (&inter / union.clamp_min(1e-6)).clamp(0.0, 1.0)
+}
+
 /// 1 − GIoU of boxes `predicted` and `target`, both [N, 4] as x1, y1, x2, y2. Returns [N].
 pub fn giou_loss(predicted: &Tensor, target: &Tensor) -> Tensor {
     const EPS: f64 = 1e-6;

@@ -53,6 +53,10 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Transpose",
 ];
 
+/// The initializer names of a detector's new output convolutions: this, the head's number
+/// from 1, then `_weight` or `_bias`.
+const DETECTION_HEAD_PREFIX: &str = "vigil_det_head";
+
 /// One node, its operator decoded.
 #[derive(Debug, Clone)]
 struct Node {
@@ -524,14 +528,23 @@ impl GraphModule {
     }
 
     /// Whether the trainable variable at `index` of [`trainable`](Self::trainable) belongs
-    /// to the head (the final fully-connected layer), for each of them in that order.
+    /// to the head, for each of them in that order.
     pub fn trainable_in_head(&self) -> anyhow::Result<Vec<bool>> {
+        let head = self.head_names()?;
+        Ok(self.trainable_named().into_iter().map(|(n, _)| head.contains(n)).collect())
+    }
+
+    /// The variables of the head: a classifier's final fully-connected layer, or the
+    /// output convolutions of a detector prepared by [`detection_logits`](Self::detection_logits)
+    /// with new classes.
+    fn head_names(&self) -> anyhow::Result<Vec<String>> {
+        let detection: Vec<String> =
+            self.params.keys().filter(|n| n.starts_with(DETECTION_HEAD_PREFIX)).cloned().collect();
+        if !detection.is_empty() {
+            return Ok(detection);
+        }
         let head = self.head()?;
-        Ok(self
-            .trainable_named()
-            .into_iter()
-            .map(|(n, _)| *n == head.weight || Some(n) == head.bias.as_ref())
-            .collect())
+        Ok([Some(head.weight), head.bias].into_iter().flatten().collect())
     }
 
     /// Prepares a NanoDet-style detector for training. Each of its heads is a Conv whose
@@ -615,7 +628,8 @@ impl GraphModule {
                     let _ = t.set_requires_grad(false);
                 }
             }
-            let (wn, bn) = (format!("vigil_det_head{heads}_weight"), format!("vigil_det_head{heads}_bias"));
+            let (wn, bn) =
+                (format!("{DETECTION_HEAD_PREFIX}{heads}_weight"), format!("{DETECTION_HEAD_PREFIX}{heads}_bias"));
             self.params.insert(wn.clone(), new_w);
             self.params.insert(bn.clone(), new_b);
             self.nodes[conv].inputs.truncate(1);
@@ -624,6 +638,10 @@ impl GraphModule {
                 Op::Split { axis, .. } => Op::Split { axis: *axis, sizes: vec![classes, bins] },
                 _ => unreachable!(),
             };
+            // The export reads the split sizes from the node's constant input.
+            let sizes = format!("vigil_det_head{heads}_split");
+            self.consts.insert(sizes.clone(), Tensor::from_slice(&[classes, bins]));
+            self.nodes[s].inputs[1] = sizes;
         }
         if heads == 0 {
             bail!("no detection head found (a Conv split into classes and box bins, the classes through a Sigmoid)");
@@ -633,10 +651,9 @@ impl GraphModule {
 
     /// Freezes every variable but the head's.
     pub fn freeze_backbone(&self) -> anyhow::Result<()> {
-        let head = self.head()?;
+        let head = self.head_names()?;
         for (name, t) in &self.params {
-            let trainable = *name == head.weight || Some(name) == head.bias.as_ref();
-            let _ = t.set_requires_grad(trainable);
+            let _ = t.set_requires_grad(head.contains(name));
         }
         Ok(())
     }
@@ -651,35 +668,59 @@ impl GraphModule {
     /// describe the original size, and runtimes infer them again.
     pub fn to_onnx_with_input(&self, input: Option<[i64; 4]>) -> anyhow::Result<pb::ModelProto> {
         let mut proto = self.proto.clone();
-        let head = self.head()?;
         let graph = proto.graph.as_mut().unwrap();
-        graph.initializer.retain(|i| self.params.contains_key(&i.name) || self.consts.contains_key(&i.name));
+        // Node inputs follow the module: a replaced head's weights, a detector's new shapes
+        // and split sizes. The module holds the file's nodes in order, less Constant nodes.
+        let file_nodes = graph.node.iter_mut().filter(|n| n.op_type != "Constant");
+        for (node, ours) in file_nodes.zip(&self.nodes) {
+            node.input.clone_from(&ours.inputs);
+        }
+        let computed: std::collections::HashSet<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
+        let used: std::collections::HashSet<&String> = self.nodes.iter().flat_map(|n| &n.inputs).collect();
+        graph.initializer.retain(|i| used.contains(&i.name));
         for init in graph.initializer.iter_mut() {
             if let Some(t) = self.params.get(&init.name) {
                 *init = tensor_to_proto(&init.name, t)?;
             }
         }
-        for name in [Some(&head.weight), head.bias.as_ref()].into_iter().flatten() {
-            if !graph.initializer.iter().any(|i| &i.name == name) {
-                graph.initializer.push(tensor_to_proto(name, &self.params[name])?);
-            }
+        // Values the module made (new weights, shapes, sizes) become initializers.
+        let mut added: Vec<&String> = used
+            .iter()
+            .copied()
+            .filter(|n| !computed.contains(*n) && !graph.initializer.iter().any(|i| &i.name == *n))
+            .filter(|n| self.params.contains_key(*n) || self.consts.contains_key(*n))
+            .collect();
+        added.sort();
+        for name in added {
+            let t = self.params.get(name).or_else(|| self.consts.get(name)).unwrap();
+            graph.initializer.push(tensor_to_proto(name, t)?);
         }
-        let node = graph.node.iter_mut().find(|n| n.name == head.node).context("head node vanished")?;
-        node.input.truncate(1);
-        node.input.push(head.weight.clone());
-        node.input.extend(head.bias.clone());
-        set_attr_int(node, "transB", 1);
-        // The output's class dimension follows the new head.
-        if let Some(pb::type_proto::Value::TensorType(t)) =
-            graph.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
-        {
-            if let Some(shape) = t.shape.as_mut() {
-                if let Some(last) = shape.dim.last_mut() {
-                    last.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(head.classes));
+        match self.head() {
+            Ok(head) => {
+                let node = graph.node.iter_mut().find(|n| n.name == head.node).context("head node vanished")?;
+                set_attr_int(node, "transB", 1);
+                // The output's class dimension follows the new head.
+                if let Some(pb::type_proto::Value::TensorType(t)) =
+                    graph.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+                {
+                    if let Some(last) = t.shape.as_mut().and_then(|s| s.dim.last_mut()) {
+                        last.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(head.classes));
+                    }
+                }
+            }
+            // A detector's outputs change with its classes: runtimes infer their shapes.
+            Err(_) => {
+                for output in graph.output.iter_mut() {
+                    if let Some(pb::type_proto::Value::TensorType(t)) =
+                        output.r#type.as_mut().and_then(|t| t.value.as_mut())
+                    {
+                        t.shape = None;
+                    }
                 }
             }
         }
-        graph.value_info.retain(|v| v.name != graph.output[0].name);
+        let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        graph.value_info.retain(|v| !outputs.contains(&v.name));
         if let Some(dims) = input {
             graph.value_info.clear();
             let declared = graph.input.iter_mut().find(|i| i.name == self.input).context("input vanished")?;
@@ -945,6 +986,16 @@ fn tensor_from_proto(t: &pb::TensorProto) -> anyhow::Result<Tensor> {
 }
 
 fn tensor_to_proto(name: &str, t: &Tensor) -> anyhow::Result<pb::TensorProto> {
+    if t.kind() == Kind::Int64 {
+        let values = Vec::<i64>::try_from(t.to_device(Device::Cpu).reshape([-1]))?;
+        return Ok(pb::TensorProto {
+            name: name.into(),
+            dims: t.size(),
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+    }
     let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     let values = Vec::<f32>::try_from(t.reshape([-1]))?;
     Ok(pb::TensorProto {

@@ -5,6 +5,7 @@
 
 pub mod assign;
 pub mod box_augment;
+pub mod detect;
 pub mod gfl;
 pub mod graph;
 pub mod loader;
@@ -18,6 +19,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+pub use detect::{train_detector, DetectReport};
 pub use graph::GraphModule;
 pub use trainer::{train, Augment, OptimizerKind, Recipe, TrainOptions, TrainReport};
 

@@ -15,7 +15,9 @@ use super::optim::FlatOptimizer;
 use super::GraphModule;
 use crate::dataset::{shuffle, SplitMix64, Splits};
 use crate::metrics::{evaluate, ranking, Evaluation};
-use crate::model::manifest::{ChannelOrder, InputSpec, Layout};
+use crate::model::manifest::{
+    ChannelOrder, ClassifierOutput, DecoderSpec, InputSpec, Layout, RawInput, RawLabels, RawManifest, RawThresholds,
+};
 use crate::model::{max_scaled_diff, InputTensor, Model, ModelManifest, Task};
 
 /// Which optimiser.
@@ -408,7 +410,15 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     test.write_reports(&opts.out, &classes)?;
 
     let manifest_path = opts.out.join("model.toml");
-    std::fs::write(&manifest_path, manifest_text(opts, &spec, &classes, best_epoch, &test))?;
+    let comment = format!(
+        "Written by vigil train from {} on {}: best epoch {best_epoch}, test top-1 {:.4}.",
+        opts.base.display(),
+        opts.data.display(),
+        test.top1
+    );
+    let thresholds = RawThresholds { top_k: Some(classes.len().min(5)), score: Some(0.0), ..Default::default() };
+    let decoder = DecoderSpec::Classify { output: ClassifierOutput::Logits };
+    write_manifest(&manifest_path, &comment, opts, &spec, Task::Classify, &classes, decoder, thresholds)?;
     // The test vector's expected output is computed in full fp32 on the CPU: on CUDA,
     // libtorch runs convolutions in TF32 by default, about 1e-3 relative.
     let reference = if device == Device::Cpu { best } else { GraphModule::load(&model_onnx, Device::Cpu)? };
@@ -499,17 +509,17 @@ fn write_curves(history: &[EpochRecord], out: &Path) -> anyhow::Result<()> {
 /// multiplied by `scale` before the backward pass so that small gradients survive fp16;
 /// the gradients are divided by it again before the optimiser step. A step whose gradients
 /// hold an inf or NaN is skipped and the scale halved; after 2000 good steps it doubles.
-struct LossScaler {
+pub(super) struct LossScaler {
     scale: f64,
     good_steps: usize,
 }
 
 impl LossScaler {
-    fn new() -> LossScaler {
+    pub(super) fn new() -> LossScaler {
         LossScaler { scale: 65536.0, good_steps: 0 }
     }
 
-    fn step(&mut self, opt: &mut FlatOptimizer, loss: &Tensor) {
+    pub(super) fn step(&mut self, opt: &mut FlatOptimizer, loss: &Tensor) {
         let grad = opt.gradients(&(loss * self.scale));
         if !bool::try_from(grad.isfinite().all()).unwrap_or(false) {
             self.scale /= 2.0;
@@ -546,14 +556,14 @@ fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Ten
 }
 
 /// The manifest's normalisation and channel order, as tensor ops.
-struct Normalizer {
+pub(super) struct Normalizer {
     mul: Tensor,
     add: Tensor,
     bgr: bool,
 }
 
 impl Normalizer {
-    fn new(spec: &InputSpec, device: Device) -> Normalizer {
+    pub(super) fn new(spec: &InputSpec, device: Device) -> Normalizer {
         let mul: Vec<f32> = (0..3).map(|c| spec.scale / spec.std[c]).collect();
         let add: Vec<f32> = (0..3).map(|c| -spec.mean[c] / spec.std[c]).collect();
         let col = |v: Vec<f32>| Tensor::from_slice(&v).reshape([1, 3, 1, 1]).to_device(device);
@@ -561,7 +571,7 @@ impl Normalizer {
     }
 
     /// Raw RGB 0–255 [N, 3, H, W] → model input.
-    fn apply(&self, x: &Tensor) -> Tensor {
+    pub(super) fn apply(&self, x: &Tensor) -> Tensor {
         let x = if self.bgr { x.flip([1]) } else { x.shallow_clone() };
         x * &self.mul + &self.add
     }
@@ -612,7 +622,7 @@ pub(crate) fn colour_jitter(x: &Tensor, factors: &Tensor) -> Tensor {
 }
 
 /// The end of a divergence message: what to change.
-fn divergence_advice(opts: &TrainOptions) -> String {
+pub(super) fn divergence_advice(opts: &TrainOptions) -> String {
     let clip = if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" };
     format!("no model was exported. Try a lower --lr (now {}){clip}", opts.lr)
 }
@@ -651,7 +661,7 @@ fn predict(
     Ok((truth, rankings))
 }
 
-fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyhow::Result<()> {
+pub(super) fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyhow::Result<()> {
     let proto = module.to_onnx_with_input(Some([1, 3, size as i64, size as i64]))?;
     std::fs::write(path, prost::Message::encode_to_vec(&proto))
         .with_context(|| format!("cannot write {}", path.display()))
@@ -689,38 +699,59 @@ fn test_vector(
     Ok(d)
 }
 
-fn manifest_text(
+/// Writes the exported model's manifest through the manifest's own types, and reads it
+/// back as any manifest is read: what was written must load.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_manifest(
+    path: &Path,
+    comment: &str,
     opts: &TrainOptions,
     spec: &InputSpec,
-    classes: &[String],
-    best_epoch: usize,
-    test: &Evaluation,
-) -> String {
-    let list = |v: &[f32; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
-    let labels: Vec<String> = classes.iter().map(|c| format!("{c:?}")).collect();
-    format!(
-        "# Written by vigil train from {base} on {data}: best epoch {best_epoch}, test top-1 {top1:.4}.\n\
-         name = {name:?}\nversion = {version:?}\ntask = \"classify\"\nmodel = \"model.onnx\"\nlabels = [{labels}]\n\
-         source = {source:?}\n\n[input]\nwidth = {w}\nheight = {h}\nlayout = \"nchw\"\nchannels = \"{ch}\"\n\
-         scale = {scale:?}\nmean = {mean}\nstd = {std}\nresize = \"{resize}\"\npad = {pad:?}\n\n\
-         [decoder]\nkind = \"classify\"\noutput = \"logits\"\n\n[thresholds]\ntop_k = {k}\nscore = 0.0\n",
-        base = opts.base.display(),
-        data = opts.data.display(),
-        top1 = test.top1,
-        name = opts.name,
-        version = opts.version,
-        labels = labels.join(", "),
-        source = format!("fine-tuned by vigil train from {}", opts.base.display()),
-        w = spec.width,
-        h = spec.height,
-        ch = if spec.channels == ChannelOrder::Bgr { "bgr" } else { "rgb" },
-        scale = spec.scale,
-        mean = list(&spec.mean),
-        std = list(&spec.std),
-        resize = format!("{:?}", spec.resize).to_lowercase(),
-        pad = spec.pad,
-        k = classes.len().min(5),
-    )
+    task: Task,
+    labels: &[String],
+    decoder: DecoderSpec,
+    thresholds: RawThresholds,
+) -> anyhow::Result<()> {
+    let raw = RawManifest {
+        name: opts.name.clone(),
+        version: opts.version.clone(),
+        task,
+        model: "model.onnx".into(),
+        train_model: None,
+        labels: RawLabels::Inline(labels.to_vec()),
+        input: RawInput {
+            width: spec.width,
+            height: spec.height,
+            layout: spec.layout,
+            channels: spec.channels,
+            scale: spec.scale,
+            mean: spec.mean,
+            std: spec.std,
+            resize: spec.resize,
+            pad: spec.pad,
+        },
+        decoder,
+        thresholds,
+        source: Some(format!("fine-tuned by vigil train from {}", opts.base.display())),
+    };
+    // The manifest's numbers are f32, which TOML writes as the f64 they widen to
+    // (103.52999877929688); each is written as the shortest decimal that reads back as the
+    // same f32 (103.53).
+    fn shortest(v: &mut toml::Value) {
+        match v {
+            toml::Value::Float(f) => *f = (*f as f32).to_string().parse().unwrap_or(*f),
+            toml::Value::Array(a) => a.iter_mut().for_each(shortest),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| shortest(v)),
+            _ => {}
+        }
+    }
+    let mut value = toml::Value::try_from(&raw).context("cannot write the manifest")?;
+    shortest(&mut value);
+    let text = format!("# {comment}\n{}", toml::to_string(&value).context("cannot write the manifest")?);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ModelManifest::from_toml(&text, dir)
+        .map_err(|problems| anyhow::anyhow!("the written manifest does not load: {}", problems.join("; ")))?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
@@ -764,7 +795,15 @@ fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
 
 /// The progress bar of an epoch, redrawn on one stderr line after every batch when stderr
 /// is a terminal (a log gets only the per-epoch lines).
-fn progress(epoch: usize, epochs: usize, batch: usize, batches: usize, loss: f64, images: i64, elapsed: f64) {
+pub(super) fn progress(
+    epoch: usize,
+    epochs: usize,
+    batch: usize,
+    batches: usize,
+    loss: f64,
+    images: i64,
+    elapsed: f64,
+) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
         eprint!("\r{}", progress_line(epoch, epochs, batch, batches, loss, images, elapsed));
@@ -773,7 +812,7 @@ fn progress(epoch: usize, epochs: usize, batch: usize, batches: usize, loss: f64
 }
 
 /// Erases the progress bar's line before a log line takes it.
-fn clear_progress() {
+pub(super) fn clear_progress() {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
@@ -816,6 +855,63 @@ mod tests {
         assert!((schedule(1.0, 4, 4, 20) - 1.0).abs() < 1e-12);
         assert!((schedule(1.0, 12, 4, 20) - 0.5).abs() < 1e-12);
         assert!(schedule(1.0, 19, 4, 20) < 0.01);
+    }
+
+    #[test]
+    fn the_written_manifest_loads_and_keeps_its_numbers_short() {
+        let dir = std::env::temp_dir().join(format!("vigil-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/nanodet-m.toml");
+        let manifest = ModelManifest::load(&base).unwrap();
+        let opts = TrainOptions {
+            base: base.clone(),
+            data: dir.clone(),
+            out: dir.clone(),
+            name: "garments \"a\"".into(),
+            version: "2".into(),
+            size: Some(160),
+            epochs: 1,
+            batch: 2,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            optimizer: OptimizerKind::Adamw,
+            label_smoothing: 0.0,
+            warmup_epochs: 0.0,
+            patience: 1,
+            freeze_backbone: false,
+            freeze_bn: false,
+            backbone_lr: None,
+            head_warmup_epochs: None,
+            clip_grad: None,
+            resume: false,
+            amp: false,
+            augment: Augment::NONE,
+            val_fraction: 0.2,
+            test_fraction: 0.2,
+            seed: 0,
+            cache_mb: 0,
+            loader_threads: 1,
+            device: Device::Cpu,
+        };
+        let spec = InputSpec { width: 160, height: 160, ..manifest.input.clone() };
+        let labels = vec!["trouser".to_string(), "bag".to_string()];
+        let thresholds = RawThresholds { score: Some(0.35), iou: Some(0.6), ..Default::default() };
+        let path = dir.join("model.toml");
+        write_manifest(&path, "a comment", &opts, &spec, Task::Detect, &labels, manifest.decoder.clone(), thresholds)
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# a comment\n"), "{text}");
+        assert!(text.contains("mean = [103.53, 116.28, 123.675]"), "{text}");
+        assert!(text.contains("score = 0.35"), "{text}");
+        // Read back (the ONNX file is not needed to parse and check the manifest's fields).
+        let back = ModelManifest::from_toml(&text, &dir).unwrap();
+        assert_eq!(back.name, "garments \"a\"");
+        assert_eq!(back.input, spec);
+        assert_eq!(back.labels, labels);
+        assert_eq!(back.decoder, manifest.decoder);
+        assert_eq!(back.thresholds.score, 0.35);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

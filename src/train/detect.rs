@@ -1,0 +1,885 @@
+//! Fine-tuning a detector: NanoDet-m and other anchor-point detectors with Generalized Focal
+//! Loss heads (a class map and four box-side distributions per point of each stride).
+//!
+//! The pretrained graph is imported as for a classifier; each head's class rows are replaced
+//! for the user's classes and its box rows kept ([`GraphModule::detection_logits`]). Every
+//! batch is letterboxed exactly as the daemon letterboxes (the loader is the classifier's),
+//! augmented with its boxes ([`super::box_augment`]), and run through the graph; ATSS
+//! ([`super::assign`]) picks each box's points, and the loss is NanoDet's: quality focal
+//! loss on the class logits over every point not in a crowd, and on the positive points
+//! GIoU (weight 2) and distribution focal loss (weight 0.25) on the boxes, both weighted by
+//! the point's best class score ([`super::gfl`]).
+//!
+//! Validation decodes the graph's outputs with the manifest's own decoder and NMS, and
+//! scores them with COCO's mAP ([`crate::metrics::detection`]); early stopping and the best
+//! checkpoint follow val mAP50-95. The exported model's test figures come from tract
+//! through the same function as `vigil eval`, so `vigil eval` reproduces them exactly.
+//!
+//! A second family (YOLOv8-style heads, say) would add its own output layout, assigner and
+//! loss beside [`HeadLayout`] and [`gfl_loss`]; the loop, data, checkpoints and export stay.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::assign::{atss, grid_points, Assignment, Point};
+use super::box_augment::{self, BoxAugment};
+use super::gfl::{aligned_iou, distribution_focal_loss, giou_loss, quality_focal_loss};
+use super::loader::{LoaderOptions, Split};
+use super::optim::FlatOptimizer;
+use super::trainer::{
+    clear_progress, divergence_advice, progress, schedule, write_manifest, write_onnx, LossScaler, Normalizer,
+};
+use super::{GraphModule, Recipe, TrainOptions};
+use crate::dataset::{shuffle, DetectionData, DetectionImage, Sample, SplitMix64};
+use crate::metrics::detection::{
+    evaluate_detections, predicted_in_pixels, truth_in_pixels, DetectionEvaluation, ImageBoxes, MAP_SCORE_THRESHOLD,
+};
+use crate::model::manifest::{DecoderSpec, InputSpec, Layout, RawThresholds, Resize};
+use crate::model::preprocess::placement;
+use crate::model::{max_scaled_diff, BBox, DecodeParams, Decoded, Decoder, GraphOutputs, InputTensor, Model};
+use crate::model::{ModelManifest, OutputTensor, Task, Transform};
+
+/// ATSS as NanoDet-m was trained: square anchors of 5 strides a side, 9 candidates a level.
+const ANCHOR_SCALE: f32 = 5.0;
+const TOPK: usize = 9;
+/// NanoDet-m's loss weights.
+const GIOU_WEIGHT: f64 = 2.0;
+const DFL_WEIGHT: f64 = 0.25;
+/// Quality focal loss's β.
+const QFL_BETA: f64 = 2.0;
+
+/// NanoDet's augmentation ranges (its configs' `scale`, `translate`, `flip` and colour jitter).
+const NANODET_AUGMENT: BoxAugment = BoxAugment { flip: true, scale: (0.6, 1.4), translate: 0.2, jitter: 0.2 };
+
+/// One epoch's line in history.csv.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectEpoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_qfl: f64,
+    pub train_giou: f64,
+    pub train_dfl: f64,
+    pub val_map50: f64,
+    pub val_map50_95: f64,
+    pub val_precision: f64,
+    pub val_recall: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+const HISTORY_HEADER: &str =
+    "epoch,train_loss,train_qfl,train_giou,train_dfl,val_map50,val_map50_95,val_precision,val_recall,lr,seconds";
+
+/// What a detection run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectReport {
+    pub classes: Vec<String>,
+    pub history: Vec<DetectEpoch>,
+    pub best_epoch: usize,
+    /// The validation figures of the pretrained graph with its new, untrained class rows.
+    pub untrained: DetectionEvaluation,
+    pub recipe: Recipe,
+    /// Which split `test` is: "test", or "val" for data without a test split.
+    pub test_split: &'static str,
+    /// The exported model on the test split, computed by tract (as `vigil eval`).
+    pub test: DetectionEvaluation,
+    /// Largest |tract − tch| on the test vector's outputs, relative above 1.
+    pub parity: f32,
+    pub manifest: std::path::PathBuf,
+}
+
+/// Where each stride's class map and box map are among the graph's outputs.
+#[derive(Debug, Clone)]
+struct HeadLayout {
+    /// Per level: (class output, box output).
+    levels: Vec<(usize, usize)>,
+    classes: i64,
+}
+
+impl HeadLayout {
+    /// Matches outputs [B, cells, classes] and [B, cells, 4 × bins] to each stride, as the
+    /// nanodet decoder does.
+    fn find(shapes: &[Vec<i64>], size: i64, strides: &[usize], classes: i64, bins: i64) -> anyhow::Result<HeadLayout> {
+        let mut used = vec![false; shapes.len()];
+        let mut levels = Vec::new();
+        for &s in strides {
+            let side = (size as usize).div_ceil(s) as i64;
+            let mut find = |width: i64| {
+                let i = shapes
+                    .iter()
+                    .enumerate()
+                    .position(|(i, d)| !used[i] && d.len() == 3 && d[1..] == [side * side, width]);
+                if let Some(i) = i {
+                    used[i] = true;
+                }
+                i
+            };
+            let (Some(c), Some(b)) = (find(classes), find(4 * bins)) else {
+                bail!(
+                    "the graph's outputs {shapes:?} have no [batch, {}, {classes}] class map and [batch, {}, {}] box map \
+                     for stride {s} at input {size}",
+                    side * side,
+                    side * side,
+                    4 * bins
+                );
+            };
+            levels.push((c, b));
+        }
+        Ok(HeadLayout { levels, classes })
+    }
+
+    /// All points' class logits [B, P, C] and box logits [B, P, 4 × bins], levels in order.
+    fn gather(&self, outputs: &[Tensor]) -> (Tensor, Tensor) {
+        let cls: Vec<&Tensor> = self.levels.iter().map(|(c, _)| &outputs[*c]).collect();
+        let reg: Vec<&Tensor> = self.levels.iter().map(|(_, b)| &outputs[*b]).collect();
+        (Tensor::cat(&cls, 1), Tensor::cat(&reg, 1))
+    }
+
+    fn is_class_output(&self, i: usize) -> bool {
+        self.levels.iter().any(|(c, _)| *c == i)
+    }
+}
+
+/// The points of every level and their geometry as tensors.
+struct Geometry {
+    levels: Vec<Vec<Point>>,
+    /// [P, 2] point centres, input pixels.
+    centres: Tensor,
+    /// [P] strides.
+    strides: Tensor,
+    points: i64,
+}
+
+impl Geometry {
+    fn new(size: usize, strides: &[usize], offset: f32, device: Device) -> Geometry {
+        let levels = grid_points(size, size, strides, offset);
+        let all: Vec<&Point> = levels.iter().flatten().collect();
+        let centres: Vec<f32> = all.iter().flat_map(|p| [p.x, p.y]).collect();
+        let s: Vec<f32> = all.iter().map(|p| p.stride).collect();
+        let points = all.len() as i64;
+        Geometry {
+            centres: Tensor::from_slice(&centres).reshape([points, 2]).to_device(device),
+            strides: Tensor::from_slice(&s).to_device(device),
+            levels,
+            points,
+        }
+    }
+}
+
+/// One image's boxes in input pixels: (class, box, crowd).
+type InputBoxes = Vec<(usize, BBox, bool)>;
+
+/// A split: the loader's letterboxed images, and per image its boxes in input pixels and
+/// the transform back to the image.
+struct DetSplit {
+    images: Vec<DetectionImage>,
+    split: Split,
+    boxes: Vec<InputBoxes>,
+    transforms: Vec<Transform>,
+}
+
+impl DetSplit {
+    fn load(
+        images: &[DetectionImage],
+        spec: &InputSpec,
+        device: Device,
+        loader: &LoaderOptions,
+        budget: &mut usize,
+    ) -> anyhow::Result<DetSplit> {
+        let samples: Vec<Sample> = images.iter().map(|i| Sample { path: i.path.clone(), class: 0 }).collect();
+        let split = Split::load(&samples, spec, device, loader, budget)?;
+        let mut boxes = Vec::with_capacity(images.len());
+        let mut transforms = Vec::with_capacity(images.len());
+        for image in images {
+            let (_, _, t) = placement(spec, image.width, image.height);
+            let (w, h) = (image.width as f32, image.height as f32);
+            let to_input = |b: &BBox| BBox {
+                x1: b.x1 * w * t.scale_x + t.pad_x,
+                y1: b.y1 * h * t.scale_y + t.pad_y,
+                x2: b.x2 * w * t.scale_x + t.pad_x,
+                y2: b.y2 * h * t.scale_y + t.pad_y,
+            };
+            boxes.push(image.boxes.iter().map(|b| (b.class, to_input(&b.bbox), b.crowd)).collect());
+            transforms.push(t);
+        }
+        Ok(DetSplit { images: images.to_vec(), split, boxes, transforms })
+    }
+
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+}
+
+/// A batch's training targets: per point (images concatenated) its class, `classes` for
+/// background, −1 when ignored; the positive points' rows and target boxes (input pixels).
+struct Targets {
+    labels: Vec<i64>,
+    positive_rows: Vec<i64>,
+    positive_boxes: Vec<f32>,
+}
+
+fn targets(geometry: &Geometry, boxes: &[InputBoxes], classes: i64) -> Targets {
+    let mut t = Targets { labels: Vec::new(), positive_rows: Vec::new(), positive_boxes: Vec::new() };
+    for (i, image) in boxes.iter().enumerate() {
+        let bboxes: Vec<BBox> = image.iter().map(|b| b.1).collect();
+        let crowd: Vec<bool> = image.iter().map(|b| b.2).collect();
+        for (p, a) in atss(&geometry.levels, &bboxes, &crowd, ANCHOR_SCALE, TOPK).into_iter().enumerate() {
+            t.labels.push(match a {
+                Assignment::Negative => classes,
+                Assignment::Ignored => -1,
+                Assignment::Positive { truth, .. } => {
+                    let b = &bboxes[truth];
+                    t.positive_rows.push(i as i64 * geometry.points + p as i64);
+                    t.positive_boxes.extend([b.x1, b.y1, b.x2, b.y2]);
+                    image[truth].0 as i64
+                }
+            });
+        }
+    }
+    t
+}
+
+/// The loss terms of a batch: (total, quality focal, GIoU, distribution focal), the
+/// weights and normalisation as NanoDet's GFL head: QFL summed over points and divided by
+/// the positives; GIoU and DFL weighted per positive by its best class score (detached) and
+/// divided by the sum of those weights (DFL also by its four sides).
+fn gfl_loss(cls: &Tensor, reg: &Tensor, t: &Targets, geometry: &Geometry, bins: i64) -> [Tensor; 4] {
+    let device = cls.device();
+    let classes = cls.size()[2];
+    let cls = cls.reshape([-1, classes]);
+    let reg = reg.reshape([-1, 4 * bins]);
+    let labels = Tensor::from_slice(&t.labels).to_device(device);
+    let k = t.positive_rows.len() as i64;
+    let mut quality = Tensor::zeros([cls.size()[0]], (Kind::Float, device));
+    let zero = || Tensor::zeros([], (Kind::Float, device));
+    let (giou, dfl) = if k > 0 {
+        let rows = Tensor::from_slice(&t.positive_rows).to_device(device);
+        let points = rows.remainder(geometry.points);
+        let stride = geometry.strides.index_select(0, &points).unsqueeze(1);
+        let centre = geometry.centres.index_select(0, &points) / &stride;
+        let target = Tensor::from_slice(&t.positive_boxes).reshape([k, 4]).to_device(device) / &stride;
+        let logits = reg.index_select(0, &rows).reshape([k, 4, bins]).to_kind(Kind::Float);
+        let project = Tensor::arange(bins, (Kind::Float, device));
+        let d = logits.softmax(-1, Kind::Float).matmul(&project);
+        let (cx, cy) = (centre.select(1, 0), centre.select(1, 1));
+        let predicted =
+            Tensor::stack(&[&cx - d.select(1, 0), &cy - d.select(1, 1), &cx + d.select(1, 2), &cy + d.select(1, 3)], 1);
+        quality = quality.index_put(&[Some(rows.shallow_clone())], &aligned_iou(&predicted.detach(), &target), false);
+        let weight = cls.index_select(0, &rows).detach().to_kind(Kind::Float).sigmoid().amax([1i64].as_slice(), false);
+        let weight_sum = weight.sum(Kind::Float).clamp_min(1e-6);
+        let giou = (giou_loss(&predicted, &target) * &weight).sum(Kind::Float) / &weight_sum;
+        let sides = Tensor::stack(
+            &[
+                &cx - target.select(1, 0),
+                &cy - target.select(1, 1),
+                target.select(1, 2) - &cx,
+                target.select(1, 3) - &cy,
+            ],
+            1,
+        );
+        let dfl = distribution_focal_loss(&logits.reshape([k * 4, bins]), &sides.reshape([-1]));
+        let dfl = (dfl * weight.repeat_interleave_self_int(4, Some(0), None)).sum(Kind::Float) / 4.0 / &weight_sum;
+        (giou, dfl)
+    } else {
+        (zero(), zero())
+    };
+    let counted = labels.ge(0).nonzero().squeeze_dim(1);
+    let qfl = quality_focal_loss(
+        &cls.index_select(0, &counted).to_kind(Kind::Float),
+        &labels.index_select(0, &counted),
+        &quality.index_select(0, &counted),
+        QFL_BETA,
+    )
+    .sum(Kind::Float)
+        / k.max(1) as f64;
+    let total = &qfl + &giou * GIOU_WEIGHT + &dfl * DFL_WEIGHT;
+    [total, qfl, giou, dfl]
+}
+
+/// The manifest's decoder bound to the training graph's outputs (at batch 1), so that
+/// validation decodes exactly as the exported model will be decoded.
+fn bind_decoder(spec: &DecoderSpec, shapes: &[Vec<i64>], size: usize, classes: usize) -> anyhow::Result<Decoder> {
+    let names: Vec<String> = (0..shapes.len()).map(|i| format!("output{i}")).collect();
+    let shapes: Vec<Vec<usize>> =
+        shapes.iter().map(|s| std::iter::once(1).chain(s[1..].iter().map(|&d| d as usize)).collect()).collect();
+    Decoder::bind(spec, GraphOutputs { names: &names, shapes: &shapes, input_width: size, input_height: size, classes })
+        .map_err(|e| anyhow::anyhow!("the training graph does not fit its decoder: {e}"))
+}
+
+/// Validation in tch: every image's outputs (class maps through the sigmoid the export puts
+/// back) decoded and scored as `vigil eval` scores them.
+struct Validator<'a> {
+    layout: &'a HeadLayout,
+    decoder: Decoder,
+    params: DecodeParams,
+    score_threshold: f32,
+}
+
+impl Validator<'_> {
+    fn evaluate(
+        &self,
+        module: &GraphModule,
+        split: &DetSplit,
+        norm: &Normalizer,
+        batch: usize,
+    ) -> anyhow::Result<DetectionEvaluation> {
+        let _guard = tch::no_grad_guard();
+        let identity: Vec<usize> = (0..self.layout.classes as usize).collect();
+        let mut all = Vec::with_capacity(split.len());
+        for b in split.split.in_order(batch) {
+            let (x, _) = b?;
+            let outputs = module.forward_all_t(&norm.apply(&x), false)?;
+            let outputs: Vec<Tensor> = outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    let o = o.to_device(Device::Cpu).to_kind(Kind::Float);
+                    if self.layout.is_class_output(i) {
+                        o.sigmoid()
+                    } else {
+                        o
+                    }
+                })
+                .collect();
+            for n in 0..x.size()[0] {
+                let index = all.len();
+                let one: Vec<OutputTensor> = outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| {
+                        let o = o.select(0, n).contiguous();
+                        Ok(OutputTensor {
+                            name: format!("output{i}"),
+                            shape: std::iter::once(1).chain(o.size().iter().map(|&d| d as usize)).collect(),
+                            data: Vec::<f32>::try_from(o.reshape([-1]))?,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let Decoded::Boxes(candidates) = self.decoder.decode(&one, &self.params) else {
+                    bail!("the detector's decoder gave classes");
+                };
+                all.push(ImageBoxes {
+                    truth: truth_in_pixels(&split.images[index], &identity),
+                    predicted: predicted_in_pixels(&candidates, &split.transforms[index]),
+                });
+            }
+        }
+        Ok(evaluate_detections(&all, self.layout.classes as usize, self.score_threshold))
+    }
+}
+
+/// Fine-tunes the detector `opts.base` on the YOLO or COCO data at `opts.data`, evaluates
+/// and exports it; everything is written under `opts.out`.
+pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
+    let base = ModelManifest::load(&opts.base)?;
+    let DecoderSpec::Nanodet { strides, reg_max, centre_offset } = &base.decoder else {
+        bail!(
+            "{} decodes its outputs as \"{}\"; vigil train fine-tunes NanoDet-style detectors (decoder \"nanodet\"), \
+             see docs/training.md",
+            base.name,
+            base.decoder.kind()
+        );
+    };
+    if base.input.layout != Layout::Nchw
+        || base.input.resize != Resize::Letterbox
+        || base.input.width != base.input.height
+    {
+        bail!("{}: the detection trainer needs a square NCHW letterboxed input", opts.base.display());
+    }
+    let size = opts.size.unwrap_or(base.input.width);
+    if let Some(s) = strides.iter().find(|&&s| !size.is_multiple_of(s)) {
+        bail!("--size {size} is not a multiple of the stride {s}: use a multiple of {}", strides.iter().max().unwrap());
+    }
+    let spec = InputSpec { width: size, height: size, ..base.input.clone() };
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let data = DetectionData::load(&opts.data)?;
+    eprint!("data: {}\n{}", opts.data.display(), data.summary());
+    let classes = data.names.clone();
+    let n_classes = classes.len() as i64;
+    if data.train.iter().all(|i| i.boxes.is_empty()) {
+        bail!("the training split of {} has no boxes", opts.data.display());
+    }
+    if data.val.iter().all(|i| i.boxes.iter().all(|b| b.crowd)) {
+        bail!("the validation split of {} has no boxes to measure mAP on", opts.data.display());
+    }
+    let device = opts.device;
+    let threads = if opts.loader_threads == 0 { LoaderOptions::threads_default() } else { opts.loader_threads };
+    let loader = LoaderOptions { budget: opts.cache_mb << 20, threads };
+    let mut budget = loader.budget;
+    let train_set = DetSplit::load(&data.train, &spec, device, &loader, &mut budget)?;
+    let val_set = DetSplit::load(&data.val, &spec, device, &loader, &mut budget)?;
+    let (test_split, test_images) = match &data.test {
+        Some(t) if !t.is_empty() => ("test", t.clone()),
+        _ => {
+            eprintln!("data: no test split; the exported model is tested on the validation split");
+            ("val", data.val.clone())
+        }
+    };
+
+    for stale in ["model.onnx", "model.toml"] {
+        let path = opts.out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+
+    tch::manual_seed(opts.seed as i64);
+    let mut history = if opts.resume { read_history(&opts.out.join("history.csv"))? } else { Vec::new() };
+    let module = if opts.resume {
+        let last = opts.out.join("last.onnx");
+        let mut module = GraphModule::load(&last, device).context("cannot resume")?;
+        module.detection_logits(None).context("cannot resume")?;
+        eprintln!("resuming after epoch {} from {}", history.len(), last.display());
+        module
+    } else {
+        let graph = base.train_model_path.as_ref().unwrap_or(&base.model_path);
+        let mut module = GraphModule::load(graph, device)?;
+        let heads = module.detection_logits(Some(n_classes))?;
+        eprintln!("base graph: {} ({heads} heads, new class rows for {n_classes} classes)", graph.display());
+        module
+    };
+    if opts.freeze_backbone {
+        module.freeze_backbone()?;
+    }
+    let bins = *reg_max as i64 + 1;
+    let shapes: Vec<Vec<i64>> = tch::no_grad(|| {
+        module.forward_all_t(&Tensor::zeros([1, 3, size as i64, size as i64], (Kind::Float, device)), false)
+    })?
+    .iter()
+    .map(Tensor::size)
+    .collect();
+    let layout = HeadLayout::find(&shapes, size as i64, strides, n_classes, bins)
+        .with_context(|| format!("{} after resuming or replacing the class rows", opts.base.display()))?;
+    let geometry = Geometry::new(size, strides, *centre_offset, device);
+    let validator = Validator {
+        layout: &layout,
+        decoder: bind_decoder(&base.decoder, &shapes, size, classes.len())?,
+        params: DecodeParams {
+            score: MAP_SCORE_THRESHOLD,
+            iou: base.thresholds.iou,
+            max_detections: base.thresholds.max_detections,
+            top_k: base.thresholds.top_k,
+        },
+        score_threshold: base.thresholds.score,
+    };
+
+    let batchnorm_trains = module.has_batchnorm() && !opts.freeze_bn && !opts.freeze_backbone;
+    if batchnorm_trains && opts.batch < 2 {
+        bail!("--batch {}: BatchNorm trains on batch statistics, which need two images or more", opts.batch);
+    }
+    let default = Recipe::default_for(batchnorm_trains);
+    let recipe = Recipe {
+        backbone_lr: opts.backbone_lr.unwrap_or(default.backbone_lr),
+        head_warmup_epochs: opts.head_warmup_epochs.unwrap_or(default.head_warmup_epochs),
+    };
+    if !opts.freeze_backbone {
+        eprintln!(
+            "recipe: {} head-only epoch(s), then the backbone at {} of the head's learning rate{}",
+            recipe.head_warmup_epochs,
+            recipe.backbone_lr,
+            if recipe == default { " (the default for this graph)" } else { "" }
+        );
+    }
+    let norm = Normalizer::new(&spec, device);
+    let untrained = validator.evaluate(&module, &val_set, &norm, opts.batch)?;
+    eprintln!(
+        "before training: val mAP50 {:.4}  mAP50-95 {:.4} (the new class rows untrained)",
+        untrained.map50.unwrap_or(0.0),
+        untrained.map50_95.unwrap_or(0.0)
+    );
+
+    let in_head = module.trainable_in_head()?;
+    let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
+    opt.set_max_grad_norm(opts.clip_grad);
+    let opt_state = opts.out.join("optimizer.pt");
+    if opts.resume {
+        match opt.load(&opt_state) {
+            Ok(()) => eprintln!("optimiser state restored ({} steps) from {}", opt.steps(), opt_state.display()),
+            Err(e) => eprintln!("the optimiser's moments start afresh: {e:#}"),
+        }
+    }
+    let steps_per_epoch = train_set.len().div_ceil(opts.batch).max(1);
+    let total_steps = steps_per_epoch * opts.epochs;
+    let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
+    let head_warmup_steps = (recipe.head_warmup_epochs * steps_per_epoch as f64) as usize;
+    let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { recipe.backbone_lr };
+    let mut groups_at = f64::NAN;
+    let mut scaler = match (opts.amp, device) {
+        (true, Device::Cuda(_)) => Some(LossScaler::new()),
+        (true, _) => {
+            eprintln!("--amp applies to CUDA only; training in fp32 on {device:?}");
+            None
+        }
+        (false, _) => None,
+    };
+    let augment = if opts.augment == super::Augment::NONE {
+        None
+    } else {
+        Some(BoxAugment { flip: opts.augment.flip, jitter: opts.augment.jitter, ..NANODET_AUGMENT })
+    };
+    let done = history.len();
+    let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
+    let (mut best, mut best_epoch) =
+        history.iter().fold((-1.0, 0), |(m, e), h| if h.val_map50_95 > m { (h.val_map50_95, h.epoch) } else { (m, e) });
+    let mut step = done * steps_per_epoch;
+    let mut csv = if opts.resume {
+        std::fs::OpenOptions::new().append(true).open(opts.out.join("history.csv"))?
+    } else {
+        let mut f = std::fs::File::create(opts.out.join("history.csv"))?;
+        writeln!(f, "{HISTORY_HEADER}")?;
+        f
+    };
+
+    for epoch in done + 1..=opts.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..train_set.len()).collect();
+        shuffle(&mut order, &mut rng);
+        let mut sums = [0.0f64; 4];
+        let (mut seen, mut lr) = (0i64, opts.lr);
+        let chunks: Vec<&[usize]> = order.chunks(opts.batch).collect();
+        for (b, (batch, chunk)) in train_set.split.batches(&order, opts.batch).zip(&chunks).enumerate() {
+            let (x, _) = batch?;
+            let len = x.size()[0];
+            if batchnorm_trains && len == 1 {
+                continue;
+            }
+            lr = schedule(opts.lr, step, warmup_steps, total_steps);
+            opt.set_lr(lr);
+            let backbone = backbone_scale(step);
+            if backbone != groups_at {
+                let scales: Vec<f64> = in_head.iter().map(|&h| if h { 1.0 } else { backbone }).collect();
+                opt.set_lr_scales(&scales);
+                groups_at = backbone;
+            }
+            let boxes: Vec<&InputBoxes> = chunk.iter().map(|&i| &train_set.boxes[i]).collect();
+            let (x, boxes): (Tensor, Vec<InputBoxes>) = match &augment {
+                Some(a) => {
+                    let plain: Vec<Vec<BBox>> = boxes.iter().map(|bs| bs.iter().map(|b| b.1).collect()).collect();
+                    let (x, moved) = box_augment::augment(&x, &plain, a, spec.pad as f64, &mut rng);
+                    let kept = moved
+                        .iter()
+                        .zip(&boxes)
+                        .map(|(m, orig)| m.iter().map(|(i, b)| (orig[*i].0, *b, orig[*i].2)).collect())
+                        .collect();
+                    (x, kept)
+                }
+                None => (x, boxes.into_iter().cloned().collect()),
+            };
+            let t = targets(&geometry, &boxes, n_classes);
+            let input = norm.apply(&x);
+            let outputs = match scaler.as_ref() {
+                Some(_) => tch::autocast(true, || module.forward_all_t(&input, batchnorm_trains))?,
+                None => module.forward_all_t(&input, batchnorm_trains)?,
+            };
+            let (cls, reg) = layout.gather(&outputs);
+            let losses = gfl_loss(&cls, &reg, &t, &geometry, bins);
+            let values: Vec<f64> = losses.iter().map(|l| l.double_value(&[])).collect();
+            if !values[0].is_finite() {
+                clear_progress();
+                bail!(
+                    "training diverged: the loss became {} at epoch {epoch}, batch {} (learning rate {lr:.2e}); {}",
+                    values[0],
+                    b + 1,
+                    divergence_advice(opts)
+                );
+            }
+            match scaler.as_mut() {
+                Some(scaler) => scaler.step(&mut opt, &losses[0]),
+                None => opt.backward_step(&losses[0]),
+            }
+            for (s, v) in sums.iter_mut().zip(&values) {
+                *s += v * len as f64;
+            }
+            seen += len;
+            step += 1;
+            progress(
+                epoch,
+                opts.epochs,
+                b + 1,
+                steps_per_epoch,
+                sums[0] / seen as f64,
+                seen,
+                t0.elapsed().as_secs_f64(),
+            );
+        }
+        if seen == 0 {
+            bail!("the training split holds a single image: batch statistics need two; add images or use --freeze-bn");
+        }
+        let val = validator.evaluate(&module, &val_set, &norm, opts.batch)?;
+        let record = DetectEpoch {
+            epoch,
+            train_loss: sums[0] / seen as f64,
+            train_qfl: sums[1] / seen as f64,
+            train_giou: sums[2] / seen as f64,
+            train_dfl: sums[3] / seen as f64,
+            val_map50: val.map50.unwrap_or(0.0),
+            val_map50_95: val.map50_95.unwrap_or(0.0),
+            val_precision: val.precision,
+            val_recall: val.recall,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        clear_progress();
+        eprintln!(
+            "epoch {epoch}/{}  loss {:.4} (qfl {:.4} giou {:.4} dfl {:.4})  val mAP50 {:.4}  mAP50-95 {:.4}  P {:.3}  R {:.3}  \
+             lr {lr:.2e}  {:.1} s",
+            opts.epochs,
+            record.train_loss,
+            record.train_qfl,
+            record.train_giou,
+            record.train_dfl,
+            record.val_map50,
+            record.val_map50_95,
+            record.val_precision,
+            record.val_recall,
+            record.seconds
+        );
+        writeln!(
+            csv,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.3}",
+            epoch,
+            record.train_loss,
+            record.train_qfl,
+            record.train_giou,
+            record.train_dfl,
+            record.val_map50,
+            record.val_map50_95,
+            record.val_precision,
+            record.val_recall,
+            lr,
+            record.seconds
+        )?;
+        let score = record.val_map50_95;
+        history.push(record);
+        write_onnx(&module, size, &opts.out.join("last.onnx"))?;
+        opt.save(&opt_state)?;
+        if score > best {
+            best = score;
+            best_epoch = epoch;
+            write_onnx(&module, size, &opts.out.join("best.onnx"))?;
+        } else if epoch - best_epoch >= opts.patience {
+            eprintln!("early stop: validation mAP50-95 has not improved for {} epochs", opts.patience);
+            break;
+        }
+    }
+
+    let before = untrained.map50_95.unwrap_or(0.0);
+    if best <= before {
+        bail!(
+            "training failed: the best validation mAP50-95, {best:.4} (epoch {best_epoch}), is no better than the \
+             untrained head's {before:.4}; none was exported. Try more --epochs, a different --lr (now {}), or check \
+             the labels (vigil train printed the boxes per class above)",
+            opts.lr
+        );
+    }
+
+    // The export: the best checkpoint, whose class maps go through their Sigmoid again.
+    let model_onnx = opts.out.join("model.onnx");
+    std::fs::copy(opts.out.join("best.onnx"), &model_onnx)?;
+    let manifest_path = opts.out.join("model.toml");
+    let thresholds = RawThresholds {
+        score: Some(base.thresholds.score),
+        iou: Some(base.thresholds.iou),
+        max_detections: Some(base.thresholds.max_detections),
+        top_k: None,
+    };
+    let comment = format!(
+        "Written by vigil train from {} on {}: best epoch {best_epoch}.",
+        opts.base.display(),
+        opts.data.display()
+    );
+    write_manifest(&manifest_path, &comment, opts, &spec, Task::Detect, &classes, base.decoder.clone(), thresholds)?;
+    let exported = Model::load(&manifest_path)?;
+    let parity = test_vector(&model_onnx, &exported, &test_images[0], &spec, &opts.out)?;
+    let identity: Vec<usize> = (0..classes.len()).collect();
+    let test = crate::cli::eval::evaluate_detector(&exported, &test_images, &identity)?;
+    test.write_reports(&opts.out, &classes)?;
+    write_curves(&history, &opts.out)?;
+    let report = DetectReport {
+        classes,
+        history,
+        best_epoch,
+        untrained,
+        recipe,
+        test_split,
+        test,
+        parity,
+        manifest: manifest_path,
+    };
+    std::fs::write(opts.out.join("report.md"), report_text(opts, &report))?;
+    std::fs::write(opts.out.join("train.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// Writes one test image as the test vector (input.npy and expected-N.npy per output, by
+/// tch on the CPU from the exported file) and checks that tract computes the same.
+fn test_vector(
+    onnx: &Path,
+    model: &Model,
+    image: &DetectionImage,
+    spec: &InputSpec,
+    out: &Path,
+) -> anyhow::Result<f32> {
+    let pixels = crate::dataset::read_image(&image.path)?;
+    let (input, _) = crate::model::preprocess(&pixels, spec);
+    let reference = GraphModule::load(onnx, Device::Cpu)?;
+    let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+    let expected =
+        tch::no_grad(|| reference.forward_all_t(&Tensor::from_slice(&input.data).reshape(shape.as_slice()), false))?;
+    let got = model.run_raw(&InputTensor { shape: input.shape, data: input.data.clone() })?;
+    let dir = out.join("test-vector");
+    std::fs::create_dir_all(&dir)?;
+    crate::npy::write_f32(&dir.join("input.npy"), &input.shape, &input.data)?;
+    let mut worst = 0.0f32;
+    for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
+        let dims: Vec<usize> = want.size().iter().map(|&d| d as usize).collect();
+        let want = Vec::<f32>::try_from(want.contiguous().reshape([-1]))?;
+        crate::npy::write_f32(&dir.join(format!("expected-{i}.npy")), &dims, &want)?;
+        if got.data.len() != want.len() {
+            bail!("output {i}: tract gives {:?}, tch {dims:?}", got.shape);
+        }
+        let d = max_scaled_diff(&got.data, &want);
+        if d.is_nan() || d > 1e-4 {
+            bail!(
+                "the exported model differs between tract and tch by {d} on output {i} of the test vector (limit 1e-4)"
+            );
+        }
+        worst = worst.max(d);
+    }
+    Ok(worst)
+}
+
+fn read_history(path: &Path) -> anyhow::Result<Vec<DetectEpoch>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot resume: no {}", path.display()))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(HISTORY_HEADER) {
+        bail!("cannot resume: {} is not a detection run's history", path.display());
+    }
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split(',')
+                .map(|v| v.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("{}: bad line {l:?}", path.display()))?;
+            let [epoch, train_loss, train_qfl, train_giou, train_dfl, val_map50, val_map50_95, val_precision, val_recall, lr, seconds] =
+                f[..]
+            else {
+                bail!("{}: expected 11 columns in {l:?}", path.display());
+            };
+            Ok(DetectEpoch {
+                epoch: epoch as usize,
+                train_loss,
+                train_qfl,
+                train_giou,
+                train_dfl,
+                val_map50,
+                val_map50_95,
+                val_precision,
+                val_recall,
+                lr,
+                seconds,
+            })
+        })
+        .collect()
+}
+
+/// loss.png and map.png: training loss and validation mAP per epoch.
+fn write_curves(history: &[DetectEpoch], out: &Path) -> anyhow::Result<()> {
+    use crate::plot::{line_chart, Series, COLOURS};
+    let curve = |f: fn(&DetectEpoch) -> f64| history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
+    let charts = [
+        (
+            "loss.png",
+            "training loss",
+            vec![
+                ("total", curve(|h| h.train_loss)),
+                ("qfl", curve(|h| h.train_qfl)),
+                ("giou", curve(|h| h.train_giou)),
+                ("dfl", curve(|h| h.train_dfl)),
+            ],
+        ),
+        ("map.png", "validation mAP", vec![("mAP50", curve(|h| h.val_map50)), ("mAP50-95", curve(|h| h.val_map50_95))]),
+    ];
+    for (file, title, series) in charts {
+        let series: Vec<Series> = series
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, points))| Series { name, colour: COLOURS[i], points })
+            .collect();
+        let path = out.join(file);
+        line_chart(title, "epoch", &series).save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn report_text(opts: &TrainOptions, r: &DetectReport) -> String {
+    let best = &r.history[r.best_epoch.saturating_sub(1).min(r.history.len().saturating_sub(1))];
+    format!(
+        "# Training report: {} {} (detector)\n\nBase model: {}\nData: {}\nDevice: {:?}, input {}, batch {}, {:?}, lr {}, \
+         backbone {}\n\nBefore training (new class rows untrained): val mAP50 {:.4}, mAP50-95 {:.4}.\n\
+         Best epoch {} of {} run: val mAP50 {:.4}, mAP50-95 {:.4}.\n\n## Exported model on the {} split (tract, as \
+         `vigil eval`)\n\n```\n{}```\n\nFiles: model.onnx + model.toml (deployable), test-vector/ (input and expected \
+         outputs; tract matches tch within {:.2e}), best.onnx, last.onnx, optimizer.pt, history.csv, loss.png, map.png, \
+         per_class.csv, evaluation.json, train.json.\n\n![loss](loss.png) ![mAP](map.png)\n",
+        opts.name,
+        opts.version,
+        opts.base.display(),
+        opts.data.display(),
+        opts.device,
+        opts.size.map(|s| s.to_string()).unwrap_or_else(|| "the base model's".into()),
+        opts.batch,
+        opts.optimizer,
+        opts.lr,
+        if opts.freeze_backbone {
+            "frozen".to_string()
+        } else {
+            format!("at {} of the head's rate after {} head-only epochs", r.recipe.backbone_lr, r.recipe.head_warmup_epochs)
+        },
+        r.untrained.map50.unwrap_or(0.0),
+        r.untrained.map50_95.unwrap_or(0.0),
+        r.best_epoch,
+        r.history.len(),
+        best.val_map50,
+        best.val_map50_95,
+        r.test_split,
+        r.test.summary(&r.classes),
+        r.parity,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One image, one box: the targets name its points, and the loss of a prediction equal
+    /// to the target has GIoU 0 and DFL at its floor.
+    #[test]
+    fn targets_and_loss_of_one_box() {
+        let geometry = Geometry::new(64, &[8, 16, 32], 0.5, Device::Cpu);
+        assert_eq!(geometry.points, 64 + 16 + 4);
+        let b = BBox { x1: 8.0, y1: 8.0, x2: 40.0, y2: 40.0 };
+        let t = targets(&geometry, &[vec![(1, b, false)], vec![]], 3);
+        assert_eq!(t.labels.len(), 2 * 84);
+        assert!(!t.positive_rows.is_empty());
+        assert!(t.positive_rows.iter().all(|&r| r < 84), "the second image has no box");
+        assert!(t.labels[84..].iter().all(|&l| l == 3), "the second image is all background");
+        for (k, &r) in t.positive_rows.iter().enumerate() {
+            assert_eq!(t.labels[r as usize], 1);
+            assert_eq!(&t.positive_boxes[k * 4..k * 4 + 4], &[8.0, 8.0, 40.0, 40.0]);
+        }
+        let bins = 8;
+        let cls = Tensor::full([2, 84, 3], -4.0, (Kind::Float, Device::Cpu));
+        let reg = Tensor::zeros([2, 84, 4 * bins], (Kind::Float, Device::Cpu));
+        let [total, qfl, giou, dfl] = gfl_loss(&cls, &reg, &t, &geometry, bins);
+        let v = |t: &Tensor| t.double_value(&[]);
+        assert!((v(&total) - (v(&qfl) + 2.0 * v(&giou) + 0.25 * v(&dfl))).abs() < 1e-5);
+        assert!(v(&giou) > 0.0 && v(&dfl) > 0.0 && v(&qfl) > 0.0);
+    }
+}
