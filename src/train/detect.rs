@@ -858,8 +858,10 @@ fn report_text(opts: &TrainOptions, r: &DetectReport) -> String {
 mod tests {
     use super::*;
 
-    /// One image, one box: the targets name its points, and the loss of a prediction equal
-    /// to the target has GIoU 0 and DFL at its floor.
+    /// One image, one box: the targets name its points; a prediction whose box-side
+    /// distributions put their mass on the two bins around each target distance gives
+    /// GIoU 0, quality 1, DFL equal to the mean entropy of those distributions, and QFL as
+    /// computed by hand.
     #[test]
     fn targets_and_loss_of_one_box() {
         let geometry = Geometry::new(64, &[8, 16, 32], 0.5, Device::Cpu);
@@ -874,12 +876,42 @@ mod tests {
             assert_eq!(t.labels[r as usize], 1);
             assert_eq!(&t.positive_boxes[k * 4..k * 4 + 4], &[8.0, 8.0, 40.0, 40.0]);
         }
-        let bins = 8;
+
+        let bins = 8i64;
+        let points: Vec<&Point> = geometry.levels.iter().flatten().collect();
+        let mut reg = vec![-1e4f32; (2 * 84 * 4 * bins) as usize];
+        let mut entropy = 0.0f64;
+        for &r in &t.positive_rows {
+            let p = points[r as usize % 84];
+            let sides = [p.x - b.x1, p.y - b.y1, b.x2 - p.x, b.y2 - p.y].map(|d| (d / p.stride) as f64);
+            for (j, d) in sides.into_iter().enumerate() {
+                assert!(d < bins as f64 - 1.1, "a target beyond the bins: {d}");
+                let left = d.floor();
+                let (wl, wr) = (left + 1.0 - d, d - left);
+                let at = (r * 4 * bins) as usize + j * bins as usize + left as usize;
+                for (i, w) in [(at, wl), (at + 1, wr)] {
+                    if w > 0.0 {
+                        reg[i] = w.ln() as f32;
+                        entropy -= w * w.ln();
+                    }
+                }
+            }
+        }
+        let reg = Tensor::from_slice(&reg).reshape([2, 84, 4 * bins]);
         let cls = Tensor::full([2, 84, 3], -4.0, (Kind::Float, Device::Cpu));
-        let reg = Tensor::zeros([2, 84, 4 * bins], (Kind::Float, Device::Cpu));
         let [total, qfl, giou, dfl] = gfl_loss(&cls, &reg, &t, &geometry, bins);
         let v = |t: &Tensor| t.double_value(&[]);
-        assert!((v(&total) - (v(&qfl) + 2.0 * v(&giou) + 0.25 * v(&dfl))).abs() < 1e-5);
-        assert!(v(&giou) > 0.0 && v(&dfl) > 0.0 && v(&qfl) > 0.0);
+        let k = t.positive_rows.len() as f64;
+        assert!(v(&giou).abs() < 1e-4, "GIoU loss {}", v(&giou));
+        assert!((v(&dfl) - entropy / 4.0 / k).abs() < 1e-4, "DFL {} vs {}", v(&dfl), entropy / 4.0 / k);
+        // QFL by hand: every point counted; a positive's own class towards quality 1, every
+        // other score towards 0.
+        let sigma = 1.0 / (1.0 + 4f64.exp());
+        let bce = |q: f64| -(q * sigma.ln() + (1.0 - q) * (1.0 - sigma).ln());
+        let negative = bce(0.0) * sigma.powi(2);
+        let positive = bce(1.0) * (1.0 - sigma).powi(2);
+        let want = ((2.0 * 84.0 * 3.0 - k) * negative + k * positive) / k;
+        assert!((v(&qfl) - want).abs() < 1e-3 * want, "QFL {} vs {want}", v(&qfl));
+        assert!((v(&total) - (v(&qfl) + 2.0 * v(&giou) + 0.25 * v(&dfl))).abs() < 1e-4);
     }
 }
