@@ -135,8 +135,15 @@ fn a_detection_run_resumes_and_what_cannot_be_trained_is_refused() {
     let out = dir.join("run");
     let (code, stdout, stderr) = train(&yaml, &out, 1, 0, &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let untrained = std::fs::read_to_string(out.join("untrained.json")).unwrap();
     let (code, stdout, stderr) = train(&yaml, &out, 2, 0, &["--resume"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // The untrained head's figures stay those measured at the start of the run.
+    assert_eq!(std::fs::read_to_string(out.join("untrained.json")).unwrap(), untrained);
+    assert_eq!(
+        json(&out.join("train.json"))["untrained"],
+        serde_json::from_str::<serde_json::Value>(&untrained).unwrap()
+    );
     assert!(stderr.contains("resuming after epoch 1"), "{stderr}");
     assert!(stderr.contains("optimiser state restored"), "{stderr}");
     let history = std::fs::read_to_string(out.join("history.csv")).unwrap();

@@ -54,7 +54,7 @@ pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
 /// one, else val).
 pub fn evaluate_detection_data(model: &Model, data: &Path, split: Option<&str>) -> anyhow::Result<DetectionEvaluation> {
     let data = DetectionData::load(data)?;
-    let split = split.unwrap_or(if data.test.is_some() { "test" } else { "val" });
+    let split = split.unwrap_or(data.default_test_split());
     let images = data.split(split)?;
     let class_map = class_map(&data.names, &model.manifest.labels)?;
     eprintln!("evaluating {} on the {split} split: {} images", model.manifest.name, images.len());

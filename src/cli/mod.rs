@@ -281,9 +281,10 @@ pub struct TrainArgs {
     /// Output folder for checkpoints, reports and the exported model.
     #[arg(long)]
     pub out: PathBuf,
-    /// Name and version written into the exported manifest.
-    #[arg(long, default_value = "classifier")]
-    pub name: String,
+    /// Name and version written into the exported manifest [default: "classifier" or
+    /// "detector", after the base model's task].
+    #[arg(long)]
+    pub name: Option<String>,
     #[arg(long, default_value = "1")]
     pub version: String,
     /// Input size to train and export at (default: the base model's).

@@ -11,11 +11,12 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
     } else {
         Augment { flip: a.flip, rotation: a.rotation, min_scale: a.min_scale, jitter: a.jitter }
     };
+    let task = crate::model::ModelManifest::load(&a.model)?.task;
     let opts = TrainOptions {
         base: a.model,
         data: a.data,
         out: a.out,
-        name: a.name,
+        name: a.name.unwrap_or_else(|| if task == Task::Detect { "detector" } else { "classifier" }.into()),
         version: a.version,
         size: a.size,
         epochs: a.epochs,
@@ -43,8 +44,7 @@ pub(super) fn run(a: TrainArgs) -> Result<(), CliError> {
         device,
     };
     eprintln!("training on {device:?}");
-    let base = crate::model::ModelManifest::load(&opts.base)?;
-    if base.task == Task::Detect {
+    if task == Task::Detect {
         let report = train::train_detector(&opts).map_err(CliError::failure)?;
         println!("the exported model on the {} split (tract, as vigil eval computes it):", report.test_split);
         print!("{}", report.test.summary(&report.classes));

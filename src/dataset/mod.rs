@@ -98,6 +98,16 @@ impl DetectionData {
         }
     }
 
+    /// The split a model is tested on: "test" when the data has test images, else "val".
+    /// The trainer and `vigil eval` both take it, so their figures are of the same images.
+    pub fn default_test_split(&self) -> &'static str {
+        if self.test.as_ref().is_some_and(|t| !t.is_empty()) {
+            "test"
+        } else {
+            "val"
+        }
+    }
+
     /// The images of `split` ("train", "val" or "test"), or why there are none.
     pub fn split(&self, split: &str) -> anyhow::Result<&[DetectionImage]> {
         match split {
@@ -350,6 +360,19 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_is_tested_on_test_images_or_else_on_val() {
+        let image = DetectionImage { path: "a.png".into(), width: 4, height: 4, boxes: vec![] };
+        let mut data =
+            DetectionData { names: vec!["a".into()], train: vec![image.clone()], val: vec![image.clone()], test: None };
+        assert_eq!(data.default_test_split(), "val");
+        data.test = Some(vec![]);
+        assert_eq!(data.default_test_split(), "val", "an empty test split is no test split");
+        data.test = Some(vec![image]);
+        assert_eq!(data.default_test_split(), "test");
+        assert!(data.split("nope").is_err());
+    }
 
     fn tree(root: &Path, layout: &[(&str, usize)]) {
         for (class, n) in layout {

@@ -13,7 +13,7 @@
 //! counted as instances. A test compares the results with pycocotools' on a committed
 //! fixture (tests/fixtures/coco-eval, made by tests/data/make_coco_eval_fixture.py).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataset::DetectionImage;
 use crate::model::{BBox, Candidate, Transform};
@@ -46,7 +46,7 @@ pub struct ImageBoxes {
 }
 
 /// The figures of one class.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClassAp {
     /// Ground-truth boxes, crowds not counted.
     pub instances: usize,
@@ -60,7 +60,7 @@ pub struct ClassAp {
 }
 
 /// Everything reported about one detection evaluation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectionEvaluation {
     pub images: usize,
     pub instances: usize,

@@ -413,13 +413,11 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     let mut budget = loader.budget;
     let train_set = DetSplit::load(&data.train, &spec, device, &loader, &mut budget)?;
     let val_set = DetSplit::load(&data.val, &spec, device, &loader, &mut budget)?;
-    let (test_split, test_images) = match &data.test {
-        Some(t) if !t.is_empty() => ("test", t.clone()),
-        _ => {
-            eprintln!("data: no test split; the exported model is tested on the validation split");
-            ("val", data.val.clone())
-        }
-    };
+    let test_split = data.default_test_split();
+    if test_split == "val" {
+        eprintln!("data: no test split; the exported model is tested on the validation split");
+    }
+    let test_images = data.split(test_split)?.to_vec();
 
     for stale in ["model.onnx", "model.toml"] {
         let path = opts.out.join(stale);
@@ -486,7 +484,20 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
         );
     }
     let norm = Normalizer::new(&spec, device);
-    let untrained = validator.evaluate(&module, &val_set, &norm, opts.batch)?;
+    // The untrained head's figures are measured once, at the start of the run, and kept for
+    // a resumed run (which starts from a trained checkpoint).
+    let untrained_path = opts.out.join("untrained.json");
+    let untrained: DetectionEvaluation = if opts.resume {
+        let text = std::fs::read_to_string(&untrained_path)
+            .with_context(|| format!("cannot resume: no {}", untrained_path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("cannot resume: {} is damaged", untrained_path.display()))?
+    } else {
+        let e = validator.evaluate(&module, &val_set, &norm, opts.batch)?;
+        std::fs::write(&untrained_path, serde_json::to_string_pretty(&e)?)
+            .with_context(|| format!("cannot write {}", untrained_path.display()))?;
+        e
+    };
     eprintln!(
         "before training: val mAP50 {:.4}  mAP50-95 {:.4} (the new class rows untrained)",
         untrained.map50.unwrap_or(0.0),
@@ -639,6 +650,17 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
             record.val_recall,
             record.seconds
         );
+        // The checkpoints first, the history line last: a run stopped in between resumes
+        // from the epoch before, whose checkpoint is whole.
+        let score = record.val_map50_95;
+        write_onnx(&module, size, &opts.out.join("last.onnx"))?;
+        opt.save(&opt_state)?;
+        let improved = score > best;
+        if improved {
+            best = score;
+            best_epoch = epoch;
+            write_onnx(&module, size, &opts.out.join("best.onnx"))?;
+        }
         writeln!(
             csv,
             "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.3}",
@@ -654,15 +676,8 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
             lr,
             record.seconds
         )?;
-        let score = record.val_map50_95;
         history.push(record);
-        write_onnx(&module, size, &opts.out.join("last.onnx"))?;
-        opt.save(&opt_state)?;
-        if score > best {
-            best = score;
-            best_epoch = epoch;
-            write_onnx(&module, size, &opts.out.join("best.onnx"))?;
-        } else if epoch - best_epoch >= opts.patience {
+        if !improved && epoch - best_epoch >= opts.patience {
             eprintln!("early stop: validation mAP50-95 has not improved for {} epochs", opts.patience);
             break;
         }
@@ -735,6 +750,9 @@ fn test_vector(
     let dir = out.join("test-vector");
     std::fs::create_dir_all(&dir)?;
     crate::npy::write_f32(&dir.join("input.npy"), &input.shape, &input.data)?;
+    if expected.len() != got.len() {
+        bail!("the exported model has {} outputs in tract and {} in tch", got.len(), expected.len());
+    }
     let mut worst = 0.0f32;
     for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
         let dims: Vec<usize> = want.size().iter().map(|&d| d as usize).collect();

@@ -677,7 +677,13 @@ impl GraphModule {
         }
         let computed: std::collections::HashSet<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
         let used: std::collections::HashSet<&String> = self.nodes.iter().flat_map(|n| &n.inputs).collect();
+        let was_initializer: std::collections::HashSet<String> =
+            graph.initializer.iter().map(|i| i.name.clone()).collect();
         graph.initializer.retain(|i| used.contains(&i.name));
+        // A file that lists its initializers as graph inputs too (older exporters) must not
+        // keep listing the ones that left: they would become inputs without a value.
+        let kept: std::collections::HashSet<String> = graph.initializer.iter().map(|i| i.name.clone()).collect();
+        graph.input.retain(|i| !was_initializer.contains(&i.name) || kept.contains(&i.name));
         for init in graph.initializer.iter_mut() {
             if let Some(t) = self.params.get(&init.name) {
                 *init = tensor_to_proto(&init.name, t)?;
@@ -697,8 +703,12 @@ impl GraphModule {
         }
         match self.head() {
             Ok(head) => {
+                let trans_b = match self.nodes.last().map(|n| &n.op) {
+                    Some(Op::Gemm { trans_b, .. }) => *trans_b,
+                    _ => unreachable!("head() found a Gemm"),
+                };
                 let node = graph.node.iter_mut().find(|n| n.name == head.node).context("head node vanished")?;
-                set_attr_int(node, "transB", 1);
+                set_attr_int(node, "transB", trans_b as i64);
                 // The output's class dimension follows the new head.
                 if let Some(pb::type_proto::Value::TensorType(t)) =
                     graph.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
@@ -708,8 +718,10 @@ impl GraphModule {
                     }
                 }
             }
-            // A detector's outputs change with its classes: runtimes infer their shapes.
+            // A detector's outputs and the values before them change with its classes:
+            // runtimes infer their shapes.
             Err(_) => {
+                graph.value_info.clear();
                 for output in graph.output.iter_mut() {
                     if let Some(pb::type_proto::Value::TensorType(t)) =
                         output.r#type.as_mut().and_then(|t| t.value.as_mut())
