@@ -100,16 +100,7 @@ pub fn truth_in_pixels(image: &DetectionImage, class_map: &[usize]) -> Vec<Truth
 pub fn predicted_in_pixels(candidates: &[Candidate], transform: &Transform) -> Vec<PredictedBox> {
     candidates
         .iter()
-        .map(|c| PredictedBox {
-            class: c.class_id,
-            score: c.score,
-            bbox: BBox {
-                x1: transform.x(c.bbox.x1),
-                y1: transform.y(c.bbox.y1),
-                x2: transform.x(c.bbox.x2),
-                y2: transform.y(c.bbox.y2),
-            },
-        })
+        .map(|c| PredictedBox { class: c.class_id, score: c.score, bbox: transform.map_box(&c.bbox) })
         .collect()
 }
 

@@ -251,12 +251,7 @@ impl Model {
                         label: labels[c.class_id].clone(),
                         class_id: c.class_id,
                         score: c.score,
-                        bbox: BBox {
-                            x1: transform.x(c.bbox.x1),
-                            y1: transform.y(c.bbox.y1),
-                            x2: transform.x(c.bbox.x2),
-                            y2: transform.y(c.bbox.y2),
-                        },
+                        bbox: transform.map_box(&c.bbox),
                     })
                     .collect(),
             ),

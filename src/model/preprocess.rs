@@ -11,6 +11,7 @@
 use image::RgbImage;
 
 use super::manifest::{ChannelOrder, InputSpec, Layout, Resize};
+use super::BBox;
 
 /// The input tensor for one image, in the model's layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,11 @@ impl Transform {
     /// Input-pixel y → original-image y, clamped to the image.
     pub fn y(&self, y: f32) -> f32 {
         ((y - self.pad_y) / self.scale_y).clamp(0.0, self.image_height as f32)
+    }
+
+    /// A box in input pixels → in original-image pixels, clamped to the image.
+    pub fn map_box(&self, b: &BBox) -> BBox {
+        BBox { x1: self.x(b.x1), y1: self.y(b.y1), x2: self.x(b.x2), y2: self.y(b.y2) }
     }
 }
 

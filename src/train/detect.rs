@@ -30,9 +30,9 @@ use super::assign::{atss, grid_points, Assignment, Point};
 use super::box_augment::{self, BoxAugment};
 use super::gfl::{aligned_iou, distribution_focal_loss, giou_loss, quality_focal_loss};
 use super::loader::{LoaderOptions, Split};
-use super::optim::FlatOptimizer;
 use super::trainer::{
-    clear_progress, divergence_advice, progress, schedule, write_manifest, write_onnx, LossScaler, Normalizer,
+    clear_progress, divergence_advice, history_csv, optimizer_for, progress, recipe_for, schedule, write_manifest,
+    write_onnx, LossScaler, Normalizer,
 };
 use super::{GraphModule, Recipe, TrainOptions};
 use crate::dataset::{shuffle, DetectionData, DetectionImage, Sample, SplitMix64};
@@ -470,19 +470,7 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     if batchnorm_trains && opts.batch < 2 {
         bail!("--batch {}: BatchNorm trains on batch statistics, which need two images or more", opts.batch);
     }
-    let default = Recipe::default_for(batchnorm_trains);
-    let recipe = Recipe {
-        backbone_lr: opts.backbone_lr.unwrap_or(default.backbone_lr),
-        head_warmup_epochs: opts.head_warmup_epochs.unwrap_or(default.head_warmup_epochs),
-    };
-    if !opts.freeze_backbone {
-        eprintln!(
-            "recipe: {} head-only epoch(s), then the backbone at {} of the head's learning rate{}",
-            recipe.head_warmup_epochs,
-            recipe.backbone_lr,
-            if recipe == default { " (the default for this graph)" } else { "" }
-        );
-    }
+    let recipe = recipe_for(opts, batchnorm_trains);
     let norm = Normalizer::new(&spec, device);
     // The untrained head's figures are measured once, at the start of the run, and kept for
     // a resumed run (which starts from a trained checkpoint).
@@ -505,29 +493,15 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     );
 
     let in_head = module.trainable_in_head()?;
-    let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
-    opt.set_max_grad_norm(opts.clip_grad);
     let opt_state = opts.out.join("optimizer.pt");
-    if opts.resume {
-        match opt.load(&opt_state) {
-            Ok(()) => eprintln!("optimiser state restored ({} steps) from {}", opt.steps(), opt_state.display()),
-            Err(e) => eprintln!("the optimiser's moments start afresh: {e:#}"),
-        }
-    }
+    let mut opt = optimizer_for(opts, &module, &opt_state);
     let steps_per_epoch = train_set.len().div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
     let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
     let head_warmup_steps = (recipe.head_warmup_epochs * steps_per_epoch as f64) as usize;
     let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { recipe.backbone_lr };
     let mut groups_at = f64::NAN;
-    let mut scaler = match (opts.amp, device) {
-        (true, Device::Cuda(_)) => Some(LossScaler::new()),
-        (true, _) => {
-            eprintln!("--amp applies to CUDA only; training in fp32 on {device:?}");
-            None
-        }
-        (false, _) => None,
-    };
+    let mut scaler = LossScaler::for_run(opts.amp, device);
     let augment = if opts.augment == super::Augment::NONE {
         None
     } else {
@@ -538,13 +512,7 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     let (mut best, mut best_epoch) =
         history.iter().fold((-1.0, 0), |(m, e), h| if h.val_map50_95 > m { (h.val_map50_95, h.epoch) } else { (m, e) });
     let mut step = done * steps_per_epoch;
-    let mut csv = if opts.resume {
-        std::fs::OpenOptions::new().append(true).open(opts.out.join("history.csv"))?
-    } else {
-        let mut f = std::fs::File::create(opts.out.join("history.csv"))?;
-        writeln!(f, "{HISTORY_HEADER}")?;
-        f
-    };
+    let mut csv = history_csv(opts, HISTORY_HEADER)?;
 
     for epoch in done + 1..=opts.epochs {
         let t0 = Instant::now();

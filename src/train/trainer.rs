@@ -240,29 +240,10 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             (true, false) => "BatchNormalization on its running statistics, kept fixed",
         }
     );
-    let default = Recipe::default_for(batchnorm_trains);
-    let recipe = Recipe {
-        backbone_lr: opts.backbone_lr.unwrap_or(default.backbone_lr),
-        head_warmup_epochs: opts.head_warmup_epochs.unwrap_or(default.head_warmup_epochs),
-    };
-    if !opts.freeze_backbone {
-        eprintln!(
-            "recipe: {} head-only epoch(s), then the backbone at {} of the head's learning rate{}",
-            recipe.head_warmup_epochs,
-            recipe.backbone_lr,
-            if recipe == default { " (the default for this graph)" } else { "" }
-        );
-    }
+    let recipe = recipe_for(opts, batchnorm_trains);
     let in_head = module.trainable_in_head()?;
-    let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
-    opt.set_max_grad_norm(opts.clip_grad);
     let opt_state = opts.out.join("optimizer.pt");
-    if opts.resume {
-        match opt.load(&opt_state) {
-            Ok(()) => eprintln!("optimiser state restored ({} steps) from {}", opt.steps(), opt_state.display()),
-            Err(e) => eprintln!("the optimiser's moments start afresh: {e:#}"),
-        }
-    }
+    let mut opt = optimizer_for(opts, &module, &opt_state);
     let norm = Normalizer::new(&spec, device);
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
     let total_steps = steps_per_epoch * opts.epochs;
@@ -272,14 +253,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     // it, and held still during the head's warm-up.
     let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { recipe.backbone_lr };
     let mut groups_at = f64::NAN;
-    let mut scaler = match (opts.amp, device) {
-        (true, Device::Cuda(_)) => Some(LossScaler::new()),
-        (true, _) => {
-            eprintln!("--amp applies to CUDA only; training in fp32 on {device:?}");
-            None
-        }
-        (false, _) => None,
-    };
+    let mut scaler = LossScaler::for_run(opts.amp, device);
     let done = history.len();
     let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
     let (mut best_acc, mut best_epoch) =
@@ -287,13 +261,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             .iter()
             .fold((-1.0, 0), |(acc, e), h| if h.val_accuracy > acc { (h.val_accuracy, h.epoch) } else { (acc, e) });
     let mut step = done * steps_per_epoch;
-    let mut csv = if opts.resume {
-        std::fs::OpenOptions::new().append(true).open(opts.out.join("history.csv"))?
-    } else {
-        let mut f = std::fs::File::create(opts.out.join("history.csv"))?;
-        writeln!(f, "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")?;
-        f
-    };
+    let mut csv = history_csv(opts, "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")?;
 
     for epoch in done + 1..=opts.epochs {
         let t0 = Instant::now();
@@ -505,6 +473,53 @@ fn write_curves(history: &[EpochRecord], out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The recipe a run trains with: each flag given, else the default for the graph; said on
+/// stderr unless the backbone is frozen.
+pub(super) fn recipe_for(opts: &TrainOptions, batchnorm_trains: bool) -> Recipe {
+    let default = Recipe::default_for(batchnorm_trains);
+    let recipe = Recipe {
+        backbone_lr: opts.backbone_lr.unwrap_or(default.backbone_lr),
+        head_warmup_epochs: opts.head_warmup_epochs.unwrap_or(default.head_warmup_epochs),
+    };
+    if !opts.freeze_backbone {
+        eprintln!(
+            "recipe: {} head-only epoch(s), then the backbone at {} of the head's learning rate{}",
+            recipe.head_warmup_epochs,
+            recipe.backbone_lr,
+            if recipe == default { " (the default for this graph)" } else { "" }
+        );
+    }
+    recipe
+}
+
+/// The optimiser over `module`'s trainable variables; on `--resume` its moments are read
+/// back from `state` when they fit.
+pub(super) fn optimizer_for(opts: &TrainOptions, module: &GraphModule, state: &Path) -> FlatOptimizer {
+    let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
+    opt.set_max_grad_norm(opts.clip_grad);
+    if opts.resume {
+        match opt.load(state) {
+            Ok(()) => eprintln!("optimiser state restored ({} steps) from {}", opt.steps(), state.display()),
+            Err(e) => eprintln!("the optimiser's moments start afresh: {e:#}"),
+        }
+    }
+    opt
+}
+
+/// history.csv: appended to on `--resume`, else started with `header`.
+pub(super) fn history_csv(opts: &TrainOptions, header: &str) -> anyhow::Result<std::fs::File> {
+    let path = opts.out.join("history.csv");
+    if opts.resume {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()));
+    }
+    let mut f = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{header}")?;
+    Ok(f)
+}
+
 /// Dynamic loss scaling for fp16 training, as PyTorch's GradScaler does it: the loss is
 /// multiplied by `scale` before the backward pass so that small gradients survive fp16;
 /// the gradients are divided by it again before the optimiser step. A step whose gradients
@@ -517,6 +532,18 @@ pub(super) struct LossScaler {
 impl LossScaler {
     pub(super) fn new() -> LossScaler {
         LossScaler { scale: 65536.0, good_steps: 0 }
+    }
+
+    /// A scaler when `--amp` asks for one and the device is CUDA; fp32 otherwise (said).
+    pub(super) fn for_run(amp: bool, device: Device) -> Option<LossScaler> {
+        match (amp, device) {
+            (true, Device::Cuda(_)) => Some(LossScaler::new()),
+            (true, _) => {
+                eprintln!("--amp applies to CUDA only; training in fp32 on {device:?}");
+                None
+            }
+            (false, _) => None,
+        }
     }
 
     pub(super) fn step(&mut self, opt: &mut FlatOptimizer, loss: &Tensor) {
