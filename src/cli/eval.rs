@@ -52,10 +52,14 @@ pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
 
 /// Reads detection data and evaluates `model` on one split of it (`None`: test if there is
 /// one, else val).
-pub fn evaluate_detection_data(model: &Model, data: &Path, split: Option<&str>) -> anyhow::Result<DetectionEvaluation> {
-    let data = DetectionData::load(data)?;
+pub fn evaluate_detection_data(model: &Model, path: &Path, split: Option<&str>) -> anyhow::Result<DetectionEvaluation> {
+    // Only the split evaluated must be there (COCO's own val2017 comes alone).
+    let data = DetectionData::load(path, split.as_slice())?;
     let split = split.unwrap_or(data.default_test_split());
     let images = data.split(split)?;
+    if images.is_empty() {
+        bail!("the {split} split of {} has no images", path.display());
+    }
     let class_map = class_map(&data.names, &model.manifest.labels)?;
     eprintln!("evaluating {} on the {split} split: {} images", model.manifest.name, images.len());
     evaluate_detector(model, images, &class_map)

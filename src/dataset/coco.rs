@@ -98,8 +98,9 @@ fn find_splits(dir: &Path) -> Vec<(&'static str, PathBuf, PathBuf)> {
     found
 }
 
-/// Reads every split of the COCO data in `dir`; train and val are required.
-pub fn load(dir: &Path) -> anyhow::Result<DetectionData> {
+/// Reads every split of the COCO data in `dir`; the splits named in `required` ("train",
+/// "val", "test") must be there.
+pub fn load(dir: &Path, required: &[&str]) -> anyhow::Result<DetectionData> {
     let mut problems = Problems::default();
     let mut categories: Option<(PathBuf, Vec<Category>)> = None;
     let mut splits: HashMap<&str, Vec<DetectionImage>> = HashMap::new();
@@ -120,7 +121,7 @@ pub fn load(dir: &Path) -> anyhow::Result<DetectionData> {
         }
         splits.insert(role, read);
     }
-    for role in ["train", "val"] {
+    for role in required {
         if !splits.contains_key(role) {
             problems.push(format!(
                 "{}: no `{role}` split (annotations/instances_{role}*.json, or {role}/_annotations.coco.json)",
@@ -311,7 +312,7 @@ mod tests {
         )
         .unwrap();
         assert!(is_coco_dir(&dir));
-        let data = load(&dir).unwrap();
+        let data = load(&dir, crate::dataset::TRAINING_SPLITS).unwrap();
         // Categories in id order: person (1), car (3).
         assert_eq!(data.names, ["person", "car"]);
         assert_eq!((data.train.len(), data.val.len(), data.test.is_none()), (2, 1, true));
@@ -343,7 +344,7 @@ mod tests {
             )
             .unwrap();
         }
-        let data = load(&dir).unwrap();
+        let data = load(&dir, crate::dataset::TRAINING_SPLITS).unwrap();
         assert_eq!((data.train.len(), data.val.len()), (1, 1));
         assert_eq!(data.val[0].boxes[0].class, 0);
     }
@@ -372,7 +373,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let err = format!("{:#}", load(&dir).unwrap_err());
+        let err = format!("{:#}", load(&dir, crate::dataset::TRAINING_SPLITS).unwrap_err());
         let j = json.display().to_string();
         for want in [
             format!("{j}: annotation 11: image id 9 is not among the images"),

@@ -30,8 +30,9 @@ const MAX_LABEL_FILE: u64 = 16 << 20;
 /// How far a coordinate may stray outside [0, 1] (rounding in label tools) before it is an error.
 const TOLERANCE: f32 = 1e-4;
 
-/// Reads a YOLO `data.yaml` and every split it names.
-pub fn load(yaml: &Path) -> anyhow::Result<DetectionData> {
+/// Reads a YOLO `data.yaml` and every split it names; the splits named in `required`
+/// ("train", "val", "test") must be there.
+pub fn load(yaml: &Path, required: &[&str]) -> anyhow::Result<DetectionData> {
     let text = crate::files::read_text_capped(yaml, MAX_YAML)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", yaml.display()))?;
     let doc = parse_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", yaml.display()))?;
@@ -66,9 +67,9 @@ pub fn load(yaml: &Path) -> anyhow::Result<DetectionData> {
         }
         Some(images)
     };
-    let train = split("train", true);
-    let val = split("val", true);
-    let test = split("test", false);
+    let train = split("train", required.contains(&"train"));
+    let val = split("val", required.contains(&"val"));
+    let test = split("test", required.contains(&"test"));
     problems.finish(&format!("the detection data of {}", yaml.display()))?;
     Ok(DetectionData { names, train: train.unwrap_or_default(), val: val.unwrap_or_default(), test })
 }
@@ -351,7 +352,7 @@ mod tests {
             "# a comment\npath: .\ntrain: images/train\nval: [images/val]\nnames:\n  0: person\n  1: car\nnc: 2\n",
         )
         .unwrap();
-        let data = load(&root.join("data.yaml")).unwrap();
+        let data = load(&root.join("data.yaml"), crate::dataset::TRAINING_SPLITS).unwrap();
         assert_eq!(data.names, ["person", "car"]);
         assert_eq!((data.train.len(), data.val.len(), &data.test), (2, 2, &None));
         let a = &data.train[0];
@@ -378,7 +379,7 @@ mod tests {
         std::fs::write(root.join("labels/train/gone.txt"), "0 0.5 0.5 0.2 0.2\n").unwrap();
         std::fs::write(root.join("images/train/broken.png"), "not a png").unwrap();
         std::fs::write(root.join("data.yaml"), "train: images/train\nval: images/missing\nnames: [a, b]\n").unwrap();
-        let err = format!("{:#}", load(&root.join("data.yaml")).unwrap_err());
+        let err = format!("{:#}", load(&root.join("data.yaml"), crate::dataset::TRAINING_SPLITS).unwrap_err());
         let a = root.join("labels/train/a.txt").display().to_string();
         let b = root.join("labels/train/b.txt").display().to_string();
         for want in [
@@ -413,7 +414,7 @@ mod tests {
         ];
         for (text, want) in cases {
             std::fs::write(root.join("data.yaml"), text).unwrap();
-            let err = format!("{:#}", load(&root.join("data.yaml")).unwrap_err());
+            let err = format!("{:#}", load(&root.join("data.yaml"), crate::dataset::TRAINING_SPLITS).unwrap_err());
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }
