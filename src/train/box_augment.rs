@@ -96,7 +96,7 @@ pub fn jitter(x: &Tensor, j: f64, rng: &mut SplitMix64) -> Tensor {
     }
     let n = x.size()[0];
     let factors: Vec<f32> = (0..n * 3).map(|_| (1.0 + (rng.unit() * 2.0 - 1.0) * j) as f32).collect();
-    super::trainer::colour_jitter(x, &Tensor::from_slice(&factors).reshape([n, 3]).to_device(x.device()))
+    super::augment::colour_jitter(x, &Tensor::from_slice(&factors).reshape([n, 3]).to_device(x.device()))
 }
 
 /// Augments a batch and its boxes (per image, in input pixels): returns the images and, per

@@ -1,16 +1,27 @@
-//! Training with libtorch (cargo feature `train`): an ONNX classifier imported as a tch
-//! module ([`graph::GraphModule`]), fine-tuned, and written back as ONNX.
+//! Training with libtorch (cargo feature `train`): an ONNX classifier or detector imported as
+//! a tch module ([`graph::GraphModule`]), fine-tuned, and written back as ONNX.
+//!
+//! One job a file: [`options`] (what a run is asked to do), [`classify`] and [`detect`]
+//! (the two loops), [`gfl_head`] (NanoDet's head in training), [`run`] (what the loops share: optimiser, schedule, loss scaling,
+//! normalisation, history, progress), [`augment`] and [`box_augment`], [`export`]
+//! (checkpoints and the manifest), [`loader`] (the data), [`assign`] and [`gfl`] (the
+//! detector's targets and losses), [`graph`] (the importer), [`optim`] (the optimisers).
 //!
 //! See docs/training.md.
 
 pub mod assign;
+mod augment;
 pub mod box_augment;
+pub mod classify;
 pub mod detect;
+mod export;
 pub mod gfl;
+mod gfl_head;
 pub mod graph;
 pub mod loader;
 pub mod optim;
-pub mod trainer;
+mod options;
+mod run;
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,9 +30,11 @@ use anyhow::Context;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+pub use classify::{train, TrainReport};
 pub use detect::{train_detector, DetectReport};
 pub use graph::GraphModule;
-pub use trainer::{train, Augment, OptimizerKind, Recipe, TrainOptions, TrainReport};
+pub use options::{Augment, OptimizerKind, Recipe, TrainOptions};
+pub use run::schedule;
 
 /// Parses "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
 pub fn parse_device(s: &str) -> anyhow::Result<Device> {

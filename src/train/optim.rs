@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 
-use super::trainer::OptimizerKind;
+use super::OptimizerKind;
 
 /// Adam's defaults, as PyTorch's.
 const BETA1: f64 = 0.9;

@@ -1,6 +1,6 @@
-//! The fine-tuning loop: data on the device, augmentation as tensor ops, optimiser and
-//! schedule, validation with early stopping, checkpoints as ONNX, test evaluation, export
-//! with a manifest and a test vector, and the tract parity check.
+//! Fine-tuning a classifier: the loop over an ImageFolder's batches, validation with early
+//! stopping, the test evaluation, the test vector with its tract parity check, and the
+//! run's reports.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,113 +10,18 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use super::augment::augment;
+use super::export::{write_manifest, write_onnx};
 use super::loader::{LoaderOptions, Split};
-use super::optim::FlatOptimizer;
-use super::GraphModule;
+use super::options::recipe_for;
+use super::run::{
+    clear_progress, divergence_advice, history_csv, optimizer_for, progress, schedule, LossScaler, Normalizer,
+};
+use super::{GraphModule, Recipe, TrainOptions};
 use crate::dataset::{shuffle, SplitMix64, Splits};
 use crate::metrics::{evaluate, ranking, Evaluation};
-use crate::model::manifest::{
-    ChannelOrder, ClassifierOutput, DecoderSpec, InputSpec, Layout, RawInput, RawLabels, RawManifest, RawThresholds,
-};
+use crate::model::manifest::{ClassifierOutput, DecoderSpec, InputSpec, Layout, RawThresholds};
 use crate::model::{max_scaled_diff, InputTensor, Model, ModelManifest, Task};
-
-/// Which optimiser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    Adam,
-    Adamw,
-    Sgd,
-}
-
-/// Augmentation applied to training batches.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Augment {
-    pub flip: bool,
-    /// Maximum rotation, degrees either way.
-    pub rotation: f64,
-    /// Smallest crop side as a fraction of the image (random resized crop / zoom).
-    pub min_scale: f64,
-    /// Brightness, contrast and saturation are each multiplied by a factor in [1 − j, 1 + j].
-    pub jitter: f64,
-}
-
-impl Augment {
-    pub const NONE: Augment = Augment { flip: false, rotation: 0.0, min_scale: 1.0, jitter: 0.0 };
-}
-
-/// How the pretrained backbone trains beside the new head.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Recipe {
-    /// The backbone's learning rate as a fraction of the head's.
-    pub backbone_lr: f64,
-    /// Epochs during which only the head trains.
-    pub head_warmup_epochs: f64,
-}
-
-impl Recipe {
-    /// The default, measured on five seeds each (docs/training.md, "The default recipe"):
-    /// a graph whose BatchNorm trains learns fastest with every layer at the full rate from
-    /// the start; a graph without normalisation (BatchNorm folded, or frozen) collapses to
-    /// chance on some seeds that way, and converges on all of them when the new head trains
-    /// alone for an epoch and the backbone then follows at a tenth of the rate.
-    pub fn default_for(batchnorm_trains: bool) -> Recipe {
-        if batchnorm_trains {
-            Recipe { backbone_lr: 1.0, head_warmup_epochs: 0.0 }
-        } else {
-            Recipe { backbone_lr: 0.1, head_warmup_epochs: 1.0 }
-        }
-    }
-}
-
-/// Everything a training run needs.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainOptions {
-    /// The pretrained model's manifest: its ONNX graph and input conventions.
-    pub base: PathBuf,
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub name: String,
-    pub version: String,
-    /// Training (and exported) input size; the base model's when `None`.
-    pub size: Option<usize>,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub optimizer: OptimizerKind,
-    pub label_smoothing: f64,
-    pub warmup_epochs: f64,
-    /// Stop when validation accuracy has not improved for this many epochs.
-    pub patience: usize,
-    pub freeze_backbone: bool,
-    /// Run BatchNormalization as at inference during training (running statistics fixed),
-    /// for batches too small for useful batch statistics.
-    pub freeze_bn: bool,
-    /// The backbone's learning rate as a fraction of the head's (`lr`); `None`: the
-    /// default recipe's for the graph ([`Recipe::default_for`]).
-    pub backbone_lr: Option<f64>,
-    /// Epochs at the start during which only the new head trains (the backbone's learning
-    /// rate is 0); `None`: the default recipe's for the graph.
-    pub head_warmup_epochs: Option<f64>,
-    /// Largest global gradient norm per step (`None`: no clipping).
-    pub clip_grad: Option<f64>,
-    /// Continue the run in `out` from its last checkpoint and history.
-    pub resume: bool,
-    /// Mixed precision on CUDA: fp16 autocast for the forward pass, dynamic loss scaling.
-    pub amp: bool,
-    pub augment: Augment,
-    pub val_fraction: f64,
-    pub test_fraction: f64,
-    pub seed: u64,
-    /// Decoded images kept on the device, MiB in all; splits beyond it are streamed.
-    pub cache_mb: usize,
-    /// Threads decoding images (0: one per core).
-    pub loader_threads: usize,
-    #[serde(skip)]
-    pub device: Device,
-}
 
 /// One epoch's line in history.csv.
 #[derive(Debug, Clone, Serialize)]
@@ -473,104 +378,6 @@ fn write_curves(history: &[EpochRecord], out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The recipe a run trains with: each flag given, else the default for the graph; said on
-/// stderr unless the backbone is frozen.
-pub(super) fn recipe_for(opts: &TrainOptions, batchnorm_trains: bool) -> Recipe {
-    let default = Recipe::default_for(batchnorm_trains);
-    let recipe = Recipe {
-        backbone_lr: opts.backbone_lr.unwrap_or(default.backbone_lr),
-        head_warmup_epochs: opts.head_warmup_epochs.unwrap_or(default.head_warmup_epochs),
-    };
-    if !opts.freeze_backbone {
-        eprintln!(
-            "recipe: {} head-only epoch(s), then the backbone at {} of the head's learning rate{}",
-            recipe.head_warmup_epochs,
-            recipe.backbone_lr,
-            if recipe == default { " (the default for this graph)" } else { "" }
-        );
-    }
-    recipe
-}
-
-/// The optimiser over `module`'s trainable variables; on `--resume` its moments are read
-/// back from `state` when they fit.
-pub(super) fn optimizer_for(opts: &TrainOptions, module: &GraphModule, state: &Path) -> FlatOptimizer {
-    let mut opt = FlatOptimizer::new(opts.optimizer, module.trainable(), opts.lr, opts.weight_decay, opts.momentum);
-    opt.set_max_grad_norm(opts.clip_grad);
-    if opts.resume {
-        match opt.load(state) {
-            Ok(()) => eprintln!("optimiser state restored ({} steps) from {}", opt.steps(), state.display()),
-            Err(e) => eprintln!("the optimiser's moments start afresh: {e:#}"),
-        }
-    }
-    opt
-}
-
-/// history.csv: appended to on `--resume`, else started with `header`.
-pub(super) fn history_csv(opts: &TrainOptions, header: &str) -> anyhow::Result<std::fs::File> {
-    let path = opts.out.join("history.csv");
-    if opts.resume {
-        return std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()));
-    }
-    let mut f = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(f, "{header}")?;
-    Ok(f)
-}
-
-/// Dynamic loss scaling for fp16 training, as PyTorch's GradScaler does it: the loss is
-/// multiplied by `scale` before the backward pass so that small gradients survive fp16;
-/// the gradients are divided by it again before the optimiser step. A step whose gradients
-/// hold an inf or NaN is skipped and the scale halved; after 2000 good steps it doubles.
-pub(super) struct LossScaler {
-    scale: f64,
-    good_steps: usize,
-}
-
-impl LossScaler {
-    pub(super) fn new() -> LossScaler {
-        LossScaler { scale: 65536.0, good_steps: 0 }
-    }
-
-    /// A scaler when `--amp` asks for one and the device is CUDA; fp32 otherwise (said).
-    pub(super) fn for_run(amp: bool, device: Device) -> Option<LossScaler> {
-        match (amp, device) {
-            (true, Device::Cuda(_)) => Some(LossScaler::new()),
-            (true, _) => {
-                eprintln!("--amp applies to CUDA only; training in fp32 on {device:?}");
-                None
-            }
-            (false, _) => None,
-        }
-    }
-
-    pub(super) fn step(&mut self, opt: &mut FlatOptimizer, loss: &Tensor) {
-        let grad = opt.gradients(&(loss * self.scale));
-        if !bool::try_from(grad.isfinite().all()).unwrap_or(false) {
-            self.scale /= 2.0;
-            self.good_steps = 0;
-            return;
-        }
-        opt.step(&(grad / self.scale));
-        self.good_steps += 1;
-        if self.good_steps.is_multiple_of(2000) {
-            self.scale *= 2.0;
-        }
-    }
-}
-
-/// Learning rate at `step`: linear warm-up, then cosine decay to zero.
-pub fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
-    if step < warmup {
-        return base * (step + 1) as f64 / warmup as f64;
-    }
-    let span = (total - warmup).max(1) as f64;
-    let t = (step - warmup) as f64 / span;
-    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
-}
-
 /// Cross-entropy with label smoothing ε: (1 − ε)·NLL + ε·mean over classes of −log p.
 fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Tensor {
     let logp = logits.log_softmax(-1, Kind::Float);
@@ -580,78 +387,6 @@ fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Ten
     }
     let smooth = -logp.mean_dim(-1, false, Kind::Float);
     (nll * (1.0 - epsilon) + smooth * epsilon).mean(Kind::Float)
-}
-
-/// The manifest's normalisation and channel order, as tensor ops.
-pub(super) struct Normalizer {
-    mul: Tensor,
-    add: Tensor,
-    bgr: bool,
-}
-
-impl Normalizer {
-    pub(super) fn new(spec: &InputSpec, device: Device) -> Normalizer {
-        let mul: Vec<f32> = (0..3).map(|c| spec.scale / spec.std[c]).collect();
-        let add: Vec<f32> = (0..3).map(|c| -spec.mean[c] / spec.std[c]).collect();
-        let col = |v: Vec<f32>| Tensor::from_slice(&v).reshape([1, 3, 1, 1]).to_device(device);
-        Normalizer { mul: col(mul), add: col(add), bgr: spec.channels == ChannelOrder::Bgr }
-    }
-
-    /// Raw RGB 0–255 [N, 3, H, W] → model input.
-    pub(super) fn apply(&self, x: &Tensor) -> Tensor {
-        let x = if self.bgr { x.flip([1]) } else { x.shallow_clone() };
-        x * &self.mul + &self.add
-    }
-}
-
-/// Random resized crop, rotation and horizontal flip as one affine resampling per image,
-/// then brightness, contrast and saturation jitter; on raw 0–255 images, on the device.
-fn augment(x: &Tensor, a: &Augment, rng: &mut SplitMix64) -> Tensor {
-    if *a == Augment::NONE {
-        return x.shallow_clone();
-    }
-    let n = x.size()[0];
-    let mut unit = || rng.unit();
-    let mut theta = Vec::with_capacity(n as usize * 6);
-    let mut factors = Vec::with_capacity(n as usize * 3);
-    for _ in 0..n {
-        let s = a.min_scale + (1.0 - a.min_scale) * unit();
-        let angle = (unit() * 2.0 - 1.0) * a.rotation.to_radians();
-        let flip = if a.flip && unit() < 0.5 { -1.0 } else { 1.0 };
-        let (tx, ty) = ((unit() * 2.0 - 1.0) * (1.0 - s), (unit() * 2.0 - 1.0) * (1.0 - s));
-        let (c, si) = (angle.cos() * s, angle.sin() * s);
-        theta.extend([(c * flip) as f32, -si as f32, tx as f32, (si * flip) as f32, c as f32, ty as f32]);
-        for _ in 0..3 {
-            factors.push((1.0 + (unit() * 2.0 - 1.0) * a.jitter) as f32);
-        }
-    }
-    let device = x.device();
-    let theta = Tensor::from_slice(&theta).reshape([n, 2, 3]).to_device(device);
-    let grid = Tensor::affine_grid_generator(&theta, x.size(), false);
-    // Bilinear (0), border padding (1).
-    let mut y = x.grid_sampler(&grid, 0, 1, false);
-    if a.jitter > 0.0 {
-        y = colour_jitter(&y, &Tensor::from_slice(&factors).reshape([n, 3]).to_device(device));
-    }
-    y
-}
-
-/// Multiplies brightness, contrast and saturation of each raw 0–255 image of `x` [N, 3, H, W]
-/// by its row of `factors` [N, 3], and clamps to 0–255.
-pub(crate) fn colour_jitter(x: &Tensor, factors: &Tensor) -> Tensor {
-    let n = x.size()[0];
-    let at = |k: i64| factors.select(1, k).reshape([n, 1, 1, 1]);
-    let y = x * at(0);
-    let mean = y.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
-    let y = (&y - &mean) * at(1) + &mean;
-    let gray = (y.select(1, 0) * 0.299 + y.select(1, 1) * 0.587 + y.select(1, 2) * 0.114).unsqueeze(1);
-    ((&y - &gray) * at(2) + &gray).clamp(0.0, 255.0)
-}
-
-/// The end of a divergence message: what to change.
-pub(super) fn divergence_advice(opts: &TrainOptions) -> String {
-    let clip = if opts.clip_grad.is_none() { " or --clip-grad 1" } else { "" };
-    format!("no model was exported. Try a lower --lr (now {}){clip}", opts.lr)
 }
 
 fn validate(module: &GraphModule, split: &Split, norm: &Normalizer, batch: usize) -> anyhow::Result<(f64, f64)> {
@@ -688,12 +423,6 @@ fn predict(
     Ok((truth, rankings))
 }
 
-pub(super) fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyhow::Result<()> {
-    let proto = module.to_onnx_with_input(Some([1, 3, size as i64, size as i64]))?;
-    std::fs::write(path, prost::Message::encode_to_vec(&proto))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Writes the first test image as the test vector (input and the output of `module`, which
 /// lives on the CPU) and checks that tract, loading the exported manifest, computes the
 /// same within 1e-4.
@@ -724,61 +453,6 @@ fn test_vector(
         bail!("the exported model differs between tract and tch by {d} on the test vector (limit 1e-4)");
     }
     Ok(d)
-}
-
-/// Writes the exported model's manifest through the manifest's own types, and reads it
-/// back as any manifest is read: what was written must load.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write_manifest(
-    path: &Path,
-    comment: &str,
-    opts: &TrainOptions,
-    spec: &InputSpec,
-    task: Task,
-    labels: &[String],
-    decoder: DecoderSpec,
-    thresholds: RawThresholds,
-) -> anyhow::Result<()> {
-    let raw = RawManifest {
-        name: opts.name.clone(),
-        version: opts.version.clone(),
-        task,
-        model: "model.onnx".into(),
-        train_model: None,
-        labels: RawLabels::Inline(labels.to_vec()),
-        input: RawInput {
-            width: spec.width,
-            height: spec.height,
-            layout: spec.layout,
-            channels: spec.channels,
-            scale: spec.scale,
-            mean: spec.mean,
-            std: spec.std,
-            resize: spec.resize,
-            pad: spec.pad,
-        },
-        decoder,
-        thresholds,
-        source: Some(format!("fine-tuned by vigil train from {}", opts.base.display())),
-    };
-    // The manifest's numbers are f32, which TOML writes as the f64 they widen to
-    // (103.52999877929688); each is written as the shortest decimal that reads back as the
-    // same f32 (103.53).
-    fn shortest(v: &mut toml::Value) {
-        match v {
-            toml::Value::Float(f) => *f = (*f as f32).to_string().parse().unwrap_or(*f),
-            toml::Value::Array(a) => a.iter_mut().for_each(shortest),
-            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| shortest(v)),
-            _ => {}
-        }
-    }
-    let mut value = toml::Value::try_from(&raw).context("cannot write the manifest")?;
-    shortest(&mut value);
-    let text = format!("# {comment}\n{}", toml::to_string(&value).context("cannot write the manifest")?);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    ModelManifest::from_toml(&text, dir)
-        .map_err(|problems| anyhow::anyhow!("the written manifest does not load: {}", problems.join("; ")))?;
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
@@ -820,126 +494,9 @@ fn report_text(opts: &TrainOptions, r: &TrainReport) -> String {
     out
 }
 
-/// The progress bar of an epoch, redrawn on one stderr line after every batch when stderr
-/// is a terminal (a log gets only the per-epoch lines).
-pub(super) fn progress(
-    epoch: usize,
-    epochs: usize,
-    batch: usize,
-    batches: usize,
-    loss: f64,
-    images: i64,
-    elapsed: f64,
-) {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        eprint!("\r{}", progress_line(epoch, epochs, batch, batches, loss, images, elapsed));
-        let _ = std::io::stderr().flush();
-    }
-}
-
-/// Erases the progress bar's line before a log line takes it.
-pub(super) fn clear_progress() {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2K");
-    }
-}
-
-/// `epoch 3/10 [#########...........] 12/30  loss 0.4213  48.0 img/s  eta 7 s`
-fn progress_line(
-    epoch: usize,
-    epochs: usize,
-    batch: usize,
-    batches: usize,
-    loss: f64,
-    images: i64,
-    elapsed: f64,
-) -> String {
-    const WIDTH: usize = 20;
-    let filled = (batch * WIDTH).checked_div(batches).unwrap_or(WIDTH).min(WIDTH);
-    let bar: String = "#".repeat(filled) + &".".repeat(WIDTH - filled);
-    let rate = if elapsed > 0.0 { images as f64 / elapsed } else { 0.0 };
-    let eta = if batch > 0 { elapsed / batch as f64 * (batches.saturating_sub(batch)) as f64 } else { 0.0 };
-    format!("epoch {epoch}/{epochs} [{bar}] {batch}/{batches}  loss {loss:.4}  {rate:.1} img/s  eta {eta:.0} s")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_progress_bar_fills_with_the_batches() {
-        let line = progress_line(3, 10, 15, 30, 0.42134, 480, 10.0);
-        assert_eq!(line, "epoch 3/10 [##########..........] 15/30  loss 0.4213  48.0 img/s  eta 10 s");
-        assert!(progress_line(1, 1, 30, 30, 0.1, 10, 1.0).contains("[####################] 30/30"));
-    }
-
-    #[test]
-    fn schedule_warms_up_then_decays_to_zero() {
-        assert!((schedule(1.0, 0, 4, 20) - 0.25).abs() < 1e-12);
-        assert!((schedule(1.0, 3, 4, 20) - 1.0).abs() < 1e-12);
-        assert!((schedule(1.0, 4, 4, 20) - 1.0).abs() < 1e-12);
-        assert!((schedule(1.0, 12, 4, 20) - 0.5).abs() < 1e-12);
-        assert!(schedule(1.0, 19, 4, 20) < 0.01);
-    }
-
-    #[test]
-    fn the_written_manifest_loads_and_keeps_its_numbers_short() {
-        let dir = std::env::temp_dir().join(format!("vigil-manifest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/nanodet-m.toml");
-        let manifest = ModelManifest::load(&base).unwrap();
-        let opts = TrainOptions {
-            base: base.clone(),
-            data: dir.clone(),
-            out: dir.clone(),
-            name: "garments \"a\"".into(),
-            version: "2".into(),
-            size: Some(160),
-            epochs: 1,
-            batch: 2,
-            lr: 1e-3,
-            weight_decay: 0.0,
-            momentum: 0.9,
-            optimizer: OptimizerKind::Adamw,
-            label_smoothing: 0.0,
-            warmup_epochs: 0.0,
-            patience: 1,
-            freeze_backbone: false,
-            freeze_bn: false,
-            backbone_lr: None,
-            head_warmup_epochs: None,
-            clip_grad: None,
-            resume: false,
-            amp: false,
-            augment: Augment::NONE,
-            val_fraction: 0.2,
-            test_fraction: 0.2,
-            seed: 0,
-            cache_mb: 0,
-            loader_threads: 1,
-            device: Device::Cpu,
-        };
-        let spec = InputSpec { width: 160, height: 160, ..manifest.input.clone() };
-        let labels = vec!["trouser".to_string(), "bag".to_string()];
-        let thresholds = RawThresholds { score: Some(0.35), iou: Some(0.6), ..Default::default() };
-        let path = dir.join("model.toml");
-        write_manifest(&path, "a comment", &opts, &spec, Task::Detect, &labels, manifest.decoder.clone(), thresholds)
-            .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("# a comment\n"), "{text}");
-        assert!(text.contains("mean = [103.53, 116.28, 123.675]"), "{text}");
-        assert!(text.contains("score = 0.35"), "{text}");
-        // Read back (the ONNX file is not needed to parse and check the manifest's fields).
-        let back = ModelManifest::from_toml(&text, &dir).unwrap();
-        assert_eq!(back.name, "garments \"a\"");
-        assert_eq!(back.input, spec);
-        assert_eq!(back.labels, labels);
-        assert_eq!(back.decoder, manifest.decoder);
-        assert_eq!(back.thresholds.score, 0.35);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn label_smoothing_matches_its_definition() {
