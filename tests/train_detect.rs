@@ -179,3 +179,21 @@ fn a_detection_run_resumes_and_what_cannot_be_trained_is_refused() {
     assert_eq!(code, 1);
     assert!(stderr.contains("training split") && stderr.contains("has no boxes"), "{stderr}");
 }
+
+#[test]
+fn bench_train_times_a_detector_step() {
+    let args = ["bench-train", "--onnx", "models/nanodet-m.onnx", "--device", "cpu", "--batch", "2", "--size", "64"];
+    let (code, stdout, stderr) = vigil(&[&args[..], &["--classes", "3", "--steps", "1", "--warmup", "0"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["size"], 64);
+    for key in ["images_per_second", "full_step_images_per_second", "final_loss"] {
+        let v = report[key].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+    }
+    // A size the strides do not divide has no head layout.
+    let (code, _, stderr) =
+        vigil(&["bench-train", "--onnx", "models/nanodet-m.onnx", "--device", "cpu", "--size", "70"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--size 70 is not a multiple of the strides"), "{stderr}");
+}

@@ -373,9 +373,13 @@ pub struct TrainArgs {
 #[cfg(feature = "train")]
 #[derive(Debug, clap::Args)]
 pub struct BenchTrainArgs {
-    /// The ONNX classifier (its head is replaced for --classes classes).
+    /// The ONNX classifier (its head is replaced for --classes classes), or a NanoDet-style
+    /// detector (its class rows are).
     #[arg(long)]
     pub onnx: PathBuf,
+    /// A detector's input size [default: 320].
+    #[arg(long)]
+    pub size: Option<i64>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,

@@ -523,6 +523,106 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     Ok(report)
 }
 
+/// Result of [`bench_detector_training`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectBench {
+    pub device: String,
+    pub batch: i64,
+    pub size: i64,
+    pub classes: i64,
+    pub steps: usize,
+    /// The graph's step: forward, the mean square of every output summed (the same
+    /// stand-in loss bench/compare_torch_detect.py gives PyTorch), backward, Adam.
+    pub images_per_second: f64,
+    /// vigil's whole training step: forward, ATSS targets for three boxes per image,
+    /// NanoDet's loss, backward, Adam.
+    pub full_step_images_per_second: f64,
+    pub final_loss: f64,
+}
+
+/// Training throughput of a NanoDet-style detector (strides 8, 16, 32, `reg_max` 10, cell
+/// centres) on random images at `size`, with fresh class rows for `classes` classes; no data
+/// loading, no augmentation; `warmup` untimed steps before each timing.
+pub fn bench_detector_training(
+    onnx: &Path,
+    device: Device,
+    batch: i64,
+    size: i64,
+    classes: i64,
+    steps: usize,
+    warmup: usize,
+) -> anyhow::Result<DetectBench> {
+    const STRIDES: [usize; 3] = [8, 16, 32];
+    const BINS: i64 = 11;
+    // A size the strides do not divide breaks the graph's own joins (its upsampled maps no
+    // longer line up), which libtorch would report by a panic.
+    if size <= 0 || STRIDES.iter().any(|&s| size % s as i64 != 0) {
+        bail!("--size {size} is not a multiple of the strides {STRIDES:?}");
+    }
+    tch::manual_seed(0);
+    let mut module = GraphModule::load(onnx, device)?;
+    module.detection_logits(Some(classes))?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let outputs = tch::no_grad(|| module.forward_all_t(&x.narrow(0, 0, 1), false))?;
+    let shapes: Vec<Vec<i64>> = outputs.iter().map(Tensor::size).collect();
+    let layout = HeadLayout::find(&shapes, size, &STRIDES, classes, BINS)?;
+    let geometry = Geometry::new(size as usize, &STRIDES, 0.5, device);
+    let s = size as f32;
+    let boxes: Vec<InputBoxes> = (0..batch)
+        .map(|i| {
+            let o = (i % 4) as f32 * 0.05 * s;
+            vec![
+                (0, BBox { x1: 0.1 * s + o, y1: 0.1 * s, x2: 0.4 * s + o, y2: 0.5 * s }, false),
+                ((1 % classes) as usize, BBox { x1: 0.5 * s, y1: 0.2 * s + o, x2: 0.9 * s, y2: 0.6 * s + o }, false),
+                (0, BBox { x1: 0.2 * s, y1: 0.6 * s, x2: 0.35 * s, y2: 0.9 * s }, false),
+            ]
+        })
+        .collect();
+    let mut opt = super::optim::FlatOptimizer::new(super::OptimizerKind::Adam, module.trainable(), 1e-3, 0.0, 0.0);
+    let graph_step = |opt: &mut super::optim::FlatOptimizer| -> anyhow::Result<Tensor> {
+        let outputs = module.forward_all_t(&x, false)?;
+        let loss = outputs
+            .iter()
+            .map(|o| o.square().mean(Kind::Float))
+            .fold(Tensor::zeros([], (Kind::Float, device)), |a, b| a + b);
+        opt.backward_step(&loss);
+        Ok(loss)
+    };
+    let full_step = |opt: &mut super::optim::FlatOptimizer| -> anyhow::Result<Tensor> {
+        let t = targets(&geometry, &boxes, classes);
+        let (cls, reg) = layout.gather(&module.forward_all_t(&x, false)?);
+        let [loss, ..] = gfl_loss(&cls, &reg, &t, &geometry, BINS);
+        opt.backward_step(&loss);
+        Ok(loss)
+    };
+    let mut time =
+        |step: &dyn Fn(&mut super::optim::FlatOptimizer) -> anyhow::Result<Tensor>| -> anyhow::Result<(f64, f64)> {
+            for _ in 0..warmup {
+                let _ = step(&mut opt)?;
+            }
+            super::sync(device);
+            let t0 = Instant::now();
+            let mut loss = 0.0;
+            for _ in 0..steps {
+                loss = step(&mut opt)?.double_value(&[]);
+            }
+            super::sync(device);
+            Ok(((batch as f64 * steps as f64) / t0.elapsed().as_secs_f64(), loss))
+        };
+    let (images_per_second, final_loss) = time(&graph_step)?;
+    let (full_step_images_per_second, _) = time(&full_step)?;
+    Ok(DetectBench {
+        device: format!("{device:?}"),
+        batch,
+        size,
+        classes,
+        steps,
+        images_per_second,
+        full_step_images_per_second,
+        final_loss,
+    })
+}
+
 /// Writes one test image as the test vector (input.npy and expected-N.npy per output, by
 /// tch on the CPU from the exported file) and checks that tract computes the same.
 fn test_vector(
