@@ -46,7 +46,7 @@ pub struct ImageBoxes {
 }
 
 /// The figures of one class.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassAp {
     /// Ground-truth boxes, crowds not counted.
     pub instances: usize,
@@ -57,6 +57,11 @@ pub struct ClassAp {
     /// instances.
     pub precision: f64,
     pub recall: f64,
+    /// The precision–recall curve at IoU 0.5: interpolated precision at COCO's 101 recall
+    /// points 0, 0.01, …, 1 (what AP50 is the mean of); empty without instances. Written to
+    /// pr_curve.csv, not to JSON.
+    #[serde(skip)]
+    pub pr50: Vec<f64>,
 }
 
 /// Everything reported about one detection evaluation.
@@ -163,7 +168,46 @@ impl DetectionEvaluation {
             std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
         };
         write("per_class.csv", csv)?;
-        write("evaluation.json", serde_json::to_string_pretty(self)?)
+        write("evaluation.json", serde_json::to_string_pretty(self)?)?;
+        // The precision–recall curves at IoU 0.5: one column per class with instances, and
+        // their mean (whose area is mAP50).
+        let curves: Vec<(&str, Vec<f64>)> = labels
+            .iter()
+            .zip(&self.per_class)
+            .filter(|(_, c)| !c.pr50.is_empty())
+            .map(|(l, c)| (l.as_str(), c.pr50.clone()))
+            .collect();
+        if curves.is_empty() {
+            return Ok(());
+        }
+        let recalls = recall_points();
+        let mean: Vec<f64> =
+            (0..recalls.len()).map(|i| curves.iter().map(|(_, c)| c[i]).sum::<f64>() / curves.len() as f64).collect();
+        let mut csv = String::from("recall");
+        for (label, _) in &curves {
+            csv += &format!(",{}", crate::metrics::csv_field(label));
+        }
+        csv += ",all classes\n";
+        for (i, r) in recalls.iter().enumerate() {
+            csv += &format!("{r:.2}");
+            for (_, c) in &curves {
+                csv += &format!(",{:.6}", c[i]);
+            }
+            csv += &format!(",{:.6}\n", mean[i]);
+        }
+        write("pr_curve.csv", csv)?;
+        use crate::plot::{line_chart, Series, COLOURS};
+        let points = |c: &[f64]| recalls.iter().copied().zip(c.iter().copied()).collect::<Vec<_>>();
+        let all = format!("all: mAP50 {:.3}", self.map50.unwrap_or(0.0));
+        let mut series: Vec<Series> = Vec::new();
+        // Up to three classes by name (the chart's colours), then the mean.
+        for (k, (label, c)) in curves.iter().take(3).enumerate() {
+            series.push(Series { name: label, colour: COLOURS[k], points: points(c) });
+        }
+        series.push(Series { name: &all, colour: COLOURS[3], points: points(&mean) });
+        let chart = line_chart("precision-recall, IoU 0.5", "recall", &series);
+        let path = out.join("pr_curve.png");
+        chart.save(&path).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -287,10 +331,18 @@ pub fn evaluate_detections(images: &[ImageBoxes], classes: usize, score_threshol
         }
         dets.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
         if instances == 0 {
-            per_class.push(ClassAp { instances, ap50: None, ap50_95: None, precision: 0.0, recall: 0.0 });
+            per_class.push(ClassAp {
+                instances,
+                ap50: None,
+                ap50_95: None,
+                precision: 0.0,
+                recall: 0.0,
+                pr50: Vec::new(),
+            });
             continue;
         }
         let mut ap = Vec::with_capacity(thresholds.len());
+        let mut pr50 = Vec::new();
         let (mut precision_at, mut recall_at) = (0.0, 0.0);
         for t in 0..thresholds.len() {
             let (mut tp, mut fp) = (0.0f64, 0.0f64);
@@ -318,14 +370,17 @@ pub fn evaluate_detections(images: &[ImageBoxes], classes: usize, score_threshol
                     pr[i - 1] = pr[i];
                 }
             }
-            let sum: f64 = recalls
+            let at_points: Vec<f64> = recalls
                 .iter()
                 .map(|&r| {
                     let i = rc.partition_point(|&v| v < r);
                     pr.get(i).copied().unwrap_or(0.0)
                 })
-                .sum();
-            ap.push(sum / recalls.len() as f64);
+                .collect();
+            ap.push(at_points.iter().sum::<f64>() / recalls.len() as f64);
+            if t == 0 {
+                pr50 = at_points;
+            }
         }
         per_class.push(ClassAp {
             instances,
@@ -333,6 +388,7 @@ pub fn evaluate_detections(images: &[ImageBoxes], classes: usize, score_threshol
             ap50_95: Some(ap.iter().sum::<f64>() / ap.len() as f64),
             precision: precision_at,
             recall: recall_at,
+            pr50,
         });
     }
     let with_instances: Vec<&ClassAp> = per_class.iter().filter(|c| c.instances > 0).collect();
@@ -409,6 +465,27 @@ mod tests {
         assert!((e.map50_95.unwrap() - want).abs() < 1e-12, "{:?} vs {want}", e.map50_95);
         // At score ≥ 0.75: one hit, one miss kept; one of two instances found.
         assert_eq!((e.per_class[0].precision, e.per_class[0].recall), (0.5, 0.5));
+        // The curve at IoU 0.5: precision 1 to recall 0.5, 2/3 beyond; its mean is AP50.
+        let curve = &e.per_class[0].pr50;
+        assert_eq!(curve.len(), 101);
+        // (Precision is tp / (tp + fp + ε), as COCOeval computes it.)
+        assert!((curve[0] - 1.0).abs() < 1e-12 && (curve[50] - 1.0).abs() < 1e-12, "{curve:?}");
+        assert!((curve[51] - 2.0 / 3.0).abs() < 1e-12 && (curve[100] - 2.0 / 3.0).abs() < 1e-12, "{curve:?}");
+        assert!((curve.iter().sum::<f64>() / 101.0 - e.map50.unwrap()).abs() < 1e-15);
+        // The reports: the curve as CSV (recall, the class, the mean over classes) and PNG.
+        let out = std::env::temp_dir().join(format!("vigil-pr-curve-{}", std::process::id()));
+        e.write_reports(&out, &["a,b".to_string()]).unwrap();
+        let csv = std::fs::read_to_string(out.join("pr_curve.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "recall,\"a,b\",all classes");
+        assert_eq!(lines.len(), 102);
+        assert_eq!(lines[51], "0.50,1.000000,1.000000");
+        assert_eq!(lines[101], "1.00,0.666667,0.666667");
+        assert!(image::open(out.join("pr_curve.png")).is_ok());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap()).unwrap();
+        assert!(json["per_class"][0].get("pr50").is_none(), "the curve stays out of the JSON");
+        let _ = std::fs::remove_dir_all(&out);
     }
 
     #[test]

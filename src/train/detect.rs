@@ -737,7 +737,8 @@ fn report_text(opts: &TrainOptions, r: &DetectReport) -> String {
          Best epoch {} of {} run: val mAP50 {:.4}, mAP50-95 {:.4}.\n\n## Exported model on the {} split (tract, as \
          `vigil eval`)\n\n```\n{}```\n\nFiles: model.onnx + model.toml (deployable), test-vector/ (input and expected \
          outputs; tract matches tch within {:.2e}), best.onnx, last.onnx, optimizer.pt, history.csv, loss.png, map.png, \
-         per_class.csv, evaluation.json, train.json.\n\n![loss](loss.png) ![mAP](map.png)\n",
+         per_class.csv, pr_curve.csv, pr_curve.png, evaluation.json, train.json.\n\n![loss](loss.png) \
+         ![mAP](map.png) ![precision-recall](pr_curve.png)\n",
         opts.name,
         opts.version,
         opts.base.display(),
