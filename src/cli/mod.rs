@@ -251,7 +251,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub split: Option<String>,
     /// Also write the reports here: metrics.csv, confusion.csv and evaluation.json for a
-    /// classifier; per_class.csv, evaluation.json, pr_curve.csv and pr_curve.png for a detector.
+    /// classifier; per_class.csv, evaluation.json, pr_curve.csv, pr_curve.png and ap_per_class.png for a detector.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the evaluation as JSON.

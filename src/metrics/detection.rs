@@ -196,18 +196,37 @@ impl DetectionEvaluation {
             csv += &format!(",{:.6}\n", mean[i]);
         }
         write("pr_curve.csv", csv)?;
-        use crate::plot::{line_chart, Series, COLOURS};
+        use crate::plot::{line_chart, save, Axes, Series, COLOURS};
         let points = |c: &[f64]| recalls.iter().copied().zip(c.iter().copied()).collect::<Vec<_>>();
-        let all = format!("all: mAP50 {:.3}", self.map50.unwrap_or(0.0));
-        let mut series: Vec<Series> = Vec::new();
-        // Up to three classes by name (the chart's colours), then the mean.
-        for (k, (label, c)) in curves.iter().take(3).enumerate() {
-            series.push(Series { name: label, colour: COLOURS[k], points: points(c) });
-        }
-        series.push(Series { name: &all, colour: COLOURS[3], points: points(&mean) });
-        let chart = line_chart("precision-recall, IoU 0.5", "recall", &series);
-        let path = out.join("pr_curve.png");
-        chart.save(&path).with_context(|| format!("cannot write {}", path.display()))
+        let names: Vec<String> = curves
+            .iter()
+            .map(|(label, _)| label.to_string())
+            .zip(self.per_class.iter().filter(|c| !c.pr50.is_empty()))
+            .map(|(label, c)| format!("{label} {:.3}", c.ap50.unwrap_or(0.0)))
+            .collect();
+        let all = format!("all classes {:.3} mAP50", self.map50.unwrap_or(0.0));
+        // Up to nine classes by name (the palette's other colours), then the mean.
+        let mut series: Vec<Series> = curves
+            .iter()
+            .zip(&names)
+            .take(COLOURS.len() - 1)
+            .enumerate()
+            .map(|(k, ((_, c), name))| Series { name, colour: COLOURS[k + 1], points: points(c) })
+            .collect();
+        series.push(Series { name: &all, colour: COLOURS[0], points: points(&mean) });
+        let axes = Axes {
+            title: "precision-recall, IoU 0.5",
+            x: "recall",
+            y: "precision",
+            x_range: Some((0.0, 1.0)),
+            y_range: Some((0.0, 1.05)),
+        };
+        save(&line_chart(&axes, &series)?, &out.join("pr_curve.png"))?;
+        // AP50 per class, best first.
+        let mut bars: Vec<(String, f64)> =
+            labels.iter().zip(&self.per_class).filter_map(|(l, c)| c.ap50.map(|ap| (l.clone(), ap))).collect();
+        bars.sort_by(|a, b| b.1.total_cmp(&a.1));
+        save(&crate::plot::bar_chart("AP50 per class", "AP50", &bars)?, &out.join("ap_per_class.png"))
     }
 }
 
@@ -482,6 +501,7 @@ mod tests {
         assert_eq!(lines[51], "0.50,1.000000,1.000000");
         assert_eq!(lines[101], "1.00,0.666667,0.666667");
         assert!(image::open(out.join("pr_curve.png")).is_ok());
+        assert!(image::open(out.join("ap_per_class.png")).is_ok());
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap()).unwrap();
         assert!(json["per_class"][0].get("pr50").is_none(), "the curve stays out of the JSON");

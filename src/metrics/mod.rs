@@ -151,10 +151,8 @@ impl Evaluation {
         write("metrics.csv", self.to_csv(labels))?;
         write("confusion.csv", self.confusion.to_csv(labels))?;
         write("evaluation.json", serde_json::to_string_pretty(self)?)?;
-        let png = out.join("confusion.png");
-        crate::plot::confusion_chart(&self.confusion.counts, labels)
-            .save(&png)
-            .with_context(|| format!("cannot write {}", png.display()))
+        let chart = crate::plot::confusion_chart(&self.confusion.counts, labels)?;
+        crate::plot::save(&chart, &out.join("confusion.png"))
     }
 
     /// A short human-readable summary.

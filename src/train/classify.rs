@@ -358,22 +358,19 @@ fn read_history(path: &Path) -> anyhow::Result<Vec<EpochRecord>> {
 
 /// loss.png and accuracy.png: training and validation curves per epoch.
 fn write_curves(history: &[EpochRecord], out: &Path) -> anyhow::Result<()> {
-    use crate::plot::{line_chart, Series, COLOURS};
+    use crate::plot::{line_chart, save, Axes, Series, COLOURS};
     let curve = |f: fn(&EpochRecord) -> f64| history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
     let charts = [
-        ("loss.png", "loss", curve(|h| h.train_loss), curve(|h| h.val_loss)),
-        ("accuracy.png", "accuracy", curve(|h| h.train_accuracy), curve(|h| h.val_accuracy)),
+        ("loss.png", "loss", "cross-entropy", curve(|h| h.train_loss), curve(|h| h.val_loss)),
+        ("accuracy.png", "accuracy", "top-1 accuracy", curve(|h| h.train_accuracy), curve(|h| h.val_accuracy)),
     ];
-    for (file, title, train, val) in charts {
-        let chart = line_chart(
-            title,
-            "epoch",
-            &[
-                Series { name: "train", colour: COLOURS[0], points: train },
-                Series { name: "validation", colour: COLOURS[1], points: val },
-            ],
-        );
-        chart.save(out.join(file)).with_context(|| format!("cannot write {}", out.join(file).display()))?;
+    for (file, title, y, train, val) in charts {
+        let axes = Axes { title, x: "epoch", y, x_range: None, y_range: None };
+        let series = [
+            Series { name: "train", colour: COLOURS[0], points: train },
+            Series { name: "validation", colour: COLOURS[1], points: val },
+        ];
+        save(&line_chart(&axes, &series)?, &out.join(file))?;
     }
     Ok(())
 }

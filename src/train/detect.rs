@@ -702,29 +702,32 @@ fn read_history(path: &Path) -> anyhow::Result<Vec<DetectEpoch>> {
 
 /// loss.png and map.png: training loss and validation mAP per epoch.
 fn write_curves(history: &[DetectEpoch], out: &Path) -> anyhow::Result<()> {
-    use crate::plot::{line_chart, Series, COLOURS};
+    use crate::plot::{line_chart, save, Axes, Series, COLOURS};
     let curve = |f: fn(&DetectEpoch) -> f64| history.iter().map(|h| (h.epoch as f64, f(h))).collect::<Vec<_>>();
     let charts = [
         (
             "loss.png",
-            "training loss",
+            Axes { title: "training loss", x: "epoch", y: "loss", x_range: None, y_range: None },
             vec![
                 ("total", curve(|h| h.train_loss)),
-                ("qfl", curve(|h| h.train_qfl)),
-                ("giou", curve(|h| h.train_giou)),
-                ("dfl", curve(|h| h.train_dfl)),
+                ("quality focal", curve(|h| h.train_qfl)),
+                ("GIoU", curve(|h| h.train_giou)),
+                ("distribution focal", curve(|h| h.train_dfl)),
             ],
         ),
-        ("map.png", "validation mAP", vec![("mAP50", curve(|h| h.val_map50)), ("mAP50-95", curve(|h| h.val_map50_95))]),
+        (
+            "map.png",
+            Axes { title: "validation mAP", x: "epoch", y: "mAP", x_range: None, y_range: Some((0.0, 1.0)) },
+            vec![("mAP50", curve(|h| h.val_map50)), ("mAP50-95", curve(|h| h.val_map50_95))],
+        ),
     ];
-    for (file, title, series) in charts {
+    for (file, axes, series) in charts {
         let series: Vec<Series> = series
             .into_iter()
             .enumerate()
             .map(|(i, (name, points))| Series { name, colour: COLOURS[i], points })
             .collect();
-        let path = out.join(file);
-        line_chart(title, "epoch", &series).save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        save(&line_chart(&axes, &series)?, &out.join(file))?;
     }
     Ok(())
 }
@@ -737,7 +740,7 @@ fn report_text(opts: &TrainOptions, r: &DetectReport) -> String {
          Best epoch {} of {} run: val mAP50 {:.4}, mAP50-95 {:.4}.\n\n## Exported model on the {} split (tract, as \
          `vigil eval`)\n\n```\n{}```\n\nFiles: model.onnx + model.toml (deployable), test-vector/ (input and expected \
          outputs; tract matches tch within {:.2e}), best.onnx, last.onnx, optimizer.pt, history.csv, loss.png, map.png, \
-         per_class.csv, pr_curve.csv, pr_curve.png, evaluation.json, train.json.\n\n![loss](loss.png) \
+         per_class.csv, pr_curve.csv, pr_curve.png, ap_per_class.png, evaluation.json, train.json.\n\n![loss](loss.png) \
          ![mAP](map.png) ![precision-recall](pr_curve.png)\n",
         opts.name,
         opts.version,
