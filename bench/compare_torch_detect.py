@@ -35,15 +35,22 @@ def training_graph(path: Path) -> onnx.ModelProto:
     """The ONNX graph with the changes vigil's trainer makes: no Sigmoid, batch-keeping Reshapes."""
     m = onnx.load(str(path))
     inits = {i.name: i for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    # As GraphModule::detection_logits: a Sigmoid on a Split's first output (the class part of
+    # a head) is skipped, and the head's Reshapes to [1, n, -1] keep the batch.
     for n in m.graph.node:
-        if n.op_type == "Sigmoid":
+        if n.op_type == "Sigmoid" and getattr(producer.get(n.input[0]), "op_type", None) == "Split":
             n.op_type = "Identity"
+    added = {}
+    for n in m.graph.node:
         if n.op_type == "Reshape" and n.input[1] in inits:
             shape = numpy_helper.to_array(inits[n.input[1]]).copy()
-            if len(shape) == 3 and shape[0] == 1:
-                shape[0] = 0
+            if len(shape) == 3 and shape[0] == 1 and shape[2] == -1:
                 name = n.input[1] + "_batch"
-                m.graph.initializer.append(numpy_helper.from_array(shape.astype(np.int64), name))
+                if name not in added:
+                    shape[0] = 0
+                    added[name] = numpy_helper.from_array(shape.astype(np.int64), name)
+                    m.graph.initializer.append(added[name])
                 n.input[1] = name
     return m
 

@@ -53,8 +53,12 @@ pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
 /// Reads detection data and evaluates `model` on one split of it (`None`: test if there is
 /// one, else val).
 pub fn evaluate_detection_data(model: &Model, path: &Path, split: Option<&str>) -> anyhow::Result<DetectionEvaluation> {
-    // Only the split evaluated must be there (COCO's own val2017 comes alone).
-    let data = DetectionData::load(path, split.as_slice())?;
+    // Only the split evaluated is read (COCO's own val2017 comes without its train2017
+    // images); without --split, test and val, for test or else val.
+    let data = match split {
+        Some(s) => DetectionData::load(path, &[s], &[s])?,
+        None => DetectionData::load(path, &["val", "test"], &[])?,
+    };
     let split = split.unwrap_or(data.default_test_split());
     let images = data.split(split)?;
     if images.is_empty() {

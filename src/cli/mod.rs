@@ -378,17 +378,17 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     pub onnx: PathBuf,
     /// A detector's input size [default: 320].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=4096))]
     pub size: Option<i64>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(i64).range(1..=4096))]
     pub batch: i64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub classes: i64,
     /// Timed steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     pub steps: usize,
     /// Untimed steps first.
     #[arg(long, default_value_t = 3)]

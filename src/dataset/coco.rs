@@ -98,13 +98,16 @@ fn find_splits(dir: &Path) -> Vec<(&'static str, PathBuf, PathBuf)> {
     found
 }
 
-/// Reads every split of the COCO data in `dir`; the splits named in `required` ("train",
-/// "val", "test") must be there.
-pub fn load(dir: &Path, required: &[&str]) -> anyhow::Result<DetectionData> {
+/// Reads those splits of the COCO data in `dir` that are in `read` ("train", "val", "test";
+/// the others' files are not opened); the splits in `required` must be there.
+pub fn load(dir: &Path, read: &[&str], required: &[&str]) -> anyhow::Result<DetectionData> {
     let mut problems = Problems::default();
     let mut categories: Option<(PathBuf, Vec<Category>)> = None;
     let mut splits: HashMap<&str, Vec<DetectionImage>> = HashMap::new();
     for (role, json, images) in find_splits(dir) {
+        if !read.contains(&role) {
+            continue;
+        }
         if splits.contains_key(role) {
             problems.push(format!("{}: a second `{role}` split; keep one", json.display()));
             continue;
@@ -312,7 +315,7 @@ mod tests {
         )
         .unwrap();
         assert!(is_coco_dir(&dir));
-        let data = load(&dir, crate::dataset::TRAINING_SPLITS).unwrap();
+        let data = load(&dir, crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap();
         // Categories in id order: person (1), car (3).
         assert_eq!(data.names, ["person", "car"]);
         assert_eq!((data.train.len(), data.val.len(), data.test.is_none()), (2, 1, true));
@@ -344,7 +347,7 @@ mod tests {
             )
             .unwrap();
         }
-        let data = load(&dir, crate::dataset::TRAINING_SPLITS).unwrap();
+        let data = load(&dir, crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap();
         assert_eq!((data.train.len(), data.val.len()), (1, 1));
         assert_eq!(data.val[0].boxes[0].class, 0);
     }
@@ -373,7 +376,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let err = format!("{:#}", load(&dir, crate::dataset::TRAINING_SPLITS).unwrap_err());
+        let err = format!("{:#}", load(&dir, crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap_err());
         let j = json.display().to_string();
         for want in [
             format!("{j}: annotation 11: image id 9 is not among the images"),

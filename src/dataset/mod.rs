@@ -50,6 +50,8 @@ pub(crate) fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
 
 /// The splits training needs: a model learns on `train` and is chosen on `val`.
 pub const TRAINING_SPLITS: &[&str] = &["train", "val"];
+/// Every split a detection data set may have.
+pub const ALL_SPLITS: &[&str] = &["train", "val", "test"];
 
 /// One labelled box, in coordinates normalised to the image (0–1).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,16 +83,17 @@ pub struct DetectionData {
 impl DetectionData {
     /// Reads detection data from `path`: a YOLO `data.yaml` (or a folder holding one), or a
     /// folder of COCO data (`annotations/instances_*.json`, or Roboflow's
-    /// `train/_annotations.coco.json` layout). The splits named in `required` ("train",
-    /// "val", "test") must be there; a split that is not is empty (`test`: `None`).
-    pub fn load(path: &Path, required: &[&str]) -> anyhow::Result<DetectionData> {
+    /// `train/_annotations.coco.json` layout). Only the splits in `read` ("train", "val",
+    /// "test") are read, and those in `required` must be there; a split not read or not there
+    /// is empty (`test`: `None`).
+    pub fn load(path: &Path, read: &[&str], required: &[&str]) -> anyhow::Result<DetectionData> {
         let yaml_in_dir = ["data.yaml", "data.yml"].map(|f| path.join(f)).into_iter().find(|p| p.is_file());
         if path.is_file() {
-            yolo::load(path, required)
+            yolo::load(path, read, required)
         } else if let Some(yaml) = yaml_in_dir {
-            yolo::load(&yaml, required)
+            yolo::load(&yaml, read, required)
         } else if coco::is_coco_dir(path) {
-            coco::load(path, required)
+            coco::load(path, read, required)
         } else if path.is_dir() {
             anyhow::bail!(
                 "{}: no data.yaml (YOLO) and no annotations/instances_*.json or train/_annotations.coco.json (COCO) \

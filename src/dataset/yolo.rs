@@ -30,9 +30,9 @@ const MAX_LABEL_FILE: u64 = 16 << 20;
 /// How far a coordinate may stray outside [0, 1] (rounding in label tools) before it is an error.
 const TOLERANCE: f32 = 1e-4;
 
-/// Reads a YOLO `data.yaml` and every split it names; the splits named in `required`
-/// ("train", "val", "test") must be there.
-pub fn load(yaml: &Path, required: &[&str]) -> anyhow::Result<DetectionData> {
+/// Reads a YOLO `data.yaml` and those of the splits in `read` ("train", "val", "test") that it
+/// names (the others are not looked at); the splits in `required` must be there.
+pub fn load(yaml: &Path, read: &[&str], required: &[&str]) -> anyhow::Result<DetectionData> {
     let text = crate::files::read_text_capped(yaml, MAX_YAML)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", yaml.display()))?;
     let doc = parse_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", yaml.display()))?;
@@ -45,6 +45,9 @@ pub fn load(yaml: &Path, required: &[&str]) -> anyhow::Result<DetectionData> {
     let names = class_names(&doc).map_err(|e| anyhow::anyhow!("{}: {e}", yaml.display()))?;
     let mut problems = Problems::default();
     let mut split = |key: &str, required: bool| -> Option<Vec<DetectionImage>> {
+        if !read.contains(&key) {
+            return None;
+        }
         let sources = match &doc[key] {
             Yaml::String(s) => vec![s.clone()],
             Yaml::Array(a) if a.iter().all(|v| matches!(v, Yaml::String(_))) => {
@@ -341,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn only_the_splits_asked_for_are_read() {
+        // The data names a train split that is not on disk (only val was copied over).
+        let root = scratch("val-only");
+        image(&root, "val", "c", Some("0 0.25 0.75 0.5 0.5\n"));
+        std::fs::write(root.join("data.yaml"), "train: images/train\nval: images/val\nnames: [person]\n").unwrap();
+        let yaml = root.join("data.yaml");
+        let data = load(&yaml, &["val"], &["val"]).unwrap();
+        assert_eq!((data.train.len(), data.val.len()), (0, 1));
+        // Training reads train too, and refuses the missing folder.
+        let err =
+            format!("{:#}", load(&yaml, crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap_err());
+        assert!(err.contains("images/train"), "{err}");
+    }
+
+    #[test]
     fn reads_a_data_yaml_with_boxes_polygons_and_background_images() {
         let root = scratch("good");
         image(&root, "train", "a", Some("0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n"));
@@ -352,7 +370,7 @@ mod tests {
             "# a comment\npath: .\ntrain: images/train\nval: [images/val]\nnames:\n  0: person\n  1: car\nnc: 2\n",
         )
         .unwrap();
-        let data = load(&root.join("data.yaml"), crate::dataset::TRAINING_SPLITS).unwrap();
+        let data = load(&root.join("data.yaml"), crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap();
         assert_eq!(data.names, ["person", "car"]);
         assert_eq!((data.train.len(), data.val.len(), &data.test), (2, 2, &None));
         let a = &data.train[0];
@@ -379,7 +397,10 @@ mod tests {
         std::fs::write(root.join("labels/train/gone.txt"), "0 0.5 0.5 0.2 0.2\n").unwrap();
         std::fs::write(root.join("images/train/broken.png"), "not a png").unwrap();
         std::fs::write(root.join("data.yaml"), "train: images/train\nval: images/missing\nnames: [a, b]\n").unwrap();
-        let err = format!("{:#}", load(&root.join("data.yaml"), crate::dataset::TRAINING_SPLITS).unwrap_err());
+        let err = format!(
+            "{:#}",
+            load(&root.join("data.yaml"), crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap_err()
+        );
         let a = root.join("labels/train/a.txt").display().to_string();
         let b = root.join("labels/train/b.txt").display().to_string();
         for want in [
@@ -414,7 +435,10 @@ mod tests {
         ];
         for (text, want) in cases {
             std::fs::write(root.join("data.yaml"), text).unwrap();
-            let err = format!("{:#}", load(&root.join("data.yaml"), crate::dataset::TRAINING_SPLITS).unwrap_err());
+            let err = format!(
+                "{:#}",
+                load(&root.join("data.yaml"), crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap_err()
+            );
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }

@@ -64,7 +64,8 @@ fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 /// The data's range on one axis, padded by 5 % (or ±0.5 around a single value).
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if !lo.is_finite() || !hi.is_finite() {
+    if !(hi - lo).is_finite() {
+        // Nothing, or a span beyond f64 (plotters' tick search would never end).
         return (0.0, 1.0);
     }
     if hi - lo < 1e-12 {
@@ -82,8 +83,13 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> anyhow::Result<RgbImage> {
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let finite =
-            || series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite());
+        // Points drawn: finite, of a size a pixel mapping can take (plotters overflows on
+        // values near f64's limits), and inside the fixed ranges.
+        let within = |v: f64, range: Option<(f64, f64)>| {
+            v.is_finite() && v.abs() < 1e300 && range.is_none_or(|(lo, hi)| v >= lo && v <= hi)
+        };
+        let drawable = |p: &(f64, f64)| within(p.0, axes.x_range) && within(p.1, axes.y_range);
+        let finite = || series.iter().flat_map(|s| s.points.iter().copied()).filter(drawable);
         let (x0, x1) = axes.x_range.unwrap_or_else(|| span(finite().map(|p| p.0)));
         let (y0, y1) = axes.y_range.unwrap_or_else(|| span(finite().map(|p| p.1)));
         let mut chart = ChartBuilder::on(&root)
@@ -119,10 +125,10 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> anyhow::Result<RgbImage> {
             .map_err(draw_err)?;
         for s in series {
             let colour = rgb(s.colour);
-            let points: Vec<(f64, f64)> =
-                s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+            let points: Vec<(f64, f64)> = s.points.iter().copied().filter(drawable).collect();
             chart
-                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                // Markers too: a series of one point (a run of one epoch) is a dot, not nothing.
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)).point_size(2))
                 .map_err(draw_err)?
                 .label(s.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
@@ -186,7 +192,8 @@ pub fn confusion_chart(all_counts: &[Vec<u64>], all_labels: &[String]) -> anyhow
         let vertical = axis.transform(FontTransform::Rotate270);
         root.draw(&Text::new("true", (10, top + n * cell / 2 + 14), vertical)).map_err(draw_err)?;
         for (r, row) in counts.iter().enumerate() {
-            let total: u64 = row.iter().sum::<u64>().max(1);
+            // The share of the whole row, classes not drawn included.
+            let total: u64 = all_counts[shown[r]].iter().sum::<u64>().max(1);
             for (c, &v) in row.iter().enumerate() {
                 let share = v as f64 / total as f64;
                 let shade = |base: u8| (255.0 - (255.0 - base as f64) * share) as u8;
@@ -222,6 +229,11 @@ pub fn confusion_chart(all_counts: &[Vec<u64>], all_labels: &[String]) -> anyhow
 /// AP, say); at most [`CONFUSION_CLASSES`] bars.
 pub fn bar_chart(title: &str, x: &str, bars: &[(String, f64)]) -> anyhow::Result<RgbImage> {
     font();
+    let title = if bars.len() > CONFUSION_CLASSES {
+        format!("{title} (the first {CONFUSION_CLASSES} of {})", bars.len())
+    } else {
+        title.to_string()
+    };
     let bars = &bars[..bars.len().min(CONFUSION_CLASSES)];
     let n = bars.len() as i32;
     let row = 24;
@@ -232,7 +244,7 @@ pub fn bar_chart(title: &str, x: &str, bars: &[(String, f64)]) -> anyhow::Result
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        root.draw(&Text::new(title.to_string(), (14, 10), (FAMILY, 22).into_font())).map_err(draw_err)?;
+        root.draw(&Text::new(title, (14, 10), (FAMILY, 22).into_font())).map_err(draw_err)?;
         let label = (FAMILY, 13).into_font();
         let grid = RGBColor(225, 225, 225);
         for k in 0..=10 {
@@ -286,12 +298,29 @@ mod tests {
     }
 
     #[test]
+    fn a_series_of_one_point_is_drawn() {
+        let s = Series { name: "loss", colour: COLOURS[2], points: vec![(1.0, 0.7)] };
+        let axes = Axes { title: "t", x: "epoch", y: "loss", x_range: None, y_range: None };
+        let img = line_chart(&axes, &[s]).unwrap();
+        // The legend's sample line is drawn anyway; the point adds its own pixels.
+        let legend_only = line_chart(&axes, &[Series { name: "loss", colour: COLOURS[2], points: vec![] }]).unwrap();
+        assert!(count(&img, COLOURS[2]) > count(&legend_only, COLOURS[2]) + 4);
+    }
+
+    #[test]
     fn a_chart_of_nothing_or_of_nan_is_still_a_chart() {
         let axes = Axes { title: "t", x: "x", y: "y", x_range: Some((0.0, 1.0)), y_range: Some((0.0, 1.0)) };
         assert!(line_chart(&axes, &[]).is_ok());
         let nan = Series { name: "nan", colour: COLOURS[1], points: vec![(0.0, f64::NAN), (1.0, f64::INFINITY)] };
         let axes = Axes { title: "t", x: "x", y: "y", x_range: None, y_range: None };
         assert!(line_chart(&axes, &[nan]).is_ok());
+        let huge = Series { name: "huge", colour: COLOURS[1], points: vec![(0.0, -1.5e308), (1.0, 1.5e308)] };
+        assert!(line_chart(&axes, &[huge]).is_ok());
+        let wide = Series { name: "wide", colour: COLOURS[1], points: vec![(0.0, -9e299), (1.0, 9e299), (2.0, 5.0)] };
+        assert!(line_chart(&axes, &[wide]).is_ok());
+        let fixed = Axes { title: "t", x: "x", y: "y", x_range: Some((0.0, 1.0)), y_range: Some((0.0, 1.0)) };
+        let outside = Series { name: "out", colour: COLOURS[1], points: vec![(0.5, 1e30), (0.5, 0.5), (-1e30, 0.2)] };
+        assert!(line_chart(&fixed, &[outside]).is_ok());
     }
 
     #[test]

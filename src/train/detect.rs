@@ -221,7 +221,7 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     }
     let spec = InputSpec { width: size, height: size, ..base.input.clone() };
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let data = DetectionData::load(&opts.data, crate::dataset::TRAINING_SPLITS)?;
+    let data = DetectionData::load(&opts.data, crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS)?;
     eprint!("data: {}\n{}", opts.data.display(), data.summary());
     let classes = data.names.clone();
     let n_classes = classes.len() as i64;
