@@ -24,28 +24,31 @@ pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
                     "--split is for detectors; a classifier is evaluated on the whole ImageFolder --data"
                 )));
             }
-            let evaluation = evaluate_folder(&model, &args.data).map_err(CliError::failure)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&evaluation).map_err(CliError::failure)?);
-            } else {
-                print!("{}", evaluation.summary(labels));
-            }
-            if let Some(out) = &args.out {
-                evaluation.write_reports(out, labels).map_err(CliError::failure)?;
-            }
+            let e = evaluate_folder(&model, &args.data).map_err(CliError::failure)?;
+            show(&e, e.summary(labels), |out| e.write_reports(out, labels), &args)
         }
         Task::Detect => {
-            let evaluation =
-                evaluate_detection_data(&model, &args.data, args.split.as_deref()).map_err(CliError::failure)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&evaluation).map_err(CliError::failure)?);
-            } else {
-                print!("{}", evaluation.summary(labels));
-            }
-            if let Some(out) = &args.out {
-                evaluation.write_reports(out, labels).map_err(CliError::failure)?;
-            }
+            let e = evaluate_detection_data(&model, &args.data, args.split.as_deref()).map_err(CliError::failure)?;
+            show(&e, e.summary(labels), |out| e.write_reports(out, labels), &args)
         }
+    }
+}
+
+/// Prints an evaluation (`--json`: as JSON, else its `summary`) and, with `--out`, writes
+/// its reports there.
+fn show(
+    evaluation: &impl serde::Serialize,
+    summary: String,
+    write_reports: impl FnOnce(&Path) -> anyhow::Result<()>,
+    args: &EvalArgs,
+) -> Result<(), CliError> {
+    if args.json {
+        println!("{}", serde_json::to_string(evaluation).map_err(CliError::failure)?);
+    } else {
+        print!("{summary}");
+    }
+    if let Some(out) = &args.out {
+        write_reports(out).map_err(CliError::failure)?;
     }
     Ok(())
 }

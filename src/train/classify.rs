@@ -15,7 +15,7 @@ use super::export::{write_manifest, write_onnx};
 use super::loader::{LoaderOptions, Split};
 use super::options::recipe_for;
 use super::run::{
-    clear_progress, divergence_advice, history_csv, optimizer_for, progress, schedule, LossScaler, Normalizer,
+    clear_progress, divergence_advice, history_csv, optimizer_for, progress, LossScaler, LrPlan, Normalizer,
 };
 use super::{GraphModule, Recipe, TrainOptions};
 use crate::dataset::{shuffle, SplitMix64, Splits};
@@ -146,18 +146,13 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         }
     );
     let recipe = recipe_for(opts, batchnorm_trains);
-    let in_head = module.trainable_in_head()?;
     let opt_state = opts.out.join("optimizer.pt");
     let mut opt = optimizer_for(opts, &module, &opt_state);
     let norm = Normalizer::new(&spec, device);
     let steps_per_epoch = (splits.train.len()).div_ceil(opts.batch).max(1);
-    let total_steps = steps_per_epoch * opts.epochs;
-    let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
-    let head_warmup_steps = (recipe.head_warmup_epochs * steps_per_epoch as f64) as usize;
     // Parameter groups: the new head at `lr`; the pretrained backbone at `backbone_lr` of
     // it, and held still during the head's warm-up.
-    let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { recipe.backbone_lr };
-    let mut groups_at = f64::NAN;
+    let mut rates = LrPlan::new(opts, &recipe, steps_per_epoch, module.trainable_in_head()?);
     let mut scaler = LossScaler::for_run(opts.amp, device);
     let done = history.len();
     let mut rng = SplitMix64(opts.seed.wrapping_add(done as u64));
@@ -182,14 +177,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             if batchnorm_trains && len == 1 {
                 continue;
             }
-            lr = schedule(opts.lr, step, warmup_steps, total_steps);
-            opt.set_lr(lr);
-            let backbone = backbone_scale(step);
-            if backbone != groups_at {
-                let scales: Vec<f64> = in_head.iter().map(|&h| if h { 1.0 } else { backbone }).collect();
-                opt.set_lr_scales(&scales);
-                groups_at = backbone;
-            }
+            lr = rates.apply(&mut opt, step);
             let x = augment(&x, &opts.augment, &mut rng);
             let logits = match scaler.as_ref() {
                 Some(_) => {

@@ -32,7 +32,7 @@ use super::gfl_head::{gfl_loss, targets, Geometry, HeadLayout, InputBoxes};
 use super::loader::{LoaderOptions, Split};
 use super::options::recipe_for;
 use super::run::{
-    clear_progress, divergence_advice, history_csv, optimizer_for, progress, schedule, LossScaler, Normalizer,
+    clear_progress, divergence_advice, history_csv, optimizer_for, progress, LossScaler, LrPlan, Normalizer,
 };
 use super::{GraphModule, Recipe, TrainOptions};
 use crate::dataset::{shuffle, DetectionData, DetectionImage, Sample, SplitMix64};
@@ -316,15 +316,10 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
         untrained.map50_95.unwrap_or(0.0)
     );
 
-    let in_head = module.trainable_in_head()?;
     let opt_state = opts.out.join("optimizer.pt");
     let mut opt = optimizer_for(opts, &module, &opt_state);
     let steps_per_epoch = train_set.len().div_ceil(opts.batch).max(1);
-    let total_steps = steps_per_epoch * opts.epochs;
-    let warmup_steps = (opts.warmup_epochs * steps_per_epoch as f64) as usize;
-    let head_warmup_steps = (recipe.head_warmup_epochs * steps_per_epoch as f64) as usize;
-    let backbone_scale = |step: usize| if step < head_warmup_steps { 0.0 } else { recipe.backbone_lr };
-    let mut groups_at = f64::NAN;
+    let mut rates = LrPlan::new(opts, &recipe, steps_per_epoch, module.trainable_in_head()?);
     let mut scaler = LossScaler::for_run(opts.amp, device);
     let augment = if opts.augment == super::Augment::NONE {
         None
@@ -351,14 +346,7 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
             if batchnorm_trains && len == 1 {
                 continue;
             }
-            lr = schedule(opts.lr, step, warmup_steps, total_steps);
-            opt.set_lr(lr);
-            let backbone = backbone_scale(step);
-            if backbone != groups_at {
-                let scales: Vec<f64> = in_head.iter().map(|&h| if h { 1.0 } else { backbone }).collect();
-                opt.set_lr_scales(&scales);
-                groups_at = backbone;
-            }
+            lr = rates.apply(&mut opt, step);
             let boxes: Vec<&InputBoxes> = chunk.iter().map(|&i| &train_set.boxes[i]).collect();
             let (x, boxes): (Tensor, Vec<InputBoxes>) = match &augment {
                 Some(a) => {

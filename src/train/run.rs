@@ -9,7 +9,7 @@ use anyhow::Context;
 use tch::{Device, Tensor};
 
 use super::optim::FlatOptimizer;
-use super::{GraphModule, TrainOptions};
+use super::{GraphModule, Recipe, TrainOptions};
 use crate::model::manifest::{ChannelOrder, InputSpec};
 
 /// The optimiser over `module`'s trainable variables; on `--resume` its moments are read
@@ -24,6 +24,48 @@ pub(super) fn optimizer_for(opts: &TrainOptions, module: &GraphModule, state: &P
         }
     }
     opt
+}
+
+/// The learning rates of a run, step by step: the schedule's rate (linear warm-up, cosine
+/// decay) for the new head, and the recipe's share of it for the pretrained backbone, which
+/// is held still during the head's warm-up.
+pub(super) struct LrPlan {
+    base: f64,
+    warmup_steps: usize,
+    total_steps: usize,
+    head_warmup_steps: usize,
+    backbone_lr: f64,
+    /// Per trainable variable, in the optimiser's order: whether it belongs to the head.
+    in_head: Vec<bool>,
+    /// The backbone scale last set on the optimiser.
+    groups_at: f64,
+}
+
+impl LrPlan {
+    pub(super) fn new(opts: &TrainOptions, recipe: &Recipe, steps_per_epoch: usize, in_head: Vec<bool>) -> LrPlan {
+        LrPlan {
+            base: opts.lr,
+            warmup_steps: (opts.warmup_epochs * steps_per_epoch as f64) as usize,
+            total_steps: steps_per_epoch * opts.epochs,
+            head_warmup_steps: (recipe.head_warmup_epochs * steps_per_epoch as f64) as usize,
+            backbone_lr: recipe.backbone_lr,
+            in_head,
+            groups_at: f64::NAN,
+        }
+    }
+
+    /// Sets the rates of `step` on `opt`; returns the head's.
+    pub(super) fn apply(&mut self, opt: &mut FlatOptimizer, step: usize) -> f64 {
+        let lr = schedule(self.base, step, self.warmup_steps, self.total_steps);
+        opt.set_lr(lr);
+        let backbone = if step < self.head_warmup_steps { 0.0 } else { self.backbone_lr };
+        if backbone != self.groups_at {
+            let scales: Vec<f64> = self.in_head.iter().map(|&h| if h { 1.0 } else { backbone }).collect();
+            opt.set_lr_scales(&scales);
+            self.groups_at = backbone;
+        }
+        lr
+    }
 }
 
 /// history.csv: appended to on `--resume`, else started with `header`.
