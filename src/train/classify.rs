@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::augment::augment;
-use super::export::{write_manifest, write_onnx};
+use super::export::{remove_stale_export, write_manifest, write_onnx};
 use super::loader::{LoaderOptions, Split};
 use super::options::recipe_for;
 use super::run::{
@@ -104,13 +104,7 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
         );
     }
 
-    // A failed run must not leave an earlier run's deployable model behind.
-    for stale in ["model.onnx", "model.toml"] {
-        let path = opts.out.join(stale);
-        if path.exists() {
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
+    remove_stale_export(&opts.out)?;
 
     tch::manual_seed(opts.seed as i64);
     let mut history = if opts.resume { read_history(&opts.out.join("history.csv"))? } else { Vec::new() };

@@ -27,7 +27,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::box_augment::{self, BoxAugment};
-use super::export::{write_manifest, write_onnx};
+use super::export::{remove_stale_export, write_manifest, write_onnx};
 use super::gfl_head::{gfl_loss, targets, Geometry, HeadLayout, InputBoxes};
 use super::loader::{LoaderOptions, Split};
 use super::options::recipe_for;
@@ -243,12 +243,7 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     }
     let test_images = data.split(test_split)?.to_vec();
 
-    for stale in ["model.onnx", "model.toml"] {
-        let path = opts.out.join(stale);
-        if path.exists() {
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
+    remove_stale_export(&opts.out)?;
 
     tch::manual_seed(opts.seed as i64);
     let mut history = if opts.resume { read_history(&opts.out.join("history.csv"))? } else { Vec::new() };

@@ -14,6 +14,18 @@ pub(super) fn write_onnx(module: &GraphModule, size: usize, path: &Path) -> anyh
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Removes an earlier run's model.onnx and model.toml from `out`, so that a run that fails
+/// leaves no deployable model behind.
+pub(super) fn remove_stale_export(out: &Path) -> anyhow::Result<()> {
+    for stale in ["model.onnx", "model.toml"] {
+        let path = out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the exported model's manifest through the manifest's own types, and reads it
 /// back as any manifest is read: what was written must load.
 #[allow(clippy::too_many_arguments)]
