@@ -226,19 +226,23 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
             "epoch {epoch}/{}  train loss {:.4}  train acc {:.4}  val loss {:.4}  val acc {:.4}  lr {:.2e}  {:.1} s",
             opts.epochs, record.train_loss, record.train_accuracy, val_loss, val_acc, lr, record.seconds
         );
+        // The checkpoints first, the history line last (as the detector's loop): a run
+        // stopped in between resumes from the epoch before, whose checkpoint is whole.
+        write_onnx(&module, size, &opts.out.join("last.onnx"))?;
+        opt.save(&opt_state)?;
+        let improved = val_acc > best_acc;
+        if improved {
+            best_acc = val_acc;
+            best_epoch = epoch;
+            write_onnx(&module, size, &opts.out.join("best.onnx"))?;
+        }
         writeln!(
             csv,
             "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.3}",
             epoch, record.train_loss, record.train_accuracy, val_loss, val_acc, lr, record.seconds
         )?;
         history.push(record);
-        write_onnx(&module, size, &opts.out.join("last.onnx"))?;
-        opt.save(&opt_state)?;
-        if val_acc > best_acc {
-            best_acc = val_acc;
-            best_epoch = epoch;
-            write_onnx(&module, size, &opts.out.join("best.onnx"))?;
-        } else if epoch - best_epoch >= opts.patience {
+        if !improved && epoch - best_epoch >= opts.patience {
             eprintln!("early stop: validation accuracy has not improved for {} epochs", opts.patience);
             break;
         }
