@@ -1,5 +1,7 @@
-//! `vigil bench`: latency percentiles of one model on one input, single-threaded.
-//! bench/compare_ort.py runs it beside onnxruntime on the same input and reports ratios.
+//! `vigil bench`: how fast a model runs, alone (each stage timed: JPEG decode, preprocess,
+//! inference, decode) or, with `--pipeline`, inside a camera's whole path
+//! ([`crate::daemon::bench`]). bench/compare_ort.py runs it beside onnxruntime on the same
+//! input and reports ratios.
 
 use std::time::Instant;
 
@@ -7,8 +9,13 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::{BenchArgs, CliError};
+use crate::config::Count;
+use crate::daemon::bench::{pipeline, PipelineBench};
 use crate::dataset::read_image;
-use crate::model::{preprocess, Model};
+use crate::model::{preprocess, Model, Runner};
+
+/// JPEG quality of the frames the benchmark decodes (a typical MJPEG camera's).
+const JPEG_QUALITY: u8 = 90;
 
 pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
     let model = Model::load(&args.model)?;
@@ -17,51 +24,132 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
         Some(path) => read_image(path).map_err(CliError::failure)?,
         None => image::RgbImage::from_pixel(spec.width as u32, spec.height as u32, image::Rgb([128, 128, 128])),
     };
+    let mut jpeg = Vec::new();
+    image
+        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY))
+        .context("encoding the frame as JPEG")
+        .map_err(CliError::failure)?;
+    if args.pipeline {
+        return run_pipeline(&args, &model, jpeg);
+    }
     let (input, transform) = preprocess(&image, spec);
     if let Some(path) = &args.save_input {
         crate::npy::write_f32(path, &input.shape, &input.data)
             .with_context(|| format!("cannot write {}", path.display()))
             .map_err(CliError::failure)?;
     }
+    let threads = match args.threads {
+        None => 1,
+        Some(Count::Fixed(n)) => n,
+        Some(Count::Auto) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut runner = Runner::with_threads(threads, "tract-bench");
     let params = model.default_params();
     for _ in 0..args.warmup {
-        model.run_raw(&input)?;
+        model.run_in(&mut runner, input.clone())?;
     }
     let iterations = args.iterations.max(1);
-    let mut inference = Vec::with_capacity(iterations);
-    let mut pipeline = Vec::with_capacity(iterations);
+    let mut stages: [Vec<f64>; 5] = Default::default();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     for _ in 0..iterations {
         let t0 = Instant::now();
-        let (input, _) = preprocess(&image, spec);
+        let frame = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+            .context("decoding the JPEG frame")
+            .map_err(CliError::failure)?
+            .into_rgb8();
         let t1 = Instant::now();
-        let outputs = model.run_raw(&input)?;
+        let (input, _) = preprocess(&frame, spec);
         let t2 = Instant::now();
-        let _ = model.decode(&outputs, &transform, &params);
+        let outputs = model.run_in(&mut runner, input)?;
         let t3 = Instant::now();
-        inference.push((t2 - t1).as_secs_f64() * 1e3);
-        pipeline.push((t3 - t0).as_secs_f64() * 1e3);
+        let _ = model.decode(&outputs, &transform, &params);
+        let t4 = Instant::now();
+        for (samples, ms) in stages.iter_mut().zip([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4), ms(t1, t4)]) {
+            samples.push(ms);
+        }
     }
-    let inf = Summary::of(&mut inference);
-    let all = Summary::of(&mut pipeline);
+    let [jpeg_ms, pre, inf, post, all] = stages.map(|mut s| Summary::of(&mut s));
+    let (width, height) = image.dimensions();
     if args.json {
         let doc = json!({
             "model": model.manifest.name,
             "version": model.manifest.version,
             "sha256": model.sha256,
             "input_shape": input.shape,
-            "threads": 1,
+            "frame": [width, height],
+            "threads": runner.threads(),
             "iterations": iterations,
+            "jpeg_decode_ms": jpeg_ms.json(),
+            "preprocess_ms": pre.json(),
             "inference_ms": inf.json(),
+            "decode_ms": post.json(),
             "pipeline_ms": all.json(),
         });
         println!("{doc}");
     } else {
         println!(
-            "{} {}: input {:?}, {} runs, 1 thread",
-            model.manifest.name, model.manifest.version, input.shape, iterations
+            "{} {}: input {:?}, frame {width}x{height}, {} runs, {} thread(s)",
+            model.manifest.name,
+            model.manifest.version,
+            input.shape,
+            iterations,
+            runner.threads()
         );
-        println!("  inference ms: {}", inf.text());
-        println!("  with pre/post-processing ms: {}", all.text());
+        println!("  JPEG decode ms:  {}", jpeg_ms.text());
+        println!("  preprocess ms:   {}", pre.text());
+        println!("  inference ms:    {}", inf.text());
+        println!("  decode ms:       {}", post.text());
+        println!("  all but JPEG ms: {}", all.text());
+    }
+    Ok(())
+}
+
+fn run_pipeline(args: &BenchArgs, model: &Model, jpeg: Vec<u8>) -> Result<(), CliError> {
+    let bench = PipelineBench {
+        manifest: args.model.clone(),
+        jpeg,
+        threads: args.threads.unwrap_or(Count::Auto),
+        in_flight: args.in_flight.unwrap_or(Count::Auto),
+        warmup: args.warmup as u64,
+        frames: args.frames,
+    };
+    let report = pipeline(&bench).map_err(|e| CliError::failure(anyhow::anyhow!("{e}")))?;
+    let mut latency = report.latency_ms.clone();
+    let latency = Summary::of(&mut latency);
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    if args.json {
+        let doc = json!({
+            "model": model.manifest.name,
+            "version": model.manifest.version,
+            "threads": report.threads,
+            "in_flight": report.in_flight,
+            "frames": report.frames,
+            "seconds": report.seconds,
+            "frames_per_s": report.frames_per_s,
+            "cpu_ms_per_frame": report.cpu_s_per_frame * 1e3,
+            "latency_ms": latency.json(),
+            "rss_mb": mb(report.rss_bytes),
+            "peak_rss_mb": mb(report.peak_rss_bytes),
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "{} {}: camera pipeline, {} thread(s), {} frame(s) in flight, {} frames in {:.2} s",
+            model.manifest.name,
+            model.manifest.version,
+            report.threads,
+            report.in_flight,
+            report.frames,
+            report.seconds
+        );
+        println!("  frames/s:           {:.2}", report.frames_per_s);
+        println!("  CPU ms per frame:   {:.2}", report.cpu_s_per_frame * 1e3);
+        println!("  latency ms:         {}", latency.text());
+        println!(
+            "  memory:             {:.1} MB resident, {:.1} MB at peak",
+            mb(report.rss_bytes),
+            mb(report.peak_rss_bytes)
+        );
     }
     Ok(())
 }
@@ -77,6 +165,16 @@ struct Summary {
 
 impl Summary {
     fn of(samples: &mut [f64]) -> Summary {
+        if samples.is_empty() {
+            return Summary {
+                mean: f64::NAN,
+                p50: f64::NAN,
+                p90: f64::NAN,
+                p99: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
         samples.sort_by(f64::total_cmp);
         let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
         Summary {

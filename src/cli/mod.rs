@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::Count;
+
 /// Exit codes, shared by every subcommand.
 /// `--tolerance`: a positive, finite number.
 fn tolerance(text: &str) -> Result<f32, String> {
@@ -444,6 +446,31 @@ pub struct BenchArgs {
     /// Also write the exact input tensor to this .npy file (for the reference runtime).
     #[arg(long, value_name = "FILE")]
     pub save_input: Option<PathBuf>,
+    /// Threads: for the model alone, the threads each run splits its matrix products over
+    /// (default 1); with --pipeline, the camera's `threads` ("auto": every core).
+    #[arg(long, value_parser = parse_count)]
+    pub threads: Option<Count>,
+    /// Run the camera's whole path (JPEG decode → model → tracker → MQTT to the embedded
+    /// broker) instead of the model alone, and report frames/s, latency, CPU and memory.
+    #[arg(long)]
+    pub pipeline: bool,
+    /// With --pipeline: the camera's `in_flight` (frames inferred at once).
+    #[arg(long, value_parser = parse_count, requires = "pipeline")]
+    pub in_flight: Option<Count>,
+    /// With --pipeline: frames timed (after --warmup frames).
+    #[arg(long, default_value_t = 200, requires = "pipeline")]
+    pub frames: u64,
+}
+
+/// `auto` or a whole number from 1 to 256.
+fn parse_count(text: &str) -> Result<Count, String> {
+    match text {
+        "auto" => Ok(Count::Auto),
+        n => match n.parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(Count::Fixed(n)),
+            _ => Err(format!("\"{n}\" is not \"auto\" or a whole number from 1 to 256")),
+        },
+    }
 }
 
 /// Runs the parsed command; the error carries the exit code to use.

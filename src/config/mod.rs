@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::detect::motion::MotionSettings;
 use crate::detect::{LabelFilter, Polygon, TrackerSettings, Zone};
 
 /// Why a configuration was refused: every problem found, each naming its key.
@@ -112,6 +113,19 @@ pub struct CameraSettings {
     pub tracker: TrackerSettings,
     pub snapshots: bool,
     pub snapshot_quality: u8,
+    /// CPU threads this camera's inference uses.
+    pub threads: Count,
+    /// Frames inferred at once (each on its share of `threads`).
+    pub in_flight: Count,
+    /// Motion gating; `None`: the model runs on every frame.
+    pub motion: Option<MotionSettings>,
+}
+
+/// A count that is either given or left to vigil.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Auto,
+    Fixed(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +151,10 @@ pub struct ReplaySettings {
     pub looped: bool,
     /// Frames each image is shown for.
     pub repeat: u32,
+    /// The next frame is read only once inference has taken the last one, and `fps` is
+    /// ignored: frames come as fast as the pipeline takes them and none is read in vain.
+    /// Not a configuration key: `vigil bench --pipeline` replays this way.
+    pub follow_inference: bool,
 }
 
 impl Config {

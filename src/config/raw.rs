@@ -87,6 +87,17 @@ struct RawCamera {
     tracker: Option<RawTracker>,
     snapshots: Option<bool>,
     snapshot_quality: Option<u8>,
+    threads: Option<Value>,
+    in_flight: Option<Value>,
+    motion: Option<RawMotion>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawMotion {
+    enabled: Option<bool>,
+    threshold: Option<f32>,
+    min_area: Option<f32>,
+    max_interval_s: Option<f64>,
 }
 
 /// Both kinds' keys in one struct: the check says which belong to which kind.
@@ -579,6 +590,29 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
     if !(1..=100).contains(&snapshot_quality) {
         problems.push(format!("{key}.snapshot_quality: {snapshot_quality} is outside 1..=100"));
     }
+    let threads = count(raw.threads, &format!("{key}.threads"), problems);
+    let in_flight = count(raw.in_flight, &format!("{key}.in_flight"), problems);
+    if let (Count::Fixed(t), Count::Fixed(f)) = (threads, in_flight) {
+        if f > t {
+            problems.push(format!("{key}.in_flight: {f} frames at once need at least as many threads, not {t}"));
+        }
+    }
+    let motion = raw.motion.and_then(|m| {
+        let defaults = MotionSettings::default();
+        let threshold = m.threshold.unwrap_or(defaults.threshold);
+        if !(1.0..=254.0).contains(&threshold) {
+            problems.push(format!("{key}.motion.threshold: {threshold} must be between 1 and 254 grey levels"));
+        }
+        let min_area = m.min_area.unwrap_or(defaults.min_area);
+        if !(min_area > 0.0 && min_area <= 1.0) {
+            problems.push(format!("{key}.motion.min_area: {min_area} must be above 0 and at most 1"));
+        }
+        let max_interval = match m.max_interval_s {
+            Some(v) => seconds(v, &format!("{key}.motion.max_interval_s"), problems),
+            None => defaults.max_interval,
+        };
+        m.enabled.unwrap_or(true).then_some(MotionSettings { threshold, min_area, max_interval })
+    });
     if problems.len() > before {
         return None;
     }
@@ -595,7 +629,32 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
         tracker,
         snapshots: raw.snapshots.unwrap_or(false),
         snapshot_quality,
+        threads,
+        in_flight,
+        motion,
     })
+}
+
+/// The most threads or frames in flight one camera may ask for.
+const MAX_COUNT: usize = 256;
+
+/// `"auto"` or a whole number from 1 to [`MAX_COUNT`] (absent: auto).
+fn count(value: Option<Value>, key: &str, problems: &mut Vec<String>) -> Count {
+    let n = match value {
+        None => return Count::Auto,
+        Some(Value::String(s)) if s == "auto" => return Count::Auto,
+        Some(Value::Number(n)) => n.as_u64(),
+        // An environment override arrives as text.
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    };
+    match n {
+        Some(n) if (1..=MAX_COUNT as u64).contains(&n) => Count::Fixed(n as usize),
+        _ => {
+            problems.push(format!("{key}: must be \"auto\" or a whole number from 1 to {MAX_COUNT}"));
+            Count::Auto
+        }
+    }
 }
 
 fn check_source(raw: RawSource, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<SourceSettings> {
@@ -664,7 +723,13 @@ fn check_source(raw: RawSource, key: &str, dir: &Path, problems: &mut Vec<String
             if repeat == 0 {
                 problems.push(format!("{key}.repeat: must be at least 1"));
             }
-            Some(SourceSettings::Replay(ReplaySettings { files, fps, looped: raw.looped.unwrap_or(true), repeat }))
+            Some(SourceSettings::Replay(ReplaySettings {
+                files,
+                fps,
+                looped: raw.looped.unwrap_or(true),
+                repeat,
+                follow_inference: false,
+            }))
         }
         Some(other) => {
             problems.push(format!("{key}.kind: \"{other}\" is not \"v4l2\" or \"replay\""));

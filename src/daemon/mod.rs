@@ -5,6 +5,7 @@
 //! A reload reads and checks the new configuration and loads its models *before* touching
 //! the running pipelines; if anything is wrong the old configuration keeps running.
 
+pub mod bench;
 pub mod broker;
 mod deployer;
 pub mod pipeline;
@@ -393,6 +394,7 @@ impl Running {
                 max_packet: config.mqtt.max_packet_size,
                 out: out.clone(),
                 sequence: sequence.clone(),
+                cpu_share: pipeline::cpu_share(config.cameras.len()),
             })
             .map_err(|error| DaemonError::Io { what: format!("starting camera {camera}"), error })?;
             pipelines.push(pipeline);

@@ -1,9 +1,17 @@
-//! One camera's pipeline: its source thread, and its inference thread that runs the model
-//! on the newest frame, filters, tracks, and turns the result into MQTT messages.
+//! One camera's pipeline: its source thread, its inference workers, and its reporter.
 //!
-//! Channels: source → inference is the newest-frame-wins [`FrameSlot`]; inference →
-//! publisher is a bounded `mpsc` and lossless (`blocking_send` waits for room; the
-//! publisher never blocks on the network, so a wait is short).
+//! - The source puts frames in the newest-frame-wins [`FrameSlot`].
+//! - Each worker (`in_flight` of them) takes the next frame through the [`Intake`], which
+//!   numbers frames in the order taken, keeps to the camera's `fps` and asks motion gating
+//!   whether the model runs; the worker then runs the model on it with its own [`Runner`]
+//!   (its kept tract state and its share of the camera's threads).
+//! - The reporter puts the answers back in frame order, then filters, tracks, and turns
+//!   them into MQTT messages. With several frames in flight, events and counts are exactly
+//!   those of one frame at a time.
+//!
+//! Reporter → publisher is a bounded `mpsc` and lossless (`blocking_send` waits for room;
+//! the publisher never blocks on the network, so a wait is short). Workers wait for the
+//! intake, so at most `in_flight` frames are ever between the slot and the reporter.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,9 +22,10 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 use tokio::sync::mpsc;
 
-use crate::config::CameraSettings;
+use crate::config::{CameraSettings, Count};
+use crate::detect::motion::MotionGate;
 use crate::detect::{FrameFilter, Observation, TrackEvent, Tracker};
-use crate::model::{Model, Prediction};
+use crate::model::{Model, Prediction, Runner, Timings};
 use crate::mqtt::journal::Sequence;
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::{Class, Message, Topics};
@@ -35,8 +44,23 @@ pub struct CameraControl {
 pub struct CameraCounters {
     pub frames: AtomicU64,
     pub inferred: AtomicU64,
-    /// The last inference times, milliseconds (newest last).
+    /// Frames motion gating kept from the model.
+    pub gated: AtomicU64,
+    /// The last inference times (preprocess, model, decode), milliseconds, newest last.
     pub recent_ms: Mutex<VecDeque<f64>>,
+    /// The last inferred frames' latencies, capture to messages handed to the publisher.
+    pub recent_latency_ms: Mutex<VecDeque<f64>>,
+    pub plan: ThreadPlan,
+}
+
+impl CameraCounters {
+    fn record(&self, recent: &Mutex<VecDeque<f64>>, ms: f64) {
+        let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(ms);
+    }
 }
 
 const RECENT: usize = 256;
@@ -71,7 +95,7 @@ impl ModelSlot {
     }
 }
 
-/// What the inference thread needs, moved into it.
+/// What the workers and the reporter share.
 struct Context {
     camera: String,
     device: String,
@@ -87,6 +111,10 @@ struct Context {
     counters: Arc<CameraCounters>,
     out: mpsc::Sender<Message>,
     sequence: Arc<Sequence>,
+    /// The reporter's tracker has nothing waiting on more frames (see `Tracker::settled`).
+    settled: AtomicBool,
+    /// The publisher has gone: the workers stop.
+    gone: AtomicBool,
 }
 
 /// A running camera.
@@ -114,6 +142,8 @@ pub struct PipelineSpec<'a> {
     pub out: mpsc::Sender<Message>,
     /// The device's event numbering, shared by its cameras and kept across reloads.
     pub sequence: Arc<Sequence>,
+    /// Threads "auto" gives this camera ([`cpu_share`]).
+    pub cpu_share: usize,
 }
 
 impl Pipeline {
@@ -123,14 +153,15 @@ impl Pipeline {
         let model = ModelSlot::new(spec.model.clone());
         let control =
             Arc::new(CameraControl { detect: AtomicBool::new(spec.settings.detect), threshold: Mutex::new(threshold) });
-        let counters = Arc::new(CameraCounters::default());
+        let plan = ThreadPlan::of(spec.settings, spec.cpu_share);
+        let counters = Arc::new(CameraCounters { plan, ..CameraCounters::default() });
         let slot = Arc::new(FrameSlot::new());
         let stop = Arc::new(AtomicBool::new(false));
         let source_heartbeat = Arc::new(Heartbeat::default());
         let inference_heartbeat = Arc::new(Heartbeat::default());
         source_heartbeat.beat();
         inference_heartbeat.beat();
-        let ctx = Context {
+        let ctx = Arc::new(Context {
             camera: camera.clone(),
             device: spec.device.to_string(),
             settings: spec.settings.clone(),
@@ -145,21 +176,45 @@ impl Pipeline {
             counters: counters.clone(),
             out: spec.out,
             sequence: spec.sequence,
-        };
-        let source =
-            source::spawn(&camera, &spec.settings.source, slot.clone(), stop.clone(), source_heartbeat.clone())?;
-        let inference = std::thread::Builder::new().name(format!("infer-{camera}")).spawn(move || ctx.run())?;
-        Ok(Pipeline {
-            camera,
-            model,
-            control,
-            counters,
-            slot,
-            source_heartbeat,
-            inference_heartbeat,
-            stop,
-            threads: vec![source, inference],
-        })
+            settled: AtomicBool::new(true),
+            gone: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        let started = (|| {
+            threads.push(source::spawn(
+                &camera,
+                &spec.settings.source,
+                slot.clone(),
+                stop.clone(),
+                source_heartbeat.clone(),
+            )?);
+            let intake = Arc::new(Mutex::new(Intake::new(spec.settings)));
+            let (done, results) = std::sync::mpsc::channel();
+            for worker in 0..plan.in_flight {
+                let (ctx, intake, done) = (ctx.clone(), intake.clone(), done.clone());
+                let runner = Runner::with_threads(plan.threads_per_frame, &format!("tract-{camera}-{worker}"));
+                let name = format!("infer-{camera}-{worker}");
+                threads.push(std::thread::Builder::new().name(name).spawn(move || ctx.work(&intake, done, runner))?);
+            }
+            drop(done);
+            let reporter = ctx.clone();
+            let name = format!("report-{camera}");
+            threads.push(std::thread::Builder::new().name(name).spawn(move || reporter.report(results))?);
+            Ok(())
+        })();
+        if let Err(e) = started {
+            // The threads already started end on their own.
+            stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        log::info!(
+            "camera={camera} threads={} in_flight={} threads_per_frame={} motion={} pipeline started",
+            plan.in_flight * plan.threads_per_frame,
+            plan.in_flight,
+            plan.threads_per_frame,
+            if spec.settings.motion.is_some() { "on" } else { "off" }
+        );
+        Ok(Pipeline { camera, model, control, counters, slot, source_heartbeat, inference_heartbeat, stop, threads })
     }
 
     /// Asks both threads to stop; [`Pipeline::join`] waits for them.
@@ -185,16 +240,25 @@ impl Pipeline {
     }
 
     pub fn stats(&self, interval_inferred: u64, interval: Duration) -> payload::CameraStats {
-        let recent: Vec<f64> = self.counters.recent_ms.lock().unwrap().iter().copied().collect();
+        let copy = |m: &Mutex<VecDeque<f64>>| -> Vec<f64> {
+            m.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+        };
+        let (recent, latency) = (copy(&self.counters.recent_ms), copy(&self.counters.recent_latency_ms));
+        let plan = self.counters.plan;
         payload::CameraStats {
             detect: self.control.detect.load(Ordering::Relaxed),
             fps: interval_inferred as f64 / interval.as_secs_f64().max(1e-3),
             inference_ms_p50: percentile(&recent, 0.50),
             inference_ms_p95: percentile(&recent, 0.95),
+            latency_ms_p50: percentile(&latency, 0.50),
+            latency_ms_p99: percentile(&latency, 0.99),
             frames: self.counters.frames.load(Ordering::Relaxed),
             inferred: self.counters.inferred.load(Ordering::Relaxed),
+            gated: self.counters.gated.load(Ordering::Relaxed),
             dropped: self.slot.dropped(),
             source_running: !self.source_heartbeat.is_finished(),
+            threads: plan.in_flight * plan.threads_per_frame,
+            in_flight: plan.in_flight,
         }
     }
 }
@@ -214,8 +278,171 @@ fn percentile(values: &[f64], q: f64) -> Option<f64> {
     Some((v[i] * 1000.0).round() / 1000.0)
 }
 
+/// How a camera spends its threads: `in_flight` frames at once, each on `threads_per_frame`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadPlan {
+    pub in_flight: usize,
+    pub threads_per_frame: usize,
+}
+
+impl Default for ThreadPlan {
+    fn default() -> Self {
+        ThreadPlan { in_flight: 1, threads_per_frame: 1 }
+    }
+}
+
+impl ThreadPlan {
+    /// The camera's `threads` and `in_flight`; "auto" threads are `cpu_share` (the
+    /// device's cores divided among its cameras), "auto" frames in flight are one per
+    /// thread: tract splits only matrix products over threads, so whole frames side by
+    /// side use cores better (docs/performance.md has the measurements).
+    pub fn of(settings: &CameraSettings, cpu_share: usize) -> ThreadPlan {
+        let threads = match settings.threads {
+            Count::Fixed(n) => n,
+            Count::Auto => cpu_share.max(1),
+        };
+        let in_flight = match settings.in_flight {
+            Count::Fixed(n) => n.min(threads),
+            Count::Auto => threads,
+        };
+        ThreadPlan { in_flight, threads_per_frame: (threads / in_flight).max(1) }
+    }
+}
+
+/// The device's cores divided among `cameras` cameras, at least one each.
+pub fn cpu_share(cameras: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / cameras.max(1)).max(1)
+}
+
+/// Hands frames out to the workers: numbered in the order taken (the reporter's order), at
+/// most `fps` a second, each with what to do with it.
+struct Intake {
+    ticket: u64,
+    next_start: Instant,
+    interval: Duration,
+    gate: Option<MotionGate>,
+}
+
+/// What a worker is to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Detection is off.
+    Off,
+    /// Motion gating skips the model.
+    Gated,
+    Run,
+}
+
+enum Next {
+    Frame(u64, Frame, Plan),
+    Empty,
+    Closed,
+}
+
+impl Intake {
+    fn new(settings: &CameraSettings) -> Intake {
+        Intake {
+            ticket: 0,
+            next_start: Instant::now(),
+            interval: Duration::from_secs_f64(1.0 / settings.fps),
+            gate: settings.motion.map(|m| MotionGate::new(m, settings.masks.clone())),
+        }
+    }
+
+    fn next(&mut self, ctx: &Context) -> Next {
+        let wait = self.next_start.saturating_duration_since(Instant::now());
+        if !wait.is_zero() && !source::sleep_unless(&ctx.stop, wait, &ctx.heartbeat) {
+            return Next::Empty;
+        }
+        let frame = match ctx.slot.take(Duration::from_millis(200)) {
+            Taken::Frame(f) => f,
+            Taken::Empty => return Next::Empty,
+            Taken::Closed => return Next::Closed,
+        };
+        let now = Instant::now();
+        self.next_start = now + self.interval;
+        ctx.counters.frames.store(frame.number, Ordering::Relaxed);
+        let plan = if !ctx.control.detect.load(Ordering::Relaxed) {
+            Plan::Off
+        } else {
+            let settled = ctx.settled.load(Ordering::Relaxed);
+            match self.gate.as_mut().map(|gate| gate.judge(&frame.image, now, settled)) {
+                Some(verdict) if !verdict.runs() => Plan::Gated,
+                _ => Plan::Run,
+            }
+        };
+        self.ticket += 1;
+        Next::Frame(self.ticket - 1, frame, plan)
+    }
+}
+
+/// A worker's answer for one frame.
+enum Work {
+    Off,
+    Gated,
+    Inferred {
+        serving: Arc<ServingModel>,
+        prediction: Prediction,
+        timings: Timings,
+    },
+    /// The model failed on it (logged).
+    Failed,
+}
+
+struct Done {
+    ticket: u64,
+    frame: Frame,
+    work: Work,
+}
+
 impl Context {
-    fn run(self) {
+    /// A worker: takes the next frame, runs the model on it, hands the answer to the reporter.
+    fn work(&self, intake: &Mutex<Intake>, done: std::sync::mpsc::Sender<Done>, mut runner: Runner) {
+        while !self.stop.load(Ordering::Relaxed) && !self.gone.load(Ordering::Relaxed) {
+            self.heartbeat.beat();
+            let next = intake.lock().unwrap_or_else(|e| e.into_inner()).next(self);
+            let (ticket, frame, plan) = match next {
+                Next::Frame(ticket, frame, plan) => (ticket, frame, plan),
+                Next::Empty => continue,
+                Next::Closed => break,
+            };
+            let work = match plan {
+                Plan::Off => Work::Off,
+                Plan::Gated => Work::Gated,
+                Plan::Run => self.run_model(&mut runner, &frame),
+            };
+            if done.send(Done { ticket, frame, work }).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn run_model(&self, runner: &mut Runner, frame: &Frame) -> Work {
+        let serving = self.model.current();
+        let mut params = serving.model.default_params();
+        params.score = *self.control.threshold.lock().unwrap_or_else(|e| e.into_inner());
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serving.model.predict_in(runner, &frame.image, &params)
+        }));
+        match ran {
+            Ok(Ok((prediction, timings))) => Work::Inferred { serving, prediction, timings },
+            Ok(Err(e)) => {
+                log::error!("camera={} frame={} inference failed: {e}", self.camera, frame.number);
+                Work::Failed
+            }
+            Err(_) => {
+                // The panic message went to the log through the panic hook.
+                log::error!("camera={} frame={} inference panicked; its state is rebuilt", self.camera, frame.number);
+                runner.forget_state();
+                Work::Failed
+            }
+        }
+    }
+
+    /// The reporter: puts the workers' answers back in frame order and turns them into
+    /// messages (filters, tracker, events, counts). Ends when every worker has.
+    fn report(&self, results: std::sync::mpsc::Receiver<Done>) {
         let filter = FrameFilter {
             labels: self.settings.labels.clone(),
             min_score: None,
@@ -225,31 +452,31 @@ impl Context {
         };
         let mut tracker = Tracker::new(self.settings.tracker);
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-        let interval = Duration::from_secs_f64(1.0 / self.settings.fps);
         let mut last_frame = 0;
-        // Ends when the source closes the slot, or on stop even if the source is stuck in a
-        // camera read (the drain must not wait on a wedged device).
-        while !self.stop.load(Ordering::Relaxed) {
-            self.heartbeat.beat();
-            let frame = match self.slot.take(Duration::from_millis(200)) {
-                Taken::Frame(f) => f,
-                Taken::Empty => continue,
-                Taken::Closed => break,
-            };
-            self.counters.frames.store(frame.number, Ordering::Relaxed);
-            last_frame = frame.number;
-            let started = Instant::now();
-            if !self.control.detect.load(Ordering::Relaxed) {
-                // Detection off: whatever was in view has left as far as subscribers know.
-                if !self.finish_tracks(&mut tracker, &mut counts, frame.number) {
+        let mut pending = BTreeMap::new();
+        let mut next = 0;
+        for done in results.iter() {
+            pending.insert(done.ticket, done);
+            while let Some(Done { frame, work, .. }) = pending.remove(&next) {
+                next += 1;
+                last_frame = frame.number;
+                let sent = match work {
+                    // Detection off: whatever was in view has left as far as subscribers know.
+                    Work::Off => self.finish_tracks(&mut tracker, &mut counts, frame.number),
+                    Work::Gated => {
+                        self.counters.gated.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Work::Failed => true,
+                    Work::Inferred { serving, prediction, timings } => {
+                        self.publish(&frame, &serving, prediction, timings, &filter, &mut tracker, &mut counts)
+                    }
+                };
+                self.settled.store(tracker.settled(), Ordering::Relaxed);
+                if !sent {
+                    self.gone.store(true, Ordering::Relaxed);
                     return;
                 }
-            } else if !self.infer(&frame, &filter, &mut tracker, &mut counts) {
-                return;
-            }
-            let rest = interval.saturating_sub(started.elapsed());
-            if !rest.is_zero() && !source::sleep_unless(&self.stop, rest, &self.heartbeat) {
-                // Stopping: the source closes the slot; take what remains on the next turn.
             }
         }
         self.finish_tracks(&mut tracker, &mut counts, last_frame);
@@ -257,33 +484,21 @@ impl Context {
         log::info!("camera={} frames={last_frame} pipeline stopped", self.camera);
     }
 
-    /// Runs the model on one frame and publishes the results; false when the publisher is gone.
-    fn infer(
+    /// Publishes one inferred frame's results; false when the publisher is gone.
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
         &self,
         frame: &Frame,
+        serving: &ServingModel,
+        prediction: Prediction,
+        timings: Timings,
         filter: &FrameFilter,
         tracker: &mut Tracker,
         counts: &mut BTreeMap<String, u32>,
     ) -> bool {
-        let serving = self.model.current();
-        let mut params = serving.model.default_params();
-        params.score = *self.control.threshold.lock().unwrap();
-        let (prediction, timings) = match serving.model.predict(&frame.image, &params) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("camera={} frame={} inference failed: {e}", self.camera, frame.number);
-                return true;
-            }
-        };
         let inference_ms = (timings.preprocess + timings.inference + timings.decode).as_secs_f64() * 1000.0;
         self.counters.inferred.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut recent = self.counters.recent_ms.lock().unwrap();
-            if recent.len() == RECENT {
-                recent.pop_front();
-            }
-            recent.push_back(inference_ms);
-        }
+        self.counters.record(&self.counters.recent_ms, inference_ms);
         let now = unix_ms();
         let (width, height) = frame.image.dimensions();
         let mut document = payload::Detections {
@@ -333,7 +548,9 @@ impl Context {
             class: Class::Transient,
         };
         // Detections first, then the events and counts they caused.
-        std::iter::once(detections).chain(messages).all(|m| self.out.blocking_send(m).is_ok())
+        let sent = std::iter::once(detections).chain(messages).all(|m| self.out.blocking_send(m).is_ok());
+        self.counters.record(&self.counters.recent_latency_ms, frame.captured.elapsed().as_secs_f64() * 1000.0);
+        sent
     }
 
     fn event_messages(&self, events: &[TrackEvent], frame: u64, now: u64, model: &ModelInfo, out: &mut Vec<Message>) {

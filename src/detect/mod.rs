@@ -2,6 +2,7 @@
 //! ([`FrameFilter`]), then the IoU tracker that gives them track ids and turns them into
 //! new / update / end events ([`tracker`]). All pure functions over plain data.
 
+pub mod motion;
 pub mod tracker;
 
 use crate::model::{BBox, Detection};

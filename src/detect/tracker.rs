@@ -197,6 +197,13 @@ impl Tracker {
         events
     }
 
+    /// Every object followed is confirmed and was seen on the last frame: nothing is
+    /// waiting on more frames to be reported as new or as gone. (Motion gating may skip
+    /// the model only then.)
+    pub fn settled(&self) -> bool {
+        self.tracks.iter().all(|t| t.confirmed && t.misses == 0)
+    }
+
     /// Confirmed objects in view, per label.
     pub fn counts(&self) -> std::collections::BTreeMap<String, u32> {
         let mut counts = std::collections::BTreeMap::new();

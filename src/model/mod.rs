@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tract_onnx::prelude::tract_linalg::multithread::{self, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -210,21 +211,37 @@ impl Model {
         DecodeParams { score: t.score, iou: t.iou, max_detections: t.max_detections, top_k: t.top_k }
     }
 
-    /// Runs the graph on a prepared input tensor and returns its raw outputs.
+    /// Runs the graph on a prepared input tensor and returns its raw outputs (on this thread
+    /// alone, with state made for this one run; a camera keeps a [`Runner`] instead).
     pub fn run_raw(&self, input: &InputTensor) -> Result<Vec<OutputTensor>, ModelError> {
+        self.run_in(&mut Runner::single(), input.clone())
+    }
+
+    /// Runs the graph with a runner's threads and kept state. The input's buffer becomes the
+    /// graph's input tensor and the outputs' buffers are taken from tract, without copies
+    /// where tract holds the only reference.
+    pub fn run_in(&self, runner: &mut Runner, input: InputTensor) -> Result<Vec<OutputTensor>, ModelError> {
         let run_err = |e: TractError| ModelError::Run { name: self.manifest.name.clone(), reason: format!("{e:#}") };
-        let tensor = Tensor::from_shape(&input.shape, &input.data).map_err(run_err)?;
-        let outputs = self.plan.run(tvec!(tensor.into())).map_err(run_err)?;
+        let InputTensor { shape, data } = input;
+        let tensor = tract_ndarray::Array4::from_shape_vec(shape, data)
+            .map_err(|e| run_err(TractError::msg(format!("input tensor: {e}"))))?
+            .into_tensor();
+        let executor = runner.executor.clone();
+        let state = runner.state_for(&self.plan).map_err(run_err)?;
+        let outputs =
+            multithread::multithread_tract_scope(executor, || state.run(tvec!(tensor.into()))).map_err(run_err)?;
         outputs
             .into_iter()
             .zip(&self.output_names)
             .map(|(value, name)| {
-                let view = value.to_plain_array_view::<f32>().map_err(run_err)?;
-                Ok(OutputTensor {
-                    name: name.clone(),
-                    shape: view.shape().to_vec(),
-                    data: view.iter().copied().collect(),
-                })
+                let array = value.into_tensor().into_plain_array::<f32>().map_err(run_err)?;
+                let shape = array.shape().to_vec();
+                let data = if array.is_standard_layout() {
+                    array.into_raw_vec_and_offset().0
+                } else {
+                    array.iter().copied().collect()
+                };
+                Ok(OutputTensor { name: name.clone(), shape, data })
             })
             .collect()
     }
@@ -258,16 +275,77 @@ impl Model {
         }
     }
 
-    /// The whole path for one image.
+    /// The whole path for one image, on this thread alone.
     pub fn predict(&self, image: &RgbImage, params: &DecodeParams) -> Result<(Prediction, Timings), ModelError> {
+        self.predict_in(&mut Runner::single(), image, params)
+    }
+
+    /// The whole path for one image, with a runner's threads and kept state.
+    pub fn predict_in(
+        &self,
+        runner: &mut Runner,
+        image: &RgbImage,
+        params: &DecodeParams,
+    ) -> Result<(Prediction, Timings), ModelError> {
         let t0 = Instant::now();
         let (input, transform) = preprocess(image, &self.manifest.input);
         let t1 = Instant::now();
-        let outputs = self.run_raw(&input)?;
+        let outputs = self.run_in(runner, input)?;
         let t2 = Instant::now();
         let prediction = self.decode(&outputs, &transform, params);
         let timings = Timings { preprocess: t1 - t0, inference: t2 - t1, decode: t2.elapsed() };
         Ok((prediction, timings))
+    }
+}
+
+/// How one thread runs models: tract's executor (this thread alone, or a pool of threads
+/// that each matrix product is split over) and the graph's state, kept from one run to the
+/// next so that a camera does not rebuild it every frame. The state belongs to one model;
+/// a run with another (a deploy swapped it) builds that one's.
+pub struct Runner {
+    executor: Executor,
+    state: Option<(Arc<TypedRunnableModel>, TypedSimpleState)>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("threads", &self.threads()).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// Runs on the calling thread only.
+    pub fn single() -> Runner {
+        Runner { executor: Executor::SingleThread, state: None }
+    }
+
+    /// Splits each matrix product over a pool of `threads` threads (the calling thread
+    /// waits for them); 1 is [`Runner::single`].
+    pub fn with_threads(threads: usize, name: &str) -> Runner {
+        if threads <= 1 {
+            return Runner::single();
+        }
+        Runner { executor: Executor::multithread_with_name(threads, name), state: None }
+    }
+
+    /// Threads a run may use.
+    pub fn threads(&self) -> usize {
+        match &self.executor {
+            Executor::MultiThread(pool) => pool.current_num_threads(),
+            _ => 1,
+        }
+    }
+
+    /// Drops the kept state (after a run that panicked, say); the next run builds it anew.
+    pub fn forget_state(&mut self) {
+        self.state = None;
+    }
+
+    fn state_for(&mut self, plan: &Arc<TypedRunnableModel>) -> TractResult<&mut TypedSimpleState> {
+        if !self.state.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, plan)) {
+            self.state = Some((plan.clone(), TypedSimpleState::new(plan)?));
+        }
+        Ok(&mut self.state.as_mut().expect("set above").1)
     }
 }
 

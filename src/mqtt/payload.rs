@@ -228,12 +228,19 @@ pub struct CameraStats {
     pub fps: f64,
     pub inference_ms_p50: Option<f64>,
     pub inference_ms_p95: Option<f64>,
-    /// Totals since start: frames captured, inferred, and dropped (replaced in the
-    /// newest-frame slot before inference took them).
+    /// Capture to messages handed to the publisher, over the last inferred frames.
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    /// Totals since start: frames captured, inferred, kept from the model by motion gating,
+    /// and dropped (replaced in the newest-frame slot before inference took them).
     pub frames: u64,
     pub inferred: u64,
+    pub gated: u64,
     pub dropped: u64,
     pub source_running: bool,
+    /// CPU threads the camera's inference uses, and frames it works on at once.
+    pub threads: usize,
+    pub in_flight: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -142,11 +142,7 @@ pub(super) fn run(camera: &str, settings: &V4l2Settings, slot: &FrameSlot, stop:
                                 first = false;
                             }
                             number += 1;
-                            slot.put(super::Frame {
-                                image: std::sync::Arc::new(image),
-                                number,
-                                captured_at: super::unix_ms(),
-                            });
+                            slot.put(super::Frame::new(std::sync::Arc::new(image), number));
                         }
                         Err(e) => {
                             log::warn!("camera={camera} device={} camera lost: {e}", settings.device.display());

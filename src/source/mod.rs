@@ -21,6 +21,15 @@ pub struct Frame {
     pub number: u64,
     /// Unix milliseconds at capture.
     pub captured_at: u64,
+    /// The same moment on the monotonic clock (for latencies).
+    pub captured: Instant,
+}
+
+impl Frame {
+    /// A frame captured now.
+    pub fn new(image: Arc<RgbImage>, number: u64) -> Frame {
+        Frame { image, number, captured_at: unix_ms(), captured: Instant::now() }
+    }
 }
 
 pub fn unix_ms() -> u64 {
@@ -44,6 +53,7 @@ pub enum Taken {
 pub struct FrameSlot {
     state: Mutex<SlotState>,
     ready: Condvar,
+    taken: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -72,10 +82,20 @@ impl FrameSlot {
         let state = self.state.lock().unwrap();
         let (mut state, _) = self.ready.wait_timeout_while(state, timeout, |s| s.frame.is_none() && !s.closed).unwrap();
         match state.frame.take() {
-            Some(f) => Taken::Frame(f),
+            Some(f) => {
+                self.taken.notify_all();
+                Taken::Frame(f)
+            }
             None if state.closed => Taken::Closed,
             None => Taken::Empty,
         }
+    }
+
+    /// Waits up to `timeout` for the slot to be empty (its frame taken); true if it is.
+    pub fn wait_empty(&self, timeout: Duration) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self.taken.wait_timeout_while(state, timeout, |s| s.frame.is_some() && !s.closed).unwrap();
+        state.frame.is_none()
     }
 
     /// No more frames will come; a frame still waiting is taken first.
@@ -176,7 +196,7 @@ mod tests {
     use super::*;
 
     fn frame(n: u64) -> Frame {
-        Frame { image: Arc::new(RgbImage::new(2, 2)), number: n, captured_at: 0 }
+        Frame::new(Arc::new(RgbImage::new(2, 2)), n)
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{sleep_unless, unix_ms, Frame, FrameSlot, Heartbeat};
+use super::{sleep_unless, Frame, FrameSlot, Heartbeat};
 use crate::config::ReplaySettings;
 use crate::dataset::IMAGE_EXTENSIONS;
 
@@ -64,8 +64,19 @@ pub(super) fn run(camera: &str, settings: &ReplaySettings, slot: &FrameSlot, sto
             };
             shown += 1;
             for _ in 0..settings.repeat {
+                if settings.follow_inference {
+                    while !slot.wait_empty(Duration::from_millis(100)) {
+                        hb.beat();
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                    }
+                    number += 1;
+                    slot.put(Frame::new(image.clone(), number));
+                    continue;
+                }
                 number += 1;
-                slot.put(Frame { image: image.clone(), number, captured_at: unix_ms() });
+                slot.put(Frame::new(image.clone(), number));
                 next += interval;
                 let wait = next.saturating_duration_since(Instant::now());
                 if !sleep_unless(stop, wait, hb) {

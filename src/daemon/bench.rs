@@ -1,0 +1,195 @@
+//! `vigil bench --pipeline`: one camera's whole path, in this process, as the daemon runs it.
+//!
+//! A JPEG file is replayed as an MJPEG camera delivers frames: read and decoded anew for
+//! every frame, the next one as soon as inference has taken the last (no fps cap, no frame
+//! decoded in vain). Each frame then goes through the real pipeline (preprocess → model →
+//! decode → filters → tracker → JSON) and the real publisher to the embedded broker, with
+//! the camera's thread settings. Figures are taken between two moments after a warm-up:
+//! frames/s, CPU seconds per frame (the whole process: source, workers, publisher, broker),
+//! latency percentiles (capture to messages handed to the publisher) and memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{open_journal, DaemonError, Running};
+use crate::config::{Config, Count, ReplaySettings, SourceSettings};
+use crate::model::Model;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct PipelineBench {
+    pub manifest: PathBuf,
+    /// The frame, as JPEG bytes.
+    pub jpeg: Vec<u8>,
+    pub threads: Count,
+    pub in_flight: Count,
+    pub warmup: u64,
+    pub frames: u64,
+}
+
+/// What it measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineReport {
+    pub frames: u64,
+    pub seconds: f64,
+    pub frames_per_s: f64,
+    pub cpu_s_per_frame: f64,
+    /// Per-frame latency samples, milliseconds (the last `frames`, at most 256).
+    pub latency_ms: Vec<f64>,
+    pub threads: usize,
+    pub in_flight: usize,
+    /// Resident memory at the end, and its peak, bytes.
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Runs the benchmark in a runtime of its own.
+pub fn pipeline(bench: &PipelineBench) -> Result<PipelineReport, DaemonError> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |error| DaemonError::Io { what, error }
+    };
+    std::fs::create_dir_all(&dir).map_err(io("creating the benchmark's folder"))?;
+    let result = (|| {
+        let frame = dir.join("frame.jpg");
+        std::fs::write(&frame, &bench.jpeg).map_err(io("writing the benchmark's frame"))?;
+        let config = bench_config(&dir, &frame, bench)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(io("starting the runtime"))?;
+        runtime.block_on(run(config, bench))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn bench_config(dir: &Path, frame: &Path, bench: &PipelineBench) -> Result<Config, DaemonError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|error| DaemonError::Io { what: "finding a free port".into(), error })?
+        .port();
+    let count = |c: Count| match c {
+        Count::Auto => "\"auto\"".to_string(),
+        Count::Fixed(n) => n.to_string(),
+    };
+    let text = format!(
+        r#"
+device_id = "bench"
+log_level = "warn"
+[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+[mqtt]
+spool_dir = {spool:?}
+discovery = false
+stats_interval_s = 3600
+[cameras.bench]
+model = {model:?}
+fps = 1000
+threads = {threads}
+in_flight = {in_flight}
+source = {{ kind = "replay", path = {frame:?}, loop = true }}
+"#,
+        spool = dir.join("spool"),
+        model = bench.manifest,
+        threads = count(bench.threads),
+        in_flight = count(bench.in_flight),
+    );
+    let mut config = Config::from_toml(&text, dir, &[]).map_err(|problems| {
+        DaemonError::Config(crate::config::ConfigError { path: "vigil bench --pipeline".into(), problems })
+    })?;
+    for camera in config.cameras.values_mut() {
+        if let SourceSettings::Replay(replay) = &mut camera.source {
+            *replay = ReplaySettings { follow_inference: true, ..replay.clone() };
+        }
+    }
+    Ok(config)
+}
+
+async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, DaemonError> {
+    let broker = config.broker.clone().expect("the benchmark's configuration has a broker");
+    let size = config.mqtt.max_packet_size;
+    tokio::task::spawn_blocking(move || super::broker::start(&broker, size))
+        .await
+        .map_err(|e| DaemonError::Broker(format!("the embedded broker failed to start: {}", super::panic_text(e))))?
+        .map_err(DaemonError::Broker)?;
+    let model = Model::load(&bench.manifest).map_err(|error| DaemonError::Model { camera: "bench".into(), error })?;
+    let model = Arc::new(model);
+    let models = config.cameras.keys().map(|c| (c.clone(), model.clone())).collect();
+    let (journal, sequence) = open_journal(&config.mqtt)?;
+    let running = Running::start(&config, models, &journal, &sequence)?;
+    let counters = running.pipelines[0].counters.clone();
+    let inferred = || counters.inferred.load(Ordering::Relaxed);
+
+    // Waits until `n` frames are done; an error if the pipeline stops making progress.
+    let wait_for = |n: u64| async move {
+        let (mut last, mut since) = (inferred(), Instant::now());
+        while inferred() < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if inferred() != last {
+                (last, since) = (inferred(), Instant::now());
+            } else if since.elapsed() > Duration::from_secs(60) {
+                return Err(DaemonError::Internal(format!("the pipeline stopped at frame {last} of {n}")));
+            }
+        }
+        Ok(())
+    };
+    let outcome = async {
+        wait_for(bench.warmup.max(1)).await?;
+        let (start, cpu0, n0) = (Instant::now(), cpu_seconds(), inferred());
+        wait_for(n0 + bench.frames.max(1)).await?;
+        let (seconds, cpu1, n1) = (start.elapsed().as_secs_f64(), cpu_seconds(), inferred());
+        Ok::<_, DaemonError>((seconds, cpu1 - cpu0, n1 - n0))
+    }
+    .await;
+    let latency: Vec<f64> =
+        counters.recent_latency_ms.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+    let plan = counters.plan;
+    running.stop(Duration::from_secs(5)).await;
+    let (seconds, cpu, frames) = outcome?;
+    let keep = latency.len().min(frames as usize);
+    let (rss_bytes, peak_rss_bytes) = memory();
+    Ok(PipelineReport {
+        frames,
+        seconds,
+        frames_per_s: frames as f64 / seconds,
+        cpu_s_per_frame: cpu / frames as f64,
+        latency_ms: latency[latency.len() - keep..].to_vec(),
+        threads: plan.in_flight * plan.threads_per_frame,
+        in_flight: plan.in_flight,
+        rss_bytes,
+        peak_rss_bytes,
+    })
+}
+
+/// CPU seconds this process has used, user and system (Linux `/proc/self/stat`, whose
+/// clock ticks are USER_HZ = 100 on every Linux ABI); NaN where it cannot be read.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // The command name (field 2) may hold spaces: count fields after its closing ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file are utime and stime; `rest` starts at field 3.
+    match (fields.get(11).and_then(|f| f.parse::<u64>().ok()), fields.get(12).and_then(|f| f.parse::<u64>().ok())) {
+        (Some(user), Some(system)) => (user + system) as f64 / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Resident memory now and at its peak, bytes (`/proc/self/status`; 0 where unreadable).
+pub fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

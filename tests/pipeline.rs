@@ -1,0 +1,207 @@
+//! One camera's pipeline in this process, with the real model (NanoDet-m) on real photos:
+//! several frames in flight give exactly the messages of one at a time, and motion gating
+//! skips a static scene yet reports what enters it and never ends what stands still.
+//!
+//! The messages are read from the channel the publisher would read (the MQTT side has its
+//! own tests in tests/daemon.rs). The replay hands over the next frame only once inference
+//! took the last, so no frame is dropped and two runs see the same frames.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use image::RgbImage;
+use serde_json::Value;
+use vigil::config::{Config, SourceSettings};
+use vigil::daemon::pipeline::{Pipeline, PipelineSpec};
+use vigil::model::Model;
+use vigil::mqtt::journal::{EventJournal, Sequence};
+use vigil::mqtt::Topics;
+
+/// What one run published, in order, and its counters.
+struct Run {
+    messages: Vec<(String, Value)>,
+    frames: u64,
+    inferred: u64,
+    gated: u64,
+}
+
+impl Run {
+    fn on(&self, kind: &str) -> Vec<&Value> {
+        self.messages.iter().filter(|(t, _)| t.ends_with(&format!("/{kind}"))).map(|(_, v)| v).collect()
+    }
+
+    fn events(&self, kind: &str) -> Vec<&Value> {
+        self.on("events").into_iter().filter(|e| e["type"] == kind).collect()
+    }
+}
+
+fn photo(name: &str) -> RgbImage {
+    image::open(common::root().join("tests/photos").join(name)).unwrap().into_rgb8()
+}
+
+/// Writes `frames` as numbered PNGs into a fresh folder.
+fn write_frames(dir: &Path, frames: &[RgbImage]) -> PathBuf {
+    let folder = dir.join("frames");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        f.save(folder.join(format!("{i:04}.png"))).unwrap();
+    }
+    folder
+}
+
+fn run(dir: &Path, frames: &Path, camera_keys: &str) -> Run {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let root = common::root();
+    // Each run its own journal, so that each numbers its events from 1.
+    let spool = dir.join(format!("spool-{}", RUNS.fetch_add(1, Ordering::Relaxed)));
+    let text = format!(
+        r#"
+device_id = "test"
+[mqtt]
+spool_dir = {spool:?}
+[cameras.cam]
+model = {model:?}
+fps = 1000
+{camera_keys}
+source = {{ kind = "replay", path = {frames:?}, loop = false }}
+"#,
+        spool = spool,
+        model = root.join("models/nanodet-m.toml"),
+    );
+    let config = Config::from_toml(&text, dir, &[]).unwrap_or_else(|p| panic!("{p:#?}"));
+    let mut settings = config.cameras["cam"].clone();
+    let SourceSettings::Replay(replay) = &mut settings.source else { unreachable!() };
+    replay.follow_inference = true;
+    let model = Arc::new(Model::load(&settings.model).unwrap());
+    let journal = EventJournal::open(&spool, 1 << 20).unwrap().journal;
+    let sequence = Arc::new(Sequence::new(Arc::new(Mutex::new(journal))));
+    let (out, mut messages) = tokio::sync::mpsc::channel(64);
+    let pipeline = Pipeline::start(PipelineSpec {
+        camera: "cam",
+        device: "test",
+        settings: &settings,
+        model,
+        topics: &Topics { prefix: "vigil/test".into() },
+        qos: rumqttc::QoS::AtLeastOnce,
+        max_packet: 1 << 20,
+        out,
+        sequence,
+        cpu_share: 2,
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    // Ends when the replay has run out and the pipeline has finished with it.
+    while let Some(m) = messages.blocking_recv() {
+        got.push((m.topic, serde_json::from_slice(&m.payload).unwrap()));
+    }
+    let counters = pipeline.counters.clone();
+    pipeline.join();
+    Run {
+        messages: got,
+        frames: counters.frames.load(Ordering::Relaxed),
+        inferred: counters.inferred.load(Ordering::Relaxed),
+        gated: counters.gated.load(Ordering::Relaxed),
+    }
+}
+
+/// A message without what differs from run to run (clock readings).
+fn steady(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        for key in ["ts", "captured_at", "inference_ms", "first_seen", "last_seen"] {
+            o.remove(key);
+        }
+        for (_, inner) in o.iter_mut() {
+            *inner = steady(inner.take());
+        }
+    } else if let Some(a) = v.as_array_mut() {
+        for inner in a.iter_mut() {
+            *inner = steady(inner.take());
+        }
+    }
+    v
+}
+
+#[test]
+fn frames_in_flight_publish_what_one_at_a_time_publishes() {
+    let dir = common::scratch("pipeline-order");
+    // Objects come and go: people, a cup, a motorcycle, a cat, each for three frames.
+    let photos = ["astronaut.png", "coffee.png", "motorcycle_left.png", "group.png", "chelsea.png", "coffee.png"];
+    let frames: Vec<RgbImage> = photos.iter().flat_map(|p| std::iter::repeat_n(photo(p), 3)).collect();
+    let folder = write_frames(&dir, &frames);
+
+    let one = run(&dir, &folder, "threads = 1");
+    let two = run(&dir, &folder, "threads = 2\nin_flight = 2");
+    let four = run(&dir, &folder, "threads = 4\nin_flight = 4");
+    for r in [&one, &two, &four] {
+        assert_eq!((r.frames, r.inferred, r.gated), (18, 18, 0), "every frame is inferred");
+    }
+    let numbers: Vec<u64> = four.on("detections").iter().map(|d| d["frame"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=18).collect::<Vec<_>>(), "detections leave in frame order");
+    assert!(one.events("new").len() >= 4, "the replay makes objects appear: {:?}", one.events("new"));
+    assert!(!one.events("end").is_empty());
+    let plain = |r: &Run| r.messages.iter().map(|(t, v)| (t.clone(), steady(v.clone()))).collect::<Vec<_>>();
+    let reference = plain(&one);
+    for (name, other) in [("2 in flight", &two), ("4 in flight", &four)] {
+        let other = plain(other);
+        assert_eq!(other.len(), reference.len(), "{name}: message count");
+        for (i, (a, b)) in reference.iter().zip(&other).enumerate() {
+            assert_eq!(a, b, "{name}: message {i} differs");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scene` with `object` shrunk to `size` pixels square and pasted at (x, y).
+fn with_object(scene: &RgbImage, object: &RgbImage, size: u32, x: i64, y: i64) -> RgbImage {
+    let small = image::imageops::resize(object, size, size, image::imageops::FilterType::Triangle);
+    let mut out = scene.clone();
+    image::imageops::overlay(&mut out, &small, x, y);
+    out
+}
+
+#[test]
+fn motion_gating_skips_a_still_scene_and_reports_what_enters_it() {
+    let dir = common::scratch("pipeline-motion");
+    // A still table with a cup (an object standing still from the first frame), then a
+    // person enters and stays.
+    let scene = photo("coffee.png");
+    let person = photo("astronaut.png");
+    let mut frames = vec![scene.clone(); 40];
+    frames.extend(std::iter::repeat_n(with_object(&scene, &person, 200, 390, 190), 60));
+    let folder = write_frames(&dir, &frames);
+
+    let every = run(&dir, &folder, "threads = 1");
+    // max_interval far beyond the replay: only motion and the tracker run the model.
+    let gated = run(&dir, &folder, "threads = 1\nmotion = { max_interval_s = 3600 }");
+    assert_eq!((every.frames, every.inferred, every.gated), (100, 100, 0));
+    assert_eq!(gated.frames, 100);
+    assert_eq!(gated.inferred + gated.gated, 100);
+    eprintln!("motion gating: the model ran on {} of 100 frames", gated.inferred);
+    assert!(
+        gated.inferred * 3 <= every.inferred,
+        "gating ran the model on {} of 100 frames; a still scene should skip most",
+        gated.inferred
+    );
+
+    let labels = |r: &Run, kind: &str| -> Vec<String> {
+        r.events(kind).iter().map(|e| e["label"].as_str().unwrap().to_string()).collect()
+    };
+    let first = |r: &Run, label: &str| -> u64 {
+        r.events("new").iter().find(|e| e["label"] == label).map(|e| e["frame"].as_u64().unwrap()).unwrap()
+    };
+    assert!(labels(&every, "new").contains(&"person".to_string()), "{:?}", labels(&every, "new"));
+    assert_eq!(labels(&gated, "new"), labels(&every, "new"), "the same objects appear, once each");
+    assert!(first(&gated, "person") > 40 && first(&gated, "person") <= 43, "the person is reported on entering");
+    assert_eq!(first(&gated, "person"), first(&every, "person"));
+    // Objects end only when the replay does, in both runs.
+    for r in [&every, &gated] {
+        for end in r.events("end") {
+            assert_eq!(end["frame"], 100, "an object standing still was ended early: {end}");
+        }
+        assert_eq!(labels(r, "end").len(), labels(r, "new").len());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
