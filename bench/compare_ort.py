@@ -1,15 +1,26 @@
 """vigil (tract) against onnxruntime on the same model, input and thread count.
 
-Runs `vigil bench --json --save-input` for each manifest, which times tract and writes the
-exact input tensor it used; then times onnxruntime (one intra-op thread, one inter-op
-thread, all graph optimisations) on that same tensor in this same run, and prints the
-ratio vigil / onnxruntime of the median and mean inference latency.
+Model alone (the default): runs `vigil bench --json --save-input` for each manifest, which
+times tract and writes the exact input tensor it used; then times onnxruntime (one intra-op
+thread, one inter-op thread, all graph optimisations) on that same tensor in this same run,
+and prints the ratio vigil / onnxruntime of the median and mean inference latency.
 
-    .venv/torch/bin/python bench/compare_ort.py [--iterations 50] [manifest.toml ...]
+Camera pipeline (`--pipeline`): for each manifest, in one run,
+  - vigil's whole camera path (`vigil bench --pipeline`: JPEG decode, model, tracker, MQTT to
+    the embedded broker) on all cores, frames/s, against onnxruntime's bare inference
+    frames/s (back-to-back runs on the same input) with one thread and with all cores;
+  - the pipeline's p99 frame latency with one frame in flight on one thread, against
+    vigil's own model p50 on one thread;
+  - with `--gating-seconds S` > 0, CPU seconds per minute of a 5 fps camera on a still scene
+    with motion gating, against the same without.
 
-Defaults to the three bundled models. Build vigil first (`cargo build --release`); set
-VIGIL to another binary if needed. This is a benchmark: numbers vary with the machine
-and its load, so only the ratio measured within one run means much.
+    .venv/ort/bin/python bench/compare_ort.py [--iterations 50] [manifest.toml ...]
+    .venv/ort/bin/python bench/compare_ort.py --pipeline [--frames 200] [manifest.toml ...]
+
+(`scripts/setup-bench.sh` makes that venv.) Defaults to the three bundled models (two with
+--pipeline). Build vigil first (`cargo build --release`); set VIGIL to another binary if
+needed. This is a benchmark: numbers vary with the machine and its load, so only the
+ratio measured within one run means much.
 """
 
 import argparse
@@ -57,13 +68,96 @@ def time_ort(onnx_path, x, iterations, warmup):
     return {"p50": percentile(times, 0.5), "p90": percentile(times, 0.9), "mean": statistics.mean(times)}
 
 
+def ort_fps(onnx_path, x, threads, iterations, warmup):
+    """onnxruntime's bare inference, back to back on one input: frames per second."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        sess.run(None, feed)
+    return iterations / (time.perf_counter() - t0)
+
+
+def vigil_json(cmd):
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def pipeline(args, vigil):
+    cores = os.cpu_count()
+    print(f"onnxruntime {ort.__version__}, {cores} cores, {args.frames} frames per figure")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for manifest in args.manifests:
+            mpath = ROOT / manifest
+            m = tomllib.loads(mpath.read_text())
+            image = ["--image", str(ROOT / DEFAULT_IMAGES[m["name"]])] if m["name"] in DEFAULT_IMAGES else []
+            npy = Path(tmp) / f"{m['name']}.npy"
+            base = [vigil, "bench", "--model", str(mpath), "--json", *image]
+            model = vigil_json(base + ["--save-input", str(npy), "--iterations", str(args.frames // 2)])
+            every = vigil_json(base + ["--pipeline", "--threads", "auto", "--frames", str(args.frames)])
+            one = vigil_json(base + ["--pipeline", "--threads", "1", "--frames", str(args.frames)])
+            x = np.load(npy)
+            onnx = mpath.parent / m["model"]
+            ort1 = ort_fps(onnx, x, 1, args.frames, args.warmup)
+            ortn = ort_fps(onnx, x, cores, args.frames, args.warmup)
+            row = {
+                "model": m["name"],
+                "vigil_fps_all_cores": every["frames_per_s"], "threads": every["threads"],
+                "in_flight": every["in_flight"],
+                "ort_fps_1_thread": ort1, "ort_fps_all_cores": ortn,
+                "ratio_vs_ort_1_thread": every["frames_per_s"] / ort1,
+                "ratio_vs_ort_all_cores": every["frames_per_s"] / ortn,
+                "vigil_model_p50_ms": model["inference_ms"]["p50"],
+                "pipeline_p99_ms_1_in_flight": one["latency_ms"]["p99"],
+                "p99_over_model_p50": one["latency_ms"]["p99"] / model["inference_ms"]["p50"],
+                "preprocess_share": model["preprocess_ms"]["p50"] / model["inference_ms"]["p50"],
+                "decode_share": model["decode_ms"]["p50"] / model["inference_ms"]["p50"],
+                "rss_mb": every["rss_mb"],
+            }
+            if args.gating_seconds > 0:
+                paced = base + ["--pipeline", "--threads", "1", "--fps", "5", "--seconds", str(args.gating_seconds)]
+                gated = vigil_json(paced + ["--motion"])
+                plain = vigil_json(paced)
+                row["cpu_s_per_min_gated"] = gated["cpu_s_per_minute"]
+                row["cpu_s_per_min_ungated"] = plain["cpu_s_per_minute"]
+                row["gated_over_ungated"] = gated["cpu_s_per_minute"] / plain["cpu_s_per_minute"]
+            rows.append(row)
+            print(f"\n{m['name']}:")
+            print(f"  vigil pipeline, {every['threads']} threads ({every['in_flight']} in flight): "
+                  f"{every['frames_per_s']:.2f} frames/s")
+            print(f"  onnxruntime bare, 1 thread: {ort1:.2f} frames/s -> ratio {row['ratio_vs_ort_1_thread']:.2f}")
+            print(f"  onnxruntime bare, {cores} threads: {ortn:.2f} frames/s -> ratio {row['ratio_vs_ort_all_cores']:.2f}")
+            print(f"  p99 latency, 1 in flight: {one['latency_ms']['p99']:.2f} ms / model p50 "
+                  f"{model['inference_ms']['p50']:.2f} ms = {row['p99_over_model_p50']:.2f}")
+            print(f"  preprocess {100 * row['preprocess_share']:.1f}% and decode {100 * row['decode_share']:.1f}% "
+                  f"of the model's time")
+            if "gated_over_ungated" in row:
+                print(f"  5 fps still scene, CPU s/min: gated {row['cpu_s_per_min_gated']:.2f}, "
+                      f"ungated {row['cpu_s_per_min_ungated']:.2f} -> ratio {row['gated_over_ungated']:.3f}")
+    print(json.dumps(rows))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("manifests", nargs="*", default=DEFAULT_MODELS)
+    ap.add_argument("manifests", nargs="*", default=None)
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--pipeline", action="store_true", help="compare the camera pipeline (see above)")
+    ap.add_argument("--frames", type=int, default=200, help="frames per pipeline figure")
+    ap.add_argument("--gating-seconds", type=float, default=60.0,
+                    help="seconds of each motion-gating run (0: skip)")
     args = ap.parse_args()
     vigil = os.environ.get("VIGIL", str(ROOT / "target/release/vigil"))
+    if args.pipeline:
+        args.manifests = args.manifests or DEFAULT_MODELS[:2]
+        return pipeline(args, vigil)
+    args.manifests = args.manifests or DEFAULT_MODELS
     print(f"onnxruntime {ort.__version__}, 1 thread each, {args.iterations} runs after {args.warmup} warm-up")
     print(f"{'model':<14} {'vigil p50':>10} {'ort p50':>9} {'ratio':>6}   {'vigil mean':>10} {'ort mean':>9} {'ratio':>6}")
     rows = []

@@ -112,6 +112,9 @@ fn run_pipeline(args: &BenchArgs, model: &Model, jpeg: Vec<u8>) -> Result<(), Cl
         in_flight: args.in_flight.unwrap_or(Count::Auto),
         warmup: args.warmup as u64,
         frames: args.frames,
+        fps: args.fps,
+        seconds: args.seconds,
+        motion: args.motion,
     };
     let report = pipeline(&bench).map_err(|e| CliError::failure(anyhow::anyhow!("{e}")))?;
     let mut latency = report.latency_ms.clone();
@@ -124,9 +127,11 @@ fn run_pipeline(args: &BenchArgs, model: &Model, jpeg: Vec<u8>) -> Result<(), Cl
             "threads": report.threads,
             "in_flight": report.in_flight,
             "frames": report.frames,
+            "inferred": report.inferred,
             "seconds": report.seconds,
             "frames_per_s": report.frames_per_s,
             "cpu_ms_per_frame": report.cpu_s_per_frame * 1e3,
+            "cpu_s_per_minute": report.cpu_s_per_minute,
             "latency_ms": latency.json(),
             "rss_mb": mb(report.rss_bytes),
             "peak_rss_mb": mb(report.peak_rss_bytes),
@@ -142,8 +147,12 @@ fn run_pipeline(args: &BenchArgs, model: &Model, jpeg: Vec<u8>) -> Result<(), Cl
             report.frames,
             report.seconds
         );
-        println!("  frames/s:           {:.2}", report.frames_per_s);
+        println!(
+            "  frames/s:           {:.2} ({} of {} frames inferred)",
+            report.frames_per_s, report.inferred, report.frames
+        );
         println!("  CPU ms per frame:   {:.2}", report.cpu_s_per_frame * 1e3);
+        println!("  CPU s per minute:   {:.2}", report.cpu_s_per_minute);
         println!("  latency ms:         {}", latency.text());
         println!(
             "  memory:             {:.1} MB resident, {:.1} MB at peak",

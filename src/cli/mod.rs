@@ -460,6 +460,23 @@ pub struct BenchArgs {
     /// With --pipeline: frames timed (after --warmup frames).
     #[arg(long, default_value_t = 200, requires = "pipeline")]
     pub frames: u64,
+    /// With --pipeline: a camera delivering this many frames a second (default: each frame
+    /// as soon as the pipeline takes the last), timed for --seconds.
+    #[arg(long, requires = "pipeline", value_parser = parse_fps)]
+    pub fps: Option<f64>,
+    /// With --pipeline --fps: how long to time.
+    #[arg(long, default_value_t = 30.0, requires = "pipeline")]
+    pub seconds: f64,
+    /// With --pipeline: motion gating on (its defaults).
+    #[arg(long, requires = "pipeline")]
+    pub motion: bool,
+}
+
+fn parse_fps(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.001..=1000.0).contains(&f) => Ok(f),
+        _ => Err(format!("\"{text}\" is not a frame rate from 0.001 to 1000")),
+    }
 }
 
 /// `auto` or a whole number from 1 to 256.

@@ -189,3 +189,53 @@ fn topic_ids_and_prefixes_with_wildcards_or_control_characters_are_refused() {
     assert!(all.contains("device_id: \"ddd") && all.contains("(70000 bytes) must be 1 to 128"), "{all}");
     assert!(all.len() < 1000, "the id is cut in the message");
 }
+
+/// GOOD with `keys` in its camera's table and `tables` after it.
+fn camera_with(keys: &str, tables: &str) -> String {
+    format!("{}{tables}", GOOD.replacen("fps = 2\n", &format!("fps = 2\n{keys}\n"), 1))
+}
+
+#[test]
+fn threads_in_flight_and_motion_are_read_and_checked() {
+    let c = Config::from_toml(GOOD, &root(), &[]).unwrap();
+    let front = &c.cameras["front"];
+    assert_eq!((front.threads, front.in_flight, front.motion), (Count::Auto, Count::Auto, None));
+
+    let good = camera_with(
+        "threads = 4\nin_flight = \"auto\"",
+        "[cameras.front.motion]\nthreshold = 30\nmax_interval_s = 2\n",
+    );
+    let front = Config::from_toml(&good, &root(), &[]).unwrap().cameras["front"].clone();
+    assert_eq!((front.threads, front.in_flight), (Count::Fixed(4), Count::Auto));
+    let motion = front.motion.unwrap();
+    assert_eq!((motion.threshold, motion.min_area), (30.0, MotionSettings::default().min_area));
+    assert_eq!(motion.max_interval, Duration::from_secs(2));
+    let off = camera_with("", "[cameras.front.motion]\nenabled = false\n");
+    assert_eq!(Config::from_toml(&off, &root(), &[]).unwrap().cameras["front"].motion, None);
+    let env = vec![("VIGIL__CAMERAS__FRONT__THREADS".to_string(), "3".to_string())];
+    assert_eq!(Config::from_toml(GOOD, &root(), &env).unwrap().cameras["front"].threads, Count::Fixed(3));
+
+    let bad = camera_with(
+        "threads = 2\nin_flight = 3",
+        "[cameras.front.motion]\nthreshold = 0\nmin_area = 1.5\nmax_interval_s = -1\nsize = 3\n",
+    );
+    let problems = Config::from_toml(&bad, &root(), &[]).unwrap_err();
+    for key in [
+        "cameras.front.in_flight: 3 frames",
+        "cameras.front.motion.threshold: 0",
+        "cameras.front.motion.min_area: 1.5",
+        "cameras.front.motion.max_interval_s: -1",
+        "cameras.front.motion.size: unknown key",
+    ] {
+        assert!(problems.iter().any(|p| p.starts_with(key)), "{key} missing from {problems:#?}");
+    }
+    let nan = camera_with("", "[cameras.front.motion]\nmin_area = nan\n");
+    let all = Config::from_toml(&nan, &root(), &[]).unwrap_err().join("\n");
+    assert!(all.contains("cameras.front.motion.min_area: NaN"), "{all}");
+    for value in ["0", "257", "-1", "1.5", "\"many\"", "true"] {
+        let bad = camera_with(&format!("threads = {value}"), "");
+        let problems = Config::from_toml(&bad, &root(), &[]).unwrap_err();
+        assert_eq!(problems.len(), 1, "{value}: {problems:?}");
+        assert!(problems[0].starts_with("cameras.front.threads: must be \"auto\""), "{problems:?}");
+    }
+}

@@ -26,17 +26,29 @@ pub struct PipelineBench {
     pub threads: Count,
     pub in_flight: Count,
     pub warmup: u64,
+    /// Frames timed, when the replay follows inference (`fps` is `None`).
     pub frames: u64,
+    /// A camera delivering this many frames a second instead, timed for `seconds`.
+    pub fps: Option<f64>,
+    pub seconds: f64,
+    /// Motion gating on, with its defaults.
+    pub motion: bool,
 }
 
 /// What it measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineReport {
+    /// Frames taken from the camera while timed, and of those the ones inferred.
     pub frames: u64,
+    pub inferred: u64,
     pub seconds: f64,
     pub frames_per_s: f64,
     pub cpu_s_per_frame: f64,
-    /// Per-frame latency samples, milliseconds (the last `frames`, at most 256).
+    pub cpu_s_per_minute: f64,
+    /// Per-frame latency samples, milliseconds (the last `frames`, at most 256): from the
+    /// moment a worker took the frame to its messages handed to the publisher. (From
+    /// capture it would also count the wait in the frame slot, here as long as the frame
+    /// before took, since the replay decodes the next frame as soon as one is taken.)
     pub latency_ms: Vec<f64>,
     pub threads: usize,
     pub in_flight: usize,
@@ -90,13 +102,16 @@ discovery = false
 stats_interval_s = 3600
 [cameras.bench]
 model = {model:?}
-fps = 1000
+fps = {fps}
 threads = {threads}
 in_flight = {in_flight}
-source = {{ kind = "replay", path = {frame:?}, loop = true }}
+source = {{ kind = "replay", path = {frame:?}, loop = true, fps = {fps} }}
+{motion}
 "#,
+        fps = bench.fps.unwrap_or(1000.0),
+        motion = if bench.motion { "motion = {}" } else { "" },
         spool = dir.join("spool"),
-        model = bench.manifest,
+        model = std::path::absolute(&bench.manifest).unwrap_or_else(|_| bench.manifest.clone()),
         threads = count(bench.threads),
         in_flight = count(bench.in_flight),
     );
@@ -105,7 +120,7 @@ source = {{ kind = "replay", path = {frame:?}, loop = true }}
     })?;
     for camera in config.cameras.values_mut() {
         if let SourceSettings::Replay(replay) = &mut camera.source {
-            *replay = ReplaySettings { follow_inference: true, ..replay.clone() };
+            *replay = ReplaySettings { follow_inference: bench.fps.is_none(), ..replay.clone() };
         }
     }
     Ok(config)
@@ -124,15 +139,17 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
     let (journal, sequence) = open_journal(&config.mqtt)?;
     let running = Running::start(&config, models, &journal, &sequence)?;
     let counters = running.pipelines[0].counters.clone();
+    // Frames done: inferred or gated (a frame taken is done once the reporter has it).
+    let done = || counters.inferred.load(Ordering::Relaxed) + counters.gated.load(Ordering::Relaxed);
     let inferred = || counters.inferred.load(Ordering::Relaxed);
 
     // Waits until `n` frames are done; an error if the pipeline stops making progress.
     let wait_for = |n: u64| async move {
-        let (mut last, mut since) = (inferred(), Instant::now());
-        while inferred() < n {
+        let (mut last, mut since) = (done(), Instant::now());
+        while done() < n {
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if inferred() != last {
-                (last, since) = (inferred(), Instant::now());
+            if done() != last {
+                (last, since) = (done(), Instant::now());
             } else if since.elapsed() > Duration::from_secs(60) {
                 return Err(DaemonError::Internal(format!("the pipeline stopped at frame {last} of {n}")));
             }
@@ -141,24 +158,29 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
     };
     let outcome = async {
         wait_for(bench.warmup.max(1)).await?;
-        let (start, cpu0, n0) = (Instant::now(), cpu_seconds(), inferred());
-        wait_for(n0 + bench.frames.max(1)).await?;
-        let (seconds, cpu1, n1) = (start.elapsed().as_secs_f64(), cpu_seconds(), inferred());
-        Ok::<_, DaemonError>((seconds, cpu1 - cpu0, n1 - n0))
+        let (start, cpu0, n0, i0) = (Instant::now(), cpu_seconds(), done(), inferred());
+        match bench.fps {
+            None => wait_for(n0 + bench.frames.max(1)).await?,
+            Some(_) => tokio::time::sleep(Duration::from_secs_f64(bench.seconds.max(0.1))).await,
+        }
+        let (seconds, cpu1, n1, i1) = (start.elapsed().as_secs_f64(), cpu_seconds(), done(), inferred());
+        Ok::<_, DaemonError>((seconds, cpu1 - cpu0, n1 - n0, i1 - i0))
     }
     .await;
     let latency: Vec<f64> =
-        counters.recent_latency_ms.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+        counters.recent_processing_ms.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
     let plan = counters.plan;
     running.stop(Duration::from_secs(5)).await;
-    let (seconds, cpu, frames) = outcome?;
-    let keep = latency.len().min(frames as usize);
+    let (seconds, cpu, frames, inferred) = outcome?;
+    let keep = latency.len().min(inferred as usize);
     let (rss_bytes, peak_rss_bytes) = memory();
     Ok(PipelineReport {
         frames,
+        inferred,
         seconds,
         frames_per_s: frames as f64 / seconds,
-        cpu_s_per_frame: cpu / frames as f64,
+        cpu_s_per_frame: cpu / frames.max(1) as f64,
+        cpu_s_per_minute: cpu / seconds * 60.0,
         latency_ms: latency[latency.len() - keep..].to_vec(),
         threads: plan.in_flight * plan.threads_per_frame,
         in_flight: plan.in_flight,

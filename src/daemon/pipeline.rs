@@ -50,6 +50,8 @@ pub struct CameraCounters {
     pub recent_ms: Mutex<VecDeque<f64>>,
     /// The last inferred frames' latencies, capture to messages handed to the publisher.
     pub recent_latency_ms: Mutex<VecDeque<f64>>,
+    /// The same from the moment a worker took the frame (no wait in the frame slot).
+    pub recent_processing_ms: Mutex<VecDeque<f64>>,
     pub plan: ThreadPlan,
 }
 
@@ -393,6 +395,8 @@ enum Work {
 struct Done {
     ticket: u64,
     frame: Frame,
+    /// When a worker took it.
+    taken: Instant,
     work: Work,
 }
 
@@ -407,12 +411,13 @@ impl Context {
                 Next::Empty => continue,
                 Next::Closed => break,
             };
+            let taken = Instant::now();
             let work = match plan {
                 Plan::Off => Work::Off,
                 Plan::Gated => Work::Gated,
                 Plan::Run => self.run_model(&mut runner, &frame),
             };
-            if done.send(Done { ticket, frame, work }).is_err() {
+            if done.send(Done { ticket, frame, taken, work }).is_err() {
                 break;
             }
         }
@@ -457,7 +462,7 @@ impl Context {
         let mut next = 0;
         for done in results.iter() {
             pending.insert(done.ticket, done);
-            while let Some(Done { frame, work, .. }) = pending.remove(&next) {
+            while let Some(Done { frame, taken, work, .. }) = pending.remove(&next) {
                 next += 1;
                 last_frame = frame.number;
                 let sent = match work {
@@ -469,7 +474,12 @@ impl Context {
                     }
                     Work::Failed => true,
                     Work::Inferred { serving, prediction, timings } => {
-                        self.publish(&frame, &serving, prediction, timings, &filter, &mut tracker, &mut counts)
+                        let sent =
+                            self.publish(&frame, &serving, prediction, timings, &filter, &mut tracker, &mut counts);
+                        let since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+                        self.counters.record(&self.counters.recent_latency_ms, since(frame.captured));
+                        self.counters.record(&self.counters.recent_processing_ms, since(taken));
+                        sent
                     }
                 };
                 self.settled.store(tracker.settled(), Ordering::Relaxed);
@@ -548,9 +558,7 @@ impl Context {
             class: Class::Transient,
         };
         // Detections first, then the events and counts they caused.
-        let sent = std::iter::once(detections).chain(messages).all(|m| self.out.blocking_send(m).is_ok());
-        self.counters.record(&self.counters.recent_latency_ms, frame.captured.elapsed().as_secs_f64() * 1000.0);
-        sent
+        std::iter::once(detections).chain(messages).all(|m| self.out.blocking_send(m).is_ok())
     }
 
     fn event_messages(&self, events: &[TrackEvent], frame: u64, now: u64, model: &ModelInfo, out: &mut Vec<Message>) {

@@ -81,12 +81,19 @@ pub fn axis_taps(src: usize, dst: usize) -> Vec<Taps> {
 
 /// Resizes an RGB image to `width` × `height`, returning interleaved RGB f32 (0–255).
 pub fn resize_rgb(image: &RgbImage, width: usize, height: usize) -> Vec<f32> {
+    let mut out = vec![0f32; height * width * 3];
+    resize_rows(image, width, height, |y, line| out[y * width * 3..(y + 1) * width * 3].copy_from_slice(line));
+    out
+}
+
+/// The resize, one output row at a time: `row(y, line)` gets row `y` as interleaved RGB f32.
+/// A horizontal pass over every source row, then a vertical one per output row.
+fn resize_rows(image: &RgbImage, width: usize, height: usize, mut row: impl FnMut(usize, &[f32])) {
     let (sw, sh) = (image.width() as usize, image.height() as usize);
     let src = image.as_raw();
     let xt = axis_taps(sw, width);
     let yt = axis_taps(sh, height);
 
-    // Horizontal pass over every source row, then vertical.
     let mut rows = vec![0f32; sh * width * 3];
     for y in 0..sh {
         let src_row = &src[y * sw * 3..(y + 1) * sw * 3];
@@ -102,17 +109,17 @@ pub fn resize_rgb(image: &RgbImage, width: usize, height: usize) -> Vec<f32> {
             dst_row[x * 3..x * 3 + 3].copy_from_slice(&acc);
         }
     }
-    let mut out = vec![0f32; height * width * 3];
+    let mut line = vec![0f32; width * 3];
     for (y, taps) in yt.iter().enumerate() {
-        let dst_row = &mut out[y * width * 3..(y + 1) * width * 3];
+        line.fill(0.0);
         for (k, w) in taps.weights.iter().enumerate() {
             let src_row = &rows[(taps.first + k) * width * 3..(taps.first + k + 1) * width * 3];
-            for (d, s) in dst_row.iter_mut().zip(src_row) {
+            for (d, s) in line.iter_mut().zip(src_row) {
                 *d += w * s;
             }
         }
+        row(y, &line);
     }
-    out
 }
 
 /// Where the resized image sits in the model input.
@@ -154,9 +161,10 @@ pub fn placement(spec: &InputSpec, image_width: u32, image_height: u32) -> (usiz
 }
 
 /// Turns an image into the model's input tensor and the transform back to the image.
+/// Each resized row is normalised straight into its place in the tensor (no resized
+/// image in between); the arithmetic is [`resize_rgb`]'s, then `v · mul + add`.
 pub fn preprocess(image: &RgbImage, spec: &InputSpec) -> (InputTensor, Transform) {
     let (nw, nh, t) = placement(spec, image.width(), image.height());
-    let resized = resize_rgb(image, nw, nh);
     let (w, h) = (spec.width, spec.height);
     let (px, py) = (t.pad_x as usize, t.pad_y as usize);
 
@@ -170,23 +178,39 @@ pub fn preprocess(image: &RgbImage, spec: &InputSpec) -> (InputTensor, Transform
     let pad: [f32; 3] = std::array::from_fn(|c| spec.pad * mul[c] + add[c]);
 
     let mut data = vec![0f32; 3 * w * h];
-    let index = |c: usize, y: usize, x: usize| match spec.layout {
-        Layout::Nchw => (c * h + y) * w + x,
-        Layout::Nhwc => (y * w + x) * 3 + c,
-    };
-    for y in 0..h {
-        for x in 0..w {
-            let inside = x >= px && x < px + nw && y >= py && y < py + nh;
-            for c in 0..3 {
-                data[index(c, y, x)] = if inside {
-                    let v = resized[((y - py) * nw + (x - px)) * 3 + order[c]];
-                    v * mul[c] + add[c]
-                } else {
-                    pad[c]
-                };
+    match spec.layout {
+        Layout::Nchw => {
+            for (plane, value) in data.chunks_exact_mut(w * h).zip(pad) {
+                plane.fill(value);
+            }
+        }
+        Layout::Nhwc => {
+            for pixel in data.chunks_exact_mut(3) {
+                pixel.copy_from_slice(&pad);
             }
         }
     }
+    resize_rows(image, nw, nh, |y, line| {
+        let y = y + py;
+        match spec.layout {
+            Layout::Nchw => {
+                for c in 0..3 {
+                    let out = &mut data[(c * h + y) * w + px..][..nw];
+                    for (o, rgb) in out.iter_mut().zip(line.chunks_exact(3)) {
+                        *o = rgb[order[c]] * mul[c] + add[c];
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                let out = &mut data[(y * w + px) * 3..][..nw * 3];
+                for (o, rgb) in out.chunks_exact_mut(3).zip(line.chunks_exact(3)) {
+                    for c in 0..3 {
+                        o[c] = rgb[order[c]] * mul[c] + add[c];
+                    }
+                }
+            }
+        }
+    });
     let shape = match spec.layout {
         Layout::Nchw => [1, 3, h, w],
         Layout::Nhwc => [1, h, w, 3],
