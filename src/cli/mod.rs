@@ -465,11 +465,18 @@ pub struct BenchArgs {
     #[arg(long, requires = "pipeline", value_parser = parse_fps)]
     pub fps: Option<f64>,
     /// With --pipeline --fps: how long to time.
-    #[arg(long, default_value_t = 30.0, requires = "pipeline")]
+    #[arg(long, default_value_t = 30.0, requires = "pipeline", value_parser = parse_seconds)]
     pub seconds: f64,
     /// With --pipeline: motion gating on (its defaults).
     #[arg(long, requires = "pipeline")]
     pub motion: bool,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!("\"{text}\" is not a number of seconds from 0.1 to 86400")),
+    }
 }
 
 fn parse_fps(text: &str) -> Result<f64, String> {

@@ -139,8 +139,12 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
     let (journal, sequence) = open_journal(&config.mqtt)?;
     let running = Running::start(&config, models, &journal, &sequence)?;
     let counters = running.pipelines[0].counters.clone();
-    // Frames done: inferred or gated (a frame taken is done once the reporter has it).
-    let done = || counters.inferred.load(Ordering::Relaxed) + counters.gated.load(Ordering::Relaxed);
+    // Frames done: inferred, gated or failed (a frame taken is done once the reporter has it).
+    let done = || {
+        counters.inferred.load(Ordering::Relaxed)
+            + counters.gated.load(Ordering::Relaxed)
+            + counters.failed.load(Ordering::Relaxed)
+    };
     let inferred = || counters.inferred.load(Ordering::Relaxed);
 
     // Waits until `n` frames are done; an error if the pipeline stops making progress.
@@ -189,8 +193,8 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
     })
 }
 
-/// CPU seconds this process has used, user and system (Linux `/proc/self/stat`, whose
-/// clock ticks are USER_HZ = 100 on every Linux ABI); NaN where it cannot be read.
+/// CPU seconds this process has used, user and system (Linux `/proc/self/stat`, in clock
+/// ticks of `sysconf(_SC_CLK_TCK)`); NaN where it cannot be read.
 pub fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
     // The command name (field 2) may hold spaces: count fields after its closing ')'.
@@ -198,7 +202,15 @@ pub fn cpu_seconds() -> f64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of the file are utime and stime; `rest` starts at field 3.
     match (fields.get(11).and_then(|f| f.parse::<u64>().ok()), fields.get(12).and_then(|f| f.parse::<u64>().ok())) {
-        (Some(user), Some(system)) => (user + system) as f64 / 100.0,
+        (Some(user), Some(system)) => {
+            // SAFETY: sysconf only reads a configuration value.
+            let ticks = unsafe { sys::sysconf(sys::SC_CLK_TCK) };
+            if ticks > 0 {
+                (user + system) as f64 / ticks as f64
+            } else {
+                f64::NAN
+            }
+        }
         _ => f64::NAN,
     }
 }
@@ -214,4 +226,13 @@ pub fn memory() -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The C library call the figures need (Linux; glibc and musl agree on it).
+mod sys {
+    /// `_SC_CLK_TCK` in Linux's `<unistd.h>`.
+    pub const SC_CLK_TCK: std::ffi::c_int = 2;
+    extern "C" {
+        pub fn sysconf(name: std::ffi::c_int) -> std::ffi::c_long;
+    }
 }

@@ -10,8 +10,9 @@
 //!   those of one frame at a time.
 //!
 //! Reporter → publisher is a bounded `mpsc` and lossless (`blocking_send` waits for room;
-//! the publisher never blocks on the network, so a wait is short). Workers wait for the
-//! intake, so at most `in_flight` frames are ever between the slot and the reporter.
+//! the publisher never blocks on the network, so a wait is short). The intake hands out a
+//! frame only while fewer than `in_flight` are between it and the reporter, so a stuck
+//! reporter or model stops the intake and the heartbeat instead of piling frames up.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::config::{CameraSettings, Count};
 use crate::detect::motion::MotionGate;
 use crate::detect::{FrameFilter, Observation, TrackEvent, Tracker};
-use crate::model::{Model, Prediction, Runner, Timings};
+use crate::model::{DecodeParams, Model, Prediction, Runner, Timings};
 use crate::mqtt::journal::Sequence;
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::{Class, Message, Topics};
@@ -46,6 +47,8 @@ pub struct CameraCounters {
     pub inferred: AtomicU64,
     /// Frames motion gating kept from the model.
     pub gated: AtomicU64,
+    /// Frames the model failed on (each logged).
+    pub failed: AtomicU64,
     /// The last inference times (preprocess, model, decode), milliseconds, newest last.
     pub recent_ms: Mutex<VecDeque<f64>>,
     /// The last inferred frames' latencies, capture to messages handed to the publisher.
@@ -115,6 +118,12 @@ struct Context {
     sequence: Arc<Sequence>,
     /// The reporter's tracker has nothing waiting on more frames (see `Tracker::settled`).
     settled: AtomicBool,
+    /// Tickets the reporter has finished with (all below this number); workers wait on it
+    /// so that at most `in_flight` frames are out between the intake and the reporter.
+    reported: Mutex<u64>,
+    reported_changed: std::sync::Condvar,
+    /// A worker found the source closed (the replay ran out, or the source stopped).
+    closed: AtomicBool,
     /// The publisher has gone: the workers stop.
     gone: AtomicBool,
 }
@@ -179,8 +188,20 @@ impl Pipeline {
             out: spec.out,
             sequence: spec.sequence,
             settled: AtomicBool::new(true),
+            reported: Mutex::new(0),
+            reported_changed: std::sync::Condvar::new(),
+            closed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         });
+        // Built before any thread starts: making a thread pool can fail (it panics in tract).
+        let runners = std::panic::catch_unwind(|| {
+            (0..plan.in_flight)
+                .map(|w| Runner::with_threads(plan.threads_per_frame, &format!("tract-{camera}-{w}")))
+                .collect::<Vec<_>>()
+        })
+        .map_err(|_| {
+            std::io::Error::other(format!("cannot start {} thread pool(s) for camera {camera}", plan.in_flight))
+        })?;
         let mut threads = Vec::new();
         let started = (|| {
             threads.push(source::spawn(
@@ -190,11 +211,10 @@ impl Pipeline {
                 stop.clone(),
                 source_heartbeat.clone(),
             )?);
-            let intake = Arc::new(Mutex::new(Intake::new(spec.settings)));
+            let intake = Arc::new(Mutex::new(Intake::new(spec.settings, plan.in_flight)));
             let (done, results) = std::sync::mpsc::channel();
-            for worker in 0..plan.in_flight {
+            for (worker, runner) in runners.into_iter().enumerate() {
                 let (ctx, intake, done) = (ctx.clone(), intake.clone(), done.clone());
-                let runner = Runner::with_threads(plan.threads_per_frame, &format!("tract-{camera}-{worker}"));
                 let name = format!("infer-{camera}-{worker}");
                 threads.push(std::thread::Builder::new().name(name).spawn(move || ctx.work(&intake, done, runner))?);
             }
@@ -321,19 +341,21 @@ pub fn cpu_share(cameras: usize) -> usize {
 /// most `fps` a second, each with what to do with it.
 struct Intake {
     ticket: u64,
+    in_flight: u64,
     next_start: Instant,
     interval: Duration,
     gate: Option<MotionGate>,
 }
 
 /// What a worker is to do with a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
     /// Detection is off.
     Off,
     /// Motion gating skips the model.
     Gated,
-    Run,
+    /// The model and its parameters, chosen in frame order (a deploy's swap falls between
+    /// two tickets, never among them).
+    Run(Arc<ServingModel>, DecodeParams),
 }
 
 enum Next {
@@ -343,9 +365,10 @@ enum Next {
 }
 
 impl Intake {
-    fn new(settings: &CameraSettings) -> Intake {
+    fn new(settings: &CameraSettings, in_flight: usize) -> Intake {
         Intake {
             ticket: 0,
+            in_flight: in_flight as u64,
             next_start: Instant::now(),
             interval: Duration::from_secs_f64(1.0 / settings.fps),
             gate: settings.motion.map(|m| MotionGate::new(m, settings.masks.clone())),
@@ -353,6 +376,22 @@ impl Intake {
     }
 
     fn next(&mut self, ctx: &Context) -> Next {
+        // No new frame while `in_flight` are out: a stuck reporter or model stops the intake
+        // (and with it the heartbeat, so the watchdog sees it) instead of piling frames up.
+        let reported = {
+            let mut reported = ctx.reported.lock().unwrap_or_else(|e| e.into_inner());
+            while self.ticket - *reported >= self.in_flight {
+                if ctx.stop.load(Ordering::Relaxed) || ctx.gone.load(Ordering::Relaxed) {
+                    return Next::Empty;
+                }
+                reported = ctx
+                    .reported_changed
+                    .wait_timeout(reported, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            *reported
+        };
         let wait = self.next_start.saturating_duration_since(Instant::now());
         if !wait.is_zero() && !source::sleep_unless(&ctx.stop, wait, &ctx.heartbeat) {
             return Next::Empty;
@@ -360,7 +399,10 @@ impl Intake {
         let frame = match ctx.slot.take(Duration::from_millis(200)) {
             Taken::Frame(f) => f,
             Taken::Empty => return Next::Empty,
-            Taken::Closed => return Next::Closed,
+            Taken::Closed => {
+                ctx.closed.store(true, Ordering::Relaxed);
+                return Next::Closed;
+            }
         };
         let now = Instant::now();
         self.next_start = now + self.interval;
@@ -368,10 +410,17 @@ impl Intake {
         let plan = if !ctx.control.detect.load(Ordering::Relaxed) {
             Plan::Off
         } else {
-            let settled = ctx.settled.load(Ordering::Relaxed);
+            // The tracker's word is current only when no frame is out; otherwise the frame
+            // runs rather than risk skipping one the tracker still needed.
+            let settled = ctx.settled.load(Ordering::Relaxed) && reported == self.ticket;
             match self.gate.as_mut().map(|gate| gate.judge(&frame.image, now, settled)) {
                 Some(verdict) if !verdict.runs() => Plan::Gated,
-                _ => Plan::Run,
+                _ => {
+                    let serving = ctx.model.current();
+                    let mut params = serving.model.default_params();
+                    params.score = *ctx.control.threshold.lock().unwrap_or_else(|e| e.into_inner());
+                    Plan::Run(serving, params)
+                }
             }
         };
         self.ticket += 1;
@@ -415,20 +464,19 @@ impl Context {
             let work = match plan {
                 Plan::Off => Work::Off,
                 Plan::Gated => Work::Gated,
-                Plan::Run => self.run_model(&mut runner, &frame),
+                Plan::Run(serving, params) => self.run_model(&mut runner, serving, &params, &frame),
             };
+            // A model replaced by a deploy is not kept alive by this worker's state.
+            runner.keep_only(&self.model.current().model);
             if done.send(Done { ticket, frame, taken, work }).is_err() {
                 break;
             }
         }
     }
 
-    fn run_model(&self, runner: &mut Runner, frame: &Frame) -> Work {
-        let serving = self.model.current();
-        let mut params = serving.model.default_params();
-        params.score = *self.control.threshold.lock().unwrap_or_else(|e| e.into_inner());
+    fn run_model(&self, runner: &mut Runner, serving: Arc<ServingModel>, params: &DecodeParams, frame: &Frame) -> Work {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            serving.model.predict_in(runner, &frame.image, &params)
+            serving.model.predict_in(runner, &frame.image, params)
         }));
         match ran {
             Ok(Ok((prediction, timings))) => Work::Inferred { serving, prediction, timings },
@@ -472,7 +520,10 @@ impl Context {
                         self.counters.gated.fetch_add(1, Ordering::Relaxed);
                         true
                     }
-                    Work::Failed => true,
+                    Work::Failed => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
                     Work::Inferred { serving, prediction, timings } => {
                         let sent =
                             self.publish(&frame, &serving, prediction, timings, &filter, &mut tracker, &mut counts);
@@ -483,6 +534,8 @@ impl Context {
                     }
                 };
                 self.settled.store(tracker.settled(), Ordering::Relaxed);
+                *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                self.reported_changed.notify_all();
                 if !sent {
                     self.gone.store(true, Ordering::Relaxed);
                     return;
@@ -490,7 +543,11 @@ impl Context {
             }
         }
         self.finish_tracks(&mut tracker, &mut counts, last_frame);
-        self.heartbeat.finish();
+        // Finished on purpose only; workers gone any other way leave the heartbeat to age,
+        // so the watchdog notices.
+        if self.closed.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+            self.heartbeat.finish();
+        }
         log::info!("camera={} frames={last_frame} pipeline stopped", self.camera);
     }
 

@@ -133,7 +133,10 @@ impl Model {
             what: "ONNX model",
             source: e,
         })?;
-        Model::from_onnx_bytes(manifest, manifest_path, &bytes)
+        let model = Model::from_onnx_bytes(manifest, manifest_path, &bytes);
+        drop(bytes);
+        return_freed_memory();
+        model
     }
 
     /// Loads an ONNX graph from its bytes for a checked manifest (whose `model_path` and
@@ -218,8 +221,7 @@ impl Model {
     }
 
     /// Runs the graph with a runner's threads and kept state. The input's buffer becomes the
-    /// graph's input tensor and the outputs' buffers are taken from tract, without copies
-    /// where tract holds the only reference.
+    /// graph's input tensor without a copy; the outputs are copied out of tract's tensors.
     pub fn run_in(&self, runner: &mut Runner, input: InputTensor) -> Result<Vec<OutputTensor>, ModelError> {
         let run_err = |e: TractError| ModelError::Run { name: self.manifest.name.clone(), reason: format!("{e:#}") };
         let InputTensor { shape, data } = input;
@@ -336,6 +338,14 @@ impl Runner {
         }
     }
 
+    /// Drops the kept state unless it is `model`'s (after a deploy replaced the model it was
+    /// built for, which it would otherwise keep in memory).
+    pub fn keep_only(&mut self, model: &Model) {
+        if !self.state.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, &model.plan)) {
+            self.state = None;
+        }
+    }
+
     /// Drops the kept state (after a run that panicked, say); the next run builds it anew.
     pub fn forget_state(&mut self) {
         self.state = None;
@@ -346,6 +356,20 @@ impl Runner {
             self.state = Some((plan.clone(), TypedSimpleState::new(plan)?));
         }
         Ok(&mut self.state.as_mut().expect("set above").1)
+    }
+}
+
+/// Gives the memory freed while loading back to the system. Loading peaks at several times
+/// the model's file (its bytes, the parsed graph and the optimised plan at once); glibc keeps
+/// what is freed in its heap, about 30 MB after MobileNetV2 (docs/performance.md).
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe { malloc_trim(0) };
     }
 }
 
