@@ -51,15 +51,22 @@ def percentile(samples, p):
     return s[round((len(s) - 1) * p)]
 
 
-def time_ort(onnx_path, x, iterations, warmup):
+def warm_session(onnx_path, x, threads, warmup):
+    """An onnxruntime CPU session (`threads` intra-op, one inter-op, every graph
+    optimisation) and its feed, after `warmup` untimed runs."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     feed = {sess.get_inputs()[0].name: x}
     for _ in range(warmup):
         sess.run(None, feed)
+    return sess, feed
+
+
+def time_ort(onnx_path, x, iterations, warmup):
+    sess, feed = warm_session(onnx_path, x, 1, warmup)
     times = []
     for _ in range(iterations):
         t0 = time.perf_counter()
@@ -70,14 +77,7 @@ def time_ort(onnx_path, x, iterations, warmup):
 
 def ort_fps(onnx_path, x, threads, iterations, warmup):
     """onnxruntime's bare inference, back to back on one input: frames per second."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
+    sess, feed = warm_session(onnx_path, x, threads, warmup)
     t0 = time.perf_counter()
     for _ in range(iterations):
         sess.run(None, feed)
