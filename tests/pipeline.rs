@@ -176,6 +176,8 @@ fn motion_gating_skips_a_still_scene_and_reports_what_enters_it() {
     let every = run(&dir, &folder, "threads = 1");
     // max_interval far beyond the replay: only motion and the tracker run the model.
     let gated = run(&dir, &folder, "threads = 1\nmotion = { max_interval_s = 3600 }");
+    // Two frames in flight: the gate still decides as with one.
+    let gated_two = run(&dir, &folder, "threads = 2\nin_flight = 2\nmotion = { max_interval_s = 3600 }");
     assert_eq!((every.frames, every.inferred, every.gated), (100, 100, 0));
     assert_eq!(gated.frames, 100);
     assert_eq!(gated.inferred + gated.gated, 100);
@@ -196,8 +198,14 @@ fn motion_gating_skips_a_still_scene_and_reports_what_enters_it() {
     assert_eq!(labels(&gated, "new"), labels(&every, "new"), "the same objects appear, once each");
     assert!(first(&gated, "person") > 40 && first(&gated, "person") <= 43, "the person is reported on entering");
     assert_eq!(first(&gated, "person"), first(&every, "person"));
-    // Objects end only when the replay does, in both runs.
-    for r in [&every, &gated] {
+    assert_eq!(
+        (gated_two.frames, gated_two.inferred, gated_two.gated),
+        (gated.frames, gated.inferred, gated.gated),
+        "two frames in flight gate the same frames"
+    );
+    assert_eq!(labels(&gated_two, "new"), labels(&gated, "new"));
+    // Objects end only when the replay does, in every run.
+    for r in [&every, &gated, &gated_two] {
         for end in r.events("end") {
             assert_eq!(end["frame"], 100, "an object standing still was ended early: {end}");
         }

@@ -11,7 +11,7 @@
 //!
 //! Reporter → publisher is a bounded `mpsc` and lossless (`blocking_send` waits for room;
 //! the publisher never blocks on the network, so a wait is short). The intake hands out a
-//! frame only while fewer than `in_flight` are between it and the reporter, so a stuck
+//! frame only while at most `in_flight` are between it and the reporter, so a stuck
 //! reporter or model stops the intake and the heartbeat instead of piling frames up.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -358,6 +358,23 @@ enum Plan {
     Run(Arc<ServingModel>, DecodeParams),
 }
 
+/// Waits until `ok(frames out)` holds, frames out being those handed out before `ticket`
+/// that the reporter has not finished; false on stop or when the publisher has gone.
+fn wait_reported(ctx: &Context, ticket: u64, ok: impl Fn(u64) -> bool) -> bool {
+    let mut reported = ctx.reported.lock().unwrap_or_else(|e| e.into_inner());
+    while !ok(ticket - *reported) {
+        if ctx.stop.load(Ordering::Relaxed) || ctx.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        reported = ctx
+            .reported_changed
+            .wait_timeout(reported, Duration::from_millis(100))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    true
+}
+
 enum Next {
     Frame(u64, Frame, Plan),
     Empty,
@@ -376,22 +393,12 @@ impl Intake {
     }
 
     fn next(&mut self, ctx: &Context) -> Next {
-        // No new frame while `in_flight` are out: a stuck reporter or model stops the intake
-        // (and with it the heartbeat, so the watchdog sees it) instead of piling frames up.
-        let reported = {
-            let mut reported = ctx.reported.lock().unwrap_or_else(|e| e.into_inner());
-            while self.ticket - *reported >= self.in_flight {
-                if ctx.stop.load(Ordering::Relaxed) || ctx.gone.load(Ordering::Relaxed) {
-                    return Next::Empty;
-                }
-                reported = ctx
-                    .reported_changed
-                    .wait_timeout(reported, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            *reported
-        };
+        // No new frame while `in_flight` + 1 are out (one may sit with the reporter while the
+        // workers go on): a stuck reporter or model stops the intake (and with it the
+        // heartbeat, so the watchdog sees it) instead of piling frames up.
+        if !wait_reported(ctx, self.ticket, |out| out <= self.in_flight) {
+            return Next::Empty;
+        }
         let wait = self.next_start.saturating_duration_since(Instant::now());
         if !wait.is_zero() && !source::sleep_unless(&ctx.stop, wait, &ctx.heartbeat) {
             return Next::Empty;
@@ -410,9 +417,10 @@ impl Intake {
         let plan = if !ctx.control.detect.load(Ordering::Relaxed) {
             Plan::Off
         } else {
-            // The tracker's word is current only when no frame is out; otherwise the frame
-            // runs rather than risk skipping one the tracker still needed.
-            let settled = ctx.settled.load(Ordering::Relaxed) && reported == self.ticket;
+            // The tracker's word is current only once every frame handed out is reported: a
+            // still frame waits for that (nothing moves, so nothing is lost by waiting).
+            let ticket = self.ticket;
+            let settled = || wait_reported(ctx, ticket, |out| out == 0) && ctx.settled.load(Ordering::Relaxed);
             match self.gate.as_mut().map(|gate| gate.judge(&frame.image, now, settled)) {
                 Some(verdict) if !verdict.runs() => Plan::Gated,
                 _ => {
@@ -454,6 +462,9 @@ impl Context {
     fn work(&self, intake: &Mutex<Intake>, done: std::sync::mpsc::Sender<Done>, mut runner: Runner) {
         while !self.stop.load(Ordering::Relaxed) && !self.gone.load(Ordering::Relaxed) {
             self.heartbeat.beat();
+            // A model replaced by a deploy is not kept alive by this worker's state, even
+            // while no frame comes.
+            runner.keep_only(&self.model.current().model);
             let next = intake.lock().unwrap_or_else(|e| e.into_inner()).next(self);
             let (ticket, frame, plan) = match next {
                 Next::Frame(ticket, frame, plan) => (ticket, frame, plan),
@@ -466,8 +477,6 @@ impl Context {
                 Plan::Gated => Work::Gated,
                 Plan::Run(serving, params) => self.run_model(&mut runner, serving, &params, &frame),
             };
-            // A model replaced by a deploy is not kept alive by this worker's state.
-            runner.keep_only(&self.model.current().model);
             if done.send(Done { ticket, frame, taken, work }).is_err() {
                 break;
             }

@@ -187,18 +187,19 @@ impl MotionGate {
         }
     }
 
-    /// The verdict on a frame taken at `now`; `settled` is the tracker's word that every
-    /// object it follows is confirmed and was seen on the last inferred frame.
-    pub fn judge(&mut self, image: &RgbImage, now: Instant, settled: bool) -> Verdict {
+    /// The verdict on a frame taken at `now`. `settled` gives the tracker's word that every
+    /// object it follows is confirmed and was seen on the last inferred frame; it is asked
+    /// only when nothing else decides (a pipeline may have to wait for that word).
+    pub fn judge(&mut self, image: &RgbImage, now: Instant, settled: impl FnOnce() -> bool) -> Verdict {
         // The background takes in every frame, gated or not.
         let moved = self.detector.moved(image);
         let due = self.last_run.is_none_or(|t| now.saturating_duration_since(t) >= self.max_interval);
         let verdict = if moved {
             Verdict::Motion
-        } else if !settled {
-            Verdict::Tracking
         } else if due {
             Verdict::Due
+        } else if !settled() {
+            Verdict::Tracking
         } else {
             Verdict::Gated
         };
@@ -296,11 +297,21 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let still = scene(320, 240);
-        assert_eq!(gate.judge(&still, at(0), true), Verdict::Motion, "first frame");
-        assert_eq!(gate.judge(&still, at(1), true), Verdict::Gated);
-        assert_eq!(gate.judge(&still, at(2), false), Verdict::Tracking);
-        assert_eq!(gate.judge(&still, at(11), true), Verdict::Gated, "10 s after the last run is 12");
-        assert_eq!(gate.judge(&still, at(12), true), Verdict::Due);
-        assert_eq!(gate.judge(&with_box(still.clone(), 100, 100, 40), at(13), true), Verdict::Motion);
+        let asked = std::cell::Cell::new(0);
+        let settled = |answer: bool| {
+            let asked = &asked;
+            move || {
+                asked.set(asked.get() + 1);
+                answer
+            }
+        };
+        assert_eq!(gate.judge(&still, at(0), settled(true)), Verdict::Motion, "first frame");
+        assert_eq!(gate.judge(&still, at(1), settled(true)), Verdict::Gated);
+        assert_eq!(gate.judge(&still, at(2), settled(false)), Verdict::Tracking);
+        assert_eq!(gate.judge(&still, at(11), settled(true)), Verdict::Gated, "10 s after the last run is 12");
+        assert_eq!(asked.get(), 3, "the tracker is asked only when nothing else decides");
+        assert_eq!(gate.judge(&still, at(12), settled(false)), Verdict::Due);
+        assert_eq!(gate.judge(&with_box(still.clone(), 100, 100, 40), at(13), settled(false)), Verdict::Motion);
+        assert_eq!(asked.get(), 3);
     }
 }
