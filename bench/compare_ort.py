@@ -88,26 +88,31 @@ def vigil_json(cmd):
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
+def bench_case(manifest, vigil, tmp):
+    """A manifest's model name, its ONNX file, the .npy path for its input tensor, and the
+    start of its `vigil bench --json` command (with the model's photo, if it has one)."""
+    mpath = ROOT / manifest
+    m = tomllib.loads(mpath.read_text())
+    image = DEFAULT_IMAGES.get(m["name"])
+    base = [vigil, "bench", "--model", str(mpath), "--json"] + (["--image", str(ROOT / image)] if image else [])
+    return m["name"], mpath.parent / m["model"], Path(tmp) / f"{m['name']}.npy", base
+
+
 def pipeline(args, vigil):
     cores = os.cpu_count()
     print(f"onnxruntime {ort.__version__}, {cores} cores, {args.frames} frames per figure")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for manifest in args.manifests:
-            mpath = ROOT / manifest
-            m = tomllib.loads(mpath.read_text())
-            image = ["--image", str(ROOT / DEFAULT_IMAGES[m["name"]])] if m["name"] in DEFAULT_IMAGES else []
-            npy = Path(tmp) / f"{m['name']}.npy"
-            base = [vigil, "bench", "--model", str(mpath), "--json", *image]
+            name, onnx, npy, base = bench_case(manifest, vigil, tmp)
             model = vigil_json(base + ["--save-input", str(npy), "--iterations", str(args.frames // 2)])
             every = vigil_json(base + ["--pipeline", "--threads", "auto", "--frames", str(args.frames)])
             one = vigil_json(base + ["--pipeline", "--threads", "1", "--frames", str(args.frames)])
             x = np.load(npy)
-            onnx = mpath.parent / m["model"]
             ort1 = ort_fps(onnx, x, 1, args.frames, args.warmup)
             ortn = ort_fps(onnx, x, cores, args.frames, args.warmup)
             row = {
-                "model": m["name"],
+                "model": name,
                 "vigil_fps_all_cores": every["frames_per_s"], "threads": every["threads"],
                 "in_flight": every["in_flight"],
                 "ort_fps_1_thread": ort1, "ort_fps_all_cores": ortn,
@@ -128,7 +133,7 @@ def pipeline(args, vigil):
                 row["cpu_s_per_min_ungated"] = plain["cpu_s_per_minute"]
                 row["gated_over_ungated"] = gated["cpu_s_per_minute"] / plain["cpu_s_per_minute"]
             rows.append(row)
-            print(f"\n{m['name']}:")
+            print(f"\n{name}:")
             print(f"  vigil pipeline, {every['threads']} threads ({every['in_flight']} in flight): "
                   f"{every['frames_per_s']:.2f} frames/s")
             print(f"  onnxruntime bare, 1 thread: {ort1:.2f} frames/s -> ratio {row['ratio_vs_ort_1_thread']:.2f}")
@@ -163,19 +168,13 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for manifest in args.manifests:
-            mpath = ROOT / manifest
-            m = tomllib.loads(mpath.read_text())
-            npy = Path(tmp) / f"{m['name']}.npy"
-            cmd = [vigil, "bench", "--model", str(mpath), "--json", "--save-input", str(npy),
-                   "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
-            image = DEFAULT_IMAGES.get(m["name"])
-            if image:
-                cmd += ["--image", str(ROOT / image)]
-            ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            ref = time_ort(mpath.parent / m["model"], np.load(npy), args.iterations, args.warmup)
+            name, onnx, npy, base = bench_case(manifest, vigil, tmp)
+            ours = vigil_json(base + ["--save-input", str(npy), "--iterations", str(args.iterations),
+                                      "--warmup", str(args.warmup)])
+            ref = time_ort(onnx, np.load(npy), args.iterations, args.warmup)
             v = ours["inference_ms"]
             row = {
-                "model": m["name"],
+                "model": name,
                 "vigil_p50_ms": v["p50"], "ort_p50_ms": ref["p50"], "ratio_p50": v["p50"] / ref["p50"],
                 "vigil_mean_ms": v["mean"], "ort_mean_ms": ref["mean"], "ratio_mean": v["mean"] / ref["mean"],
             }
