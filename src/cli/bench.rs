@@ -30,7 +30,7 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
         .context("encoding the frame as JPEG")
         .map_err(CliError::failure)?;
     if args.pipeline {
-        return run_pipeline(&args, &model, jpeg);
+        return run_pipeline(&args, model, jpeg);
     }
     let (input, transform) = preprocess(&image, spec);
     if let Some(path) = &args.save_input {
@@ -41,7 +41,7 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
     let threads = match args.threads {
         None => 1,
         Some(Count::Fixed(n)) => n,
-        Some(Count::Auto) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(Count::Auto) => crate::daemon::pipeline::cpu_share(1),
     };
     let mut runner = Runner::with_threads(threads, "tract-bench");
     let params = model.default_params();
@@ -104,9 +104,12 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn run_pipeline(args: &BenchArgs, model: &Model, jpeg: Vec<u8>) -> Result<(), CliError> {
+fn run_pipeline(args: &BenchArgs, model: Model, jpeg: Vec<u8>) -> Result<(), CliError> {
+    // The camera serves this very model: a second copy would count in the memory figures.
+    let model = std::sync::Arc::new(model);
     let bench = PipelineBench {
         manifest: args.model.clone(),
+        model: model.clone(),
         jpeg,
         threads: args.threads.unwrap_or(Count::Auto),
         in_flight: args.in_flight.unwrap_or(Count::Auto),

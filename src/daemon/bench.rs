@@ -21,6 +21,8 @@ use crate::model::Model;
 #[derive(Debug, Clone)]
 pub struct PipelineBench {
     pub manifest: PathBuf,
+    /// The manifest's model, loaded.
+    pub model: Arc<Model>,
     /// The frame, as JPEG bytes.
     pub jpeg: Vec<u8>,
     pub threads: Count,
@@ -133,9 +135,7 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
         .await
         .map_err(|e| DaemonError::Broker(format!("the embedded broker failed to start: {}", super::panic_text(e))))?
         .map_err(DaemonError::Broker)?;
-    let model = Model::load(&bench.manifest).map_err(|error| DaemonError::Model { camera: "bench".into(), error })?;
-    let model = Arc::new(model);
-    let models = config.cameras.keys().map(|c| (c.clone(), model.clone())).collect();
+    let models = config.cameras.keys().map(|c| (c.clone(), bench.model.clone())).collect();
     let (journal, sequence) = open_journal(&config.mqtt)?;
     let running = Running::start(&config, models, &journal, &sequence)?;
     let counters = running.pipelines[0].counters.clone();
