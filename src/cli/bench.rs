@@ -18,7 +18,7 @@ use crate::model::{preprocess, Model, Runner};
 const JPEG_QUALITY: u8 = 90;
 
 pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
-    let model = Model::load(&args.model)?;
+    let model = Model::load_on(&args.model, args.engine)?;
     let spec = &model.manifest.input;
     let image = match &args.image {
         Some(path) => read_image(path).map_err(CliError::failure)?,
@@ -43,7 +43,7 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
         Some(Count::Fixed(n)) => n,
         Some(Count::Auto) => crate::daemon::pipeline::cpu_share(1),
     };
-    let mut runner = Runner::with_threads(threads, "tract-bench");
+    let mut runner = Runner::with_threads(threads, "vigil-bench");
     let params = model.default_params();
     for _ in 0..args.warmup {
         model.run_in(&mut runner, input.clone())?;
@@ -74,6 +74,7 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
         let doc = json!({
             "model": model.manifest.name,
             "version": model.manifest.version,
+            "engine": model.engine().name(),
             "sha256": model.sha256,
             "input_shape": input.shape,
             "frame": [width, height],
@@ -88,9 +89,10 @@ pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
         println!("{doc}");
     } else {
         println!(
-            "{} {}: input {:?}, frame {width}x{height}, {} runs, {} thread(s)",
+            "{} {} on {}: input {:?}, frame {width}x{height}, {} runs, {} thread(s)",
             model.manifest.name,
             model.manifest.version,
+            model.engine().name(),
             input.shape,
             iterations,
             runner.threads()
@@ -127,6 +129,7 @@ fn run_pipeline(args: &BenchArgs, model: Model, jpeg: Vec<u8>) -> Result<(), Cli
         let doc = json!({
             "model": model.manifest.name,
             "version": model.manifest.version,
+            "engine": model.engine().name(),
             "threads": report.threads,
             "in_flight": report.in_flight,
             "frames": report.frames,
@@ -142,9 +145,10 @@ fn run_pipeline(args: &BenchArgs, model: Model, jpeg: Vec<u8>) -> Result<(), Cli
         println!("{doc}");
     } else {
         println!(
-            "{} {}: camera pipeline, {} thread(s), {} frame(s) in flight, {} frames in {:.2} s",
+            "{} {} on {}: camera pipeline, {} thread(s), {} frame(s) in flight, {} frames in {:.2} s",
             model.manifest.name,
             model.manifest.version,
+            model.engine().name(),
             report.threads,
             report.in_flight,
             report.frames,

@@ -15,7 +15,7 @@ use crate::model::decode::{DecodeParams, Decoded};
 use crate::model::{preprocess, Model, Task};
 
 pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
-    let model = Model::load(&args.model)?;
+    let model = Model::load_on(&args.model, args.engine)?;
     let labels = &model.manifest.labels;
     match model.manifest.task {
         Task::Classify => {

@@ -22,7 +22,7 @@ pub(super) fn run(args: InferArgs) -> Result<(), CliError> {
         Some(out) => drawn_paths(out, &args.images).map_err(usage)?,
         None => Vec::new(),
     };
-    let model = Model::load(&args.model)?;
+    let model = Model::load_on(&args.model, args.engine)?;
     let mut params = model.default_params();
     if let Some(t) = args.threshold {
         params.score = t;

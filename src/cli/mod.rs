@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Count;
+use crate::model::Engine;
 
 /// Exit codes, shared by every subcommand.
 /// `--tolerance`: a positive, finite number.
@@ -259,6 +260,10 @@ pub struct EvalArgs {
     /// Print the evaluation as JSON.
     #[arg(long)]
     pub json: bool,
+    /// What runs the graph, overriding the manifest's `engine`: tract, or onnxruntime (a build
+    /// with feature `onnxruntime` and the library, docs/models.md "Engines").
+    #[arg(long, value_parser = parse_engine)]
+    pub engine: Option<Engine>,
 }
 
 /// Any arguments, for the `train` command of a build without the trainer.
@@ -421,6 +426,10 @@ pub struct InferArgs {
     /// Number of classes to report for a classifier, overriding thresholds.top_k.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// What runs the graph, overriding the manifest's `engine`: tract, or onnxruntime (a build
+    /// with feature `onnxruntime` and the library, docs/models.md "Engines").
+    #[arg(long, value_parser = parse_engine)]
+    pub engine: Option<Engine>,
     /// Image files (PNG or JPEG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -450,6 +459,10 @@ pub struct BenchArgs {
     /// (default 1); with --pipeline, the camera's `threads` ("auto": every core).
     #[arg(long, value_parser = parse_count)]
     pub threads: Option<Count>,
+    /// What runs the graph, overriding the manifest's `engine`: tract, or onnxruntime (a build
+    /// with feature `onnxruntime` and the library, docs/models.md "Engines").
+    #[arg(long, value_parser = parse_engine)]
+    pub engine: Option<Engine>,
     /// Run the camera's whole path (JPEG decode → model → tracker → MQTT to the embedded
     /// broker) instead of the model alone, and report frames/s, latency, CPU and memory.
     #[arg(long)]
@@ -487,6 +500,10 @@ fn parse_fps(text: &str) -> Result<f64, String> {
 }
 
 /// `auto` or a whole number from 1 to 256.
+fn parse_engine(text: &str) -> Result<Engine, String> {
+    Engine::parse(text).ok_or_else(|| format!("\"{text}\" is not an engine: tract or onnxruntime"))
+}
+
 fn parse_count(text: &str) -> Result<Count, String> {
     match text {
         "auto" => Ok(Count::Auto),
@@ -546,7 +563,7 @@ impl From<crate::model::ModelError> for CliError {
     fn from(e: crate::model::ModelError) -> CliError {
         use crate::model::ModelError::*;
         let code = match e {
-            Manifest { .. } | Onnx { .. } | Mismatch { .. } | Io { .. } => exit::BAD_MODEL,
+            Manifest { .. } | Onnx { .. } | Mismatch { .. } | Io { .. } | Engine { .. } => exit::BAD_MODEL,
             Run { .. } => exit::FAILURE,
         };
         CliError { code, error: e.into() }

@@ -56,6 +56,40 @@ pub enum ClassifierOutput {
     Probabilities,
 }
 
+/// What runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// tract: pure Rust, on every platform vigil runs on.
+    #[default]
+    Tract,
+    /// ONNX Runtime, loaded at run time (cargo feature `onnxruntime`).
+    Onnxruntime,
+}
+
+impl Engine {
+    /// The name as written in a manifest and published in the model's info.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Tract => "tract",
+            Engine::Onnxruntime => "onnxruntime",
+        }
+    }
+
+    /// Parses a name as written in a manifest.
+    pub fn parse(name: &str) -> Option<Engine> {
+        match name {
+            "tract" => Some(Engine::Tract),
+            "onnxruntime" => Some(Engine::Onnxruntime),
+            _ => None,
+        }
+    }
+
+    fn is_tract(&self) -> bool {
+        *self == Engine::Tract
+    }
+}
+
 /// Coordinates format of an SSD-style box tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -221,6 +255,9 @@ pub struct RawManifest {
     pub decoder: DecoderSpec,
     #[serde(default)]
     pub thresholds: RawThresholds,
+    /// What runs the graph; tract unless the manifest says otherwise.
+    #[serde(default, skip_serializing_if = "Engine::is_tract")]
+    pub engine: Engine,
     /// Free text: where the model comes from, its licence.
     #[serde(default)]
     pub source: Option<String>,
@@ -265,6 +302,7 @@ pub struct ModelManifest {
     pub input: InputSpec,
     pub decoder: DecoderSpec,
     pub thresholds: Thresholds,
+    pub engine: Engine,
     pub source: Option<String>,
 }
 
@@ -445,6 +483,7 @@ impl RawManifest {
             },
             decoder: self.decoder,
             thresholds,
+            engine: self.engine,
             source: self.source,
         })
     }

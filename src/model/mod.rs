@@ -1,9 +1,13 @@
 //! The model layer: a manifest plus an ONNX graph, checked against each other, optimised
-//! once by tract, then run per image: preprocess → tract → decode → NMS → map back.
+//! once by tract, then run per image: preprocess → engine → decode → NMS → map back. The engine
+//! is tract, or ONNX Runtime where the manifest asks for it (cargo feature `onnxruntime`); tract
+//! checks every graph against its manifest either way.
 
 pub mod decode;
 pub mod manifest;
 pub mod nms;
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
 pub mod preprocess;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 pub use decode::{DecodeParams, Decoded, Decoder, GraphOutputs, OutputTensor};
-pub use manifest::{ModelManifest, Task};
+pub use manifest::{Engine, ModelManifest, Task};
 pub use preprocess::{preprocess, InputTensor, Transform};
 
 /// Why a model could not be loaded or run.
@@ -31,6 +35,8 @@ pub enum ModelError {
     Onnx { path: PathBuf, reason: String },
     #[error("model {name} ({manifest}) disagrees with its ONNX graph {onnx}: {reason}")]
     Mismatch { name: String, manifest: PathBuf, onnx: PathBuf, reason: String },
+    #[error("model {name} ({manifest}) cannot run on engine {engine}: {reason}")]
+    Engine { name: String, manifest: PathBuf, engine: &'static str, reason: String },
     #[error("model {name} failed to run: {reason}")]
     Run { name: String, reason: String },
 }
@@ -105,9 +111,31 @@ pub struct Model {
     pub manifest: ModelManifest,
     /// sha256 of the ONNX file, lower-case hex.
     pub sha256: String,
-    plan: Arc<TypedRunnableModel>,
+    plan: Plan,
     decoder: Decoder,
     output_names: Vec<String>,
+}
+
+/// What runs a model's graph; shared by the runners that run it.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// tract's optimised plan.
+    Tract(Arc<TypedRunnableModel>),
+    /// The graph as ONNX Runtime takes it.
+    #[cfg(feature = "onnxruntime")]
+    Onnxruntime(Arc<onnxruntime::Graph>),
+}
+
+impl Plan {
+    fn same(&self, other: &Plan) -> bool {
+        match (self, other) {
+            (Plan::Tract(a), Plan::Tract(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "onnxruntime")]
+            (Plan::Onnxruntime(a), Plan::Onnxruntime(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "onnxruntime")]
+            _ => false,
+        }
+    }
 }
 
 /// The largest ONNX file loaded: 2 GiB, protobuf's own limit for one message.
@@ -122,6 +150,14 @@ impl Model {
     /// Loads the manifest at `path` and the ONNX graph it names.
     pub fn load(manifest_path: &Path) -> Result<Model, ModelError> {
         let manifest = ModelManifest::load(manifest_path)?;
+        Model::from_manifest(manifest, manifest_path)
+    }
+
+    /// Loads the manifest at `path` and its graph, run by `engine` when one is given instead
+    /// of the manifest's (the command line's `--engine`).
+    pub fn load_on(manifest_path: &Path, engine: Option<Engine>) -> Result<Model, ModelError> {
+        let mut manifest = ModelManifest::load(manifest_path)?;
+        manifest.engine = engine.unwrap_or(manifest.engine);
         Model::from_manifest(manifest, manifest_path)
     }
 
@@ -204,8 +240,24 @@ impl Model {
         )
         .map_err(mismatch)?;
 
-        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(onnx_err)?;
+        let plan = match manifest.engine {
+            Engine::Tract => Plan::Tract(typed.into_optimized().and_then(|m| m.into_runnable()).map_err(onnx_err)?),
+            Engine::Onnxruntime => {
+                drop(typed);
+                onnxruntime_plan(bytes, &output_names).map_err(|reason| ModelError::Engine {
+                    name: manifest.name.clone(),
+                    manifest: manifest_path.to_path_buf(),
+                    engine: manifest.engine.name(),
+                    reason,
+                })?
+            }
+        };
         Ok(Model { manifest, sha256, plan, decoder, output_names })
+    }
+
+    /// What runs this model's graph.
+    pub fn engine(&self) -> Engine {
+        self.manifest.engine
     }
 
     /// The manifest's thresholds as decode parameters.
@@ -223,13 +275,30 @@ impl Model {
     /// Runs the graph with a runner's threads and kept state. The input's buffer becomes the
     /// graph's input tensor without a copy; the outputs are copied out of tract's tensors.
     pub fn run_in(&self, runner: &mut Runner, input: InputTensor) -> Result<Vec<OutputTensor>, ModelError> {
+        match &self.plan {
+            Plan::Tract(plan) => self.run_tract(plan, runner, input),
+            #[cfg(feature = "onnxruntime")]
+            Plan::Onnxruntime(graph) => {
+                let run_err = |reason: String| ModelError::Run { name: self.manifest.name.clone(), reason };
+                let session = runner.session_for(graph).map_err(run_err)?;
+                graph.run(session, input).map_err(run_err)
+            }
+        }
+    }
+
+    fn run_tract(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        runner: &mut Runner,
+        input: InputTensor,
+    ) -> Result<Vec<OutputTensor>, ModelError> {
         let run_err = |e: TractError| ModelError::Run { name: self.manifest.name.clone(), reason: format!("{e:#}") };
         let InputTensor { shape, data } = input;
         let tensor = tract_ndarray::Array4::from_shape_vec(shape, data)
             .map_err(|e| run_err(TractError::msg(format!("input tensor: {e}"))))?
             .into_tensor();
-        let executor = runner.executor.clone();
-        let state = runner.state_for(&self.plan).map_err(run_err)?;
+        let executor = runner.executor();
+        let state = runner.state_for(plan).map_err(run_err)?;
         let outputs =
             multithread::multithread_tract_scope(executor, || state.run(tvec!(tensor.into()))).map_err(run_err)?;
         outputs
@@ -300,48 +369,62 @@ impl Model {
     }
 }
 
-/// How one thread runs models: tract's executor (this thread alone, or a pool of threads
-/// that each matrix product is split over) and the graph's state, kept from one run to the
-/// next so that a camera does not rebuild it every frame. The state belongs to one model;
-/// a run with another (a deploy swapped it) builds that one's.
+/// How one thread runs models: with how many threads each run may use (tract splits each
+/// matrix product over a pool of them, ONNX Runtime each operator) and the graph's state, kept
+/// from one run to the next so that a camera does not rebuild it every frame (tract's
+/// `SimpleState`, or an ONNX Runtime session). The state belongs to one model; a run with
+/// another (a deploy swapped it) builds that one's.
 pub struct Runner {
-    executor: Executor,
-    state: Option<(Arc<TypedRunnableModel>, TypedSimpleState)>,
+    threads: usize,
+    name: String,
+    /// tract's pool, made by the first tract run that needs one.
+    executor: Option<Executor>,
+    state: Option<State>,
+}
+
+enum State {
+    Tract(Arc<TypedRunnableModel>, TypedSimpleState),
+    #[cfg(feature = "onnxruntime")]
+    Onnxruntime(Arc<onnxruntime::Graph>, ::ort::session::Session),
+}
+
+impl State {
+    fn plan(&self) -> Plan {
+        match self {
+            State::Tract(plan, _) => Plan::Tract(plan.clone()),
+            #[cfg(feature = "onnxruntime")]
+            State::Onnxruntime(graph, _) => Plan::Onnxruntime(graph.clone()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("threads", &self.threads()).finish_non_exhaustive()
+        f.debug_struct("Runner").field("threads", &self.threads).finish_non_exhaustive()
     }
 }
 
 impl Runner {
     /// Runs on the calling thread only.
     pub fn single() -> Runner {
-        Runner { executor: Executor::SingleThread, state: None }
+        Runner::with_threads(1, "")
     }
 
-    /// Splits each matrix product over a pool of `threads` threads (the calling thread
-    /// waits for them); 1 is [`Runner::single`].
+    /// Lets each run use `threads` threads (the calling thread waits for them); 1 is
+    /// [`Runner::single`]. `name` names tract's pool threads.
     pub fn with_threads(threads: usize, name: &str) -> Runner {
-        if threads <= 1 {
-            return Runner::single();
-        }
-        Runner { executor: Executor::multithread_with_name(threads, name), state: None }
+        Runner { threads: threads.max(1), name: name.to_string(), executor: None, state: None }
     }
 
     /// Threads a run may use.
     pub fn threads(&self) -> usize {
-        match &self.executor {
-            Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        }
+        self.threads
     }
 
     /// Drops the kept state unless it is `model`'s (after a deploy replaced the model it was
     /// built for, which it would otherwise keep in memory).
     pub fn keep_only(&mut self, model: &Model) {
-        if !self.state.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, &model.plan)) {
+        if !self.state.as_ref().is_some_and(|s| s.plan().same(&model.plan)) {
             self.state = None;
         }
     }
@@ -351,12 +434,48 @@ impl Runner {
         self.state = None;
     }
 
-    fn state_for(&mut self, plan: &Arc<TypedRunnableModel>) -> TractResult<&mut TypedSimpleState> {
-        if !self.state.as_ref().is_some_and(|(p, _)| Arc::ptr_eq(p, plan)) {
-            self.state = Some((plan.clone(), TypedSimpleState::new(plan)?));
+    fn executor(&mut self) -> Executor {
+        if self.threads <= 1 {
+            return Executor::SingleThread;
         }
-        Ok(&mut self.state.as_mut().expect("set above").1)
+        self.executor.get_or_insert_with(|| Executor::multithread_with_name(self.threads, &self.name)).clone()
     }
+
+    fn state_for(&mut self, plan: &Arc<TypedRunnableModel>) -> TractResult<&mut TypedSimpleState> {
+        if !matches!(&self.state, Some(State::Tract(p, _)) if Arc::ptr_eq(p, plan)) {
+            self.state = None;
+            self.state = Some(State::Tract(plan.clone(), TypedSimpleState::new(plan)?));
+        }
+        match &mut self.state {
+            Some(State::Tract(_, state)) => Ok(state),
+            _ => unreachable!("set above"),
+        }
+    }
+
+    #[cfg(feature = "onnxruntime")]
+    fn session_for(&mut self, graph: &Arc<onnxruntime::Graph>) -> Result<&mut ::ort::session::Session, String> {
+        if !matches!(&self.state, Some(State::Onnxruntime(g, _)) if Arc::ptr_eq(g, graph)) {
+            self.state = None;
+            self.state = Some(State::Onnxruntime(graph.clone(), graph.session(self.threads)?));
+        }
+        match &mut self.state {
+            Some(State::Onnxruntime(_, session)) => Ok(session),
+            _ => unreachable!("set above"),
+        }
+    }
+}
+
+/// The ONNX Runtime form of a checked graph.
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime_plan(bytes: &[u8], output_names: &[String]) -> Result<Plan, String> {
+    Ok(Plan::Onnxruntime(Arc::new(onnxruntime::Graph::new(bytes, output_names)?)))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime_plan(_: &[u8], _: &[String]) -> Result<Plan, String> {
+    Err("this vigil was built without ONNX Runtime (cargo feature `onnxruntime`): build it with \
+         `--features onnxruntime`, or set engine = \"tract\" in the manifest"
+        .to_string())
 }
 
 /// Gives the memory freed while loading back to the system. Loading peaks at several times

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{Observation, TrackEvent};
-use crate::model::{BBox, ClassScore, Model};
+use crate::model::{BBox, ClassScore, Engine, Model};
 
 pub const VERSION: u32 = 1;
 
@@ -16,6 +16,10 @@ pub struct ModelInfo {
     pub name: String,
     pub version: String,
     pub sha256: String,
+    /// What runs it: "tract" or "onnxruntime" (read as tract where a document from a vigil
+    /// without engines lacks it).
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl ModelInfo {
@@ -24,6 +28,7 @@ impl ModelInfo {
             name: model.manifest.name.clone(),
             version: model.manifest.version.clone(),
             sha256: model.sha256.clone(),
+            engine: model.engine(),
         }
     }
 }

@@ -59,6 +59,7 @@ pub(super) fn write_manifest(
         },
         decoder,
         thresholds,
+        engine: Default::default(),
         source: Some(format!("fine-tuned by vigil train from {}", opts.base.display())),
     };
     // The manifest's numbers are f32, which TOML writes as the f64 they widen to

@@ -1,0 +1,139 @@
+//! The onnxruntime engine (cargo feature `onnxruntime`): the same checked graph run by ONNX
+//! Runtime instead of tract. The library is not linked: `libonnxruntime.so` is opened at run
+//! time, from `ORT_DYLIB_PATH` or the loader's search path, the first time a model asks for
+//! this engine, and refused with a message that says what to do when it is missing, is not
+//! ONNX Runtime, or is older than 1.17 (the C API the `ort` crate is built against).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::{InputTensor, OutputTensor};
+
+/// The environment variable naming the library (the `ort` crate's own name for it).
+pub const LIBRARY_VARIABLE: &str = "ORT_DYLIB_PATH";
+/// The library's name when the variable is not set: found on the loader's search path
+/// (`LD_LIBRARY_PATH`, `/etc/ld.so.conf`).
+pub const LIBRARY_NAME: &str = "libonnxruntime.so";
+
+/// The library this process loads: `ORT_DYLIB_PATH` when set and not empty.
+pub fn library_path() -> PathBuf {
+    match std::env::var_os(LIBRARY_VARIABLE) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(OsString::from(LIBRARY_NAME)),
+    }
+}
+
+/// The process's ONNX Runtime: loaded once; a failure is kept and given to every model that
+/// asks (the library does not appear while vigil runs).
+fn environment() -> Result<&'static Environment, String> {
+    static LOADED: OnceLock<Result<Environment, String>> = OnceLock::new();
+    LOADED.get_or_init(load).as_ref().map_err(Clone::clone)
+}
+
+fn load() -> Result<Environment, String> {
+    let path = library_path();
+    let advice = format!(
+        "install ONNX Runtime 1.17 or newer (scripts/setup-onnxruntime.sh takes it from the onnxruntime \
+         wheel) and set {LIBRARY_VARIABLE} to libonnxruntime.so's path, or use engine = \"tract\""
+    );
+    // ort asserts on a library whose API base is null: a panic here is a refusal too.
+    let loaded = std::panic::catch_unwind(|| ort::init_from(&path).map(|b| b.with_name("vigil").build()));
+    match loaded {
+        Ok(Ok(Ok(environment))) => Ok(environment),
+        Ok(Ok(Err(e))) => Err(format!("ONNX Runtime ({}) did not start: {e}", path.display())),
+        Ok(Err(e)) => Err(format!("cannot use ONNX Runtime library {}: {e}; {advice}", path.display())),
+        Err(_) => Err(format!("{} is not a usable ONNX Runtime library; {advice}", path.display())),
+    }
+}
+
+/// The version string of the loaded library ("1.32.0"), loading it if need be.
+pub fn version() -> Result<String, String> {
+    environment()?;
+    Ok(ort::info().split(", ").find_map(|part| part.strip_prefix("git-branch=rel-")).unwrap_or("unknown").to_string())
+}
+
+/// A graph ready for ONNX Runtime: its bytes (each runner builds its session from them, with
+/// its own thread count) and the pre-packed weights those sessions share.
+pub struct Graph {
+    bytes: Arc<[u8]>,
+    weights: PrepackedWeights,
+    input_name: String,
+    output_names: Vec<String>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").field("bytes", &self.bytes.len()).field("outputs", &self.output_names).finish()
+    }
+}
+
+impl Graph {
+    /// Prepares `bytes` (a graph tract has already checked against its manifest) and builds
+    /// one session, so that a graph ONNX Runtime refuses is refused now, not at the first
+    /// frame. `output_names` are the graph's outputs in order, as the decoder was bound to them.
+    pub fn new(bytes: &[u8], output_names: &[String]) -> Result<Graph, String> {
+        environment()?;
+        let mut graph = Graph {
+            bytes: Arc::from(bytes),
+            weights: PrepackedWeights::new(),
+            input_name: String::new(),
+            output_names: output_names.to_vec(),
+        };
+        let session = graph.session(1)?;
+        let found: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        if found != graph.output_names.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(format!(
+                "ONNX Runtime reads its outputs as {found:?}, tract as {:?}",
+                graph.output_names
+            ));
+        }
+        let [input] = session.inputs() else {
+            return Err(format!("ONNX Runtime finds {} inputs; vigil feeds one", session.inputs().len()));
+        };
+        graph.input_name = input.name().to_string();
+        Ok(graph)
+    }
+
+    /// A session of this graph that splits each operator over `threads` threads.
+    pub fn session(&self, threads: usize) -> Result<Session, String> {
+        let refused = |e: String| format!("ONNX Runtime refused the graph: {e}");
+        let text = |e: ort::Error<SessionBuilder>| refused(e.to_string());
+        Session::builder(environment()?)
+            .map_err(|e| refused(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(text)?
+            .with_intra_threads(threads.max(1))
+            .map_err(text)?
+            .with_inter_threads(1)
+            .map_err(text)?
+            // An edge box's spare cores belong to its other cameras: a waiting thread sleeps.
+            .with_intra_op_spinning(false)
+            .map_err(text)?
+            .with_prepacked_weights(&self.weights)
+            .map_err(text)?
+            .commit_from_memory(&self.bytes)
+            .map_err(|e| refused(e.to_string()))
+    }
+
+    /// Runs `session` (made by [`Graph::session`]) on one input; outputs in graph order.
+    pub fn run(&self, session: &mut Session, input: InputTensor) -> Result<Vec<OutputTensor>, String> {
+        let InputTensor { shape, data } = input;
+        let tensor = Tensor::from_array((shape, data)).map_err(|e| format!("input tensor: {e}"))?;
+        let outputs = session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| e.to_string())?;
+        self.output_names
+            .iter()
+            .map(|name| {
+                let value = outputs.get(name).ok_or_else(|| format!("output \"{name}\" missing"))?;
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| format!("output \"{name}\": {e}"))?;
+                let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+                Ok(OutputTensor { name: name.clone(), shape, data: data.to_vec() })
+            })
+            .collect()
+    }
+}
