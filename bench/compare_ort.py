@@ -1,9 +1,10 @@
-"""vigil (tract) against onnxruntime on the same model, input and thread count.
+"""vigil against onnxruntime on the same model, input and thread count.
 
 Model alone (the default): runs `vigil bench --json --save-input` for each manifest, which
-times tract and writes the exact input tensor it used; then times onnxruntime (one intra-op
-thread, one inter-op thread, all graph optimisations) on that same tensor in this same run,
-and prints the ratio vigil / onnxruntime of the median and mean inference latency.
+times vigil's engine (tract, or `--engine onnxruntime`) and writes the exact input tensor it
+used; then times onnxruntime from Python (one intra-op thread, one inter-op thread, all graph
+optimisations) on that same tensor in this same run, and prints the ratio vigil / onnxruntime
+of the median and mean inference latency.
 
 Camera pipeline (`--pipeline`): for each manifest, in one run,
   - vigil's whole camera path (`vigil bench --pipeline`: JPEG decode, model, tracker, MQTT to
@@ -12,14 +13,18 @@ Camera pipeline (`--pipeline`): for each manifest, in one run,
   - the pipeline's p99 frame latency with one frame in flight on one thread, against
     vigil's own model p50 on one thread;
   - with `--gating-seconds S` > 0, CPU seconds per minute of a 5 fps camera on a still scene
-    with motion gating, against the same without.
+    with motion gating, against the same without;
+each for every engine of `--engines` (default tract; `tract,onnxruntime` needs a vigil built
+with `--features onnxruntime` and ORT_DYLIB_PATH, see scripts/setup-onnxruntime.sh). The
+onnxruntime engine is also timed with one frame in flight on all cores (one session whose
+operators use every core), beside the default of one single-threaded session per core.
 
-    .venv/ort/bin/python bench/compare_ort.py [--iterations 50] [manifest.toml ...]
-    .venv/ort/bin/python bench/compare_ort.py --pipeline [--frames 200] [manifest.toml ...]
+    .venv/ort/bin/python bench/compare_ort.py [--iterations 50] [--engine E] [manifest.toml ...]
+    .venv/ort/bin/python bench/compare_ort.py --pipeline [--frames 200] [--engines tract,onnxruntime] [manifest.toml ...]
 
 (`scripts/setup-bench.sh` makes that venv.) Defaults to the three bundled models (two with
---pipeline). Build vigil first (`cargo build --release`); set VIGIL to another binary if
-needed. This is a benchmark: numbers vary with the machine and its load, so only the
+--pipeline). Build vigil first (`cargo build --release [--features onnxruntime]`); set VIGIL
+to another binary if needed. This is a benchmark: numbers vary with the machine and its load, so only the
 ratio measured within one run means much.
 """
 
@@ -105,47 +110,63 @@ def pipeline(args, vigil):
     with tempfile.TemporaryDirectory() as tmp:
         for manifest in args.manifests:
             name, onnx, npy, base = bench_case(manifest, vigil, tmp)
-            model = vigil_json(base + ["--save-input", str(npy), "--iterations", str(args.frames // 2)])
-            every = vigil_json(base + ["--pipeline", "--threads", "auto", "--frames", str(args.frames)])
-            one = vigil_json(base + ["--pipeline", "--threads", "1", "--frames", str(args.frames)])
+            vigil_json(base + ["--save-input", str(npy), "--iterations", "1", "--warmup", "0"])
             x = np.load(npy)
             ort1 = ort_fps(onnx, x, 1, args.frames, args.warmup)
             ortn = ort_fps(onnx, x, cores, args.frames, args.warmup)
-            row = {
-                "model": name,
-                "vigil_fps_all_cores": every["frames_per_s"], "threads": every["threads"],
-                "in_flight": every["in_flight"],
-                "ort_fps_1_thread": ort1, "ort_fps_all_cores": ortn,
-                "ratio_vs_ort_1_thread": every["frames_per_s"] / ort1,
-                "ratio_vs_ort_all_cores": every["frames_per_s"] / ortn,
-                "vigil_model_p50_ms": model["inference_ms"]["p50"],
-                "pipeline_p99_ms_1_in_flight": one["latency_ms"]["p99"],
-                "p99_over_model_p50": one["latency_ms"]["p99"] / model["inference_ms"]["p50"],
-                "preprocess_share": model["preprocess_ms"]["p50"] / model["inference_ms"]["p50"],
-                "decode_share": model["decode_ms"]["p50"] / model["inference_ms"]["p50"],
-                "rss_mb": every["rss_mb"],
-            }
-            if args.gating_seconds > 0:
-                paced = base + ["--pipeline", "--threads", "1", "--fps", "5", "--seconds", str(args.gating_seconds)]
-                gated = vigil_json(paced + ["--motion"])
-                plain = vigil_json(paced)
-                row["cpu_s_per_min_gated"] = gated["cpu_s_per_minute"]
-                row["cpu_s_per_min_ungated"] = plain["cpu_s_per_minute"]
-                row["gated_over_ungated"] = gated["cpu_s_per_minute"] / plain["cpu_s_per_minute"]
-            rows.append(row)
-            print(f"\n{name}:")
-            print(f"  vigil pipeline, {every['threads']} threads ({every['in_flight']} in flight): "
-                  f"{every['frames_per_s']:.2f} frames/s")
-            print(f"  onnxruntime bare, 1 thread: {ort1:.2f} frames/s -> ratio {row['ratio_vs_ort_1_thread']:.2f}")
-            print(f"  onnxruntime bare, {cores} threads: {ortn:.2f} frames/s -> ratio {row['ratio_vs_ort_all_cores']:.2f}")
-            print(f"  p99 latency, 1 in flight: {one['latency_ms']['p99']:.2f} ms / model p50 "
-                  f"{model['inference_ms']['p50']:.2f} ms = {row['p99_over_model_p50']:.2f}")
-            print(f"  preprocess {100 * row['preprocess_share']:.1f}% and decode {100 * row['decode_share']:.1f}% "
-                  f"of the model's time")
-            if "gated_over_ungated" in row:
-                print(f"  5 fps still scene, CPU s/min: gated {row['cpu_s_per_min_gated']:.2f}, "
-                      f"ungated {row['cpu_s_per_min_ungated']:.2f} -> ratio {row['gated_over_ungated']:.3f}")
+            print(f"\n{name}: onnxruntime bare, 1 thread: {ort1:.2f} frames/s; {cores} threads: {ortn:.2f} frames/s")
+            for engine in args.engines:
+                row = pipeline_row(args, base + ["--engine", engine], engine, ort1, ortn, cores)
+                row["model"] = name
+                rows.append(row)
     print(json.dumps(rows))
+
+
+def pipeline_row(args, base, engine, ort1, ortn, cores):
+    """One engine's figures for one model, against onnxruntime's bare frames/s."""
+    frames = ["--frames", str(args.frames)]
+    model = vigil_json(base + ["--iterations", str(args.frames // 2)])
+    every = vigil_json(base + ["--pipeline", "--threads", "auto"] + frames)
+    one = vigil_json(base + ["--pipeline", "--threads", "1"] + frames)
+    row = {
+        "engine": engine,
+        "vigil_fps_all_cores": every["frames_per_s"], "threads": every["threads"],
+        "in_flight": every["in_flight"],
+        "ort_fps_1_thread": ort1, "ort_fps_all_cores": ortn,
+        "ratio_vs_ort_1_thread": every["frames_per_s"] / ort1,
+        "ratio_vs_ort_all_cores": every["frames_per_s"] / ortn,
+        "vigil_model_p50_ms": model["inference_ms"]["p50"],
+        "pipeline_p99_ms_1_in_flight": one["latency_ms"]["p99"],
+        "p99_over_model_p50": one["latency_ms"]["p99"] / model["inference_ms"]["p50"],
+        "preprocess_share": model["preprocess_ms"]["p50"] / model["inference_ms"]["p50"],
+        "decode_share": model["decode_ms"]["p50"] / model["inference_ms"]["p50"],
+        "rss_mb": every["rss_mb"],
+        "rss_mb_1_thread": one["rss_mb"],
+    }
+    print(f"  engine {engine}:")
+    print(f"    vigil pipeline, {every['threads']} threads ({every['in_flight']} in flight): "
+          f"{every['frames_per_s']:.2f} frames/s -> ratio {row['ratio_vs_ort_1_thread']:.2f} to onnxruntime "
+          f"on 1 thread, {row['ratio_vs_ort_all_cores']:.2f} on {cores}")
+    if engine == "onnxruntime":
+        wide = vigil_json(base + ["--pipeline", "--threads", "auto", "--in-flight", "1"] + frames)
+        row["vigil_fps_all_cores_1_in_flight"] = wide["frames_per_s"]
+        print(f"    vigil pipeline, {wide['threads']} threads (1 in flight): {wide['frames_per_s']:.2f} frames/s "
+              f"-> ratio {wide['frames_per_s'] / ortn:.2f} to onnxruntime on {cores}")
+    print(f"    p99 latency, 1 in flight: {one['latency_ms']['p99']:.2f} ms / model p50 "
+          f"{model['inference_ms']['p50']:.2f} ms = {row['p99_over_model_p50']:.2f}")
+    print(f"    preprocess {100 * row['preprocess_share']:.1f}% and decode {100 * row['decode_share']:.1f}% "
+          f"of the model's time")
+    print(f"    memory: {every['rss_mb']:.1f} MB all cores, {one['rss_mb']:.1f} MB on 1 thread")
+    if args.gating_seconds > 0:
+        paced = base + ["--pipeline", "--threads", "1", "--fps", "5", "--seconds", str(args.gating_seconds)]
+        gated = vigil_json(paced + ["--motion"])
+        plain = vigil_json(paced)
+        row["cpu_s_per_min_gated"] = gated["cpu_s_per_minute"]
+        row["cpu_s_per_min_ungated"] = plain["cpu_s_per_minute"]
+        row["gated_over_ungated"] = gated["cpu_s_per_minute"] / plain["cpu_s_per_minute"]
+        print(f"    5 fps still scene, CPU s/min: gated {row['cpu_s_per_min_gated']:.2f}, "
+              f"ungated {row['cpu_s_per_min_ungated']:.2f} -> ratio {row['gated_over_ungated']:.3f}")
+    return row
 
 
 def main():
@@ -157,20 +178,24 @@ def main():
     ap.add_argument("--frames", type=int, default=200, help="frames per pipeline figure")
     ap.add_argument("--gating-seconds", type=float, default=60.0,
                     help="seconds of each motion-gating run (0: skip)")
+    ap.add_argument("--engine", default="tract", help="model alone: vigil's engine, tract or onnxruntime")
+    ap.add_argument("--engines", default="tract", help="--pipeline: vigil's engines, comma-separated")
     args = ap.parse_args()
     vigil = os.environ.get("VIGIL", str(ROOT / "target/release/vigil"))
     if args.pipeline:
+        args.engines = args.engines.split(",")
         args.manifests = args.manifests or DEFAULT_MODELS[:2]
         return pipeline(args, vigil)
     args.manifests = args.manifests or DEFAULT_MODELS
-    print(f"onnxruntime {ort.__version__}, 1 thread each, {args.iterations} runs after {args.warmup} warm-up")
+    print(f"vigil on {args.engine} against onnxruntime {ort.__version__}, 1 thread each, "
+          f"{args.iterations} runs after {args.warmup} warm-up")
     print(f"{'model':<14} {'vigil p50':>10} {'ort p50':>9} {'ratio':>6}   {'vigil mean':>10} {'ort mean':>9} {'ratio':>6}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for manifest in args.manifests:
             name, onnx, npy, base = bench_case(manifest, vigil, tmp)
-            ours = vigil_json(base + ["--save-input", str(npy), "--iterations", str(args.iterations),
-                                      "--warmup", str(args.warmup)])
+            ours = vigil_json(base + ["--engine", args.engine, "--save-input", str(npy),
+                                      "--iterations", str(args.iterations), "--warmup", str(args.warmup)])
             ref = time_ort(onnx, np.load(npy), args.iterations, args.warmup)
             v = ours["inference_ms"]
             row = {

@@ -13,8 +13,14 @@ LIBTORCH=$(scripts/setup-libtorch.sh | tail -n 1)
 export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# Everything, the trainer included.
-cargo test --locked --all-targets --features train
-# The daemon's own build, without libtorch: the command-line tests again, which also
-# check that `vigil train` there explains how to get the trainer.
-cargo test --locked --test cli
+# The onnxruntime engine (feature `onnxruntime`) opens ONNX Runtime's library at run time:
+# taken from the onnxruntime wheel into .venv/onnxruntime/.
+ORT_DYLIB_PATH=$(scripts/setup-onnxruntime.sh | tail -n 1)
+export ORT_DYLIB_PATH
+
+# Everything, the trainer and the onnxruntime engine included.
+cargo test --locked --all-targets --features train,onnxruntime
+# The daemon's own build, without libtorch or ONNX Runtime: the command-line tests again,
+# which also check that `vigil train` there explains how to get the trainer, and the
+# refusals of bad models, which check that engine = "onnxruntime" says how to get it.
+cargo test --locked --test cli --test bad_input

@@ -151,3 +151,89 @@ fn cli_exits_3_on_a_refused_model() {
     assert!(stderr.contains("input.height = 100"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Manifest text with `engine` set.
+fn on_engine(engine: &str, text: String) -> String {
+    text.replacen("\nname = ", &format!("\nengine = \"{engine}\"\nname = "), 1)
+}
+
+/// A manifest's `engine`: one vigil does not know is named with the ones it does; the
+/// onnxruntime engine runs the same checks of the manifest against the graph as tract.
+#[test]
+fn engines_get_the_same_manifest_checks() {
+    let dir = scratch("engine");
+    let (err, msg) = load_err(&variant(&dir, "mobilenet-v2.toml", |t| on_engine("tensorrt", t)));
+    assert!(matches!(err, ModelError::Manifest { .. }), "{msg}");
+    assert!(msg.contains("tensorrt") && msg.contains("tract") && msg.contains("onnxruntime"), "{msg}");
+
+    // Checked by tract before ONNX Runtime is asked for: the same message, library or not.
+    let m = variant(&dir, "mobilenet-v2.toml", |t| on_engine("onnxruntime", t.replace("width = 224", "width = 320")));
+    let (err, msg) = load_err(&m);
+    assert!(matches!(err, ModelError::Mismatch { .. }), "{msg}");
+    assert!(msg.contains("input.width = 320") && msg.contains("has width 224"), "{msg}");
+}
+
+/// A build without the `onnxruntime` feature refuses the engine, saying how to get it.
+#[cfg(not(feature = "onnxruntime"))]
+#[test]
+fn the_onnxruntime_engine_needs_its_feature() {
+    let dir = scratch("engine-feature");
+    let (err, msg) = load_err(&variant(&dir, "mobilenet-v2.toml", |t| on_engine("onnxruntime", t)));
+    assert!(matches!(err, ModelError::Engine { .. }), "{msg}");
+    assert!(msg.contains("--features onnxruntime") && msg.contains("engine = \"tract\""), "{msg}");
+}
+
+/// ONNX Runtime's library missing, not ONNX Runtime at all, or older than the C API vigil
+/// needs: each a refusal of the model that names the library and says what to do, never a
+/// panic. (Each case is its own process: a process loads the library once.)
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn a_missing_foreign_or_old_onnxruntime_library_is_named() {
+    let dir = scratch("engine-library");
+    // A library that says it is ONNX Runtime 1.10 (the C API base struct: GetApi, then
+    // GetVersionString), built here with the C compiler Rust links with.
+    let source = dir.join("old.c");
+    std::fs::write(
+        &source,
+        r#"
+typedef struct { const void *(*get_api)(unsigned); const char *(*version)(void); } base_t;
+static const void *get_api(unsigned v) { (void)v; return 0; }
+static const char *version(void) { return "1.10.0"; }
+static const base_t base = { get_api, version };
+const base_t *OrtGetApiBase(void) { return &base; }
+"#,
+    )
+    .unwrap();
+    let old = dir.join("libonnxruntime-old.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&old)
+        .arg(&source)
+        .status()
+        .expect("cc, the C compiler, runs");
+    assert!(built.success());
+    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/lib/arm-linux-gnueabihf/libm.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("glibc's libm");
+    let missing = dir.join("absent/libonnxruntime.so");
+    for (library, says) in [
+        (missing.to_str().unwrap(), "does not exist"),
+        (libm, "does not export `OrtGetApiBase`"),
+        (old.to_str().unwrap(), "1.10.0"),
+    ] {
+        let (code, _, stderr) = common::vigil_with(
+            &["infer", "--model", "models/mobilenet-v2.toml", "--engine", "onnxruntime", "tests/photos/chelsea.png"],
+            &[("ORT_DYLIB_PATH", library)],
+        );
+        assert_eq!(code, 3, "{stderr}");
+        assert!(
+            stderr.contains(library)
+                && stderr.contains(says)
+                && stderr.contains("engine onnxruntime")
+                && stderr.contains("ORT_DYLIB_PATH")
+                && !stderr.contains("panicked"),
+            "{library}: {stderr}"
+        );
+    }
+}

@@ -22,6 +22,7 @@ fn infer_json_gives_one_document_per_image() {
     assert_eq!((moto["width"].as_u64(), moto["height"].as_u64()), (Some(741), Some(500)));
     assert_eq!(moto["model"]["name"], "nanodet-m");
     assert_eq!(moto["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(moto["model"]["engine"], "tract");
     let dets = moto["detections"].as_array().unwrap();
     let bike = dets.iter().find(|d| d["label"] == "motorcycle").expect("a motorcycle");
     let b = &bike["box"];

@@ -354,6 +354,7 @@ fn publishes_the_mqtt_contract_and_speaks_sd_notify() {
     assert_eq!(d["model"]["name"], "nanodet-m");
     assert_eq!(d["model"]["version"], "1.0.0");
     assert_eq!(d["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(d["model"]["engine"], "tract");
     assert!(d["frame"].as_u64().unwrap() >= 1 && d["inference_ms"].as_f64().unwrap() > 0.0, "{d}");
     assert!(d["ts"].as_u64().unwrap() >= d["captured_at"].as_u64().unwrap());
     for det in detections.iter().flat_map(|r| r.json()["detections"].as_array().cloned().unwrap()) {

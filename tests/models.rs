@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use common::{root, scratch};
 use serde_json::Value;
-use vigil::model::{max_scaled_diff, preprocess, Decoded, InputTensor, Model, OutputTensor, Prediction};
+use vigil::model::{max_scaled_diff, preprocess, Decoded, Engine, InputTensor, Model, OutputTensor, Prediction};
 
 struct Case {
     name: &'static str,
@@ -27,13 +27,19 @@ fn case(name: &'static str) -> Case {
 
 impl Case {
     fn model(&self) -> Model {
+        self.model_on(Engine::Tract)
+    }
+
+    fn model_on(&self, engine: Engine) -> Model {
         let manifest = root().join(self.expected["manifest"].as_str().unwrap());
         let manifest = if self.expected["yolov5_layout"].as_bool() == Some(true) {
             yolov5_layout_model(&manifest)
         } else {
             manifest
         };
-        Model::load(&manifest).unwrap_or_else(|e| panic!("{}: {e}", self.name))
+        let model = Model::load_on(&manifest, Some(engine)).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        assert_eq!(model.engine(), engine);
+        model
     }
 
     fn photo(&self) -> image::RgbImage {
@@ -63,7 +69,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// Raw outputs: tract on the fixture's input equals onnxruntime within 1e-4.
+/// Raw outputs: vigil's engine on the fixture's input equals onnxruntime (Python) within 1e-4.
 fn check_raw_outputs(c: &Case, model: &Model) {
     let ours = model.run_raw(&c.input()).unwrap();
     let reference = c.reference_outputs();
@@ -72,7 +78,7 @@ fn check_raw_outputs(c: &Case, model: &Model) {
         assert_eq!(o.shape, r.shape, "{}: shape of {}", c.name, r.name);
         let d = max_scaled_diff(&o.data, &r.data);
         let abs = max_abs_diff(&o.data, &r.data);
-        eprintln!("{}: output {} max difference {abs:.3e} (scaled {d:.3e})", c.name, r.name);
+        eprintln!("{} on {}: output {} max difference {abs:.3e} (scaled {d:.3e})", c.name, model.engine().name(), r.name);
         assert!(d <= 1e-4, "{}: output {} differs from onnxruntime by {d} (scaled)", c.name, r.name);
     }
 }
@@ -182,6 +188,34 @@ fn blazeface_finds_one_face_on_the_astronaut() {
 #[test]
 fn blazeface_on_the_group() {
     full_check("blazeface--group");
+}
+
+/// The onnxruntime engine (feature `onnxruntime`; the library from scripts/setup-onnxruntime.sh,
+/// named by ORT_DYLIB_PATH): every fixture through the same checks as tract's.
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn every_fixture_on_the_onnxruntime_engine() {
+    let names = [
+        "mobilenet-v2--chelsea",
+        "mobilenet-v2--coffee",
+        "nanodet-m--motorcycle_left",
+        "nanodet-m--group",
+        "blazeface--astronaut",
+        "blazeface--group",
+        "yolov8n-random--astronaut",
+        "yolov5-layout--astronaut",
+    ];
+    for name in names {
+        let c = case(name);
+        let on_ort = c.model_on(Engine::Onnxruntime);
+        check_raw_outputs(&c, &on_ort);
+        check_preprocessing(&c, &on_ort);
+        let ort = check_decoded(&c, &on_ort);
+        // And the whole path gives what tract's gives.
+        let tract = c.model();
+        let (tract, _) = tract.predict(&c.photo(), &tract.default_params()).unwrap();
+        assert_eq!(labels(&ort), labels(&tract), "{name}");
+    }
 }
 
 /// The YOLO layouts: vigil's decoding of onnxruntime's raw outputs equals Ultralytics'

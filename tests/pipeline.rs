@@ -16,7 +16,7 @@ use image::RgbImage;
 use serde_json::Value;
 use vigil::config::{Config, SourceSettings};
 use vigil::daemon::pipeline::{Pipeline, PipelineSpec};
-use vigil::model::Model;
+use vigil::model::{Engine, Model};
 use vigil::mqtt::journal::{EventJournal, Sequence};
 use vigil::mqtt::Topics;
 
@@ -53,6 +53,10 @@ fn write_frames(dir: &Path, frames: &[RgbImage]) -> PathBuf {
 }
 
 fn run(dir: &Path, frames: &Path, camera_keys: &str) -> Run {
+    run_on(dir, frames, camera_keys, Engine::Tract)
+}
+
+fn run_on(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine) -> Run {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let root = common::root();
     // Each run its own journal, so that each numbers its events from 1.
@@ -75,7 +79,7 @@ source = {{ kind = "replay", path = {frames:?}, loop = false }}
     let mut settings = config.cameras["cam"].clone();
     let SourceSettings::Replay(replay) = &mut settings.source else { unreachable!() };
     replay.follow_inference = true;
-    let model = Arc::new(Model::load(&settings.model).unwrap());
+    let model = Arc::new(Model::load_on(&settings.model, Some(engine)).unwrap_or_else(|e| panic!("{e}")));
     let journal = EventJournal::open(&spool, 1 << 20).unwrap().journal;
     let sequence = Arc::new(Sequence::new(Arc::new(Mutex::new(journal))));
     let (out, mut messages) = tokio::sync::mpsc::channel(64);
@@ -152,6 +156,56 @@ fn frames_in_flight_publish_what_one_at_a_time_publishes() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The onnxruntime engine in the camera's path, two frames in flight: the messages tract's
+/// one-at-a-time run publishes, numbers within the engines' rounding, the engine named.
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn the_onnxruntime_engine_publishes_what_tract_publishes() {
+    let dir = common::scratch("pipeline-ort");
+    let photos = ["astronaut.png", "coffee.png", "motorcycle_left.png", "group.png", "chelsea.png"];
+    let frames: Vec<RgbImage> = photos.iter().flat_map(|p| std::iter::repeat_n(photo(p), 3)).collect();
+    let folder = write_frames(&dir, &frames);
+    let tract = run(&dir, &folder, "threads = 1");
+    let ort = run_on(&dir, &folder, "threads = 2\nin_flight = 2", Engine::Onnxruntime);
+    assert_eq!((ort.frames, ort.inferred), (15, 15));
+    assert_eq!(ort.messages.len(), tract.messages.len(), "message count");
+    let detections = ort.on("detections");
+    assert!(detections.iter().all(|d| d["model"]["engine"] == "onnxruntime"), "{}", detections[0]);
+    assert!(tract.on("detections").iter().all(|d| d["model"]["engine"] == "tract"));
+    for (i, ((ta, a), (tb, b))) in tract.messages.iter().zip(&ort.messages).enumerate() {
+        assert_eq!(ta, tb, "message {i}: topic");
+        assert_close(&steady(a.clone()), &steady(b.clone()), &format!("message {i} on {ta}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `a` and `b` alike but for the engine's name, and numbers within 1e-3 or 1e-4 of their size
+/// (the engines' float rounding: a score, a box corner in pixels).
+#[cfg(feature = "onnxruntime")]
+fn assert_close(a: &Value, b: &Value, at: &str) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-3_f64.max(x.abs() * 1e-4), "{at}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: {a} vs {b}");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_close(x, y, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{at}");
+            for (k, v) in x {
+                if k != "engine" {
+                    assert_close(v, &y[k], &format!("{at}.{k}"));
+                }
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
 }
 
 /// `scene` with `object` shrunk to `size` pixels square and pasted at (x, y).

@@ -151,6 +151,7 @@ pub fn json_report(
             "name": model.manifest.name,
             "version": model.manifest.version,
             "sha256": model.sha256,
+            "engine": model.engine().name(),
         },
         "timings_ms": {
             "preprocess": ms(timings.preprocess),

@@ -42,6 +42,9 @@ fn load() -> Result<Environment, String> {
         "install ONNX Runtime 1.17 or newer (scripts/setup-onnxruntime.sh takes it from the onnxruntime \
          wheel) and set {LIBRARY_VARIABLE} to libonnxruntime.so's path, or use engine = \"tract\""
     );
+    if path.components().count() > 1 && !path.exists() {
+        return Err(format!("{LIBRARY_VARIABLE} names {}, which does not exist; {advice}", path.display()));
+    }
     // ort asserts on a library whose API base is null: a panic here is a refusal too.
     let loaded = std::panic::catch_unwind(|| ort::init_from(&path).map(|b| b.with_name("vigil").build()));
     match loaded {

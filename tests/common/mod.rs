@@ -21,7 +21,17 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs the `vigil` binary from the repository root: (exit code, stdout, stderr).
 pub fn vigil(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil")).current_dir(root()).args(args).output().unwrap();
+    vigil_with(args, &[])
+}
+
+/// [`vigil`] with these environment variables set as well.
+pub fn vigil_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .current_dir(root())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
