@@ -95,18 +95,21 @@ fn resize_rows(image: &RgbImage, width: usize, height: usize, mut row: impl FnMu
     let yt = axis_taps(sh, height);
 
     let mut rows = vec![0f32; sh * width * 3];
-    for y in 0..sh {
-        let src_row = &src[y * sw * 3..(y + 1) * sw * 3];
-        let dst_row = &mut rows[y * width * 3..(y + 1) * width * 3];
-        for (x, taps) in xt.iter().enumerate() {
+    // Each source row as f32 once (exact), rather than each pixel once per tap that reads it.
+    let mut src_row = vec![0f32; sw * 3];
+    for (row_in, row_out) in src.chunks_exact(sw * 3).zip(rows.chunks_exact_mut(width * 3)) {
+        for (f, &b) in src_row.iter_mut().zip(row_in) {
+            *f = b as f32;
+        }
+        for (taps, out) in xt.iter().zip(row_out.chunks_exact_mut(3)) {
+            let window = &src_row[taps.first * 3..(taps.first + taps.weights.len()) * 3];
             let mut acc = [0f32; 3];
-            for (k, w) in taps.weights.iter().enumerate() {
-                let p = (taps.first + k) * 3;
-                acc[0] += w * src_row[p] as f32;
-                acc[1] += w * src_row[p + 1] as f32;
-                acc[2] += w * src_row[p + 2] as f32;
+            for (w, p) in taps.weights.iter().zip(window.chunks_exact(3)) {
+                acc[0] += w * p[0];
+                acc[1] += w * p[1];
+                acc[2] += w * p[2];
             }
-            dst_row[x * 3..x * 3 + 3].copy_from_slice(&acc);
+            out.copy_from_slice(&acc);
         }
     }
     let mut line = vec![0f32; width * 3];
