@@ -14,6 +14,7 @@ Camera pipeline (`--pipeline`): for each manifest, in one run,
     vigil's own model p50 on one thread;
   - with `--gating-seconds S` > 0, CPU seconds per minute of a 5 fps camera on a still scene
     with motion gating, against the same without;
+the frames/s figures each the median of `--repeats` runs (3), interleaved with onnxruntime's;
 each for every engine of `--engines` (default tract; `tract,onnxruntime` needs a vigil built
 with `--features onnxruntime` and ORT_DYLIB_PATH, see scripts/setup-onnxruntime.sh). The
 onnxruntime engine is also timed with one frame in flight on all cores (one session whose
@@ -105,36 +106,55 @@ def bench_case(manifest, vigil, tmp):
 
 def pipeline(args, vigil):
     cores = os.cpu_count()
-    print(f"onnxruntime {ort.__version__}, {cores} cores, {args.frames} frames per figure")
+    print(f"onnxruntime {ort.__version__}, {cores} cores, {args.frames} frames per figure, "
+          f"throughput figures the median of {args.repeats} interleaved runs")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for manifest in args.manifests:
             name, onnx, npy, base = bench_case(manifest, vigil, tmp)
             vigil_json(base + ["--save-input", str(npy), "--iterations", "1", "--warmup", "0"])
             x = np.load(npy)
-            ort1 = ort_fps(onnx, x, 1, args.frames, args.warmup)
-            ortn = ort_fps(onnx, x, cores, args.frames, args.warmup)
+            frames = ["--frames", str(args.frames)]
+            # Throughput, interleaved: a neighbour's burst on a shared machine lands on one
+            # run of each kind rather than on all runs of one kind.
+            runs = {"ort1": [], "ortn": []}
+            for _ in range(args.repeats):
+                runs["ort1"].append(ort_fps(onnx, x, 1, args.frames, args.warmup))
+                runs["ortn"].append(ort_fps(onnx, x, cores, args.frames, args.warmup))
+                for engine in args.engines:
+                    e = base + ["--engine", engine, "--pipeline", "--threads", "auto"] + frames
+                    runs.setdefault((engine, "every"), []).append(vigil_json(e))
+                    if engine == "onnxruntime":
+                        runs.setdefault((engine, "wide"), []).append(vigil_json(e + ["--in-flight", "1"]))
+            ort1 = statistics.median(runs["ort1"])
+            ortn = statistics.median(runs["ortn"])
             print(f"\n{name}: onnxruntime bare, 1 thread: {ort1:.2f} frames/s; {cores} threads: {ortn:.2f} frames/s")
             for engine in args.engines:
-                row = pipeline_row(args, base + ["--engine", engine], engine, ort1, ortn, cores)
+                row = pipeline_row(args, base + ["--engine", engine], engine, runs, ort1, ortn, cores)
                 row["model"] = name
                 rows.append(row)
     print(json.dumps(rows))
 
 
-def pipeline_row(args, base, engine, ort1, ortn, cores):
+def fps(runs):
+    """The median frames/s of several `vigil bench --pipeline` runs, and the runs' figures."""
+    return statistics.median(r["frames_per_s"] for r in runs), ", ".join(f"{r['frames_per_s']:.1f}" for r in runs)
+
+
+def pipeline_row(args, base, engine, runs, ort1, ortn, cores):
     """One engine's figures for one model, against onnxruntime's bare frames/s."""
     frames = ["--frames", str(args.frames)]
     model = vigil_json(base + ["--iterations", str(args.frames // 2)])
-    every = vigil_json(base + ["--pipeline", "--threads", "auto"] + frames)
     one = vigil_json(base + ["--pipeline", "--threads", "1"] + frames)
+    every = runs[(engine, "every")][-1]
+    every_fps, every_runs = fps(runs[(engine, "every")])
     row = {
         "engine": engine,
-        "vigil_fps_all_cores": every["frames_per_s"], "threads": every["threads"],
+        "vigil_fps_all_cores": every_fps, "threads": every["threads"],
         "in_flight": every["in_flight"],
         "ort_fps_1_thread": ort1, "ort_fps_all_cores": ortn,
-        "ratio_vs_ort_1_thread": every["frames_per_s"] / ort1,
-        "ratio_vs_ort_all_cores": every["frames_per_s"] / ortn,
+        "ratio_vs_ort_1_thread": every_fps / ort1,
+        "ratio_vs_ort_all_cores": every_fps / ortn,
         "vigil_model_p50_ms": model["inference_ms"]["p50"],
         "pipeline_p99_ms_1_in_flight": one["latency_ms"]["p99"],
         "p99_over_model_p50": one["latency_ms"]["p99"] / model["inference_ms"]["p50"],
@@ -145,13 +165,13 @@ def pipeline_row(args, base, engine, ort1, ortn, cores):
     }
     print(f"  engine {engine}:")
     print(f"    vigil pipeline, {every['threads']} threads ({every['in_flight']} in flight): "
-          f"{every['frames_per_s']:.2f} frames/s -> ratio {row['ratio_vs_ort_1_thread']:.2f} to onnxruntime "
+          f"{every_fps:.2f} frames/s ({every_runs}) -> ratio {row['ratio_vs_ort_1_thread']:.2f} to onnxruntime "
           f"on 1 thread, {row['ratio_vs_ort_all_cores']:.2f} on {cores}")
-    if engine == "onnxruntime":
-        wide = vigil_json(base + ["--pipeline", "--threads", "auto", "--in-flight", "1"] + frames)
-        row["vigil_fps_all_cores_1_in_flight"] = wide["frames_per_s"]
-        print(f"    vigil pipeline, {wide['threads']} threads (1 in flight): {wide['frames_per_s']:.2f} frames/s "
-              f"-> ratio {wide['frames_per_s'] / ortn:.2f} to onnxruntime on {cores}")
+    if (engine, "wide") in runs:
+        wide_fps, wide_runs = fps(runs[(engine, "wide")])
+        row["vigil_fps_all_cores_1_in_flight"] = wide_fps
+        print(f"    vigil pipeline, {every['threads']} threads (1 in flight): {wide_fps:.2f} frames/s ({wide_runs}) "
+              f"-> ratio {wide_fps / ortn:.2f} to onnxruntime on {cores}")
     print(f"    p99 latency, 1 in flight: {one['latency_ms']['p99']:.2f} ms / model p50 "
           f"{model['inference_ms']['p50']:.2f} ms = {row['p99_over_model_p50']:.2f}")
     print(f"    preprocess {100 * row['preprocess_share']:.1f}% and decode {100 * row['decode_share']:.1f}% "
@@ -180,6 +200,7 @@ def main():
                     help="seconds of each motion-gating run (0: skip)")
     ap.add_argument("--engine", default="tract", help="model alone: vigil's engine, tract or onnxruntime")
     ap.add_argument("--engines", default="tract", help="--pipeline: vigil's engines, comma-separated")
+    ap.add_argument("--repeats", type=int, default=3, help="--pipeline: runs of each throughput figure")
     args = ap.parse_args()
     vigil = os.environ.get("VIGIL", str(ROOT / "target/release/vigil"))
     if args.pipeline:
