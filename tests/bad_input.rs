@@ -212,10 +212,11 @@ const base_t *OrtGetApiBase(void) { return &base; }
         .status()
         .expect("cc, the C compiler, runs");
     assert!(built.success());
-    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/lib/arm-linux-gnueabihf/libm.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("glibc's libm");
+    let libm =
+        ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/lib/arm-linux-gnueabihf/libm.so.6"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("glibc's libm");
     let missing = dir.join("absent/libonnxruntime.so");
     for (library, says) in [
         (missing.to_str().unwrap(), "does not exist"),

@@ -78,7 +78,12 @@ fn check_raw_outputs(c: &Case, model: &Model) {
         assert_eq!(o.shape, r.shape, "{}: shape of {}", c.name, r.name);
         let d = max_scaled_diff(&o.data, &r.data);
         let abs = max_abs_diff(&o.data, &r.data);
-        eprintln!("{} on {}: output {} max difference {abs:.3e} (scaled {d:.3e})", c.name, model.engine().name(), r.name);
+        eprintln!(
+            "{} on {}: output {} max difference {abs:.3e} (scaled {d:.3e})",
+            c.name,
+            model.engine().name(),
+            r.name
+        );
         assert!(d <= 1e-4, "{}: output {} differs from onnxruntime by {d} (scaled)", c.name, r.name);
     }
 }

@@ -91,10 +91,7 @@ impl Graph {
         let session = graph.session(1)?;
         let found: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
         if found != graph.output_names.iter().map(String::as_str).collect::<Vec<_>>() {
-            return Err(format!(
-                "ONNX Runtime reads its outputs as {found:?}, tract as {:?}",
-                graph.output_names
-            ));
+            return Err(format!("ONNX Runtime reads its outputs as {found:?}, tract as {:?}", graph.output_names));
         }
         let [input] = session.inputs() else {
             return Err(format!("ONNX Runtime finds {} inputs; vigil feeds one", session.inputs().len()));
