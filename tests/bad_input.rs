@@ -191,10 +191,10 @@ fn the_onnxruntime_engine_needs_its_feature() {
 fn a_missing_foreign_or_old_onnxruntime_library_is_named() {
     let dir = scratch("engine-library");
     // A library that says it is ONNX Runtime 1.10 (the C API base struct: GetApi, then
-    // GetVersionString), built here with the C compiler Rust links with.
-    let source = dir.join("old.c");
-    std::fs::write(
-        &source,
+    // GetVersionString).
+    let old = c_library(
+        &dir,
+        "libonnxruntime-old",
         r#"
 typedef struct { const void *(*get_api)(unsigned); const char *(*version)(void); } base_t;
 static const void *get_api(unsigned v) { (void)v; return 0; }
@@ -202,25 +202,13 @@ static const char *version(void) { return "1.10.0"; }
 static const base_t base = { get_api, version };
 const base_t *OrtGetApiBase(void) { return &base; }
 "#,
-    )
-    .unwrap();
-    let old = dir.join("libonnxruntime-old.so");
-    let built = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&old)
-        .arg(&source)
-        .status()
-        .expect("cc, the C compiler, runs");
-    assert!(built.success());
-    let libm =
-        ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/lib/arm-linux-gnueabihf/libm.so.6"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("glibc's libm");
+    );
+    // And one that is no ONNX Runtime at all.
+    let foreign = c_library(&dir, "libforeign", "int not_onnxruntime(void) { return 1; }\n");
     let missing = dir.join("absent/libonnxruntime.so");
     for (library, says) in [
         (missing.to_str().unwrap(), "does not exist"),
-        (libm, "does not export `OrtGetApiBase`"),
+        (foreign.to_str().unwrap(), "does not export `OrtGetApiBase`"),
         (old.to_str().unwrap(), "1.10.0"),
     ] {
         let (code, _, stderr) = common::vigil_with(
@@ -237,4 +225,20 @@ const base_t *OrtGetApiBase(void) { return &base; }
             "{library}: {stderr}"
         );
     }
+}
+
+/// A shared library built from C `source` into `dir`, with the C compiler Rust links with.
+#[cfg(feature = "onnxruntime")]
+fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let library = dir.join(format!("{name}.so"));
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&c)
+        .status()
+        .expect("cc, the C compiler, runs");
+    assert!(built.success(), "cc failed on {}", c.display());
+    library
 }

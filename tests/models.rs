@@ -223,6 +223,23 @@ fn every_fixture_on_the_onnxruntime_engine() {
     }
 }
 
+/// One runner (a camera's worker) serving a tract model, then the same on onnxruntime (a
+/// deploy), then back: each run gives onnxruntime's fixture outputs within 1e-4.
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn a_runner_moves_between_engines() {
+    let c = case("mobilenet-v2--chelsea");
+    let (tract, ort) = (c.model(), c.model_on(Engine::Onnxruntime));
+    let reference = c.reference_outputs();
+    let mut runner = vigil::model::Runner::with_threads(2, "engines");
+    for model in [&tract, &ort, &tract, &ort, &ort] {
+        runner.keep_only(model);
+        let out = model.run_in(&mut runner, c.input()).unwrap();
+        let d = max_scaled_diff(&out[0].data, &reference[0].data);
+        assert!(d <= 1e-4, "{}: {d}", model.engine().name());
+    }
+}
+
 /// The YOLO layouts: vigil's decoding of onnxruntime's raw outputs equals Ultralytics'
 /// non_max_suppression on the same outputs (in input pixels), and the pipeline agrees.
 fn yolo_check(name: &'static str) {

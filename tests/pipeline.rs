@@ -172,6 +172,8 @@ fn the_onnxruntime_engine_publishes_what_tract_publishes() {
     assert_eq!((ort.frames, ort.inferred), (15, 15));
     assert_eq!(ort.messages.len(), tract.messages.len(), "message count");
     let detections = ort.on("detections");
+    assert_eq!(detections.len(), 15);
+    assert!(!ort.events("new").is_empty(), "the replay makes objects appear");
     assert!(detections.iter().all(|d| d["model"]["engine"] == "onnxruntime"), "{}", detections[0]);
     assert!(tract.on("detections").iter().all(|d| d["model"]["engine"] == "tract"));
     for (i, ((ta, a), (tb, b))) in tract.messages.iter().zip(&ort.messages).enumerate() {

@@ -12,7 +12,7 @@ use crate::metrics::detection::{
 };
 use crate::metrics::{evaluate, ranking, Evaluation};
 use crate::model::decode::{DecodeParams, Decoded};
-use crate::model::{preprocess, Model, Task};
+use crate::model::{preprocess, Model, Runner, Task};
 
 pub(super) fn run(args: EvalArgs) -> Result<(), CliError> {
     let model = Model::load_on(&args.model, args.engine)?;
@@ -98,10 +98,13 @@ pub fn evaluate_detector(
     }
     let params = DecodeParams { score: MAP_SCORE_THRESHOLD, ..model.default_params() };
     let mut boxes = Vec::with_capacity(images.len());
+    // One runner for every image: the onnxruntime engine builds its session once.
+    let mut runner = Runner::single();
     for image in images {
         let pixels = read_image(&image.path)?;
         let (input, transform) = preprocess(&pixels, &model.manifest.input);
-        let outputs = model.run_raw(&input).with_context(|| format!("running on {}", image.path.display()))?;
+        let outputs =
+            model.run_in(&mut runner, input).with_context(|| format!("running on {}", image.path.display()))?;
         let Decoded::Boxes(candidates) = model.decode_raw(&outputs, &params) else {
             bail!("{}: the decoder gave classes, not boxes", model.manifest.name);
         };
@@ -132,10 +135,11 @@ pub fn evaluate_folder(model: &Model, data: &Path) -> anyhow::Result<Evaluation>
         .collect::<anyhow::Result<_>>()?;
     let mut truth = Vec::new();
     let mut rankings = Vec::new();
+    let mut runner = Runner::single();
     for sample in &folder.samples {
         let image = read_image(&sample.path)?;
         let (input, _) = preprocess(&image, &model.manifest.input);
-        let outputs = model.run_raw(&input)?;
+        let outputs = model.run_in(&mut runner, input)?;
         truth.push(class_of[sample.class]);
         rankings.push(ranking(&outputs[0].data));
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{CliError, InferArgs};
 use crate::annotate;
 use crate::dataset::read_image;
-use crate::model::{Model, Prediction, Timings};
+use crate::model::{Model, Prediction, Runner, Timings};
 
 pub(super) fn run(args: InferArgs) -> Result<(), CliError> {
     let usage = |message: String| CliError { code: super::exit::USAGE, error: anyhow::anyhow!(message) };
@@ -38,18 +38,21 @@ pub(super) fn run(args: InferArgs) -> Result<(), CliError> {
 
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0;
+    // One runner for every image: the onnxruntime engine builds its session once.
+    let mut runner = Runner::single();
     for (i, path) in args.images.iter().enumerate() {
-        let result = infer_one(&model, path, &params, args.json).and_then(|(report, image, prediction)| {
-            if let Err(e) = stdout.write_all(report.as_bytes()).and_then(|_| stdout.flush()) {
-                return Err(Output(e).into());
-            }
-            if let Some(target) = targets.get(i) {
-                let mut canvas = image;
-                annotate::draw(&mut canvas, &prediction);
-                canvas.save(target).with_context(|| format!("cannot write {}", target.display()))?;
-            }
-            Ok(())
-        });
+        let result =
+            infer_one(&model, &mut runner, path, &params, args.json).and_then(|(report, image, prediction)| {
+                if let Err(e) = stdout.write_all(report.as_bytes()).and_then(|_| stdout.flush()) {
+                    return Err(Output(e).into());
+                }
+                if let Some(target) = targets.get(i) {
+                    let mut canvas = image;
+                    annotate::draw(&mut canvas, &prediction);
+                    canvas.save(target).with_context(|| format!("cannot write {}", target.display()))?;
+                }
+                Ok(())
+            });
         match result {
             Ok(()) => {}
             // Whoever reads the output has gone (`vigil infer … | head`): stop quietly (the
@@ -120,12 +123,13 @@ fn drawn_paths(out: &Path, images: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 /// Runs one image: its report (text or a JSON line), the image and the prediction.
 fn infer_one(
     model: &Model,
+    runner: &mut Runner,
     path: &Path,
     params: &crate::model::DecodeParams,
     as_json: bool,
 ) -> anyhow::Result<(String, image::RgbImage, Prediction)> {
     let image = read_image(path)?;
-    let (prediction, timings) = model.predict(&image, params)?;
+    let (prediction, timings) = model.predict_in(runner, &image, params)?;
     let report = if as_json {
         format!("{}\n", serde_json::to_string(&json_report(model, path, &image, &prediction, &timings))?)
     } else {

@@ -499,11 +499,11 @@ fn parse_fps(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `auto` or a whole number from 1 to 256.
 fn parse_engine(text: &str) -> Result<Engine, String> {
     Engine::parse(text).ok_or_else(|| format!("\"{text}\" is not an engine: tract or onnxruntime"))
 }
 
+/// `auto` or a whole number from 1 to 256.
 fn parse_count(text: &str) -> Result<Count, String> {
     match text {
         "auto" => Ok(Count::Auto),

@@ -68,7 +68,8 @@ pub struct DeployBundle {
 }
 
 /// Makes a signed bundle of the model `manifest_path` names, with a test vector computed by
-/// tract (the device runtime) on a fixed synthetic image.
+/// the model's engine (tract unless its manifest says onnxruntime, docs/models.md "Engines")
+/// on a fixed synthetic image.
 pub fn build(manifest_path: &Path, key: &SigningKey, target: Target, tolerance: f32) -> Result<Vec<u8>, DeployError> {
     let model = Model::load(manifest_path)?;
     let onnx = std::fs::read(&model.manifest.model_path).map_err(|error| DeployError::Io {
@@ -284,8 +285,9 @@ impl DeployBundle {
         Ok(dir.join(MANIFEST_FILE))
     }
 
-    /// Loads the unpacked model with tract (manifest checked against the graph) and runs the
-    /// test vector: every output within the bundle's tolerance, or the bundle is refused.
+    /// Loads the unpacked model on its engine (the manifest checked against the graph by
+    /// tract either way) and runs the test vector: every output within the bundle's
+    /// tolerance, or the bundle is refused.
     pub fn load_and_test(&self, manifest: &Path) -> Result<(Model, f32), DeployError> {
         let model = Model::load(manifest)?;
         let (name, version) = (&model.manifest.name, &model.manifest.version);

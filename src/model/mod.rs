@@ -126,18 +126,6 @@ enum Plan {
     Onnxruntime(Arc<onnxruntime::Graph>),
 }
 
-impl Plan {
-    fn same(&self, other: &Plan) -> bool {
-        match (self, other) {
-            (Plan::Tract(a), Plan::Tract(b)) => Arc::ptr_eq(a, b),
-            #[cfg(feature = "onnxruntime")]
-            (Plan::Onnxruntime(a), Plan::Onnxruntime(b)) => Arc::ptr_eq(a, b),
-            #[cfg(feature = "onnxruntime")]
-            _ => false,
-        }
-    }
-}
-
 /// The largest ONNX file loaded: 2 GiB, protobuf's own limit for one message.
 pub const MAX_ONNX_BYTES: u64 = 2 << 30;
 
@@ -149,8 +137,7 @@ impl Model {
 
     /// Loads the manifest at `path` and the ONNX graph it names.
     pub fn load(manifest_path: &Path) -> Result<Model, ModelError> {
-        let manifest = ModelManifest::load(manifest_path)?;
-        Model::from_manifest(manifest, manifest_path)
+        Model::load_on(manifest_path, None)
     }
 
     /// Loads the manifest at `path` and its graph, run by `engine` when one is given instead
@@ -244,7 +231,7 @@ impl Model {
             Engine::Tract => Plan::Tract(typed.into_optimized().and_then(|m| m.into_runnable()).map_err(onnx_err)?),
             Engine::Onnxruntime => {
                 drop(typed);
-                onnxruntime_plan(bytes, &output_names).map_err(|reason| ModelError::Engine {
+                onnxruntime_plan(bytes, &output_names, &output_shapes).map_err(|reason| ModelError::Engine {
                     name: manifest.name.clone(),
                     manifest: manifest_path.to_path_buf(),
                     engine: manifest.engine.name(),
@@ -297,7 +284,7 @@ impl Model {
         let tensor = tract_ndarray::Array4::from_shape_vec(shape, data)
             .map_err(|e| run_err(TractError::msg(format!("input tensor: {e}"))))?
             .into_tensor();
-        let executor = runner.executor();
+        let executor = runner.executor.clone();
         let state = runner.state_for(plan).map_err(run_err)?;
         let outputs =
             multithread::multithread_tract_scope(executor, || state.run(tvec!(tensor.into()))).map_err(run_err)?;
@@ -376,9 +363,8 @@ impl Model {
 /// another (a deploy swapped it) builds that one's.
 pub struct Runner {
     threads: usize,
-    name: String,
-    /// tract's pool, made by the first tract run that needs one.
-    executor: Option<Executor>,
+    /// tract's: this thread alone, or a pool of `threads`.
+    executor: Executor,
     state: Option<State>,
 }
 
@@ -389,11 +375,13 @@ enum State {
 }
 
 impl State {
-    fn plan(&self) -> Plan {
-        match self {
-            State::Tract(plan, _) => Plan::Tract(plan.clone()),
+    fn is_for(&self, plan: &Plan) -> bool {
+        match (self, plan) {
+            (State::Tract(a, _), Plan::Tract(b)) => Arc::ptr_eq(a, b),
             #[cfg(feature = "onnxruntime")]
-            State::Onnxruntime(graph, _) => Plan::Onnxruntime(graph.clone()),
+            (State::Onnxruntime(a, _), Plan::Onnxruntime(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "onnxruntime")]
+            _ => false,
         }
     }
 }
@@ -411,9 +399,12 @@ impl Runner {
     }
 
     /// Lets each run use `threads` threads (the calling thread waits for them); 1 is
-    /// [`Runner::single`]. `name` names tract's pool threads.
+    /// [`Runner::single`]. tract's pool (its threads named after `name`) is made here, so
+    /// that a pool the system refuses stops a camera at its start, not at every frame.
     pub fn with_threads(threads: usize, name: &str) -> Runner {
-        Runner { threads: threads.max(1), name: name.to_string(), executor: None, state: None }
+        let executor =
+            if threads <= 1 { Executor::SingleThread } else { Executor::multithread_with_name(threads, name) };
+        Runner { threads: threads.max(1), executor, state: None }
     }
 
     /// Threads a run may use.
@@ -424,7 +415,7 @@ impl Runner {
     /// Drops the kept state unless it is `model`'s (after a deploy replaced the model it was
     /// built for, which it would otherwise keep in memory).
     pub fn keep_only(&mut self, model: &Model) {
-        if !self.state.as_ref().is_some_and(|s| s.plan().same(&model.plan)) {
+        if !self.state.as_ref().is_some_and(|s| s.is_for(&model.plan)) {
             self.state = None;
         }
     }
@@ -432,13 +423,6 @@ impl Runner {
     /// Drops the kept state (after a run that panicked, say); the next run builds it anew.
     pub fn forget_state(&mut self) {
         self.state = None;
-    }
-
-    fn executor(&mut self) -> Executor {
-        if self.threads <= 1 {
-            return Executor::SingleThread;
-        }
-        self.executor.get_or_insert_with(|| Executor::multithread_with_name(self.threads, &self.name)).clone()
     }
 
     fn state_for(&mut self, plan: &Arc<TypedRunnableModel>) -> TractResult<&mut TypedSimpleState> {
@@ -467,12 +451,12 @@ impl Runner {
 
 /// The ONNX Runtime form of a checked graph.
 #[cfg(feature = "onnxruntime")]
-fn onnxruntime_plan(bytes: &[u8], output_names: &[String]) -> Result<Plan, String> {
-    Ok(Plan::Onnxruntime(Arc::new(onnxruntime::Graph::new(bytes, output_names)?)))
+fn onnxruntime_plan(bytes: &[u8], names: &[String], shapes: &[Vec<usize>]) -> Result<Plan, String> {
+    Ok(Plan::Onnxruntime(Arc::new(onnxruntime::Graph::new(bytes, names, shapes)?)))
 }
 
 #[cfg(not(feature = "onnxruntime"))]
-fn onnxruntime_plan(_: &[u8], _: &[String]) -> Result<Plan, String> {
+fn onnxruntime_plan(_: &[u8], _: &[String], _: &[Vec<usize>]) -> Result<Plan, String> {
     Err("this vigil was built without ONNX Runtime (cargo feature `onnxruntime`): build it with \
          `--features onnxruntime`, or set engine = \"tract\" in the manifest"
         .to_string())

@@ -4,9 +4,8 @@
 //! this engine, and refused with a message that says what to do when it is missing, is not
 //! ONNX Runtime, or is older than 1.17 (the C API the `ort` crate is built against).
 
-use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
@@ -21,19 +20,37 @@ pub const LIBRARY_VARIABLE: &str = "ORT_DYLIB_PATH";
 /// (`LD_LIBRARY_PATH`, `/etc/ld.so.conf`).
 pub const LIBRARY_NAME: &str = "libonnxruntime.so";
 
-/// The library this process loads: `ORT_DYLIB_PATH` when set and not empty.
+/// The library this process loads: `ORT_DYLIB_PATH` when set and not empty. A relative path
+/// with a folder in it is taken from the working directory; a bare file name is looked for
+/// beside the vigil binary, then on the loader's path (the `ort` crate's rule).
 pub fn library_path() -> PathBuf {
     match std::env::var_os(LIBRARY_VARIABLE) {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => PathBuf::from(OsString::from(LIBRARY_NAME)),
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            if path.components().count() > 1 {
+                std::path::absolute(&path).unwrap_or(path)
+            } else {
+                path
+            }
+        }
+        _ => PathBuf::from(LIBRARY_NAME),
     }
 }
 
-/// The process's ONNX Runtime: loaded once; a failure is kept and given to every model that
-/// asks (the library does not appear while vigil runs).
+/// The process's ONNX Runtime, loaded by the first model that asks for it. A failure is not
+/// kept: the next model to ask (a deploy after the library was installed) tries again.
 fn environment() -> Result<&'static Environment, String> {
-    static LOADED: OnceLock<Result<Environment, String>> = OnceLock::new();
-    LOADED.get_or_init(load).as_ref().map_err(Clone::clone)
+    static LOADED: OnceLock<Environment> = OnceLock::new();
+    static LOADING: Mutex<()> = Mutex::new(());
+    if let Some(environment) = LOADED.get() {
+        return Ok(environment);
+    }
+    let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(environment) = LOADED.get() {
+        return Ok(environment);
+    }
+    let environment = load()?;
+    Ok(LOADED.get_or_init(|| environment))
 }
 
 fn load() -> Result<Environment, String> {
@@ -42,23 +59,26 @@ fn load() -> Result<Environment, String> {
         "install ONNX Runtime 1.17 or newer (scripts/setup-onnxruntime.sh takes it from the onnxruntime \
          wheel) and set {LIBRARY_VARIABLE} to libonnxruntime.so's path, or use engine = \"tract\""
     );
-    if path.components().count() > 1 && !path.exists() {
-        return Err(format!("{LIBRARY_VARIABLE} names {}, which does not exist; {advice}", path.display()));
+    if path.components().count() > 1 {
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!("{LIBRARY_VARIABLE} names {}, which does not exist; {advice}", path.display()))
+            }
+            Err(e) => return Err(format!("cannot reach {} ({LIBRARY_VARIABLE}): {e}; {advice}", path.display())),
+        }
     }
     // ort asserts on a library whose API base is null: a panic here is a refusal too.
     let loaded = std::panic::catch_unwind(|| ort::init_from(&path).map(|b| b.with_name("vigil").build()));
     match loaded {
-        Ok(Ok(Ok(environment))) => Ok(environment),
+        Ok(Ok(Ok(environment))) => {
+            log::info!("path={} ONNX Runtime loaded", path.display());
+            Ok(environment)
+        }
         Ok(Ok(Err(e))) => Err(format!("ONNX Runtime ({}) did not start: {e}", path.display())),
         Ok(Err(e)) => Err(format!("cannot use ONNX Runtime library {}: {e}; {advice}", path.display())),
         Err(_) => Err(format!("{} is not a usable ONNX Runtime library; {advice}", path.display())),
     }
-}
-
-/// The version string of the loaded library ("1.32.0"), loading it if need be.
-pub fn version() -> Result<String, String> {
-    environment()?;
-    Ok(ort::info().split(", ").find_map(|part| part.strip_prefix("git-branch=rel-")).unwrap_or("unknown").to_string())
 }
 
 /// A graph ready for ONNX Runtime: its bytes (each runner builds its session from them, with
@@ -68,6 +88,9 @@ pub struct Graph {
     weights: PrepackedWeights,
     input_name: String,
     output_names: Vec<String>,
+    /// The shapes tract gave the outputs and the decoder was bound to: ONNX Runtime's are
+    /// checked against them every run, so that a decoder never reads a tensor of another size.
+    output_shapes: Vec<Vec<usize>>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -79,14 +102,16 @@ impl std::fmt::Debug for Graph {
 impl Graph {
     /// Prepares `bytes` (a graph tract has already checked against its manifest) and builds
     /// one session, so that a graph ONNX Runtime refuses is refused now, not at the first
-    /// frame. `output_names` are the graph's outputs in order, as the decoder was bound to them.
-    pub fn new(bytes: &[u8], output_names: &[String]) -> Result<Graph, String> {
+    /// frame. `output_names` and `output_shapes` are the graph's outputs in order, as tract
+    /// read them and the decoder was bound to them.
+    pub fn new(bytes: &[u8], output_names: &[String], output_shapes: &[Vec<usize>]) -> Result<Graph, String> {
         environment()?;
         let mut graph = Graph {
             bytes: Arc::from(bytes),
             weights: PrepackedWeights::new(),
             input_name: String::new(),
             output_names: output_names.to_vec(),
+            output_shapes: output_shapes.to_vec(),
         };
         let session = graph.session(1)?;
         let found: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
@@ -128,11 +153,17 @@ impl Graph {
         let outputs = session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| e.to_string())?;
         self.output_names
             .iter()
-            .map(|name| {
+            .zip(&self.output_shapes)
+            .map(|(name, want)| {
                 let value = outputs.get(name).ok_or_else(|| format!("output \"{name}\" missing"))?;
                 let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| format!("output \"{name}\": {e}"))?;
-                let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
-                Ok(OutputTensor { name: name.clone(), shape, data: data.to_vec() })
+                if shape.len() != want.len() || shape.iter().zip(want).any(|(&d, &w)| usize::try_from(d) != Ok(w)) {
+                    return Err(format!(
+                        "output \"{name}\" came out {:?}, not the {want:?} its decoder reads",
+                        &shape[..]
+                    ));
+                }
+                Ok(OutputTensor { name: name.clone(), shape: want.clone(), data: data.to_vec() })
             })
             .collect()
     }

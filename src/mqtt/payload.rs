@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{Observation, TrackEvent};
-use crate::model::{BBox, ClassScore, Engine, Model};
+use crate::model::{BBox, ClassScore, Model};
 
 pub const VERSION: u32 = 1;
 
@@ -16,10 +16,15 @@ pub struct ModelInfo {
     pub name: String,
     pub version: String,
     pub sha256: String,
-    /// What runs it: "tract" or "onnxruntime" (read as tract where a document from a vigil
-    /// without engines lacks it).
-    #[serde(default)]
-    pub engine: Engine,
+    /// What runs it: "tract" or "onnxruntime" (read as "tract" where a document from a vigil
+    /// without engines lacks it). Text, not an enum, so that a reader knows no engine it
+    /// cannot read.
+    #[serde(default = "tract")]
+    pub engine: String,
+}
+
+fn tract() -> String {
+    crate::model::Engine::Tract.name().to_string()
 }
 
 impl ModelInfo {
@@ -28,7 +33,7 @@ impl ModelInfo {
             name: model.manifest.name.clone(),
             version: model.manifest.version.clone(),
             sha256: model.sha256.clone(),
-            engine: model.engine(),
+            engine: model.engine().name().to_string(),
         }
     }
 }
