@@ -18,6 +18,10 @@ use crate::model::{preprocess, Model, Runner};
 const JPEG_QUALITY: u8 = 90;
 
 pub(super) fn run(args: BenchArgs) -> Result<(), CliError> {
+    if args.pipeline {
+        // As the daemon runs.
+        crate::daemon::one_malloc_arena();
+    }
     let model = Model::load_on(&args.model, args.engine)?;
     let spec = &model.manifest.input;
     let image = match &args.image {

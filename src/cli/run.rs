@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::daemon::{self, DaemonError};
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
+    daemon::one_malloc_arena();
     // Errors go to stderr through main (the journal captures stderr under systemd).
     let config = Config::load(&args.config)?;
     crate::service::logging::init(config.log_level);
