@@ -1,7 +1,6 @@
 //! The onnxruntime engine (cargo feature `onnxruntime`): the same checked graph run by ONNX
 //! Runtime instead of tract. The library is not linked: `libonnxruntime.so` is opened at run
-//! time, from `ORT_DYLIB_PATH` or the loader's search path, the first time a model asks for
-//! this engine, and refused with a message that says what to do when it is missing, is not
+//! time ([`library_path`]) the first time a model asks for this engine, and refused with a message that says what to do when it is missing, is not
 //! ONNX Runtime, or is older than 1.17 (the C API the `ort` crate is built against).
 
 use std::path::PathBuf;
@@ -16,8 +15,8 @@ use super::{InputTensor, OutputTensor};
 
 /// The environment variable naming the library (the `ort` crate's own name for it).
 pub const LIBRARY_VARIABLE: &str = "ORT_DYLIB_PATH";
-/// The library's name when the variable is not set: found on the loader's search path
-/// (`LD_LIBRARY_PATH`, `/etc/ld.so.conf`).
+/// The library's name when the variable is not set: looked for beside the vigil binary, then
+/// on the loader's search path (`LD_LIBRARY_PATH`, `/etc/ld.so.conf`).
 pub const LIBRARY_NAME: &str = "libonnxruntime.so";
 
 /// The library this process loads: `ORT_DYLIB_PATH` when set and not empty. A relative path
