@@ -374,6 +374,7 @@ fn publishes_the_mqtt_contract_and_speaks_sd_notify() {
     });
     let stats = sub.on(&format!("{p}/stats")).last().unwrap().json();
     assert!(stats["cameras"]["yard"]["inferred"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["cameras"]["yard"]["failed"], 0, "{stats}");
     assert!(stats["memory_bytes"].as_u64().unwrap() > 1 << 20, "{stats}");
     assert!(stats["cameras"]["yard"]["inference_ms_p95"].as_f64().is_some(), "{stats}");
     // A snapshot (JPEG) on a new object.

@@ -277,6 +277,7 @@ impl Pipeline {
             frames: self.counters.frames.load(Ordering::Relaxed),
             inferred: self.counters.inferred.load(Ordering::Relaxed),
             gated: self.counters.gated.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
             dropped: self.slot.dropped(),
             source_running: !self.source_heartbeat.is_finished(),
             threads: plan.in_flight * plan.threads_per_frame,

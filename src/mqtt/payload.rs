@@ -242,10 +242,12 @@ pub struct CameraStats {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
     /// Totals since start: frames captured, inferred, kept from the model by motion gating,
-    /// and dropped (replaced in the newest-frame slot before inference took them).
+    /// the model failed on (each logged), and dropped (replaced in the newest-frame slot
+    /// before inference took them).
     pub frames: u64,
     pub inferred: u64,
     pub gated: u64,
+    pub failed: u64,
     pub dropped: u64,
     pub source_running: bool,
     /// CPU threads the camera's inference uses, and frames it works on at once.
