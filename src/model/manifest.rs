@@ -78,11 +78,7 @@ impl Engine {
 
     /// Parses a name as written in a manifest.
     pub fn parse(name: &str) -> Option<Engine> {
-        match name {
-            "tract" => Some(Engine::Tract),
-            "onnxruntime" => Some(Engine::Onnxruntime),
-            _ => None,
-        }
+        [Engine::Tract, Engine::Onnxruntime].into_iter().find(|e| e.name() == name)
     }
 
     fn is_tract(&self) -> bool {

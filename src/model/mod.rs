@@ -117,7 +117,7 @@ pub struct Model {
 }
 
 /// What runs a model's graph; shared by the runners that run it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Plan {
     /// tract's optimised plan.
     Tract(Arc<TypedRunnableModel>),

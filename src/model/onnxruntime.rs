@@ -1,7 +1,8 @@
 //! The onnxruntime engine (cargo feature `onnxruntime`): the same checked graph run by ONNX
 //! Runtime instead of tract. The library is not linked: `libonnxruntime.so` is opened at run
-//! time ([`library_path`]) the first time a model asks for this engine, and refused with a message that says what to do when it is missing, is not
-//! ONNX Runtime, or is older than 1.17 (the C API the `ort` crate is built against).
+//! time ([`library_path`]) the first time a model asks for this engine, and refused with a
+//! message that says what to do when it is missing, is not ONNX Runtime, or is older than
+//! 1.17 (the C API the `ort` crate is built against).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
