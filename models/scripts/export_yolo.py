@@ -1,20 +1,32 @@
-"""Export a randomly initialised YOLOv8n to ONNX -> tests/models/yolov8n-random.onnx.
-TEST MODEL ONLY (random weights, not bundled). The YOLOv5-layout test model is derived
-from it by the Rust test itself (tests/models.rs appends the layout-changing nodes and
-writes the ONNX file), which keeps a second 12 MB file out of the repository.
+"""Export randomly initialised YOLO models to ONNX -> tests/models/<name>-random.onnx.
+TEST MODELS ONLY (random weights, not bundled): their detections mean nothing, their output
+layouts are what vigil's decoders are tested on.
 
-Source: PyPI package ultralytics 8.4.190 (AGPL-3.0 licence), model definition
-ultralytics/cfg/models/v8/yolov8n.yaml (nc=80). No weights are downloaded: the model is built
-from the yaml after torch.manual_seed(0), then its BatchNorm statistics are set from four
-test photos and its class bias to -2 so that its outputs vary with the input (see calibrate()); ultralytics is kept offline (YOLO_OFFLINE=1,
+    export_yolo.py [yolov8n] [yolo26n] [yolov10n] [--verify-only]   (default: all three)
+
+- yolov8n: the v8 layout, one output [1, 84, 2100] (committed). The YOLOv5-layout test model
+  is derived from it by the Rust test itself (tests/models.rs appends the layout-changing
+  nodes and writes the ONNX file), which keeps a second 12 MB file out of the repository.
+- yolo26n: YOLO26, ultralytics' current default, an end-to-end ("NMS-free") export: one
+  output [1, 300, 6] = x1, y1, x2, y2 in input pixels, score, class (committed).
+- yolov10n: YOLOv10, the same end-to-end output from another head (not committed: rebuilt
+  here, and its test skips with a message when the file is absent).
+
+Source: PyPI package ultralytics 8.4.190 (AGPL-3.0 licence), model definitions
+ultralytics/cfg/models/{v8/yolov8n, 26/yolo26n, v10/yolov10n}.yaml (nc=80). No weights are
+downloaded: each model is built from its yaml after torch.manual_seed(0), then its BatchNorm
+statistics are set from four test photos and its class bias to -2 so that its outputs vary
+with the input (see calibrate()); ultralytics is kept offline (YOLO_OFFLINE=1,
 YOLO_AUTOINSTALL=false, settings sync=False, config dir in a temp folder).
 Exporter: ultralytics' ONNX export (torch 2.11.0 TorchScript exporter, opset 13, imgsz 320,
 batch 1, no NMS, onnxslim simplify).
 
-yolov8n-random.onnx
-  Input  "images"  float32 [1,3,320,320], NCHW, RGB, pixel/255.
-  Output "output0" float32 [1,84,2100]: rows 0..3 = cx,cy,w,h in input pixels, rows 4..83 =
-         class scores (already sigmoid); 2100 = 40*40 + 20*20 + 10*10 anchors.
+Input of each: "images" float32 [1,3,320,320], NCHW, RGB, pixel/255.
+yolov8n-random.onnx   "output0" float32 [1,84,2100]: rows 0..3 = cx,cy,w,h in input pixels,
+                      rows 4..83 = class scores (already sigmoid); 2100 = 40*40 + 20*20 +
+                      10*10 anchors.
+yolo26n-random.onnx,  "output0" float32 [1,300,6]: the 300 best (anchor, class) pairs, best
+yolov10n-random.onnx  first: x1, y1, x2, y2 in input pixels, score (sigmoid), class index.
 """
 import os
 import pathlib
@@ -33,9 +45,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _common import REPO, load_rgb, report  # noqa: E402
 
 OUT_DIR = REPO / "tests" / "models"
-OUT_V8 = OUT_DIR / "yolov8n-random.onnx"
 SIZE = 320
 N = (SIZE // 8) ** 2 + (SIZE // 16) ** 2 + (SIZE // 32) ** 2  # 2100
+MODELS = ["yolov8n", "yolo26n", "yolov10n"]
+
+
+def out_path(name):
+    return OUT_DIR / f"{name}-random.onnx"
 PHOTOS_TO_CHECK = ["astronaut.png", "motorcycle_left.png", "sample1.jpg"]
 
 
@@ -66,12 +82,15 @@ def calibrate(net, torch):
     net.train()
     with torch.no_grad():
         net(batch)
-        for seq in net.model[-1].cv3:
-            seq[-1].bias.data.fill_(-2.0)
+        head = net.model[-1]
+        # End-to-end heads (YOLO26, YOLOv10) export their one-to-one branch instead.
+        for branch in [head.cv3, getattr(head, "one2one_cv3", None)]:
+            for seq in branch or []:
+                seq[-1].bias.data.fill_(-2.0)
     net.eval()
 
 
-def export_v8():
+def export(name):
     import torch
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS
@@ -81,7 +100,7 @@ def export_v8():
     cwd = os.getcwd()
     os.chdir(_TMP)  # the exporter writes <model>.onnx next to the (yaml) model name
     try:
-        model = YOLO("yolov8n.yaml", task="detect")
+        model = YOLO(f"{name}.yaml", task="detect")
         calibrate(model.model, torch)
         f = model.export(format="onnx", imgsz=SIZE, opset=13, batch=1, dynamic=False,
                          simplify=True, nms=False, device="cpu")
@@ -94,23 +113,31 @@ def export_v8():
     del m.metadata_props[:]
     m.metadata_props.extend(props)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    onnx.save(m, str(OUT_V8))
+    onnx.save(m, str(out_path(name)))
 
 
-def verify():
+def verify(name):
     import onnx
     import onnxruntime as ort
-    s8 = ort.InferenceSession(str(OUT_V8), providers=["CPUExecutionProvider"])
-    m = onnx.load(str(OUT_V8))
+    path = out_path(name)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    m = onnx.load(str(path))
     onnx.checker.check_model(m)
-    print(f"{OUT_V8.name}: opset {m.opset_import[0].version}")
-    report(OUT_V8, s8)
-    assert s8.get_inputs()[0].shape == [1, 3, SIZE, SIZE]
-    assert s8.get_outputs()[0].shape == [1, 84, N]
+    print(f"{path.name}: opset {m.opset_import[0].version}")
+    report(path, sess)
+    assert sess.get_inputs()[0].shape == [1, 3, SIZE, SIZE]
+    end2end = name != "yolov8n"
+    assert sess.get_outputs()[0].shape == ([1, 300, 6] if end2end else [1, 84, N])
     for photo in PHOTOS_TO_CHECK:
-        y8 = s8.run(None, {"images": preprocess(photo)})[0]
-        assert y8.shape == (1, 84, N)
-        t = y8[0].T  # [N, 84]
+        y = sess.run(None, {"images": preprocess(photo)})[0]
+        if end2end:
+            d = y[0]  # [300, 6]
+            assert (np.diff(d[:, 4]) <= 0).all(), "rows are best first"
+            print(f"  {photo}: scores [{d[:, 4].min():.3g}, {d[:, 4].max():.3g}], "
+                  f"{int((d[:, 4] > 0.25).sum())} rows above 0.25, {len(set(d[:, 5].tolist()))} classes; "
+                  f"x1 [{d[:, 0].min():.1f}, {d[:, 0].max():.1f}] x2 [{d[:, 2].min():.1f}, {d[:, 2].max():.1f}]")
+            continue
+        t = y[0].T  # [N, 84]
         sc = t[:, 4:]
         print(f"  {photo}: class scores [{sc.min():.3g}, {sc.max():.3g}] (mean {sc.mean():.3g}), "
               f"{int((sc.max(axis=1) > 0.25).sum())} anchors above 0.25; boxes cx "
@@ -118,9 +145,14 @@ def verify():
 
 
 if __name__ == "__main__":
+    names = [a for a in sys.argv[1:] if not a.startswith("--")] or MODELS
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        sys.exit(f"unknown model(s) {sorted(unknown)}; choose from {MODELS}")
     try:
-        if "--verify-only" not in sys.argv:
-            export_v8()
-        verify()
+        for name in names:
+            if "--verify-only" not in sys.argv:
+                export(name)
+            verify(name)
     finally:
         shutil.rmtree(_TMP, ignore_errors=True)

@@ -516,6 +516,9 @@ fn parse_count(text: &str) -> Result<Count, String> {
 
 /// Runs the parsed command; the error carries the exit code to use.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    // Warnings reach the user of every command (a model's decoder warns about a manifest
+    // that disagrees with what the graph gives); `vigil run` sets its configured level.
+    crate::service::logging::init(log::LevelFilter::Warn);
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => run::validate(args),

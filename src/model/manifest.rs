@@ -5,6 +5,7 @@
 //! [`ModelManifest::load`] turns it into a checked manifest, collecting every problem it
 //! finds before failing so that a user fixes a manifest in one pass.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,61 @@ pub struct AnchorLayer {
     pub per_cell: usize,
 }
 
+/// One column of an end-to-end detector's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Column {
+    X1,
+    Y1,
+    X2,
+    Y2,
+    Cx,
+    Cy,
+    W,
+    H,
+    Score,
+    Class,
+}
+
+impl Column {
+    /// The name as written in a manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::X1 => "x1",
+            Column::Y1 => "y1",
+            Column::X2 => "x2",
+            Column::Y2 => "y2",
+            Column::Cx => "cx",
+            Column::Cy => "cy",
+            Column::W => "w",
+            Column::H => "h",
+            Column::Score => "score",
+            Column::Class => "class",
+        }
+    }
+
+    /// Whether the column is a box coordinate.
+    pub fn is_box(self) -> bool {
+        !matches!(self, Column::Score | Column::Class)
+    }
+}
+
+/// The `[decoder]` table as written: its kind and settings, and which graph output plays
+/// which of the decoder's roles (`outputs`, optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawDecoder {
+    #[serde(flatten)]
+    pub spec: DecoderSpec,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl From<DecoderSpec> for RawDecoder {
+    fn from(spec: DecoderSpec) -> RawDecoder {
+        RawDecoder { spec, outputs: BTreeMap::new() }
+    }
+}
+
 /// How to turn the raw output tensors into classes or boxes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -158,6 +214,26 @@ pub enum DecoderSpec {
         #[serde(default = "default_blazeface_scale")]
         box_scale: f32,
     },
+    /// Detections already post-processed by the graph: one output [1, N, K] whose columns
+    /// `columns` names (YOLO26, YOLOv10), or boxes, scores, classes (and count) as separate
+    /// outputs named in `outputs` (TensorFlow Object Detection API).
+    End2end {
+        #[serde(default = "default_end2end_columns")]
+        columns: Vec<Column>,
+        /// Box coordinates are fractions of the input size rather than pixels.
+        #[serde(default)]
+        normalized: bool,
+        /// Subtracted from the class column (1 for exports that count classes from 1).
+        #[serde(default)]
+        class_offset: u32,
+        /// Run class-wise NMS anyway (for exports that still carry duplicates).
+        #[serde(default)]
+        nms: bool,
+    },
+}
+
+fn default_end2end_columns() -> Vec<Column> {
+    vec![Column::X1, Column::Y1, Column::X2, Column::Y2, Column::Score, Column::Class]
 }
 
 fn default_nanodet_strides() -> Vec<usize> {
@@ -248,7 +324,7 @@ pub struct RawManifest {
     pub train_model: Option<PathBuf>,
     pub labels: RawLabels,
     pub input: RawInput,
-    pub decoder: DecoderSpec,
+    pub decoder: RawDecoder,
     #[serde(default)]
     pub thresholds: RawThresholds,
     /// What runs the graph; tract unless the manifest says otherwise.
@@ -297,6 +373,9 @@ pub struct ModelManifest {
     pub labels: Vec<String>,
     pub input: InputSpec,
     pub decoder: DecoderSpec,
+    /// `decoder.outputs`: role → graph output name (empty: the decoder finds its outputs by shape).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub decoder_outputs: BTreeMap<String, String>,
     pub thresholds: Thresholds,
     pub engine: Engine,
     pub source: Option<String>,
@@ -387,7 +466,7 @@ impl RawManifest {
             problems.push(format!("input.pad: must be a pixel value 0–255, got {}", i.pad));
         }
 
-        match (&self.task, &self.decoder) {
+        match (&self.task, &self.decoder.spec) {
             (Task::Classify, DecoderSpec::Classify { .. }) => {}
             (Task::Detect, DecoderSpec::Classify { .. }) => {
                 problems.push("decoder.kind: \"classify\" needs task = \"classify\", not \"detect\"".into())
@@ -397,7 +476,18 @@ impl RawManifest {
             }
             (Task::Detect, _) => {}
         }
-        match &self.decoder {
+        if let Err(e) = super::decode::named_roles(&self.decoder.spec, &self.decoder.outputs) {
+            problems.push(e);
+        }
+        match &self.decoder.spec {
+            DecoderSpec::End2end { columns, class_offset, .. } => {
+                if let Err(e) = check_columns(columns) {
+                    problems.push(format!("decoder.columns: {e}"));
+                }
+                if *class_offset > 1000 {
+                    problems.push(format!("decoder.class_offset: must be 0 to 1000, got {class_offset}"));
+                }
+            }
             DecoderSpec::Nanodet { strides, reg_max, centre_offset } => {
                 if !(0.0..=1.0).contains(centre_offset) {
                     problems.push(format!("decoder.centre_offset: must be within 0–1, got {centre_offset}"));
@@ -477,7 +567,8 @@ impl RawManifest {
                 resize: i.resize,
                 pad: i.pad,
             },
-            decoder: self.decoder,
+            decoder: self.decoder.spec,
+            decoder_outputs: self.decoder.outputs,
             thresholds,
             engine: self.engine,
             source: self.source,
@@ -495,8 +586,33 @@ impl DecoderSpec {
             DecoderSpec::Nanodet { .. } => "nanodet",
             DecoderSpec::Ssd { .. } => "ssd",
             DecoderSpec::Blazeface { .. } => "blazeface",
+            DecoderSpec::End2end { .. } => "end2end",
         }
     }
+}
+
+/// An end-to-end row layout: each column once, a score, a class, and one whole box (x1, y1,
+/// x2, y2 or cx, cy, w, h).
+fn check_columns(columns: &[Column]) -> Result<(), String> {
+    let names = || columns.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+    if columns.len() != 6 {
+        return Err(format!("need 6 columns (4 box values, score, class), got {}: [{}]", columns.len(), names()));
+    }
+    for (i, c) in columns.iter().enumerate() {
+        if columns[..i].contains(c) {
+            return Err(format!("\"{}\" is listed twice in [{}]", c.name(), names()));
+        }
+    }
+    let has = |c: Column| columns.contains(&c);
+    if !has(Column::Score) || !has(Column::Class) {
+        return Err(format!("need a \"score\" and a \"class\" column, got [{}]", names()));
+    }
+    let corners = [Column::X1, Column::Y1, Column::X2, Column::Y2].into_iter().all(has);
+    let centre = [Column::Cx, Column::Cy, Column::W, Column::H].into_iter().all(has);
+    if !corners && !centre {
+        return Err(format!("the box must be x1, y1, x2, y2 or cx, cy, w, h (in any order), got [{}]", names()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -568,6 +684,55 @@ score = 1.5
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(err.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn a_decoder_key_that_is_not_its_own_is_refused() {
+        // `outputs` sits beside the decoder's own keys; anything else is still refused.
+        let text = GOOD.replace("kind = \"yolov8\"", "kind = \"yolov8\"\nnormalised = true");
+        let err = ModelManifest::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(err[0].contains("normalised"), "{err:?}");
+        let text = GOOD.replace("kind = \"yolov8\"", "kind = \"yolov8\"\noutputs = { predictions = \"output0\" }");
+        let m = ModelManifest::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(m.decoder_outputs, BTreeMap::from([("predictions".to_string(), "output0".to_string())]));
+    }
+
+    #[test]
+    fn end2end_settings_and_output_roles_are_checked() {
+        let with = |decoder: &str| GOOD.replace("kind = \"yolov8\"", decoder);
+        let m = ModelManifest::from_toml(&with("kind = \"end2end\""), Path::new(".")).unwrap();
+        assert_eq!(
+            m.decoder,
+            DecoderSpec::End2end { columns: default_end2end_columns(), normalized: false, class_offset: 0, nms: false }
+        );
+        let split = "kind = \"end2end\"\ncolumns = [\"y1\", \"x1\", \"y2\", \"x2\", \"score\", \"class\"]\n\
+                     outputs = { boxes = \"b\", scores = \"s\", classes = \"c\", count = \"n\" }";
+        assert!(ModelManifest::from_toml(&with(split), Path::new(".")).is_ok());
+        for (decoder, needle) in [
+            ("kind = \"end2end\"\ncolumns = [\"x1\", \"y1\", \"x2\", \"y2\", \"score\"]", "decoder.columns: need 6"),
+            (
+                "kind = \"end2end\"\ncolumns = [\"x1\", \"y1\", \"w\", \"h\", \"score\", \"class\"]",
+                "decoder.columns: the box",
+            ),
+            ("kind = \"end2end\"\ncolumns = [\"x1\", \"x1\", \"x2\", \"y2\", \"score\", \"class\"]", "listed twice"),
+            ("kind = \"end2end\"\ncolumns = [\"x1\", \"y1\", \"x2\", \"y2\", \"score\", \"klass\"]", "klass"),
+            ("kind = \"end2end\"\nclass_offset = 5000", "decoder.class_offset"),
+            (
+                "kind = \"end2end\"\noutputs = { boxes = \"b\", scores = \"s\" }",
+                "decoder.outputs: decoder \"end2end\" needs",
+            ),
+            (
+                "kind = \"end2end\"\noutputs = { detections = \"d\", count = \"n\" }",
+                "decoder.outputs: decoder \"end2end\" needs",
+            ),
+            (
+                "kind = \"ssd\"\noutputs = { boxes = \"b\", logits = \"s\" }",
+                "decoder.outputs.logits: decoder \"ssd\" has no",
+            ),
+        ] {
+            let err = ModelManifest::from_toml(&with(decoder), Path::new(".")).unwrap_err().join("\n");
+            assert!(err.contains(needle), "{decoder}: {needle:?} not in {err}");
+        }
     }
 
     #[test]

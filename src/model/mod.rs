@@ -198,39 +198,67 @@ impl Model {
         check_input(&graph, &manifest.input).map_err(mismatch)?;
         let shape = input_shape(&manifest.input);
         graph.set_input_fact(0, f32::fact(shape).into()).map_err(onnx_err)?;
-        let typed = graph.into_typed().map_err(onnx_err)?;
+        let mut typed = graph.into_typed().map_err(onnx_err)?;
 
+        // Every output's name (the ONNX tensor's, "logits", not its producing node's) and
+        // shape (empty where not fixed), so that the decoder's outputs can be chosen by name.
+        let outlets = typed.output_outlets().map_err(onnx_err)?.to_vec();
+        let mut all_names = Vec::new();
+        let mut all_shapes = Vec::new();
+        for outlet in &outlets {
+            let fact = typed.outlet_fact(*outlet).map_err(onnx_err)?;
+            all_names.push(typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_string());
+            all_shapes.push(fact.shape.as_concrete().map(|d| d.to_vec()).unwrap_or_default());
+        }
+        let graph_outputs = |names, shapes| GraphOutputs {
+            names,
+            shapes,
+            input_width: manifest.input.width,
+            input_height: manifest.input.height,
+            classes: manifest.labels.len(),
+        };
+        let picked = decode::select_outputs(
+            &manifest.decoder,
+            &manifest.decoder_outputs,
+            graph_outputs(&all_names, &all_shapes),
+        )
+        .map_err(mismatch)?;
         let mut output_names = Vec::new();
         let mut output_shapes = Vec::new();
-        for (i, outlet) in typed.output_outlets().map_err(onnx_err)?.iter().enumerate() {
-            let fact = typed.outlet_fact(*outlet).map_err(onnx_err)?;
-            // The ONNX output tensor's name ("logits"), not its producing node's.
-            let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_string();
+        for &i in &picked {
+            let (name, fact) = (&all_names[i], typed.outlet_fact(outlets[i]).map_err(onnx_err)?);
             let Some(dims) = fact.shape.as_concrete() else {
                 return Err(mismatch(format!("output {i} \"{name}\" has no fixed shape ({:?})", fact.shape)));
             };
             if fact.datum_type != f32::datum_type() {
                 return Err(mismatch(format!("output \"{name}\" is {:?}; vigil decodes f32 outputs", fact.datum_type)));
             }
-            output_names.push(name);
+            output_names.push(name.clone());
             output_shapes.push(dims.to_vec());
         }
-        let decoder = Decoder::bind(
-            &manifest.decoder,
-            GraphOutputs {
-                names: &output_names,
-                shapes: &output_shapes,
-                input_width: manifest.input.width,
-                input_height: manifest.input.height,
-                classes: manifest.labels.len(),
-            },
-        )
-        .map_err(mismatch)?;
+        let decoder =
+            Decoder::bind(&manifest.decoder, graph_outputs(&output_names, &output_shapes)).map_err(mismatch)?;
+        // Outputs the decoder does not read are not computed: they stop being outputs, and
+        // optimisation (tract's, or ONNX Runtime's on the pruned file) drops what only fed them.
+        let pruned = picked.len() != outlets.len() || picked.iter().enumerate().any(|(k, &i)| k != i);
+        if pruned {
+            typed.select_output_outlets(&picked.iter().map(|&i| outlets[i]).collect::<Vec<_>>()).map_err(onnx_err)?;
+        }
 
         let plan = match manifest.engine {
             Engine::Tract => Plan::Tract(typed.into_optimized().and_then(|m| m.into_runnable()).map_err(onnx_err)?),
             Engine::Onnxruntime => {
                 drop(typed);
+                let pruned_bytes;
+                let bytes = if pruned {
+                    pruned_bytes = keep_outputs(bytes, &output_names).map_err(|e| ModelError::Onnx {
+                        path: onnx_path.clone(),
+                        reason: format!("choosing the decoder's outputs: {e}"),
+                    })?;
+                    &pruned_bytes[..]
+                } else {
+                    bytes
+                };
                 onnxruntime_plan(bytes, &output_names, &output_shapes).map_err(|reason| ModelError::Engine {
                     name: manifest.name.clone(),
                     manifest: manifest_path.to_path_buf(),
@@ -453,6 +481,20 @@ impl Runner {
 #[cfg(feature = "onnxruntime")]
 fn onnxruntime_plan(bytes: &[u8], names: &[String], shapes: &[Vec<usize>]) -> Result<Plan, String> {
     Ok(Plan::Onnxruntime(Arc::new(onnxruntime::Graph::new(bytes, names, shapes)?)))
+}
+
+/// The ONNX file with only `names` as its graph's outputs, in that order.
+fn keep_outputs(bytes: &[u8], names: &[String]) -> Result<Vec<u8>, String> {
+    use prost::Message;
+    let mut model = tract_onnx::pb::ModelProto::decode(bytes).map_err(|e| e.to_string())?;
+    let graph = model.graph.as_mut().ok_or("the file has no graph")?;
+    let mut outputs = Vec::new();
+    for name in names {
+        let i = graph.output.iter().position(|o| &o.name == name).ok_or(format!("no graph output \"{name}\""))?;
+        outputs.push(graph.output[i].clone());
+    }
+    graph.output = outputs;
+    Ok(model.encode_to_vec())
 }
 
 #[cfg(not(feature = "onnxruntime"))]

@@ -19,12 +19,8 @@ pub fn iou(a: &BBox, b: &BBox) -> f32 {
 /// class by an IoU greater than `iou_threshold`. Returns at most `max` boxes, best first.
 /// Equal scores keep their input order. A candidate with a NaN or infinite score or
 /// coordinate (a model gone wrong) is dropped: it would be published as `null`.
-pub fn nms(mut candidates: Vec<Candidate>, iou_threshold: f32, max: usize) -> Vec<Candidate> {
-    candidates.retain(|c| {
-        let b = &c.bbox;
-        [c.score, b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite())
-    });
-    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+pub fn nms(candidates: Vec<Candidate>, iou_threshold: f32, max: usize) -> Vec<Candidate> {
+    let candidates = finite_best_first(candidates);
     let mut kept: Vec<Candidate> = Vec::new();
     for c in candidates {
         if kept.len() == max {
@@ -36,6 +32,24 @@ pub fn nms(mut candidates: Vec<Candidate>, iou_threshold: f32, max: usize) -> Ve
         }
     }
     kept
+}
+
+/// The best `max` candidates, best first, without suppression (for detections a graph has
+/// already suppressed); like [`nms`], equal scores keep their order and non-finite
+/// candidates are dropped.
+pub fn best_first(candidates: Vec<Candidate>, max: usize) -> Vec<Candidate> {
+    let mut candidates = finite_best_first(candidates);
+    candidates.truncate(max);
+    candidates
+}
+
+fn finite_best_first(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    candidates.retain(|c| {
+        let b = &c.bbox;
+        [c.score, b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite())
+    });
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    candidates
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub(super) fn write_manifest(
             resize: spec.resize,
             pad: spec.pad,
         },
-        decoder,
+        decoder: decoder.into(),
         thresholds,
         engine: Default::default(),
         source: Some(format!("fine-tuned by vigil train from {}", opts.base.display())),

@@ -6,7 +6,7 @@
 //! input. A box is (cx, cy, w, h) = raw[0..4] / box_scale + (ax, ay, 0, 0), in fractions of
 //! the input; the score is sigmoid(raw score). The keypoints that follow are not decoded.
 
-use super::{sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
+use super::{logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
 use crate::model::manifest::AnchorLayer;
 use crate::model::nms::nms;
 use crate::model::{BBox, Candidate};
@@ -78,8 +78,12 @@ impl Blazeface {
         let reg = &outputs[self.regressors].data;
         let logits = &outputs[self.scores].data;
         let (w, h) = self.input;
+        let floor = logit_floor(p.score);
         let mut candidates = Vec::new();
         for (a, &(ax, ay)) in self.anchors.iter().enumerate() {
+            if logits[a] < floor {
+                continue;
+            }
             let score = sigmoid(logits[a].clamp(-100.0, 100.0));
             if score <= p.score {
                 continue;

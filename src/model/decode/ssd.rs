@@ -1,7 +1,7 @@
 //! SSD-style outputs: boxes [1, N, 4] and per-box class scores [1, N, C] (or C + 1 with a
 //! background column first). Each box proposes its best class, then class-wise NMS.
 
-use super::{argmax, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
+use super::{argmax, logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
 use crate::model::manifest::BoxFormat;
 use crate::model::nms::nms;
 use crate::model::{BBox, Candidate};
@@ -53,11 +53,15 @@ impl Ssd {
         let boxes = &outputs[self.boxes].data;
         let scores = &outputs[self.scores].data;
         let skip = usize::from(self.background);
+        let floor = logit_floor(p.score);
         let mut candidates = Vec::new();
         for a in 0..self.anchors {
             let row = &scores[a * self.columns + skip..(a + 1) * self.columns];
             let (class_id, mut score) = argmax(row);
             if self.sigmoid {
+                if score < floor {
+                    continue;
+                }
                 score = sigmoid(score);
             }
             if score <= p.score {
