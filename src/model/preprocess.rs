@@ -86,42 +86,70 @@ pub fn resize_rgb(image: &RgbImage, width: usize, height: usize) -> Vec<f32> {
     out
 }
 
-/// The resize, one output row at a time: `row(y, line)` gets row `y` as interleaved RGB f32.
-/// A horizontal pass over every source row, then a vertical one per output row.
+/// Output rows resampled side by side in the horizontal pass, one per SIMD lane.
+const LANES: usize = 8;
+
+/// The resize, one output row at a time: `row(y, line)` gets row `y` in order, as
+/// interleaved RGB f32.
+///
+/// The vertical pass comes first: an output row is a weighted sum of whole source rows
+/// (contiguous, so it vectorises along the row, reading the 8-bit pixels directly). Its
+/// rows are stored transposed, `LANES` at a time, so that the horizontal pass computes
+/// `LANES` rows at once, each tap a contiguous load. Every output value is still the sum of
+/// its taps in order, so the result does not depend on `LANES` or the machine's vectors.
 fn resize_rows(image: &RgbImage, width: usize, height: usize, mut row: impl FnMut(usize, &[f32])) {
     let (sw, sh) = (image.width() as usize, image.height() as usize);
     let src = image.as_raw();
+    let stride = sw * 3;
     let xt = axis_taps(sw, width);
     let yt = axis_taps(sh, height);
+    // Horizontal taps padded to one length `n` with zero weights (adding 0·v changes no
+    // sum), so that the inner loop has one shape.
+    let n = xt.iter().map(|t| t.weights.len()).max().unwrap_or(1);
+    let mut weights = vec![0f32; width * n];
+    for (ws, t) in weights.chunks_exact_mut(n).zip(&xt) {
+        ws[..t.weights.len()].copy_from_slice(&t.weights);
+    }
 
-    let mut rows = vec![0f32; sh * width * 3];
-    // Each source row as f32 once (exact), rather than each pixel once per tap that reads it.
-    let mut src_row = vec![0f32; sw * 3];
-    for (row_in, row_out) in src.chunks_exact(sw * 3).zip(rows.chunks_exact_mut(width * 3)) {
-        for (f, &b) in src_row.iter_mut().zip(row_in) {
-            *f = b as f32;
+    let mut column = vec![0f32; stride];
+    // `LANES` vertically resampled rows: value j of lane l at tile[j][l]; the zeros past the
+    // row let a window of `n` pixels start at any tap's first pixel.
+    let mut tile = vec![[0f32; LANES]; (sw + n) * 3];
+    let mut done = vec![[0f32; LANES]; width * 3];
+    let mut line = vec![0f32; width * 3];
+    for (y, taps) in yt.iter().enumerate() {
+        column.fill(0.0);
+        for (k, &w) in taps.weights.iter().enumerate() {
+            let src_row = &src[(taps.first + k) * stride..][..stride];
+            for (d, &s) in column.iter_mut().zip(src_row) {
+                *d += w * f32::from(s);
+            }
         }
-        for (taps, out) in xt.iter().zip(row_out.chunks_exact_mut(3)) {
-            let window = &src_row[taps.first * 3..(taps.first + taps.weights.len()) * 3];
-            let mut acc = [0f32; 3];
-            for (w, p) in taps.weights.iter().zip(window.chunks_exact(3)) {
-                acc[0] += w * p[0];
-                acc[1] += w * p[1];
-                acc[2] += w * p[2];
+        let lane = y % LANES;
+        for (t, &v) in tile.iter_mut().zip(&column) {
+            t[lane] = v;
+        }
+        if lane < LANES - 1 && y < height - 1 {
+            continue;
+        }
+        for ((t, ws), out) in xt.iter().zip(weights.chunks_exact(n)).zip(done.chunks_exact_mut(3)) {
+            let window = &tile[t.first * 3..(t.first + n) * 3];
+            let mut acc = [[0f32; LANES]; 3];
+            for (&w, pixel) in ws.iter().zip(window.chunks_exact(3)) {
+                for (a, p) in acc.iter_mut().zip(pixel) {
+                    for (a, p) in a.iter_mut().zip(p) {
+                        *a += w * p;
+                    }
+                }
             }
             out.copy_from_slice(&acc);
         }
-    }
-    let mut line = vec![0f32; width * 3];
-    for (y, taps) in yt.iter().enumerate() {
-        line.fill(0.0);
-        for (k, w) in taps.weights.iter().enumerate() {
-            let src_row = &rows[(taps.first + k) * width * 3..(taps.first + k + 1) * width * 3];
-            for (d, s) in line.iter_mut().zip(src_row) {
-                *d += w * s;
+        for l in 0..=lane {
+            for (v, d) in line.iter_mut().zip(&done) {
+                *v = d[l];
             }
+            row(y - lane + l, &line);
         }
-        row(y, &line);
     }
 }
 
