@@ -1,10 +1,10 @@
-//! Draws detections onto an image: a box per detection and its label with the score,
-//! in an 8×8 bitmap font scaled to the picture (so nothing needs a font file).
+//! Draws detections onto an image: a box per detection, its keypoints, and its label with
+//! the score, in an 8×8 bitmap font scaled to the picture (so nothing needs a font file).
 
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 
-use crate::model::{Detection, Prediction};
+use crate::model::{Detection, Keypoint, Prediction};
 
 /// Colours by class id: distinct, readable on photos.
 const PALETTE: [[u8; 3]; 10] = [
@@ -19,6 +19,9 @@ const PALETTE: [[u8; 3]; 10] = [
     [210, 245, 60],
     [250, 190, 190],
 ];
+
+/// Keypoints whose visibility score is below this are not drawn (Ultralytics' own choice).
+const KEYPOINT_VISIBLE: f32 = 0.5;
 
 /// Draws a prediction: boxes for detections, the top classes as text for a classifier.
 pub fn draw(image: &mut RgbImage, prediction: &Prediction) {
@@ -52,6 +55,19 @@ fn draw_detection(image: &mut RgbImage, d: &Detection, unit: u32) {
         for y in y1..=y2 {
             put(image, x1 + t, y, colour);
             put(image, x2 - t, y, colour);
+        }
+    }
+    // Keypoints: a dot ringed in white, skipped where the model thinks the point is hidden.
+    let r = 2 * unit as i64;
+    let shown = |k: &Keypoint| k.x.is_finite() && k.y.is_finite() && k.score.is_none_or(|s| s >= KEYPOINT_VISIBLE);
+    for (_, k) in d.keypoints.iter().filter(|(_, k)| shown(k)) {
+        // Clamped well outside any image, so that the offsets below cannot overflow.
+        let (kx, ky) = (k.x.clamp(-1e6, 1e6).round() as i64, k.y.clamp(-1e6, 1e6).round() as i64);
+        for dy in -r - 1..=r + 1 {
+            for dx in -r - 1..=r + 1 {
+                let ring = dx.abs() > r || dy.abs() > r;
+                put(image, kx + dx, ky + dy, if ring { [255, 255, 255] } else { colour });
+            }
         }
     }
     let text = format!("{} {:.2}", d.label, d.score);
@@ -112,6 +128,7 @@ mod tests {
             class_id: 1,
             score: 0.9,
             bbox: BBox { x1: 20.0, y1: 40.0, x2: 80.0, y2: 90.0 },
+            keypoints: Default::default(),
         };
         draw(&mut img, &Prediction::Detections(vec![det]));
         assert_eq!(img.get_pixel(50, 90).0, PALETTE[1]);
@@ -122,6 +139,39 @@ mod tests {
     }
 
     #[test]
+    fn keypoints_are_dots_unless_hidden() {
+        let mut img = RgbImage::new(100, 100);
+        let k = |x: f32, y: f32, score: Option<f32>| crate::model::Keypoint { x, y, score };
+        let det = Detection {
+            label: "person".into(),
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox { x1: 20.0, y1: 40.0, x2: 80.0, y2: 90.0 },
+            keypoints: crate::model::Keypoints {
+                names: vec!["nose".to_string(), "ear".to_string(), "wrist".to_string()].into(),
+                points: vec![k(50.0, 60.0, None), k(35.0, 70.0, Some(0.9)), k(65.0, 70.0, Some(0.2))],
+            },
+        };
+        draw(&mut img, &Prediction::Detections(vec![det]));
+        assert_eq!(img.get_pixel(50, 60).0, PALETTE[0]);
+        assert_eq!(img.get_pixel(53, 60).0, [255, 255, 255], "ringed");
+        assert_eq!(img.get_pixel(35, 70).0, PALETTE[0]);
+        assert_eq!(img.get_pixel(65, 70).0, [0, 0, 0], "a hidden point is not drawn");
+        // NaN or far-away points draw nothing and do not panic.
+        let det = Detection {
+            label: "x".into(),
+            class_id: 0,
+            score: 1.0,
+            bbox: BBox { x1: 0.0, y1: 0.0, x2: 1.0, y2: 1.0 },
+            keypoints: crate::model::Keypoints {
+                names: vec!["a".to_string(), "b".to_string()].into(),
+                points: vec![k(f32::NAN, 1e30, None), k(-1e30, f32::INFINITY, Some(1.0))],
+            },
+        };
+        draw(&mut img, &Prediction::Detections(vec![det]));
+    }
+
+    #[test]
     fn boxes_outside_the_image_do_not_panic() {
         let mut img = RgbImage::new(10, 10);
         let det = Detection {
@@ -129,6 +179,7 @@ mod tests {
             class_id: 0,
             score: 1.0,
             bbox: BBox { x1: -50.0, y1: -50.0, x2: 500.0, y2: 500.0 },
+            keypoints: Default::default(),
         };
         draw(&mut img, &Prediction::Detections(vec![det]));
     }

@@ -57,6 +57,10 @@ fn run(dir: &Path, frames: &Path, camera_keys: &str) -> Run {
 }
 
 fn run_on(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine) -> Run {
+    run_model(dir, frames, camera_keys, engine, "models/nanodet-m.toml")
+}
+
+fn run_model(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine, manifest: &str) -> Run {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let root = common::root();
     // Each run its own journal, so that each numbers its events from 1.
@@ -73,7 +77,7 @@ fps = 1000
 source = {{ kind = "replay", path = {frames:?}, loop = false }}
 "#,
         spool = spool,
-        model = root.join("models/nanodet-m.toml"),
+        model = root.join(manifest),
     );
     let config = Config::from_toml(&text, dir, &[]).unwrap_or_else(|p| panic!("{p:#?}"));
     let mut settings = config.cameras["cam"].clone();
@@ -126,6 +130,35 @@ fn steady(mut v: Value) -> Value {
         }
     }
     v
+}
+
+/// BlazeFace's six face points travel with its detections and with the tracker's events,
+/// as an object from point name to {x, y} in the photo's pixels.
+#[test]
+fn keypoints_are_published_with_detections_and_events() {
+    let dir = common::scratch("keypoints");
+    let astronaut = photo("astronaut.png");
+    let frames = write_frames(&dir, &[astronaut.clone(), astronaut.clone(), astronaut.clone(), astronaut]);
+    let run = run_model(&dir, &frames, "", Engine::Tract, "models/blazeface.toml");
+    let names = ["left_ear_tragion", "left_eye", "mouth_centre", "nose_tip", "right_ear_tragion", "right_eye"];
+    let check = |points: &Value, at: &str| {
+        let points = points.as_object().unwrap_or_else(|| panic!("{at}: no keypoints object"));
+        assert_eq!(points.keys().map(String::as_str).collect::<Vec<_>>(), names, "{at}");
+        for (name, p) in points {
+            let (x, y) = (p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap());
+            // Her face: x 177–274, y 82–177 in the 512×512 photo (tests/models.rs).
+            assert!((170.0..280.0).contains(&x) && (80.0..180.0).contains(&y), "{at}: {name} at {x}, {y}");
+            assert!(p.get("score").is_none(), "{at}: BlazeFace gives no per-point score");
+        }
+    };
+    let detections = run.on("detections");
+    assert_eq!(detections.len(), 4);
+    for (i, d) in detections.iter().enumerate() {
+        check(&d["detections"][0]["keypoints"], &format!("detections of frame {i}"));
+    }
+    let new = run.events("new");
+    assert_eq!(new.len(), 1, "{:?}", run.on("events"));
+    check(&new[0]["keypoints"], "the new event");
 }
 
 #[test]

@@ -47,7 +47,10 @@ from _common import REPO, load_rgb, report  # noqa: E402
 OUT_DIR = REPO / "tests" / "models"
 SIZE = 320
 N = (SIZE // 8) ** 2 + (SIZE // 16) ** 2 + (SIZE // 32) ** 2  # 2100
-MODELS = ["yolov8n", "yolo26n", "yolov10n"]
+MODELS = ["yolov8n", "yolo26n", "yolov10n", "yolov8n-pose", "yolo26n-pose"]
+# Rows per detection or anchor: 4 box values, then 80 class scores (detect) or 1 (pose,
+# "person") and 17 keypoints of x, y, visibility.
+POSE_VALUES = 1 + 17 * 3
 
 
 def out_path(name):
@@ -90,6 +93,18 @@ def calibrate(net, torch):
     net.eval()
 
 
+def one_class_yaml(name):
+    """ultralytics' yolo26-pose.yaml says nc: 80 (a dataset's yaml sets 1); a pose model
+    finds people, so write the definition with nc: 1 (and its scale) where the exporter,
+    run in _TMP, finds it before the package's own."""
+    import yaml
+    from ultralytics.utils import ROOT
+    cfg = yaml.safe_load((ROOT / "cfg" / "models" / "26" / "yolo26-pose.yaml").read_text())
+    cfg["nc"] = 1
+    cfg["scale"] = "n"
+    pathlib.Path(_TMP, f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
 def export(name):
     import torch
     from ultralytics import YOLO
@@ -100,7 +115,9 @@ def export(name):
     cwd = os.getcwd()
     os.chdir(_TMP)  # the exporter writes <model>.onnx next to the (yaml) model name
     try:
-        model = YOLO(f"{name}.yaml", task="detect")
+        if name == "yolo26n-pose":
+            one_class_yaml(name)
+        model = YOLO(f"{name}.yaml", task="pose" if name.endswith("-pose") else "detect")
         calibrate(model.model, torch)
         f = model.export(format="onnx", imgsz=SIZE, opset=13, batch=1, dynamic=False,
                          simplify=True, nms=False, device="cpu")
@@ -126,8 +143,11 @@ def verify(name):
     print(f"{path.name}: opset {m.opset_import[0].version}")
     report(path, sess)
     assert sess.get_inputs()[0].shape == [1, 3, SIZE, SIZE]
-    end2end = name != "yolov8n"
-    assert sess.get_outputs()[0].shape == ([1, 300, 6] if end2end else [1, 84, N])
+    end2end = not name.startswith("yolov8n")
+    pose = name.endswith("-pose")
+    rows = 4 + (POSE_VALUES if pose else 80)
+    want = [1, 300, 6 + (rows - 5 if pose else 0)] if end2end else [1, rows, N]
+    assert sess.get_outputs()[0].shape == want, (sess.get_outputs()[0].shape, want)
     for photo in PHOTOS_TO_CHECK:
         y = sess.run(None, {"images": preprocess(photo)})[0]
         if end2end:
@@ -137,8 +157,8 @@ def verify(name):
                   f"{int((d[:, 4] > 0.25).sum())} rows above 0.25, {len(set(d[:, 5].tolist()))} classes; "
                   f"x1 [{d[:, 0].min():.1f}, {d[:, 0].max():.1f}] x2 [{d[:, 2].min():.1f}, {d[:, 2].max():.1f}]")
             continue
-        t = y[0].T  # [N, 84]
-        sc = t[:, 4:]
+        t = y[0].T  # [N, rows]
+        sc = t[:, 4:5] if pose else t[:, 4:]
         print(f"  {photo}: class scores [{sc.min():.3g}, {sc.max():.3g}] (mean {sc.mean():.3g}), "
               f"{int((sc.max(axis=1) > 0.25).sum())} anchors above 0.25; boxes cx "
               f"[{t[:, 0].min():.1f}, {t[:, 0].max():.1f}] w [{t[:, 2].min():.1f}, {t[:, 2].max():.1f}]")

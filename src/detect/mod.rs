@@ -114,7 +114,13 @@ mod tests {
     use super::*;
 
     fn det(label: &str, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
-        Detection { label: label.into(), class_id: 0, score, bbox: BBox { x1, y1, x2, y2 } }
+        Detection {
+            label: label.into(),
+            class_id: 0,
+            score,
+            bbox: BBox { x1, y1, x2, y2 },
+            keypoints: Default::default(),
+        }
     }
 
     fn square(x0: f32, y0: f32, x1: f32, y1: f32) -> Polygon {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Observation;
 use crate::model::nms::iou;
-use crate::model::BBox;
+use crate::model::{BBox, Keypoints};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackerSettings {
@@ -47,6 +47,9 @@ pub struct TrackEvent {
     pub top_score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
+    /// The keypoints of the object's latest detection (for models that give them).
+    #[serde(skip_serializing_if = "Keypoints::is_empty")]
+    pub keypoints: Keypoints,
     pub zones: Vec<String>,
     /// Unix milliseconds.
     pub first_seen: u64,
@@ -58,6 +61,7 @@ struct Track {
     id: u64,
     label: String,
     bbox: BBox,
+    keypoints: Keypoints,
     reported: BBox,
     score: f32,
     top_score: f32,
@@ -78,6 +82,7 @@ impl Track {
             score: self.score,
             top_score: self.top_score,
             bbox: self.bbox,
+            keypoints: self.keypoints.clone(),
             zones: self.zones.clone(),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
@@ -126,6 +131,7 @@ impl Tracker {
             let track = &mut self.tracks[t];
             let obs = &mut observations[o];
             track.bbox = obs.detection.bbox;
+            track.keypoints.clone_from(&obs.detection.keypoints);
             track.score = obs.detection.score;
             track.top_score = track.top_score.max(obs.detection.score);
             track.last_seen = now;
@@ -175,6 +181,7 @@ impl Tracker {
                 id: 0,
                 label: d.label.clone(),
                 bbox: d.bbox,
+                keypoints: d.keypoints.clone(),
                 reported: d.bbox,
                 score: d.score,
                 top_score: d.score,
@@ -231,6 +238,7 @@ mod tests {
                 class_id: 0,
                 score: 0.9,
                 bbox: BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 },
+                keypoints: Default::default(),
             },
             zones: vec![],
             track_id: None,

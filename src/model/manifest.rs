@@ -176,7 +176,11 @@ pub enum DecoderSpec {
     },
     /// Ultralytics YOLOv8 / v11 export: one output [1, 4 + C, N] (or transposed [1, N, 4 + C]);
     /// boxes are centre x, centre y, width, height in input pixels; scores already sigmoid.
-    Yolov8 {},
+    /// A pose export adds K keypoints of x, y, visibility: [1, 4 + C + 3K, N].
+    Yolov8 {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keypoints: Vec<String>,
+    },
     /// YOLOv5-style export: one output [1, N, 5 + C] = box, objectness, class scores;
     /// a box's score for class c is objectness × class score.
     Yolov5 {},
@@ -213,6 +217,9 @@ pub enum DecoderSpec {
         /// Divisor of the raw box offsets (the input size the model was trained at).
         #[serde(default = "default_blazeface_scale")]
         box_scale: f32,
+        /// Names of the points after each box (x, y pairs), to decode them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keypoints: Vec<String>,
     },
     /// Detections already post-processed by the graph: one output [1, N, K] whose columns
     /// `columns` names (YOLO26, YOLOv10), or boxes, scores, classes (and count) as separate
@@ -229,6 +236,9 @@ pub enum DecoderSpec {
         /// Run class-wise NMS anyway (for exports that still carry duplicates).
         #[serde(default)]
         nms: bool,
+        /// Names of the K keypoints of x, y, visibility after the columns (YOLO26 pose).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keypoints: Vec<String>,
     },
 }
 
@@ -479,8 +489,19 @@ impl RawManifest {
         if let Err(e) = super::decode::named_roles(&self.decoder.spec, &self.decoder.outputs) {
             problems.push(e);
         }
+        if let Err(e) = check_keypoints(self.decoder.spec.keypoints()) {
+            problems.push(format!("decoder.keypoints: {e}"));
+        }
         match &self.decoder.spec {
-            DecoderSpec::End2end { columns, class_offset, .. } => {
+            DecoderSpec::End2end { columns, class_offset, keypoints, .. } => {
+                let split = !self.decoder.outputs.is_empty() && !self.decoder.outputs.contains_key("detections");
+                if !keypoints.is_empty() && split {
+                    problems.push(
+                        "decoder.keypoints: read from the one-output form (decoder.outputs.detections), not from \
+                         separate boxes, scores and classes"
+                            .into(),
+                    );
+                }
                 if let Err(e) = check_columns(columns) {
                     problems.push(format!("decoder.columns: {e}"));
                 }
@@ -502,7 +523,7 @@ impl RawManifest {
                     problems.push(format!("decoder.reg_max: must be 1 to 64, got {reg_max}"));
                 }
             }
-            DecoderSpec::Blazeface { anchors, box_scale } => {
+            DecoderSpec::Blazeface { anchors, box_scale, .. } => {
                 if anchors.is_empty()
                     || anchors.len() > 8
                     || anchors
@@ -581,7 +602,7 @@ impl DecoderSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             DecoderSpec::Classify { .. } => "classify",
-            DecoderSpec::Yolov8 {} => "yolov8",
+            DecoderSpec::Yolov8 { .. } => "yolov8",
             DecoderSpec::Yolov5 {} => "yolov5",
             DecoderSpec::Nanodet { .. } => "nanodet",
             DecoderSpec::Ssd { .. } => "ssd",
@@ -589,6 +610,35 @@ impl DecoderSpec {
             DecoderSpec::End2end { .. } => "end2end",
         }
     }
+
+    /// The names of the keypoints the decoder reads after each box (none for most).
+    pub fn keypoints(&self) -> &[String] {
+        match self {
+            DecoderSpec::Yolov8 { keypoints } => keypoints,
+            DecoderSpec::Blazeface { keypoints, .. } => keypoints,
+            DecoderSpec::End2end { keypoints, .. } => keypoints,
+            _ => &[],
+        }
+    }
+}
+
+/// The most keypoints a decoder reads per detection (COCO's people have 17, faces 68).
+const MAX_KEYPOINTS: usize = 256;
+
+/// Keypoint names: each a non-empty name, given once.
+fn check_keypoints(names: &[String]) -> Result<(), String> {
+    if names.len() > MAX_KEYPOINTS {
+        return Err(format!("{} names, more than the {MAX_KEYPOINTS} vigil reads", names.len()));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(format!("name {i} is empty"));
+        }
+        if names[..i].contains(name) {
+            return Err(format!("\"{name}\" is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 /// An end-to-end row layout: each column once, a score, a class, and one whole box (x1, y1,
@@ -642,7 +692,7 @@ kind = "yolov8"
         assert_eq!(m.input.channels, ChannelOrder::Rgb);
         assert_eq!(m.input.resize, Resize::Letterbox);
         assert_eq!(m.thresholds.score, 0.35);
-        assert_eq!(m.decoder, DecoderSpec::Yolov8 {});
+        assert_eq!(m.decoder, DecoderSpec::Yolov8 { keypoints: vec![] });
     }
 
     #[test]
@@ -703,7 +753,13 @@ score = 1.5
         let m = ModelManifest::from_toml(&with("kind = \"end2end\""), Path::new(".")).unwrap();
         assert_eq!(
             m.decoder,
-            DecoderSpec::End2end { columns: default_end2end_columns(), normalized: false, class_offset: 0, nms: false }
+            DecoderSpec::End2end {
+                columns: default_end2end_columns(),
+                normalized: false,
+                class_offset: 0,
+                nms: false,
+                keypoints: vec![]
+            }
         );
         let split = "kind = \"end2end\"\ncolumns = [\"y1\", \"x1\", \"y2\", \"x2\", \"score\", \"class\"]\n\
                      outputs = { boxes = \"b\", scores = \"s\", classes = \"c\", count = \"n\" }";
@@ -729,6 +785,13 @@ score = 1.5
                 "kind = \"ssd\"\noutputs = { boxes = \"b\", logits = \"s\" }",
                 "decoder.outputs.logits: decoder \"ssd\" has no",
             ),
+            ("kind = \"end2end\"\nkeypoints = [\"nose\", \"nose\"]", "decoder.keypoints: \"nose\" is listed twice"),
+            ("kind = \"yolov8\"\nkeypoints = [\"nose\", \" \"]", "decoder.keypoints: name 1 is empty"),
+            (
+                "kind = \"end2end\"\nkeypoints = [\"nose\"]\noutputs = { boxes = \"b\", scores = \"s\", classes = \"c\" }",
+                "decoder.keypoints: read from the one-output form",
+            ),
+            ("kind = \"nanodet\"\nkeypoints = [\"nose\"]", "unknown field `keypoints`"),
         ] {
             let err = ModelManifest::from_toml(&with(decoder), Path::new(".")).unwrap_err().join("\n");
             assert!(err.contains(needle), "{decoder}: {needle:?} not in {err}");

@@ -62,15 +62,57 @@ impl BBox {
     }
 }
 
+/// A point of a detected object (a face's eye, a person's wrist), in the same pixels as its
+/// box; `score` is the model's confidence that the point is visible, where it gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Keypoint {
+    pub x: f32,
+    pub y: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
 /// A box a decoder proposes, before labels and before mapping back to the image.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub class_id: usize,
     pub score: f32,
     pub bbox: BBox,
+    /// In the order the manifest's `decoder.keypoints` names them (none when it names none).
+    pub keypoints: Vec<Keypoint>,
 }
 
-/// A detected object, its box in original-image pixels.
+/// A detection's keypoints with their names, written as a JSON object from name to point
+/// in the manifest's order: `{"nose": {"x": …, "y": …, "score": …}, …}`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Keypoints {
+    pub names: Arc<[String]>,
+    pub points: Vec<Keypoint>,
+}
+
+impl Keypoints {
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// (name, point) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Keypoint)> {
+        self.names.iter().map(String::as_str).zip(&self.points)
+    }
+}
+
+impl Serialize for Keypoints {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.points.len()))?;
+        for (name, point) in self.iter() {
+            map.serialize_entry(name, point)?;
+        }
+        map.end()
+    }
+}
+
+/// A detected object, its box (and keypoints) in original-image pixels.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Detection {
     pub label: String,
@@ -78,6 +120,8 @@ pub struct Detection {
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
+    #[serde(skip_serializing_if = "Keypoints::is_empty")]
+    pub keypoints: Keypoints,
 }
 
 /// One class of a classifier's answer.
@@ -114,6 +158,8 @@ pub struct Model {
     plan: Plan,
     decoder: Decoder,
     output_names: Vec<String>,
+    /// `decoder.keypoints`, shared by every detection's keypoints.
+    keypoint_names: Arc<[String]>,
 }
 
 /// What runs a model's graph; shared by the runners that run it.
@@ -267,7 +313,8 @@ impl Model {
                 })?
             }
         };
-        Ok(Model { manifest, sha256, plan, decoder, output_names })
+        let keypoint_names = manifest.decoder.keypoints().into();
+        Ok(Model { manifest, sha256, plan, decoder, output_names, keypoint_names })
     }
 
     /// What runs this model's graph.
@@ -355,6 +402,10 @@ impl Model {
                         class_id: c.class_id,
                         score: c.score,
                         bbox: transform.map_box(&c.bbox),
+                        keypoints: Keypoints {
+                            names: self.keypoint_names.clone(),
+                            points: c.keypoints.iter().map(|k| transform.map_keypoint(k)).collect(),
+                        },
                     })
                     .collect(),
             ),

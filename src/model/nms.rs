@@ -57,7 +57,7 @@ mod tests {
     use super::*;
 
     fn cand(class_id: usize, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Candidate {
-        Candidate { class_id, score, bbox: BBox { x1, y1, x2, y2 } }
+        Candidate { class_id, score, bbox: BBox { x1, y1, x2, y2 }, keypoints: Vec::new() }
     }
 
     #[test]
@@ -90,11 +90,12 @@ mod tests {
         // IoU exactly 0.5 is kept (only greater suppresses, as torchvision does).
         let a = cand(0, 0.9, 0.0, 0.0, 10.0, 10.0);
         let b = cand(0, 0.8, 0.0, 0.0, 10.0, 5.0);
-        assert_eq!(nms(vec![a, b], 0.5, 100).len(), 2);
-        assert_eq!(nms(vec![a, b], 0.49, 100).len(), 1);
-        assert_eq!(nms(vec![a, b], 0.5, 1).len(), 1);
+        let ab = || vec![a.clone(), b.clone()];
+        assert_eq!(nms(ab(), 0.5, 100).len(), 2);
+        assert_eq!(nms(ab(), 0.49, 100).len(), 1);
+        assert_eq!(nms(ab(), 0.5, 1).len(), 1);
         let nan_box = cand(0, 0.99, f32::NAN, 0.0, 10.0, 10.0);
         let inf_score = cand(1, f32::INFINITY, 0.0, 0.0, 10.0, 10.0);
-        assert_eq!(nms(vec![nan_box, inf_score, a], 0.5, 100), vec![a], "non-finite candidates are dropped");
+        assert_eq!(nms(vec![nan_box, inf_score, a.clone()], 0.5, 100), vec![a], "non-finite candidates are dropped");
     }
 }

@@ -11,7 +11,7 @@
 use image::RgbImage;
 
 use super::manifest::{ChannelOrder, InputSpec, Layout, Resize};
-use super::BBox;
+use super::{BBox, Keypoint};
 
 /// The input tensor for one image, in the model's layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,11 @@ impl Transform {
     /// A box in input pixels → in original-image pixels, clamped to the image.
     pub fn map_box(&self, b: &BBox) -> BBox {
         BBox { x1: self.x(b.x1), y1: self.y(b.y1), x2: self.x(b.x2), y2: self.y(b.y2) }
+    }
+
+    /// A keypoint in input pixels → in original-image pixels, clamped to the image.
+    pub fn map_keypoint(&self, k: &Keypoint) -> Keypoint {
+        Keypoint { x: self.x(k.x), y: self.y(k.y), score: k.score }
     }
 }
 

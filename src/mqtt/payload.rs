@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{Observation, TrackEvent};
-use crate::model::{BBox, ClassScore, Model};
+use crate::model::{BBox, ClassScore, Keypoints, Model};
 
 pub const VERSION: u32 = 1;
 
@@ -45,6 +45,9 @@ pub struct DetectedObject {
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
+    /// For models that give keypoints: name → {x, y[, score]}, in the manifest's order.
+    #[serde(skip_serializing_if = "Keypoints::is_empty")]
+    pub keypoints: Keypoints,
     /// Present once the tracker has confirmed the object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_id: Option<u64>,
@@ -58,6 +61,7 @@ impl From<&Observation> for DetectedObject {
             class_id: o.detection.class_id,
             score: o.detection.score,
             bbox: o.detection.bbox,
+            keypoints: o.detection.keypoints.clone(),
             track_id: o.track_id,
             zones: o.zones.clone(),
         }
@@ -286,4 +290,33 @@ pub fn resident_memory() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Keypoint;
+
+    #[test]
+    fn keypoints_are_an_object_from_name_to_point_in_the_manifests_order() {
+        let object = DetectedObject {
+            label: "person".into(),
+            class_id: 0,
+            score: 0.5,
+            bbox: BBox { x1: 1.0, y1: 2.0, x2: 3.0, y2: 4.0 },
+            keypoints: Keypoints {
+                names: vec!["nose".to_string(), "left_eye".to_string()].into(),
+                points: vec![Keypoint { x: 2.0, y: 2.5, score: Some(0.75) }, Keypoint { x: 1.5, y: 2.25, score: None }],
+            },
+            track_id: None,
+            zones: vec![],
+        };
+        let text = serde_json::to_string(&object).unwrap();
+        assert_eq!(
+            text,
+            r#"{"label":"person","class_id":0,"score":0.5,"box":{"x1":1.0,"y1":2.0,"x2":3.0,"y2":4.0},"keypoints":{"nose":{"x":2.0,"y":2.5,"score":0.75},"left_eye":{"x":1.5,"y":2.25}},"zones":[]}"#
+        );
+        let none = DetectedObject { keypoints: Keypoints::default(), ..object };
+        assert!(!serde_json::to_string(&none).unwrap().contains("keypoints"));
+    }
 }

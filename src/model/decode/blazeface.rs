@@ -4,12 +4,13 @@
 //! Anchors are laid out layer by layer, then row by row, column by column, with `per_cell`
 //! anchors per cell, centred at ((col + 0.5) / cols, (row + 0.5) / rows) in fractions of the
 //! input. A box is (cx, cy, w, h) = raw[0..4] / box_scale + (ax, ay, 0, 0), in fractions of
-//! the input; the score is sigmoid(raw score). The keypoints that follow are not decoded.
+//! the input; the score is sigmoid(raw score). Keypoint i, when the manifest names it, is
+//! (raw[4 + 2i], raw[5 + 2i]) / box_scale + (ax, ay), likewise.
 
 use super::{logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
 use crate::model::manifest::AnchorLayer;
 use crate::model::nms::nms;
-use crate::model::{BBox, Candidate};
+use crate::model::{BBox, Candidate, Keypoint};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Blazeface {
@@ -20,6 +21,7 @@ pub struct Blazeface {
     anchors: Vec<(f32, f32)>,
     box_scale: f32,
     input: (f32, f32),
+    keypoints: usize,
 }
 
 /// Anchor centres, in fractions of the input.
@@ -46,7 +48,12 @@ fn anchor_count(layers: &[AnchorLayer], width: usize, height: usize) -> usize {
     })
 }
 
-pub(super) fn bind(layers: &[AnchorLayer], box_scale: f32, g: GraphOutputs) -> Result<Blazeface, String> {
+pub(super) fn bind(
+    layers: &[AnchorLayer],
+    box_scale: f32,
+    keypoints: usize,
+    g: GraphOutputs,
+) -> Result<Blazeface, String> {
     // Counted before any is made: the grid is built only once the graph is known to produce
     // that many rows, so the manifest alone cannot make vigil allocate.
     let n = anchor_count(layers, g.input_width, g.input_height);
@@ -62,14 +69,24 @@ pub(super) fn bind(layers: &[AnchorLayer], box_scale: f32, g: GraphOutputs) -> R
             g.describe()
         ));
     };
+    let row = dims[regressors].unwrap()[1];
+    if 4 + 2 * keypoints > row {
+        return Err(format!(
+            "decoder.keypoints: names {keypoints} points, but the regressors \"{}\" [1, {n}, {row}] hold {} after \
+             each box",
+            g.names[regressors],
+            (row - 4) / 2
+        ));
+    }
     let anchors = anchors(layers, g.input_width, g.input_height);
     Ok(Blazeface {
         regressors,
         scores,
-        row: dims[regressors].unwrap()[1],
+        row,
         anchors,
         box_scale,
         input: (g.input_width as f32, g.input_height as f32),
+        keypoints,
     })
 }
 
@@ -88,15 +105,24 @@ impl Blazeface {
             if score <= p.score {
                 continue;
             }
-            let r = &reg[a * self.row..a * self.row + 4];
+            let r = &reg[a * self.row..(a + 1) * self.row];
             let cx = (r[0] / self.box_scale + ax) * w;
             let cy = (r[1] / self.box_scale + ay) * h;
             let bw = r[2] / self.box_scale * w;
             let bh = r[3] / self.box_scale * h;
+            let keypoints = r[4..4 + 2 * self.keypoints]
+                .chunks_exact(2)
+                .map(|p| Keypoint {
+                    x: (p[0] / self.box_scale + ax) * w,
+                    y: (p[1] / self.box_scale + ay) * h,
+                    score: None,
+                })
+                .collect();
             candidates.push(Candidate {
                 class_id: 0,
                 score,
                 bbox: BBox { x1: cx - bw / 2.0, y1: cy - bh / 2.0, x2: cx + bw / 2.0, y2: cy + bh / 2.0 },
+                keypoints,
             });
         }
         nms(candidates, p.iou, p.max_detections)
@@ -130,7 +156,7 @@ mod tests {
         let names = vec!["reg".to_string(), "cls".to_string()];
         let shapes = vec![vec![1, 896, 16], vec![1, 896, 1]];
         let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 4096, input_height: 4096, classes: 1 };
-        let e = bind(&layers, 128.0, g).unwrap_err();
+        let e = bind(&layers, 128.0, 0, g).unwrap_err();
         assert!(e.contains("8589934592 anchors"), "{e}");
     }
 
@@ -140,10 +166,13 @@ mod tests {
         let names = vec!["reg".to_string(), "cls".to_string()];
         let shapes = vec![vec![1, 4, 16], vec![1, 4, 1]];
         let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 128, input_height: 128, classes: 1 };
-        let d = bind(&layers, 128.0, g).unwrap();
+        let d = bind(&layers, 128.0, 6, g).unwrap();
+        assert!(bind(&layers, 128.0, 7, g).unwrap_err().contains("decoder.keypoints: names 7 points"));
         let mut reg = vec![0.0; 64];
-        // Anchor 3 is centred at (96, 96); shift by +8 px in x, size 32×16.
-        reg[3 * 16..3 * 16 + 4].copy_from_slice(&[8.0, 0.0, 32.0, 16.0]);
+        // Anchor 3 is centred at (96, 96); shift by +8 px in x, size 32×16; its first point
+        // 4 px left of the anchor and its last 4 px below.
+        reg[3 * 16..3 * 16 + 6].copy_from_slice(&[8.0, 0.0, 32.0, 16.0, -4.0, 0.0]);
+        reg[3 * 16 + 15] = 4.0;
         let outs = vec![
             OutputTensor { name: "reg".into(), shape: shapes[0].clone(), data: reg },
             OutputTensor { name: "cls".into(), shape: shapes[1].clone(), data: vec![-5.0, -5.0, -5.0, 3.0] },
@@ -153,6 +182,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!((out[0].score - sigmoid(3.0)).abs() < 1e-6);
         assert_eq!(out[0].bbox, BBox { x1: 88.0, y1: 88.0, x2: 120.0, y2: 104.0 });
+        let k = &out[0].keypoints;
+        assert_eq!(k.len(), 6);
+        assert_eq!(k[0], Keypoint { x: 92.0, y: 96.0, score: None });
+        assert_eq!(k[5], Keypoint { x: 96.0, y: 100.0, score: None });
     }
 
     #[test]
@@ -160,7 +193,7 @@ mod tests {
         let names = vec!["reg".to_string(), "cls".to_string()];
         let shapes = vec![vec![1, 896, 16], vec![1, 896, 1]];
         let g = GraphOutputs { names: &names, shapes: &shapes, input_width: 128, input_height: 128, classes: 1 };
-        let err = bind(&[AnchorLayer { stride: 8, per_cell: 2 }], 128.0, g).unwrap_err();
+        let err = bind(&[AnchorLayer { stride: 8, per_cell: 2 }], 128.0, 0, g).unwrap_err();
         assert!(err.contains("512 anchors") && err.contains("[1, 896, 16]"), "{err}");
     }
 }

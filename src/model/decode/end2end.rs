@@ -2,7 +2,8 @@
 //! detection, NMS done inside the graph or not needed at all.
 //!
 //! - Combined: one output [1, N, K] (or [N, K]) whose K columns are named by
-//!   `decoder.columns`, e.g. x1, y1, x2, y2, score, class (YOLO26, YOLOv10).
+//!   `decoder.columns`, e.g. x1, y1, x2, y2, score, class (YOLO26, YOLOv10), then, for a
+//!   pose model, 3 values (x, y, visibility) per keypoint the manifest names.
 //! - Split (TensorFlow Object Detection API and the like): boxes [1, N, 4], scores [1, N],
 //!   classes [1, N] and optionally count [1], chosen by name with `decoder.outputs`; the box
 //!   columns come in the order `decoder.columns` lists them.
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use super::{DecodeParams, GraphOutputs, OutputTensor};
 use crate::model::manifest::Column;
 use crate::model::nms::{best_first, nms};
-use crate::model::{BBox, Candidate};
+use crate::model::{BBox, Candidate, Keypoint};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct End2end {
@@ -30,12 +31,13 @@ pub struct End2end {
     class_offset: f32,
     classes: usize,
     nms: bool,
+    keypoints: usize,
     warned: Warned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Layout {
-    Combined { output: usize, width: usize, score: usize, class: usize },
+    Combined { output: usize, width: usize, score: usize, class: usize, first_keypoint: usize },
     Split { boxes: usize, scores: usize, classes: usize, count: Option<usize> },
 }
 
@@ -64,17 +66,20 @@ pub struct Settings<'a> {
     pub normalized: bool,
     pub class_offset: u32,
     pub nms: bool,
+    /// Keypoints (x, y, visibility) after the columns.
+    pub keypoints: usize,
 }
 
 pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
     let unit = if s.normalized { (g.input_width as f32, g.input_height as f32) } else { (1.0, 1.0) };
     let position = |c: Column| s.columns.iter().position(|x| *x == c);
+    let row = s.columns.len() + 3 * s.keypoints;
     let expected = || {
         format!(
-            "one output [1, N, {}] (decoder.columns: {}), or boxes [1, N, 4], scores [1, N] and classes \
+            "one output [1, N, {row}] (decoder.columns: {}{}), or boxes [1, N, 4], scores [1, N] and classes \
              [1, N] (and count [1]) named with decoder.outputs",
-            s.columns.len(),
-            s.columns.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+            s.columns.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
+            if s.keypoints > 0 { format!(", then 3 × {} keypoints", s.keypoints) } else { String::new() }
         )
     };
     let (layout, rows, boxes) = match g.shapes {
@@ -82,18 +87,27 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
             let [rows, width] = rows_of(shape).ok_or_else(|| {
                 format!("decoder \"end2end\": expected {}, but the graph's output is {}", expected(), g.describe())
             })?;
-            if width != s.columns.len() {
+            if width != row {
+                let named = if s.keypoints > 0 {
+                    format!("{} columns and 3 × {} keypoints (decoder.keypoints)", s.columns.len(), s.keypoints)
+                } else {
+                    format!("{} columns", s.columns.len())
+                };
                 return Err(format!(
-                    "decoder.columns: names {} columns, but the graph's output \"{}\" {shape:?} has {width} per \
-                     detection",
-                    s.columns.len(),
+                    "decoder.columns: names {named}, but the graph's output \"{}\" {shape:?} has {width} per detection",
                     g.names[0]
                 ));
             }
             let (Some(score), Some(class)) = (position(Column::Score), position(Column::Class)) else {
                 unreachable!("the manifest check requires score and class columns")
             };
-            (Layout::Combined { output: 0, width, score, class }, rows, box_columns(s.columns, false))
+            let first_keypoint = s.columns.len();
+            (Layout::Combined { output: 0, width, score, class, first_keypoint }, rows, box_columns(s.columns, false))
+        }
+        [_, _, _, ..] if s.keypoints > 0 => {
+            return Err("decoder.keypoints: read from one output of rows, not from separate boxes, scores and \
+                        classes"
+                .into())
         }
         [b, sc, cl, rest @ ..] if rest.len() <= 1 => {
             let shape_err = |role: &str, want: String, i: usize| {
@@ -130,6 +144,7 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
         class_offset: s.class_offset as f32,
         classes: g.classes,
         nms: s.nms,
+        keypoints: s.keypoints,
         warned: Warned::default(),
     })
 }
@@ -174,13 +189,13 @@ impl End2end {
             _ => self.rows,
         };
         for r in 0..rows {
-            let (values, score, class): (&[f32], f32, f32) = match self.layout {
-                Layout::Combined { output, width, score, class } => {
+            let (values, score, class, points): (&[f32], f32, f32, &[f32]) = match self.layout {
+                Layout::Combined { output, width, score, class, first_keypoint } => {
                     let row = &outputs[output].data[r * width..(r + 1) * width];
-                    (row, row[score], row[class])
+                    (row, row[score], row[class], &row[first_keypoint..])
                 }
                 Layout::Split { boxes, scores, classes, .. } => {
-                    (&outputs[boxes].data[r * 4..r * 4 + 4], outputs[scores].data[r], outputs[classes].data[r])
+                    (&outputs[boxes].data[r * 4..r * 4 + 4], outputs[scores].data[r], outputs[classes].data[r], &[])
                 }
             };
             if score.is_nan() || score <= p.score {
@@ -203,7 +218,9 @@ impl End2end {
                     BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 }
                 }
             };
-            candidates.push(Candidate { class_id: id as usize, score, bbox });
+            let keypoints =
+                points.chunks_exact(3).map(|k| Keypoint { x: k[0] * ux, y: k[1] * uy, score: Some(k[2]) }).collect();
+            candidates.push(Candidate { class_id: id as usize, score, bbox, keypoints });
         }
         if let Some(class) = beyond {
             if !self.warned.class.swap(true, Ordering::Relaxed) {
@@ -241,7 +258,7 @@ mod tests {
     const P: DecodeParams = DecodeParams { score: 0.25, iou: 0.5, max_detections: 100, top_k: 5 };
 
     fn settings(columns: &[Column]) -> Settings<'_> {
-        Settings { columns, normalized: false, class_offset: 0, nms: false }
+        Settings { columns, normalized: false, class_offset: 0, nms: false, keypoints: 0 }
     }
     fn corners() -> Vec<Column> {
         vec![Column::X1, Column::Y1, Column::X2, Column::Y2, Column::Score, Column::Class]
@@ -280,7 +297,7 @@ mod tests {
     #[test]
     fn column_order_normalised_boxes_and_class_offset() {
         let columns = [Column::Class, Column::Score, Column::Cx, Column::Cy, Column::W, Column::H];
-        let s = Settings { columns: &columns, normalized: true, class_offset: 1, nms: false };
+        let s = Settings { columns: &columns, normalized: true, class_offset: 1, nms: false, keypoints: 0 };
         let names = ["dets".to_string()];
         let shapes = [vec![2, 6]];
         let d = bind(&s, graph(&names, &shapes)).unwrap();
@@ -297,7 +314,7 @@ mod tests {
     #[test]
     fn split_outputs_in_role_order_with_a_count() {
         let columns = [Column::Y1, Column::X1, Column::Y2, Column::X2, Column::Score, Column::Class];
-        let s = Settings { columns: &columns, normalized: true, class_offset: 0, nms: false };
+        let s = Settings { columns: &columns, normalized: true, class_offset: 0, nms: false, keypoints: 0 };
         let names: Vec<String> = ["boxes", "scores", "classes", "count"].map(String::from).to_vec();
         let shapes = vec![vec![1, 3, 4], vec![1, 3], vec![1, 3], vec![1]];
         let d = bind(&s, graph(&names, &shapes)).unwrap();
@@ -331,5 +348,22 @@ mod tests {
         let names: Vec<String> = ["b", "s", "c"].map(String::from).to_vec();
         let e = bind(&settings(&corners()), graph(&names, &[vec![1, 10, 4], vec![1, 9], vec![1, 10]])).unwrap_err();
         assert!(e.contains("decoder.outputs.scores") && e.contains("\"s\""), "{e}");
+    }
+
+    #[test]
+    fn pose_rows_carry_keypoints_after_the_columns() {
+        let columns = corners();
+        let s = Settings { keypoints: 2, ..settings(&columns) };
+        let names = ["output0".to_string()];
+        let shapes = [vec![1, 1, 12]];
+        let d = bind(&s, graph(&names, &shapes)).unwrap();
+        let row = vec![10.0, 5.0, 30.0, 25.0, 0.5, 0.0, 12.0, 6.0, 0.9, 28.0, 24.0, 0.2];
+        let out = d.decode(&[tensor(&[1, 1, 12], row)], &P);
+        assert_eq!(
+            out[0].keypoints,
+            [Keypoint { x: 12.0, y: 6.0, score: Some(0.9) }, Keypoint { x: 28.0, y: 24.0, score: Some(0.2) }]
+        );
+        let e = bind(&Settings { keypoints: 3, ..settings(&columns) }, graph(&names, &shapes)).unwrap_err();
+        assert!(e.contains("6 columns and 3 × 3 keypoints") && e.contains("has 12"), "{e}");
     }
 }

@@ -75,20 +75,25 @@ impl Decoder {
     pub fn bind(spec: &DecoderSpec, graph: GraphOutputs) -> Result<Decoder, String> {
         Ok(match spec {
             DecoderSpec::Classify { output } => Decoder::Classify(classify::bind(*output, graph)?),
-            DecoderSpec::Yolov8 {} => Decoder::Yolo(yolo::bind(false, graph)?),
-            DecoderSpec::Yolov5 {} => Decoder::Yolo(yolo::bind(true, graph)?),
+            DecoderSpec::Yolov8 { keypoints } => Decoder::Yolo(yolo::bind(false, keypoints.len(), graph)?),
+            DecoderSpec::Yolov5 {} => Decoder::Yolo(yolo::bind(true, 0, graph)?),
             DecoderSpec::Nanodet { strides, reg_max, centre_offset } => {
                 Decoder::Nanodet(nanodet::bind(strides, *reg_max, *centre_offset, graph)?)
             }
             DecoderSpec::Ssd { box_format, normalized, background, sigmoid } => {
                 Decoder::Ssd(ssd::bind(*box_format, *normalized, *background, *sigmoid, graph)?)
             }
-            DecoderSpec::Blazeface { anchors, box_scale } => {
-                Decoder::Blazeface(blazeface::bind(anchors, *box_scale, graph)?)
+            DecoderSpec::Blazeface { anchors, box_scale, keypoints } => {
+                Decoder::Blazeface(blazeface::bind(anchors, *box_scale, keypoints.len(), graph)?)
             }
-            DecoderSpec::End2end { columns, normalized, class_offset, nms } => {
-                let settings =
-                    end2end::Settings { columns, normalized: *normalized, class_offset: *class_offset, nms: *nms };
+            DecoderSpec::End2end { columns, normalized, class_offset, nms, keypoints } => {
+                let settings = end2end::Settings {
+                    columns,
+                    normalized: *normalized,
+                    class_offset: *class_offset,
+                    nms: *nms,
+                    keypoints: keypoints.len(),
+                };
                 Decoder::End2end(end2end::bind(&settings, graph)?)
             }
         })
@@ -122,7 +127,7 @@ fn forms(spec: &DecoderSpec) -> Vec<Form> {
     };
     match spec {
         DecoderSpec::Classify { .. } => vec![form(&["scores"], &[])],
-        DecoderSpec::Yolov8 {} | DecoderSpec::Yolov5 {} => vec![form(&["predictions"], &[])],
+        DecoderSpec::Yolov8 { .. } | DecoderSpec::Yolov5 {} => vec![form(&["predictions"], &[])],
         DecoderSpec::Nanodet { strides, .. } => vec![Form {
             required: strides.iter().flat_map(|s| [format!("scores_{s}"), format!("boxes_{s}")]).collect(),
             optional: Vec::new(),

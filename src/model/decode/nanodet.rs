@@ -85,6 +85,7 @@ impl Nanodet {
                     class_id,
                     score,
                     bbox: BBox { x1: cx - side(0), y1: cy - side(1), x2: cx + side(2), y2: cy + side(3) },
+                    keypoints: Vec::new(),
                 });
             }
         }

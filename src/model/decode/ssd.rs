@@ -79,7 +79,7 @@ impl Ssd {
                     y2: (b[1] + b[3] / 2.0) * uy,
                 },
             };
-            candidates.push(Candidate { class_id, score, bbox });
+            candidates.push(Candidate { class_id, score, bbox, keypoints: Vec::new() });
         }
         nms(candidates, p.iou, p.max_detections)
     }
