@@ -149,6 +149,28 @@ impl Column {
     }
 }
 
+/// How a DETR-style decoder reads class values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetrScores {
+    /// Logits, each class through a sigmoid (RT-DETR, D-FINE).
+    #[default]
+    Sigmoid,
+    /// Already probabilities.
+    Probabilities,
+    /// Logits over the classes and a last "no object" column, through a softmax (DETR).
+    Softmax,
+}
+
+/// The box a DETR-style decoder reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetrBoxes {
+    #[default]
+    Cxcywh,
+    Xyxy,
+}
+
 /// The `[decoder]` table as written: its kind and settings, and which graph output plays
 /// which of the decoder's roles (`outputs`, optional).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +262,21 @@ pub enum DecoderSpec {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         keypoints: Vec<String>,
     },
+    /// DETR-style set predictions: per query a box (cx, cy, w, h, fractions of the input by
+    /// default) and class values, [1, Q, 4 + C], or boxes and scores as two outputs.
+    Detr {
+        #[serde(default)]
+        scores: DetrScores,
+        #[serde(default)]
+        box_format: DetrBoxes,
+        /// Box coordinates are fractions of the input (DETR's convention, so the default).
+        #[serde(default = "default_true")]
+        normalized: bool,
+    },
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_end2end_columns() -> Vec<Column> {
@@ -608,6 +645,7 @@ impl DecoderSpec {
             DecoderSpec::Ssd { .. } => "ssd",
             DecoderSpec::Blazeface { .. } => "blazeface",
             DecoderSpec::End2end { .. } => "end2end",
+            DecoderSpec::Detr { .. } => "detr",
         }
     }
 
@@ -760,6 +798,11 @@ score = 1.5
                 nms: false,
                 keypoints: vec![]
             }
+        );
+        let detr = ModelManifest::from_toml(&with("kind = \"detr\""), Path::new(".")).unwrap();
+        assert_eq!(
+            detr.decoder,
+            DecoderSpec::Detr { scores: DetrScores::Sigmoid, box_format: DetrBoxes::Cxcywh, normalized: true }
         );
         let split = "kind = \"end2end\"\ncolumns = [\"y1\", \"x1\", \"y2\", \"x2\", \"score\", \"class\"]\n\
                      outputs = { boxes = \"b\", scores = \"s\", classes = \"c\", count = \"n\" }";

@@ -6,6 +6,7 @@
 
 mod blazeface;
 mod classify;
+mod detr;
 mod end2end;
 mod nanodet;
 mod ssd;
@@ -50,6 +51,7 @@ pub enum Decoder {
     Ssd(ssd::Ssd),
     Blazeface(blazeface::Blazeface),
     End2end(end2end::End2end),
+    Detr(detr::Detr),
 }
 
 /// What binding sees of the graph: its outputs' names and shapes, its input size and the
@@ -96,6 +98,10 @@ impl Decoder {
                 };
                 Decoder::End2end(end2end::bind(&settings, graph)?)
             }
+            DecoderSpec::Detr { scores, box_format, normalized } => {
+                let settings = detr::Settings { scores: *scores, box_format: *box_format, normalized: *normalized };
+                Decoder::Detr(detr::bind(&settings, graph)?)
+            }
         })
     }
 
@@ -108,6 +114,7 @@ impl Decoder {
             Decoder::Ssd(d) => Decoded::Boxes(d.decode(outputs, params)),
             Decoder::Blazeface(d) => Decoded::Boxes(d.decode(outputs, params)),
             Decoder::End2end(d) => Decoded::Boxes(d.decode(outputs, params)),
+            Decoder::Detr(d) => Decoded::Boxes(d.decode(outputs, params)),
         }
     }
 }
@@ -137,6 +144,7 @@ fn forms(spec: &DecoderSpec) -> Vec<Form> {
         DecoderSpec::End2end { .. } => {
             vec![form(&["detections"], &[]), form(&["boxes", "scores", "classes"], &["count"])]
         }
+        DecoderSpec::Detr { .. } => vec![form(&["predictions"], &[]), form(&["boxes", "scores"], &[])],
     }
 }
 
