@@ -629,10 +629,13 @@ fn normalised_boxes_are_read_as_declared_and_a_wrong_declaration_is_named() {
     let labels = &model.manifest.labels;
     check_detections(c.name, ours.iter().map(|d| seen_candidate(labels, d)).collect(), want, "input_box");
 
+    // Two photos through one model: the warning comes once.
     let as_pixels = yolo26_variant("e2e-pixels", false, true, "kind = \"end2end\"", 80);
     let photo = root().join("tests/photos/astronaut.png");
-    let (code, _, stderr) = common::vigil(&["infer", "--model", as_pixels.to_str().unwrap(), photo.to_str().unwrap()]);
+    let photo = photo.to_str().unwrap();
+    let (code, stdout, stderr) = common::vigil(&["infer", "--model", as_pixels.to_str().unwrap(), photo, photo]);
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches("astronaut.png").count(), 2, "both photos inferred: {stdout}");
     assert!(stderr.contains("set decoder.normalized = true"), "{stderr}");
     assert_eq!(stderr.matches("decoder.normalized").count(), 1, "warned once: {stderr}");
 }
@@ -652,9 +655,12 @@ fn a_class_beyond_the_labels_is_dropped_and_named() {
         assert_eq!(model.manifest.labels[d.class_id], w["label"].as_str().unwrap());
     }
     let photo = root().join("tests/photos/astronaut.png");
-    let (code, _, stderr) = common::vigil(&["infer", "--model", few.to_str().unwrap(), photo.to_str().unwrap()]);
+    let photo = photo.to_str().unwrap();
+    let (code, stdout, stderr) = common::vigil(&["infer", "--model", few.to_str().unwrap(), photo, photo]);
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches("astronaut.png").count(), 2, "both photos inferred: {stdout}");
     assert!(stderr.contains("is not one of the 40 labels") && stderr.contains("decoder.class_offset"), "{stderr}");
+    assert_eq!(stderr.matches("is not one of the 40 labels").count(), 1, "warned once: {stderr}");
 }
 
 /// Writes a YOLOv5-layout model derived from the YOLOv8n test graph, and its manifest,

@@ -158,6 +158,9 @@ pub struct Model {
     plan: Plan,
     decoder: Decoder,
     output_names: Vec<String>,
+    /// The shapes the decoder was bound to: every run's outputs are checked against them, so
+    /// that a decoder never indexes past the data it gets.
+    output_shapes: Vec<Vec<usize>>,
     /// `decoder.keypoints`, shared by every detection's keypoints.
     keypoint_names: Arc<[String]>,
 }
@@ -314,7 +317,7 @@ impl Model {
             }
         };
         let keypoint_names = manifest.decoder.keypoints().into();
-        Ok(Model { manifest, sha256, plan, decoder, output_names, keypoint_names })
+        Ok(Model { manifest, sha256, plan, decoder, output_names, output_shapes, keypoint_names })
     }
 
     /// What runs this model's graph.
@@ -363,12 +366,24 @@ impl Model {
         let state = runner.state_for(plan).map_err(run_err)?;
         let outputs =
             multithread::multithread_tract_scope(executor, || state.run(tvec!(tensor.into()))).map_err(run_err)?;
+        if outputs.len() != self.output_names.len() {
+            return Err(run_err(TractError::msg(format!(
+                "the graph gave {} outputs, not the {} its decoder reads",
+                outputs.len(),
+                self.output_names.len()
+            ))));
+        }
         outputs
             .into_iter()
-            .zip(&self.output_names)
-            .map(|(value, name)| {
+            .zip(self.output_names.iter().zip(&self.output_shapes))
+            .map(|(value, (name, want))| {
                 let array = value.into_tensor().into_plain_array::<f32>().map_err(run_err)?;
                 let shape = array.shape().to_vec();
+                if shape != *want {
+                    return Err(run_err(TractError::msg(format!(
+                        "output \"{name}\" came out {shape:?}, not the {want:?} its decoder reads"
+                    ))));
+                }
                 let data = if array.is_standard_layout() {
                     array.into_raw_vec_and_offset().0
                 } else {

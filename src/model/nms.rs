@@ -18,7 +18,8 @@ pub fn iou(a: &BBox, b: &BBox) -> f32 {
 /// Keeps the best-scoring boxes: a box is dropped when it overlaps a kept box of the same
 /// class by an IoU greater than `iou_threshold`. Returns at most `max` boxes, best first.
 /// Equal scores keep their input order. A candidate with a NaN or infinite score or
-/// coordinate (a model gone wrong) is dropped: it would be published as `null`.
+/// coordinate, its keypoints' included (a model gone wrong), is dropped: it would be
+/// published as `null`.
 pub fn nms(candidates: Vec<Candidate>, iou_threshold: f32, max: usize) -> Vec<Candidate> {
     let candidates = finite_best_first(candidates);
     let mut kept: Vec<Candidate> = Vec::new();
@@ -44,9 +45,12 @@ pub fn best_first(candidates: Vec<Candidate>, max: usize) -> Vec<Candidate> {
 }
 
 fn finite_best_first(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    // A keypoint is not dropped alone: its place pairs it with its name.
+    let finite_point =
+        |k: &crate::model::Keypoint| k.x.is_finite() && k.y.is_finite() && k.score.is_none_or(f32::is_finite);
     candidates.retain(|c| {
         let b = &c.bbox;
-        [c.score, b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite())
+        [c.score, b.x1, b.y1, b.x2, b.y2].iter().all(|v| v.is_finite()) && c.keypoints.iter().all(finite_point)
     });
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     candidates
@@ -96,6 +100,13 @@ mod tests {
         assert_eq!(nms(ab(), 0.5, 1).len(), 1);
         let nan_box = cand(0, 0.99, f32::NAN, 0.0, 10.0, 10.0);
         let inf_score = cand(1, f32::INFINITY, 0.0, 0.0, 10.0, 10.0);
-        assert_eq!(nms(vec![nan_box, inf_score, a.clone()], 0.5, 100), vec![a], "non-finite candidates are dropped");
+        let mut nan_point = cand(2, 0.95, 0.0, 0.0, 10.0, 10.0);
+        nan_point.keypoints = vec![crate::model::Keypoint { x: 1.0, y: 1.0, score: Some(f32::NAN) }];
+        assert_eq!(
+            nms(vec![nan_box, inf_score, nan_point.clone(), a.clone()], 0.5, 100),
+            vec![a],
+            "non-finite candidates are dropped"
+        );
+        assert!(best_first(vec![nan_point], 10).is_empty());
     }
 }

@@ -15,6 +15,9 @@
 //! - `softmax` (DETR and its descendants): the last column is "no object"; a query is one
 //!   detection of its best real class.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use super::{logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
 use crate::model::manifest::{DetrBoxes, DetrScores};
 use crate::model::nms::best_first;
@@ -31,6 +34,17 @@ pub struct Detr {
     kind: DetrScores,
     format: DetrBoxes,
     unit: (f32, f32),
+    /// Whether the "these look like probabilities" warning was given (once per model).
+    warned: Warned,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Warned(Arc<AtomicBool>);
+
+impl PartialEq for Warned {
+    fn eq(&self, _: &Warned) -> bool {
+        true // not part of what a decoder is
+    }
 }
 
 /// The decoder's settings from the manifest.
@@ -90,7 +104,16 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<Detr, String> {
             ))
         }
     };
-    Ok(Detr { boxes, scores, queries, classes: g.classes, kind: s.scores, format: s.box_format, unit })
+    Ok(Detr {
+        boxes,
+        scores,
+        queries,
+        classes: g.classes,
+        kind: s.scores,
+        format: s.box_format,
+        unit,
+        warned: Warned::default(),
+    })
 }
 
 impl Detr {
@@ -99,6 +122,18 @@ impl Detr {
         let (score_output, first, stride) = self.scores;
         let (boxes, scores) = (&outputs[box_output].data, &outputs[score_output].data);
         let floor = if self.kind == DetrScores::Sigmoid { logit_floor(p.score) } else { f32::NEG_INFINITY };
+        if self.kind == DetrScores::Sigmoid && !self.warned.0.load(Ordering::Relaxed) {
+            // Logits all within 0–1 are probabilities a sigmoid would squeeze into 0.5–0.73.
+            let class_values =
+                (0..self.queries).flat_map(|q| &scores[q * stride + first..q * stride + first + self.classes]);
+            if class_values.into_iter().all(|v| (0.0..=1.0).contains(v)) && !self.warned.0.swap(true, Ordering::Relaxed)
+            {
+                log::warn!(
+                    "decoder \"detr\": every class value lies within 0–1, so they look like probabilities already; \
+                     set decoder.scores = \"probabilities\" (the sigmoid makes each of them a score of 0.5 or more)"
+                );
+            }
+        }
         let mut candidates = Vec::new();
         for q in 0..self.queries {
             let values = &scores[q * stride + first..q * stride + first + self.classes];
@@ -197,6 +232,16 @@ mod tests {
         let e3 = 3f32.exp();
         assert_eq!(out[0].class_id, 0);
         assert!((out[0].score - e3 / (e3 + 2.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn probabilities_read_as_logits_are_named_once() {
+        let names = ["pred".to_string()];
+        let d = bind(&settings(DetrScores::Sigmoid), graph(&names, &[vec![1, 1, 6]], 2)).unwrap();
+        d.decode(&[tensor(&[1, 1, 6], vec![0.5, 0.5, 0.2, 0.4, -3.0, 0.5])], &P);
+        assert!(!d.warned.0.load(Ordering::Relaxed), "a logit outside 0–1: no warning");
+        d.decode(&[tensor(&[1, 1, 6], vec![0.5, 0.5, 0.2, 0.4, 0.1, 0.5])], &P);
+        assert!(d.warned.0.load(Ordering::Relaxed), "every value within 0–1: warned");
     }
 
     #[test]

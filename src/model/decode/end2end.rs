@@ -127,7 +127,7 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
                 }
             }
             if let Some(count) = rest.first() {
-                if count.iter().product::<usize>() != 1 {
+                if !matches!(count.as_slice(), [] | [1] | [1, 1]) {
                     return Err(shape_err("count", "one value ([1])".into(), 3));
                 }
             }
