@@ -138,37 +138,29 @@ mod tests {
         assert_ne!(img.get_pixel(21, 31).0, [0, 0, 0]);
     }
 
-    #[test]
-    fn keypoints_are_dots_unless_hidden() {
-        let mut img = RgbImage::new(100, 100);
-        let k = |x: f32, y: f32, score: Option<f32>| crate::model::Keypoint { x, y, score };
-        let det = Detection {
+    /// A person in the box (20, 40)–(80, 90) with these points, named a, b, c, ….
+    fn with_points(points: Vec<Keypoint>) -> Prediction {
+        let names: Vec<String> = (0..points.len()).map(|i| char::from(b'a' + i as u8).to_string()).collect();
+        Prediction::Detections(vec![Detection {
             label: "person".into(),
             class_id: 0,
             score: 0.9,
             bbox: BBox { x1: 20.0, y1: 40.0, x2: 80.0, y2: 90.0 },
-            keypoints: crate::model::Keypoints {
-                names: vec!["nose".to_string(), "ear".to_string(), "wrist".to_string()].into(),
-                points: vec![k(50.0, 60.0, None), k(35.0, 70.0, Some(0.9)), k(65.0, 70.0, Some(0.2))],
-            },
-        };
-        draw(&mut img, &Prediction::Detections(vec![det]));
+            keypoints: crate::model::Keypoints { names: names.into(), points },
+        }])
+    }
+
+    #[test]
+    fn keypoints_are_dots_unless_hidden() {
+        let mut img = RgbImage::new(100, 100);
+        let k = |x: f32, y: f32, score: Option<f32>| Keypoint { x, y, score };
+        draw(&mut img, &with_points(vec![k(50.0, 60.0, None), k(35.0, 70.0, Some(0.9)), k(65.0, 70.0, Some(0.2))]));
         assert_eq!(img.get_pixel(50, 60).0, PALETTE[0]);
         assert_eq!(img.get_pixel(53, 60).0, [255, 255, 255], "ringed");
         assert_eq!(img.get_pixel(35, 70).0, PALETTE[0]);
         assert_eq!(img.get_pixel(65, 70).0, [0, 0, 0], "a hidden point is not drawn");
         // NaN or far-away points draw nothing and do not panic.
-        let det = Detection {
-            label: "x".into(),
-            class_id: 0,
-            score: 1.0,
-            bbox: BBox { x1: 0.0, y1: 0.0, x2: 1.0, y2: 1.0 },
-            keypoints: crate::model::Keypoints {
-                names: vec!["a".to_string(), "b".to_string()].into(),
-                points: vec![k(f32::NAN, 1e30, None), k(-1e30, f32::INFINITY, Some(1.0))],
-            },
-        };
-        draw(&mut img, &Prediction::Detections(vec![det]));
+        draw(&mut img, &with_points(vec![k(f32::NAN, 1e30, None), k(-1e30, f32::INFINITY, Some(1.0))]));
     }
 
     #[test]

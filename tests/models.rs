@@ -531,14 +531,7 @@ fn yolo26_variant(name: &str, extra_output: bool, normalised: bool, decoder: &st
     let bytes = std::fs::read(root().join("tests/models/yolo26n-random.onnx")).unwrap();
     let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
     let graph = model.graph.as_mut().unwrap();
-    let node = |op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
-        name: format!("edit_{output}"),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    };
+    let node = |op: &str, inputs: &[&str], output: &str, attribute| onnx_node("edit", op, inputs, output, attribute);
     if normalised {
         let out = graph.output[0].name.clone();
         graph.value_info.retain(|v| v.name != out);
@@ -663,6 +656,24 @@ fn a_class_beyond_the_labels_is_dropped_and_named() {
     assert_eq!(stderr.matches("is not one of the 40 labels").count(), 1, "warned once: {stderr}");
 }
 
+/// An ONNX node `op` from `inputs` to `output`, named `<prefix>_<output>`.
+fn onnx_node(
+    prefix: &str,
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<tract_onnx::pb::AttributeProto>,
+) -> tract_onnx::pb::NodeProto {
+    tract_onnx::pb::NodeProto {
+        name: format!("{prefix}_{output}"),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
 /// Writes a YOLOv5-layout model derived from the YOLOv8n test graph, and its manifest,
 /// into a temporary folder; returns the manifest's path.
 ///
@@ -708,14 +719,7 @@ fn yolov5_layout_model(v8_manifest: &std::path::Path) -> PathBuf {
         i: v,
         ..Default::default()
     };
-    let node = |op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
-        name: format!("v5_{output}"),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    };
+    let node = |op: &str, inputs: &[&str], output: &str, attribute| onnx_node("v5", op, inputs, output, attribute);
     graph.node.extend([
         node("Transpose", &["v8_output"], "t", vec![ints("perm", &[0, 2, 1])]),
         node("Slice", &["t", "v5_0", "v5_4", "v5_axis"], "box", vec![]),
