@@ -51,6 +51,11 @@ pub struct BBox {
 }
 
 impl BBox {
+    /// The box of centre (cx, cy), width w and height h.
+    pub fn from_centre(cx: f32, cy: f32, w: f32, h: f32) -> BBox {
+        BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 }
+    }
+
     pub fn width(&self) -> f32 {
         (self.x2 - self.x1).max(0.0)
     }

@@ -118,12 +118,7 @@ impl Blazeface {
                     score: None,
                 })
                 .collect();
-            candidates.push(Candidate {
-                class_id: 0,
-                score,
-                bbox: BBox { x1: cx - bw / 2.0, y1: cy - bh / 2.0, x2: cx + bw / 2.0, y2: cy + bh / 2.0 },
-                keypoints,
-            });
+            candidates.push(Candidate { class_id: 0, score, bbox: BBox::from_centre(cx, cy, bw, bh), keypoints });
         }
         nms(candidates, p.iou, p.max_detections)
     }

@@ -15,10 +15,7 @@
 //! - `softmax` (DETR and its descendants): the last column is "no object"; a query is one
 //!   detection of its best real class.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use super::{logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
+use super::{logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, Once, OutputTensor};
 use crate::model::manifest::{DetrBoxes, DetrScores};
 use crate::model::nms::best_first;
 use crate::model::{BBox, Candidate};
@@ -34,17 +31,8 @@ pub struct Detr {
     kind: DetrScores,
     format: DetrBoxes,
     unit: (f32, f32),
-    /// Whether the "these look like probabilities" warning was given (once per model).
-    warned: Warned,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Warned(Arc<AtomicBool>);
-
-impl PartialEq for Warned {
-    fn eq(&self, _: &Warned) -> bool {
-        true // not part of what a decoder is
-    }
+    /// Warned that the class values look like probabilities already.
+    warned: Once,
 }
 
 /// The decoder's settings from the manifest.
@@ -112,7 +100,7 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<Detr, String> {
         kind: s.scores,
         format: s.box_format,
         unit,
-        warned: Warned::default(),
+        warned: Once::default(),
     })
 }
 
@@ -122,12 +110,11 @@ impl Detr {
         let (score_output, first, stride) = self.scores;
         let (boxes, scores) = (&outputs[box_output].data, &outputs[score_output].data);
         let floor = if self.kind == DetrScores::Sigmoid { logit_floor(p.score) } else { f32::NEG_INFINITY };
-        if self.kind == DetrScores::Sigmoid && !self.warned.0.load(Ordering::Relaxed) {
+        if self.kind == DetrScores::Sigmoid && !self.warned.given() {
             // Logits all within 0–1 are probabilities a sigmoid would squeeze into 0.5–0.73.
             let class_values =
                 (0..self.queries).flat_map(|q| &scores[q * stride + first..q * stride + first + self.classes]);
-            if class_values.into_iter().all(|v| (0.0..=1.0).contains(v)) && !self.warned.0.swap(true, Ordering::Relaxed)
-            {
+            if class_values.into_iter().all(|v| (0.0..=1.0).contains(v)) && self.warned.first() {
                 log::warn!(
                     "decoder \"detr\": every class value lies within 0–1, so they look like probabilities already; \
                      set decoder.scores = \"probabilities\" (the sigmoid makes each of them a score of 0.5 or more)"
@@ -175,7 +162,7 @@ impl Detr {
         match self.format {
             DetrBoxes::Cxcywh => {
                 let (cx, cy, w, h) = (b[0] * ux, b[1] * uy, b[2] * ux, b[3] * uy);
-                BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 }
+                BBox::from_centre(cx, cy, w, h)
             }
             DetrBoxes::Xyxy => BBox { x1: b[0] * ux, y1: b[1] * uy, x2: b[2] * ux, y2: b[3] * uy },
         }
@@ -239,9 +226,9 @@ mod tests {
         let names = ["pred".to_string()];
         let d = bind(&settings(DetrScores::Sigmoid), graph(&names, &[vec![1, 1, 6]], 2)).unwrap();
         d.decode(&[tensor(&[1, 1, 6], vec![0.5, 0.5, 0.2, 0.4, -3.0, 0.5])], &P);
-        assert!(!d.warned.0.load(Ordering::Relaxed), "a logit outside 0–1: no warning");
+        assert!(!d.warned.given(), "a logit outside 0–1: no warning");
         d.decode(&[tensor(&[1, 1, 6], vec![0.5, 0.5, 0.2, 0.4, 0.1, 0.5])], &P);
-        assert!(d.warned.0.load(Ordering::Relaxed), "every value within 0–1: warned");
+        assert!(d.warned.given(), "every value within 0–1: warned");
     }
 
     #[test]

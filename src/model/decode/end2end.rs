@@ -13,10 +13,7 @@
 //! class beyond the labels and pixel boxes that all fit in one pixel (normalised boxes
 //! declared as pixels) are logged once per model: both mean the manifest is wrong.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use super::{DecodeParams, GraphOutputs, OutputTensor};
+use super::{DecodeParams, GraphOutputs, Once, OutputTensor};
 use crate::model::manifest::Column;
 use crate::model::nms::{best_first, nms};
 use crate::model::{BBox, Candidate, Keypoint};
@@ -32,7 +29,9 @@ pub struct End2end {
     classes: usize,
     nms: bool,
     keypoints: usize,
-    warned: Warned,
+    /// Warned of a class beyond the labels; of boxes all within a pixel.
+    warned_class: Once,
+    warned_pixel: Once,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,19 +44,6 @@ enum Layout {
 enum BoxColumns {
     Corners { x1: usize, y1: usize, x2: usize, y2: usize },
     Centre { cx: usize, cy: usize, w: usize, h: usize },
-}
-
-/// Warnings given once per loaded model (a clone shares them).
-#[derive(Debug, Clone, Default)]
-struct Warned {
-    class: Arc<AtomicBool>,
-    pixel: Arc<AtomicBool>,
-}
-
-impl PartialEq for Warned {
-    fn eq(&self, _: &Warned) -> bool {
-        true // not part of what a decoder is
-    }
 }
 
 /// The decoder's settings from the manifest.
@@ -145,7 +131,8 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
         classes: g.classes,
         nms: s.nms,
         keypoints: s.keypoints,
-        warned: Warned::default(),
+        warned_class: Once::default(),
+        warned_pixel: Once::default(),
     })
 }
 
@@ -215,7 +202,7 @@ impl End2end {
                 }
                 BoxColumns::Centre { cx, cy, w, h } => {
                     let (cx, cy, w, h) = (values[cx] * ux, values[cy] * uy, values[w] * ux, values[h] * uy);
-                    BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 }
+                    BBox::from_centre(cx, cy, w, h)
                 }
             };
             let keypoints =
@@ -223,7 +210,7 @@ impl End2end {
             candidates.push(Candidate { class_id: id as usize, score, bbox, keypoints });
         }
         if let Some(class) = beyond {
-            if !self.warned.class.swap(true, Ordering::Relaxed) {
+            if self.warned_class.first() {
                 log::warn!(
                     "decoder \"end2end\": the model gave class {class}, which with decoder.class_offset = {} is not \
                      one of the {} labels; such detections are dropped: check labels and decoder.class_offset",
@@ -236,7 +223,7 @@ impl End2end {
         if self.unit == (1.0, 1.0)
             && candidates.len() >= 2
             && candidates.iter().all(within_a_pixel)
-            && !self.warned.pixel.swap(true, Ordering::Relaxed)
+            && self.warned_pixel.first()
         {
             log::warn!(
                 "decoder \"end2end\": every box lies within one pixel of the input's corner; the model's boxes \

@@ -13,6 +13,8 @@ mod ssd;
 mod yolo;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::manifest::DecoderSpec;
 use super::Candidate;
@@ -229,6 +231,28 @@ pub fn select_outputs(
         picked.push(i);
     }
     Ok(picked)
+}
+
+/// A warning a decoder gives once per loaded model (its clones share it). Not part of what a
+/// decoder is: decoders compare equal whatever it holds.
+#[derive(Debug, Clone, Default)]
+struct Once(Arc<AtomicBool>);
+
+impl Once {
+    /// True the first time only.
+    fn first(&self) -> bool {
+        !self.0.swap(true, Ordering::Relaxed)
+    }
+
+    fn given(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for Once {
+    fn eq(&self, _: &Once) -> bool {
+        true
+    }
 }
 
 /// The shape without its leading batch dimension of 1, or `None` when the batch is not 1.

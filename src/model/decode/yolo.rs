@@ -86,12 +86,7 @@ impl Yolo {
                 .chunks_exact(3)
                 .map(|k| Keypoint { x: k[0], y: k[1], score: Some(k[2]) })
                 .collect();
-            candidates.push(Candidate {
-                class_id,
-                score,
-                bbox: BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 },
-                keypoints,
-            });
+            candidates.push(Candidate { class_id, score, bbox: BBox::from_centre(cx, cy, w, h), keypoints });
         }
         nms(candidates, p.iou, p.max_detections)
     }
