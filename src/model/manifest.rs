@@ -681,7 +681,7 @@ fn check_keypoints(names: &[String]) -> Result<(), String> {
 
 /// An end-to-end row layout: each column once, a score, a class, and one whole box (x1, y1,
 /// x2, y2 or cx, cy, w, h).
-fn check_columns(columns: &[Column]) -> Result<(), String> {
+pub(crate) fn check_columns(columns: &[Column]) -> Result<(), String> {
     let names = || columns.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
     if columns.len() != 6 {
         return Err(format!("need 6 columns (4 box values, score, class), got {}: [{}]", columns.len(), names()));

@@ -14,7 +14,7 @@
 //! declared as pixels) are logged once per model: both mean the manifest is wrong.
 
 use super::{DecodeParams, GraphOutputs, Once, OutputTensor};
-use crate::model::manifest::Column;
+use crate::model::manifest::{check_columns, Column};
 use crate::model::nms::{best_first, nms};
 use crate::model::{BBox, Candidate, Keypoint};
 
@@ -57,6 +57,8 @@ pub struct Settings<'a> {
 }
 
 pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
+    // The manifest check did this already; a spec made another way gets the same answer.
+    check_columns(s.columns).map_err(|e| format!("decoder.columns: {e}"))?;
     let unit = if s.normalized { (g.input_width as f32, g.input_height as f32) } else { (1.0, 1.0) };
     let position = |c: Column| s.columns.iter().position(|x| *x == c);
     let row = s.columns.len() + 3 * s.keypoints;
@@ -85,7 +87,7 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<End2end, String> {
                 ));
             }
             let (Some(score), Some(class)) = (position(Column::Score), position(Column::Class)) else {
-                unreachable!("the manifest check requires score and class columns")
+                unreachable!("check_columns requires score and class columns")
             };
             let first_keypoint = s.columns.len();
             (Layout::Combined { output: 0, width, score, class, first_keypoint }, rows, box_columns(s.columns, false))
@@ -150,7 +152,7 @@ fn box_columns(columns: &[Column], split: bool) -> BoxColumns {
     let boxes: Vec<Column> = columns.iter().copied().filter(|c| c.is_box()).collect();
     let at = |c: Column| {
         let list = if split { &boxes[..] } else { columns };
-        list.iter().position(|x| *x == c).expect("the manifest check requires a whole box")
+        list.iter().position(|x| *x == c).expect("check_columns requires a whole box")
     };
     if boxes.contains(&Column::X1) {
         BoxColumns::Corners { x1: at(Column::X1), y1: at(Column::Y1), x2: at(Column::X2), y2: at(Column::Y2) }
@@ -323,6 +325,14 @@ mod tests {
         assert_eq!(d.decode(&outputs(1e9), &P).len(), 3);
         assert_eq!(d.decode(&outputs(f32::NAN), &P).len(), 0);
         assert_eq!(d.decode(&outputs(-4.0), &P).len(), 0);
+    }
+
+    #[test]
+    fn columns_from_an_unchecked_spec_are_refused_not_trusted() {
+        let names = ["output0".to_string()];
+        let columns = [Column::X1, Column::Y1, Column::X2, Column::Y2, Column::Score, Column::Score];
+        let e = bind(&settings(&columns), graph(&names, &[vec![1, 5, 6]])).unwrap_err();
+        assert!(e.starts_with("decoder.columns:"), "{e}");
     }
 
     #[test]
