@@ -4,10 +4,29 @@
 #   mosquitto(-clients)    the MQTT broker the daemon's tests start, and mosquitto_sub for the demo
 #   dataset-fashion-mnist  labelled images for the trainer's tests
 #   openssl                certificates for the daemon's TLS test
-# Usage: scripts/setup-system.sh [build|test]   (build: only what building needs)
+#   gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc and kernel headers)
+#                          cross builds for the devices (cross/env.sh)
+#   qemu-user              runs those builds' tests here (cross/test.sh)
+#   lintian                checks the Debian packages (cross/check-deb.sh)
+# and the Rust targets aarch64-unknown-linux-gnu and armv7-unknown-linux-gnueabihf (rustup).
+# Usage: scripts/setup-system.sh [build|cross|test]
+#   build: only what building for this machine needs; cross: that and the cross tools;
+#   test: everything (the default)
 set -euo pipefail
 want=(libclang-dev mosquitto mosquitto-clients)
-[[ ${1:-test} == test ]] && want+=(dataset-fashion-mnist openssl)
+cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross
+       gcc-arm-linux-gnueabihf libc6-dev-armhf-cross linux-libc-dev-armhf-cross qemu-user lintian)
+case ${1:-test} in
+  build) ;;
+  cross) want+=("${cross[@]}") ;;
+  test) want+=(dataset-fashion-mnist openssl "${cross[@]}") ;;
+  *) echo "usage: scripts/setup-system.sh [build|cross|test]" >&2; exit 2 ;;
+esac
+if [[ ${1:-test} != build ]]; then
+  # Said loudly when it cannot be done: cross/test.sh then fails rather than skips.
+  rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >&2 \
+    || echo "setup-system: WARNING: rustup could not add the ARM targets; the ARM tests will fail" >&2
+fi
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -60,9 +60,9 @@ fn infer_text_and_threshold() {
 #[test]
 fn infer_stops_quietly_when_its_reader_leaves() {
     use std::io::Read;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let photos: Vec<String> = (0..40).map(|_| "tests/photos/chelsea.png".to_string()).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let mut child = common::vigil_command()
         .current_dir(root())
         .args(["infer", "--model", "models/mobilenet-v2.toml"])
         .args(&photos)
@@ -79,7 +79,7 @@ fn infer_stops_quietly_when_its_reader_leaves() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let out = common::vigil_command()
         .current_dir(root())
         .args(["infer", "--model", "models/mobilenet-v2.toml", "tests/photos/chelsea.png"])
         .stdout(full)

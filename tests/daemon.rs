@@ -254,7 +254,7 @@ impl Daemon {
     /// share it and other tests' do not.
     fn start(config: &Path, env: &[(&str, String)]) -> Daemon {
         let log = config.with_extension("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        let mut cmd = common::vigil_command();
         cmd.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         cmd.env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM").env_remove("WATCHDOG_USEC");
         cmd.env("STATE_DIRECTORY", config.parent().unwrap());
@@ -933,7 +933,7 @@ impl HostCommand {
     fn start(dir: &Path, name: &str, args: &[&str]) -> HostCommand {
         let out = dir.join(format!("{name}.out"));
         let file = std::fs::File::create(&out).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        let child = common::vigil_command()
             .args(args)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
