@@ -24,3 +24,13 @@ cargo test --locked --all-targets --features train,onnxruntime
 # which also check that `vigil train` there explains how to get the trainer, and the
 # refusals of bad models, which check that engine = "onnxruntime" says how to get it.
 cargo test --locked --test cli --test bad_input
+
+# The devices (cross/README.md). The model tests cross-built for aarch64 and run under
+# qemu-user on a Pi 4's, a Pi 3's and a Pi 5's CPU; then the Debian packages for amd64 and
+# arm64 (from that same release build) built and checked, the amd64 one installed into a
+# scratch root. armv7 and armhf cost one more cross build (~15 minutes on 2 cores), more
+# than CI's time allows: on demand, `cross/test.sh armv7` and `cross/deb.sh armhf`.
+cross/test.sh aarch64
+debs=$(cross/deb.sh amd64 arm64)
+# shellcheck disable=SC2086
+cross/check-deb.sh $debs
