@@ -3,14 +3,15 @@
 # among them) and tests/models.rs (the bundled models on real photos against onnxruntime's
 # outputs, within 1e-4), cross-built for each target and run as ARM binaries, so tract's
 # NEON kernels, which x86 never executes, are checked on the graphs vigil ships.
-#   cross/test.sh [aarch64|armv7 ...]   (default: both)
+#   cross/test.sh [--all-cpus] [aarch64|armv7 ...]   (default: both)
 # Built with the release profile, as the packages are (cross/deb.sh reuses the build).
 #
 # qemu-user shows the program the host's /proc/cpuinfo, and its default CPU has every
 # extension (SVE, SME), which tract would use and no Pi has. So each run names the CPU
 # qemu emulates (QEMU_CPU) and tells tract which kernels that CPU gets:
-#   aarch64: Cortex-A72 (Pi 4) with tract's A72 kernels; Cortex-A53 (Pi 3, Zero 2 W) with
-#            its A53 kernels; Cortex-A76 (Pi 5) with the generic NEON kernels and dotprod
+#   aarch64: Cortex-A72 (Pi 4) with tract's A72 kernels; with --all-cpus also Cortex-A53
+#            (Pi 3, Zero 2 W) with its A53 kernels and Cortex-A76 (Pi 5) with the generic
+#            NEON kernels and dotprod (each run of the tests takes 4-5 minutes under qemu)
 #   armv7:   Cortex-A7 (Pi 2) with NEON forced on (tract reads it from /proc/cpuinfo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,7 @@ run() {
     armv7-unknown-linux-gnueabihf)
       cpus=("cortex-a7 TRACT_CPU_ARM32_NEON=true") ;;
   esac
+  [[ $all_cpus == yes ]] || cpus=("${cpus[0]}")
   local args=(--locked --release --target "$target")
   cargo test "${args[@]}" --lib --test models --no-run
   mkdir -p target/cross
@@ -61,6 +63,11 @@ run() {
   done
 }
 
+all_cpus=no
+if [[ ${1:-} == --all-cpus ]]; then
+  all_cpus=yes
+  shift
+fi
 targets=()
 for a in "${@:-aarch64 armv7}"; do
   for t in $a; do

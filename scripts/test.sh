@@ -26,10 +26,11 @@ cargo test --locked --all-targets --features train,onnxruntime
 cargo test --locked --test cli --test bad_input
 
 # The devices (cross/README.md). The model tests cross-built for aarch64 and run under
-# qemu-user on a Pi 4's, a Pi 3's and a Pi 5's CPU; then the Debian packages for amd64 and
-# arm64 (from that same release build) built and checked, the amd64 one installed into a
-# scratch root. armv7 and armhf cost one more cross build (~15 minutes on 2 cores), more
-# than CI's time allows: on demand, `cross/test.sh armv7` and `cross/deb.sh armhf`.
+# qemu-user on a Pi 4's CPU; then the Debian packages for amd64 and arm64 (from that same
+# release build) built and checked, the amd64 one installed into a scratch root. More than
+# CI's time allows, so on demand: the Pi 3's and Pi 5's CPUs (`cross/test.sh --all-cpus
+# aarch64`, 4-5 minutes each), and armv7 and armhf, which cost one more cross build
+# (`cross/test.sh armv7`, `cross/deb.sh armhf`, ~20 minutes on 2 cores).
 cross/test.sh aarch64
 debs=$(cross/deb.sh amd64 arm64)
 # shellcheck disable=SC2086

@@ -41,13 +41,13 @@ pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<
         return Err(bad("not a .npy file".into()));
     }
     let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
-    let header =
-        std::str::from_utf8(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header".into()))?)
-            .map_err(|e| bad(e.to_string()))?;
+    let end = start.checked_add(header_len).filter(|&end| end <= bytes.len());
+    let header = std::str::from_utf8(&bytes[start..end.ok_or_else(|| bad("truncated header".into()))?])
+        .map_err(|e| bad(e.to_string()))?;
     if !header.contains("'descr': '<f4'") {
         return Err(bad(format!("expected little-endian f32 data, header is {header}")));
     }
@@ -59,7 +59,9 @@ pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<
         .nth(1)
         .and_then(|s| s.split(')').next())
         .ok_or_else(|| bad(format!("no shape in header {header}")))?;
-    let shape: Vec<usize> = shape_text
+    // Dimensions read as u64, so that a 32-bit device refuses a huge shape as too large
+    // rather than as unreadable.
+    let dims: Vec<u64> = shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -67,9 +69,12 @@ pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<
         .collect::<Result<_, _>>()?;
     let body = &bytes[start + header_len..];
     // Checked: a hostile header can claim dimensions whose product overflows.
+    let too_large = || bad(format!("shape {dims:?} is too large"));
+    let shape: Vec<usize> =
+        dims.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| too_large())?;
     let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|n| n.checked_mul(4).is_some());
     let Some(count) = count else {
-        return Err(bad(format!("shape {shape:?} is too large")));
+        return Err(too_large());
     };
     if body.len() != count * 4 {
         return Err(bad(format!("expected {count} values, found {} bytes", body.len())));

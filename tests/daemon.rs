@@ -933,12 +933,7 @@ impl HostCommand {
     fn start(dir: &Path, name: &str, args: &[&str]) -> HostCommand {
         let out = dir.join(format!("{name}.out"));
         let file = std::fs::File::create(&out).unwrap();
-        let child = common::vigil_command()
-            .args(args)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
+        let child = common::vigil_command().args(args).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
         HostCommand { child, out }
     }
 

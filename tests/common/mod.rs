@@ -44,12 +44,7 @@ pub fn vigil_command() -> Command {
 
 /// [`vigil`] with these environment variables set as well.
 pub fn vigil_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = vigil_command()
-        .current_dir(root())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let out = vigil_command().current_dir(root()).args(args).envs(env.iter().copied()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -41,10 +41,11 @@ pub fn anchors(layers: &[AnchorLayer], width: usize, height: usize) -> Vec<(f32,
 }
 
 /// How many anchors [`anchors`] makes (saturating: a manifest can ask for absurd grids).
-fn anchor_count(layers: &[AnchorLayer], width: usize, height: usize) -> usize {
-    layers.iter().fold(0usize, |n, l| {
-        let cells = width.div_ceil(l.stride).saturating_mul(height.div_ceil(l.stride));
-        n.saturating_add(cells.saturating_mul(l.per_cell))
+/// Counted in u64, so that a 32-bit device names the same count as any other.
+fn anchor_count(layers: &[AnchorLayer], width: usize, height: usize) -> u64 {
+    layers.iter().fold(0u64, |n, l| {
+        let cells = (width.div_ceil(l.stride) as u64).saturating_mul(height.div_ceil(l.stride) as u64);
+        n.saturating_add(cells.saturating_mul(l.per_cell as u64))
     })
 }
 
@@ -58,8 +59,9 @@ pub(super) fn bind(
     // that many rows, so the manifest alone cannot make vigil allocate.
     let n = anchor_count(layers, g.input_width, g.input_height);
     let dims: Vec<Option<&[usize]>> = g.shapes.iter().map(|s| unbatched(s)).collect();
-    let scores = dims.iter().position(|d| *d == Some(&[n, 1][..]));
-    let regressors = dims.iter().position(|d| matches!(d, Some([a, r]) if *a == n && *r >= 4));
+    let rows = |a: &usize| *a as u64 == n;
+    let scores = dims.iter().position(|d| matches!(d, Some([a, 1]) if rows(a)));
+    let regressors = dims.iter().position(|d| matches!(d, Some([a, r]) if rows(a) && *r >= 4));
     let (Some(regressors), Some(scores)) = (regressors, scores) else {
         return Err(format!(
             "decoder \"blazeface\": decoder.anchors give {n} anchors at input {}×{}, so expected \
