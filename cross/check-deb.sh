@@ -59,7 +59,8 @@ for f in /usr/bin/vigil /lib/systemd/system/vigil.service /etc/vigil/vigil.toml 
          /usr/share/man/man1/vigil.1.gz; do
   grep -qx "$f" "$root/tmp/files" || fail "$f is not in the package"
 done
-grep -q '/etc/vigil/vigil.toml' "$root/var/lib/dpkg/status" || fail "/etc/vigil/vigil.toml is not a conffile"
+[[ $(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}' vigil) == *" /etc/vigil/vigil.toml "* ]] \
+  || fail "/etc/vigil/vigil.toml is not a conffile"
 grep -q '^ExecStart=/usr/bin/vigil run' "$root/lib/systemd/system/vigil.service" || fail "the unit does not run /usr/bin/vigil"
 
 echo "== vigil validate --models in the root" >&2

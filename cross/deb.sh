@@ -33,6 +33,7 @@ depends() {
   local bin=$1 objdump=$2 needed glibc deps=()
   needed=$($objdump -p "$bin" | awk '$1 == "NEEDED" { print $2 }')
   glibc=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -n 1)
+  [[ -n $glibc ]] || { echo "deb.sh: no glibc symbol versions in $bin" >&2; return 1; }
   for lib in $needed; do
     case $lib in
       libc.so.6|libm.so.6|ld-linux*|libpthread.so.0|libdl.so.2|librt.so.1) ;;
@@ -101,13 +102,17 @@ build() {
   install -m 755 cross/deb/postinst cross/deb/prerm cross/deb/postrm "$root/DEBIAN/"
   (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
   chmod 644 "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles"
+  # Worked out before the heredoc: a failure inside it would not stop the script.
+  local deps size
+  deps=$(depends "$root/usr/bin/vigil" "${triple}objdump")
+  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
   cat > "$root/DEBIAN/control" <<EOF
 Package: vigil
 Version: $debversion
 Architecture: $arch
 Maintainer: $maintainer
-Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
-Depends: $(depends "$root/usr/bin/vigil" "${triple}objdump")
+Installed-Size: $size
+Depends: $deps
 Suggests: mosquitto, mosquitto-clients
 Section: video
 Priority: optional
