@@ -39,9 +39,6 @@ run() {
   local target=$1 cpus
   need "$target"
   cross_env "$target"
-  # Tests that start the vigil binary start this ARM one through qemu too (tests/common).
-  VIGIL_TEST_RUNNER="$(cross_qemu "$target") -L /usr/$(cross_triple "$target")"
-  export VIGIL_TEST_RUNNER
   case $target in
     aarch64-unknown-linux-gnu)
       cpus=("cortex-a72 TRACT_CPU_AARCH64_KIND=a72" "cortex-a53 TRACT_CPU_AARCH64_KIND=a53" "cortex-a76 TRACT_CPU_AARCH64_KIND=generic") ;;

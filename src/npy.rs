@@ -45,9 +45,11 @@ pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<
         2 | 3 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
-    let end = start.checked_add(header_len).filter(|&end| end <= bytes.len());
-    let header = std::str::from_utf8(&bytes[start..end.ok_or_else(|| bad("truncated header".into()))?])
-        .map_err(|e| bad(e.to_string()))?;
+    let end = start
+        .checked_add(header_len)
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| bad("truncated header".into()))?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|e| bad(e.to_string()))?;
     if !header.contains("'descr': '<f4'") {
         return Err(bad(format!("expected little-endian f32 data, header is {header}")));
     }
@@ -67,7 +69,7 @@ pub fn decode_f32(bytes: &[u8], name: &str) -> std::io::Result<(Vec<usize>, Vec<
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| bad(format!("bad dimension {s:?}"))))
         .collect::<Result<_, _>>()?;
-    let body = &bytes[start + header_len..];
+    let body = &bytes[end..];
     // Checked: a hostile header can claim dimensions whose product overflows.
     let too_large = || bad(format!("shape {dims:?} is too large"));
     let shape: Vec<usize> =
