@@ -11,12 +11,33 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fresh scratch folder for one test, unique to this process.
+/// A fresh scratch folder for one test, unique to this process. Kept after the test, for
+/// a look at what a failing one left; the next test process removes the folders of those no
+/// longer running (the training tests write hundreds of MB each).
 pub fn scratch(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_stale_scratch);
     let dir = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes the scratch folders (`vigil-test-NAME-PID`, `vigil-fuzz-NAME-PID`) of test
+/// processes that have ended; those of running ones, this one's included, stay.
+fn remove_stale_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with("vigil-test-") || name.starts_with("vigil-fuzz-")) {
+            continue;
+        }
+        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Runs the `vigil` binary from the repository root: (exit code, stdout, stderr).
