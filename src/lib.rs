@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod npy;
 pub mod plot;
 pub mod service;
+pub mod settings;
 pub mod source;
 #[cfg(feature = "train")]
 pub mod train;

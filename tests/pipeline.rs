@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 use serde_json::Value;
-use vigil::config::{Config, SourceSettings};
+use vigil::config::Config;
 use vigil::daemon::pipeline::{Pipeline, PipelineSpec};
 use vigil::model::{Engine, Model};
 use vigil::mqtt::journal::{EventJournal, Sequence};
 use vigil::mqtt::Topics;
+use vigil::source::SourceSettings;
 
 /// What one run published, in order, and its counters.
 struct Run {

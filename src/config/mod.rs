@@ -97,7 +97,7 @@ pub struct ServiceSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraSettings {
-    pub source: SourceSettings,
+    pub source: crate::source::SourceSettings,
     /// The model manifest.
     pub model: PathBuf,
     /// Most inferences per second.
@@ -126,35 +126,6 @@ pub struct CameraSettings {
 pub enum Count {
     Auto,
     Fixed(usize),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSettings {
-    V4l2(V4l2Settings),
-    Replay(ReplaySettings),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct V4l2Settings {
-    pub device: PathBuf,
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-    pub format: crate::source::PixelFormat,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplaySettings {
-    /// The image files, in order (folders are expanded at load time, sorted by name).
-    pub files: Vec<PathBuf>,
-    pub fps: f64,
-    pub looped: bool,
-    /// Frames each image is shown for.
-    pub repeat: u32,
-    /// The next frame is read only once inference has taken the last one, and `fps` is
-    /// ignored: frames come as fast as the pipeline takes them and none is read in vain.
-    /// Not a configuration key: `vigil bench --pipeline` replays this way.
-    pub follow_inference: bool,
 }
 
 impl Config {

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,7 +16,7 @@ use super::*;
 use crate::detect::{LabelFilter, Polygon, TrackerSettings, Zone};
 use crate::mqtt::is_topic_word;
 use crate::service::logging::shown;
-use crate::source::PixelFormat;
+use crate::settings::{resolve, section, MIN_FPS};
 
 #[derive(Debug, Default, Deserialize)]
 struct RawTop {
@@ -100,21 +99,6 @@ struct RawMotion {
     max_interval_s: Option<f64>,
 }
 
-/// Both kinds' keys in one struct: the check says which belong to which kind.
-#[derive(Debug, Default, Deserialize)]
-struct RawSource {
-    kind: Option<String>,
-    device: Option<PathBuf>,
-    width: Option<u32>,
-    height: Option<u32>,
-    format: Option<String>,
-    path: Option<PathBuf>,
-    fps: Option<f64>,
-    #[serde(rename = "loop")]
-    looped: Option<bool>,
-    repeat: Option<u32>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 struct RawFilter {
     min_score: Option<f32>,
@@ -142,45 +126,9 @@ struct RawTracker {
     move_iou: Option<f32>,
 }
 
-/// Deserialises one section, recording unknown keys and the first type error under `prefix`.
-/// After a type error the section is `None`: its other checks would only report what
-/// the error already explains (a camera's "missing" source, say).
-fn section<T: DeserializeOwned>(value: Value, prefix: &str, problems: &mut Vec<String>) -> Option<T> {
-    let mut unknown = Vec::new();
-    // serde_ignored writes `?` for an Option level; users never see those.
-    let mut record = |path: serde_ignored::Path| {
-        unknown.push(path.to_string().split('.').filter(|p| *p != "?").collect::<Vec<_>>().join("."))
-    };
-    let parsed = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(value, &mut record));
-    let join = |path: &str| if prefix.is_empty() { path.to_string() } else { format!("{prefix}.{path}") };
-    for key in unknown {
-        problems.push(format!("{}: unknown key", join(&key)));
-    }
-    match parsed {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            let at = if path == "." { prefix.to_string() } else { join(&path) };
-            problems.push(format!("{at}: {}", e.into_inner()));
-            None
-        }
-    }
-}
-
 fn empty() -> Value {
     Value::Object(serde_json::Map::new())
 }
-
-fn resolve(dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    }
-}
-
-/// The slowest frame rate: one frame in 1 000 s. (Slower rates overflow `Duration`.)
-const MIN_FPS: f64 = 0.001;
 
 fn seconds(v: f64, key: &str, problems: &mut Vec<String>) -> Duration {
     if !(0.01..=86_400.0).contains(&v) {
@@ -502,7 +450,7 @@ pub(crate) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
 fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<CameraSettings> {
     let before = problems.len();
     let source = match raw.source {
-        Some(v) => section(v, &format!("{key}.source"), problems).and_then(|raw| check_source(raw, key, dir, problems)),
+        Some(v) => crate::source::check(v, &format!("{key}.source"), dir, problems),
         None => {
             problems.push(format!("{key}.source: missing (a table with kind = \"v4l2\" or \"replay\")"));
             None
@@ -653,91 +601,6 @@ fn count(value: Option<Value>, key: &str, problems: &mut Vec<String>) -> Count {
         _ => {
             problems.push(format!("{key}: must be \"auto\" or a whole number from 1 to {MAX_COUNT}"));
             Count::Auto
-        }
-    }
-}
-
-fn check_source(raw: RawSource, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<SourceSettings> {
-    let key = format!("{key}.source");
-    let not_for = |present: bool, k: &str, kind: &str, problems: &mut Vec<String>| {
-        if present {
-            problems.push(format!("{key}.{k}: not a key of a {kind} source"));
-        }
-    };
-    match raw.kind.as_deref() {
-        Some("v4l2") => {
-            if !cfg!(feature = "camera") {
-                problems.push(format!("{key}.kind: this vigil was built without the `camera` feature (V4L2 cameras)"));
-            }
-            not_for(raw.path.is_some(), "path", "v4l2", problems);
-            not_for(raw.looped.is_some(), "loop", "v4l2", problems);
-            not_for(raw.repeat.is_some(), "repeat", "v4l2", problems);
-            let device = raw.device.unwrap_or_else(|| PathBuf::from("/dev/video0"));
-            if !device.exists() {
-                problems.push(format!(
-                    "{key}.device: camera device {} does not exist (is the camera plugged in? `ls /dev/video*`)",
-                    device.display()
-                ));
-            }
-            let format = match raw.format.as_deref().unwrap_or("any").parse::<PixelFormat>() {
-                Ok(f) => f,
-                Err(e) => {
-                    problems.push(format!("{key}.format: {e}"));
-                    PixelFormat::Any
-                }
-            };
-            let fps = raw.fps.unwrap_or(15.0);
-            if fps.fract() != 0.0 || !(1.0..=240.0).contains(&fps) {
-                problems.push(format!("{key}.fps: {fps} must be a whole number of frames per second, 1 to 240"));
-            }
-            Some(SourceSettings::V4l2(V4l2Settings {
-                device,
-                width: raw.width.unwrap_or(1280),
-                height: raw.height.unwrap_or(720),
-                fps: fps as u32,
-                format,
-            }))
-        }
-        Some("replay") => {
-            not_for(raw.device.is_some(), "device", "replay", problems);
-            not_for(raw.width.is_some(), "width", "replay", problems);
-            not_for(raw.height.is_some(), "height", "replay", problems);
-            not_for(raw.format.is_some(), "format", "replay", problems);
-            let Some(path) = raw.path else {
-                problems.push(format!("{key}.path: missing (an image file or a folder of images)"));
-                return None;
-            };
-            let path = resolve(dir, &path);
-            let files = match crate::source::replay::list_images(&path) {
-                Ok(files) => files,
-                Err(why) => {
-                    problems.push(format!("{key}.path: {why}"));
-                    Vec::new()
-                }
-            };
-            let fps = raw.fps.unwrap_or(1.0);
-            if !(MIN_FPS..=1000.0).contains(&fps) {
-                problems.push(format!("{key}.fps: {fps} must be between {MIN_FPS} and 1000"));
-            }
-            let repeat = raw.repeat.unwrap_or(1);
-            if repeat == 0 {
-                problems.push(format!("{key}.repeat: must be at least 1"));
-            }
-            Some(SourceSettings::Replay(ReplaySettings {
-                files,
-                fps,
-                looped: raw.looped.unwrap_or(true),
-                repeat,
-                follow_inference: false,
-            }))
-        }
-        Some(other) => {
-            problems.push(format!("{key}.kind: \"{other}\" is not \"v4l2\" or \"replay\""));
-            None
-        }
-        None => {
-            problems.push(format!("{key}.kind: missing (\"v4l2\" or \"replay\")"));
-            None
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::source::SourceSettings;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

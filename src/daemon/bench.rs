@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{open_journal, DaemonError, Running};
-use crate::config::{Config, Count, ReplaySettings, SourceSettings};
+use crate::config::{Config, Count};
 use crate::model::Model;
+use crate::source::{ReplaySettings, SourceSettings};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use crate::model::{DecodeParams, Model, Prediction, Runner, Timings};
 use crate::mqtt::journal::Sequence;
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::{Class, Message, Topics};
-use crate::source::{self, unix_ms, Frame, FrameSlot, Heartbeat, Taken};
+use crate::source::{self, unix_ms, Frame, FrameSlot, Heartbeat, SourceContext, SourceStatus, Taken};
 
 /// Settings a command can change while the camera runs.
 #[derive(Debug)]
@@ -136,6 +136,7 @@ pub struct Pipeline {
     pub counters: Arc<CameraCounters>,
     pub slot: Arc<FrameSlot>,
     pub source_heartbeat: Arc<Heartbeat>,
+    pub source_status: Arc<SourceStatus>,
     pub inference_heartbeat: Arc<Heartbeat>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -166,9 +167,9 @@ impl Pipeline {
             Arc::new(CameraControl { detect: AtomicBool::new(spec.settings.detect), threshold: Mutex::new(threshold) });
         let plan = ThreadPlan::of(spec.settings, spec.cpu_share);
         let counters = Arc::new(CameraCounters { plan, ..CameraCounters::default() });
-        let slot = Arc::new(FrameSlot::new());
-        let stop = Arc::new(AtomicBool::new(false));
-        let source_heartbeat = Arc::new(Heartbeat::default());
+        let source_ctx = SourceContext::new(&camera);
+        let (slot, stop) = (source_ctx.slot.clone(), source_ctx.stop.clone());
+        let (source_heartbeat, source_status) = (source_ctx.heartbeat.clone(), source_ctx.status.clone());
         let inference_heartbeat = Arc::new(Heartbeat::default());
         source_heartbeat.beat();
         inference_heartbeat.beat();
@@ -204,13 +205,7 @@ impl Pipeline {
         })?;
         let mut threads = Vec::new();
         let started = (|| {
-            threads.push(source::spawn(
-                &camera,
-                &spec.settings.source,
-                slot.clone(),
-                stop.clone(),
-                source_heartbeat.clone(),
-            )?);
+            threads.push(source::spawn(&spec.settings.source, source_ctx)?);
             let intake = Arc::new(Mutex::new(Intake::new(spec.settings, plan.in_flight)));
             let (done, results) = std::sync::mpsc::channel();
             for (worker, runner) in runners.into_iter().enumerate() {
@@ -236,7 +231,18 @@ impl Pipeline {
             plan.threads_per_frame,
             if spec.settings.motion.is_some() { "on" } else { "off" }
         );
-        Ok(Pipeline { camera, model, control, counters, slot, source_heartbeat, inference_heartbeat, stop, threads })
+        Ok(Pipeline {
+            camera,
+            model,
+            control,
+            counters,
+            slot,
+            source_heartbeat,
+            source_status,
+            inference_heartbeat,
+            stop,
+            threads,
+        })
     }
 
     /// Asks both threads to stop; [`Pipeline::join`] waits for them.
@@ -279,7 +285,8 @@ impl Pipeline {
             gated: self.counters.gated.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
             dropped: self.slot.dropped(),
-            source_running: !self.source_heartbeat.is_finished(),
+            source_running: self.source_status.is_running(),
+            source_reconnects: self.source_status.reconnects(),
             threads: plan.in_flight * plan.threads_per_frame,
             in_flight: plan.in_flight,
         }

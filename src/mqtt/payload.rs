@@ -253,7 +253,12 @@ pub struct CameraStats {
     pub gated: u64,
     pub failed: u64,
     pub dropped: u64,
+    /// The source is delivering frames (a camera opened and giving frames, a replay
+    /// playing); false while it fails to open or waits to reopen, and once a replay ends.
     pub source_running: bool,
+    /// Times the source was opened again after losing its device or stream, since start
+    /// (failed attempts are not counted).
+    pub source_reconnects: u64,
     /// CPU threads the camera's inference uses, and frames it works on at once.
     pub threads: usize,
     pub in_flight: usize,

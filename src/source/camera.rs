@@ -1,14 +1,68 @@
-//! The V4L2 camera source. The choice of capture mode ([`negotiate`]) and the reconnect
-//! schedule ([`Backoff`]) are plain functions, tested without a device; the capture loop
-//! itself talks to nokhwa (cargo feature `camera`) and has been checked only where a camera
-//! exists — see docs/config.md, "What has been checked on hardware".
+//! The V4L2 camera source: its settings, the choice of capture mode ([`negotiate`], a plain
+//! function tested without a device), and the capture itself through nokhwa (cargo feature
+//! `camera`), reopened by [`super::supervise`] when it fails. The capture has been checked
+//! only where a camera exists: see docs/config.md, "What has been checked on hardware".
 
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use super::{sleep_unless, FrameSlot, Heartbeat};
-use crate::config::V4l2Settings;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Backoff, SourceContext};
+
+/// `kind = "v4l2"`: a camera device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V4l2Settings {
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: PixelFormat,
+}
+
+/// The keys of a v4l2 source, as written.
+#[derive(Debug, Default, Deserialize)]
+struct RawV4l2 {
+    device: Option<PathBuf>,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<f64>,
+    format: Option<String>,
+}
+
+/// Checks a v4l2 source's keys (all but `kind`); `key` is the table's path.
+pub(super) fn check(value: Value, key: &str, problems: &mut Vec<String>) -> Option<V4l2Settings> {
+    if !cfg!(feature = "camera") {
+        problems.push(format!("{key}.kind: this vigil was built without the `camera` feature (V4L2 cameras)"));
+    }
+    let raw: RawV4l2 = crate::settings::section_as(value, key, problems, "not a key of a v4l2 source")?;
+    let device = raw.device.unwrap_or_else(|| PathBuf::from("/dev/video0"));
+    if !device.exists() {
+        problems.push(format!(
+            "{key}.device: camera device {} does not exist (is the camera plugged in? `ls /dev/video*`)",
+            device.display()
+        ));
+    }
+    let format = match raw.format.as_deref().unwrap_or("any").parse::<PixelFormat>() {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(format!("{key}.format: {e}"));
+            PixelFormat::Any
+        }
+    };
+    let fps = raw.fps.unwrap_or(15.0);
+    if fps.fract() != 0.0 || !(1.0..=240.0).contains(&fps) {
+        problems.push(format!("{key}.fps: {fps} must be a whole number of frames per second, 1 to 240"));
+    }
+    Some(V4l2Settings {
+        device,
+        width: raw.width.unwrap_or(1280),
+        height: raw.height.unwrap_or(720),
+        fps: fps as u32,
+        format,
+    })
+}
 
 /// A capture pixel format; `Any` lets vigil choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,74 +148,11 @@ pub fn negotiate(offered: &[Mode], want: &V4l2Settings) -> Result<Mode, String> 
     Ok(*best)
 }
 
-/// Exponential reconnect delays: 1 s, 2 s, 4 s … up to `max`; `reset` after a success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max, next: initial }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
-/// Opens the camera, streams frames into `slot`, and reopens it with backoff whenever it
-/// fails or disappears, until `stop`.
-pub(super) fn run(camera: &str, settings: &V4l2Settings, slot: &FrameSlot, stop: &AtomicBool, hb: &Heartbeat) {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let mut number = 0;
-    while !stop.load(Ordering::Relaxed) {
-        hb.beat();
-        match device::Capture::open(settings) {
-            Ok(mut capture) => {
-                log::info!(
-                    "camera={camera} device={} mode=\"{}\" camera opened",
-                    settings.device.display(),
-                    capture.mode
-                );
-                let mut first = true;
-                while !stop.load(Ordering::Relaxed) {
-                    hb.beat();
-                    match capture.frame() {
-                        Ok(image) => {
-                            if first {
-                                backoff.reset();
-                                first = false;
-                            }
-                            number += 1;
-                            slot.put(super::Frame::new(std::sync::Arc::new(image), number));
-                        }
-                        Err(e) => {
-                            log::warn!("camera={camera} device={} camera lost: {e}", settings.device.display());
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => log::warn!("camera={camera} device={} cannot open the camera: {e}", settings.device.display()),
-        }
-        let delay = backoff.next_delay();
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        log::info!("camera={camera} retry_in_s={} reconnecting", delay.as_secs_f32());
-        if !sleep_unless(stop, delay, hb) {
-            break;
-        }
-    }
+/// Opens the camera and streams frames into the context's slot, reopening it whenever it
+/// fails or disappears, until told to stop.
+pub(super) fn run(settings: &V4l2Settings, ctx: &SourceContext) {
+    let what = format!("device={}", settings.device.display());
+    super::supervise(ctx, &what, &mut Backoff::reconnect(), || device::Capture::open(settings));
 }
 
 #[cfg(feature = "camera")]
@@ -170,8 +161,8 @@ mod device {
     use nokhwa::pixel_format::RgbFormat;
     use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
 
-    use super::{negotiate, Mode, PixelFormat};
-    use crate::config::V4l2Settings;
+    use super::{negotiate, Mode, PixelFormat, V4l2Settings};
+    use crate::source::Connection;
 
     pub(super) struct Capture {
         camera: nokhwa::Camera,
@@ -231,8 +222,16 @@ mod device {
             camera.open_stream().map_err(|e| e.to_string())?;
             Ok(Capture { camera, mode })
         }
+    }
 
-        pub(super) fn frame(&mut self) -> Result<image::RgbImage, String> {
+    impl Connection for Capture {
+        const NOUN: &'static str = "camera";
+
+        fn describe(&self) -> String {
+            format!("mode=\"{}\"", self.mode)
+        }
+
+        fn frame(&mut self) -> Result<image::RgbImage, String> {
             let buffer = self.camera.frame().map_err(|e| e.to_string())?;
             buffer.decode_image::<RgbFormat>().map_err(|e| format!("decoding a {} frame: {e}", self.mode))
         }
@@ -243,26 +242,36 @@ mod device {
 mod device {
     //! A build without the `camera` feature: the config check refuses v4l2 sources, so
     //! this is reached only if that check is bypassed.
-    use super::Mode;
-    use crate::config::V4l2Settings;
+    use super::V4l2Settings;
+    use crate::source::Connection;
 
-    pub(super) struct Capture {
-        pub(super) mode: Mode,
-    }
+    /// Never made: [`Capture::open`] always refuses.
+    pub(super) enum Capture {}
 
     impl Capture {
         pub(super) fn open(_: &V4l2Settings) -> Result<Capture, String> {
             Err("this vigil was built without the `camera` feature (nokhwa)".into())
         }
+    }
 
-        pub(super) fn frame(&mut self) -> Result<image::RgbImage, String> {
-            unreachable!("no capture is ever opened in a build without cameras")
+    impl Connection for Capture {
+        const NOUN: &'static str = "camera";
+
+        fn describe(&self) -> String {
+            match *self {}
+        }
+
+        fn frame(&mut self) -> Result<image::RgbImage, String> {
+            match *self {}
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
     use super::*;
 
     fn want(format: PixelFormat, width: u32, height: u32, fps: u32) -> V4l2Settings {
@@ -307,25 +316,14 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_secs()).collect();
-        assert_eq!(delays, vec![1, 2, 4, 5, 5]);
-        b.reset();
-        assert_eq!(b.next_delay().as_secs(), 1);
-    }
-
-    #[test]
     fn a_missing_device_is_retried_until_stopped() {
         // No camera here: the loop must keep trying (logging) and stop promptly when told.
-        let slot = FrameSlot::new();
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let hb = std::sync::Arc::new(Heartbeat::default());
+        let ctx = SourceContext::new("test");
         let settings = want(PixelFormat::Any, 640, 480, 30);
         let settings = V4l2Settings { device: "/dev/video-vigil-test-missing".into(), ..settings };
-        let (s2, h2) = (stop.clone(), hb.clone());
+        let (hb, stop, status) = (ctx.heartbeat.clone(), ctx.stop.clone(), ctx.status.clone());
         let began = std::time::Instant::now();
-        let t = std::thread::spawn(move || run("test", &settings, &slot, &s2, &h2));
+        let t = std::thread::spawn(move || run(&settings, &ctx));
         // A beat seen well after the first attempt: the retry loop keeps beating. Waited for
         // (not slept on), so a loaded machine only makes it slower.
         loop {
@@ -336,6 +334,8 @@ mod tests {
             assert!(began.elapsed() < Duration::from_secs(20), "the retry loop stopped beating");
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(!status.is_running(), "a camera that cannot be opened is not running");
+        assert_eq!(status.reconnects(), 0, "failed attempts are not reconnections");
         stop.store(true, Ordering::Relaxed);
         let started = std::time::Instant::now();
         t.join().unwrap();

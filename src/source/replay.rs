@@ -2,13 +2,66 @@
 //! stands in for a camera in the demo and the tests, and replays recorded scenes.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{sleep_unless, Frame, FrameSlot, Heartbeat};
-use crate::config::ReplaySettings;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Frame, SourceContext};
 use crate::dataset::IMAGE_EXTENSIONS;
+use crate::settings::{resolve, section_as, MIN_FPS};
+
+/// `kind = "replay"`: image files shown as frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaySettings {
+    /// The image files, in order (folders are expanded at load time, sorted by name).
+    pub files: Vec<PathBuf>,
+    pub fps: f64,
+    pub looped: bool,
+    /// Frames each image is shown for.
+    pub repeat: u32,
+    /// The next frame is read only once inference has taken the last one, and `fps` is
+    /// ignored: frames come as fast as the pipeline takes them and none is read in vain.
+    /// Not a configuration key: `vigil bench --pipeline` replays this way.
+    pub follow_inference: bool,
+}
+
+/// The keys of a replay source, as written.
+#[derive(Debug, Default, Deserialize)]
+struct RawReplay {
+    path: Option<PathBuf>,
+    fps: Option<f64>,
+    #[serde(rename = "loop")]
+    looped: Option<bool>,
+    repeat: Option<u32>,
+}
+
+/// Checks a replay source's keys (all but `kind`); `key` is the table's path, `dir` the
+/// folder relative paths start from.
+pub(super) fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<ReplaySettings> {
+    let raw: RawReplay = section_as(value, key, problems, "not a key of a replay source")?;
+    let Some(path) = raw.path else {
+        problems.push(format!("{key}.path: missing (an image file or a folder of images)"));
+        return None;
+    };
+    let files = match list_images(&resolve(dir, &path)) {
+        Ok(files) => files,
+        Err(why) => {
+            problems.push(format!("{key}.path: {why}"));
+            Vec::new()
+        }
+    };
+    let fps = raw.fps.unwrap_or(1.0);
+    if !(MIN_FPS..=1000.0).contains(&fps) {
+        problems.push(format!("{key}.fps: {fps} must be between {MIN_FPS} and 1000"));
+    }
+    let repeat = raw.repeat.unwrap_or(1);
+    if repeat == 0 {
+        problems.push(format!("{key}.repeat: must be at least 1"));
+    }
+    Some(ReplaySettings { files, fps, looped: raw.looped.unwrap_or(true), repeat, follow_inference: false })
+}
 
 /// The images a replay path names: the file itself, or a folder's images (.png, .jpg, .jpeg)
 /// sorted by name. Each must at least have a readable header; a file that does not is a
@@ -47,8 +100,10 @@ pub fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Plays the files until the end (or for ever with `looped`), or until `stop`.
-pub(super) fn run(camera: &str, settings: &ReplaySettings, slot: &FrameSlot, stop: &AtomicBool, hb: &Heartbeat) {
+/// Plays the files until the end (or for ever with `looped`), or until told to stop.
+pub(super) fn run(settings: &ReplaySettings, ctx: &SourceContext) {
+    let (camera, slot, hb) = (&ctx.camera, &ctx.slot, &ctx.heartbeat);
+    ctx.status.set_running(true);
     let interval = Duration::from_secs_f64(1.0 / settings.fps);
     let mut number = 0;
     let mut next = Instant::now();
@@ -67,7 +122,7 @@ pub(super) fn run(camera: &str, settings: &ReplaySettings, slot: &FrameSlot, sto
                 if settings.follow_inference {
                     while !slot.wait_empty(Duration::from_millis(100)) {
                         hb.beat();
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if ctx.stopped() {
                             return;
                         }
                     }
@@ -79,7 +134,7 @@ pub(super) fn run(camera: &str, settings: &ReplaySettings, slot: &FrameSlot, sto
                 slot.put(Frame::new(image.clone(), number));
                 next += interval;
                 let wait = next.saturating_duration_since(Instant::now());
-                if !sleep_unless(stop, wait, hb) {
+                if !ctx.sleep(wait) {
                     return;
                 }
             }
