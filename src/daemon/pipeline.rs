@@ -167,7 +167,7 @@ impl Pipeline {
             Arc::new(CameraControl { detect: AtomicBool::new(spec.settings.detect), threshold: Mutex::new(threshold) });
         let plan = ThreadPlan::of(spec.settings, spec.cpu_share);
         let counters = Arc::new(CameraCounters { plan, ..CameraCounters::default() });
-        let source_ctx = SourceContext::new(&camera);
+        let source_ctx = SourceContext::new(&camera, spec.settings.fps);
         let (slot, stop) = (source_ctx.slot.clone(), source_ctx.stop.clone());
         let (source_heartbeat, source_status) = (source_ctx.heartbeat.clone(), source_ctx.status.clone());
         let inference_heartbeat = Arc::new(Heartbeat::default());

@@ -162,7 +162,7 @@ mod device {
     use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
 
     use super::{negotiate, Mode, PixelFormat, V4l2Settings};
-    use crate::source::Connection;
+    use crate::source::{Connection, SourceContext};
 
     pub(super) struct Capture {
         camera: nokhwa::Camera,
@@ -231,7 +231,7 @@ mod device {
             format!("mode=\"{}\"", self.mode)
         }
 
-        fn frame(&mut self) -> Result<image::RgbImage, String> {
+        fn frame(&mut self, _: &SourceContext) -> Result<image::RgbImage, String> {
             let buffer = self.camera.frame().map_err(|e| e.to_string())?;
             buffer.decode_image::<RgbFormat>().map_err(|e| format!("decoding a {} frame: {e}", self.mode))
         }
@@ -243,7 +243,7 @@ mod device {
     //! A build without the `camera` feature: the config check refuses v4l2 sources, so
     //! this is reached only if that check is bypassed.
     use super::V4l2Settings;
-    use crate::source::Connection;
+    use crate::source::{Connection, SourceContext};
 
     /// Never made: [`Capture::open`] always refuses.
     pub(super) enum Capture {}
@@ -261,7 +261,7 @@ mod device {
             match *self {}
         }
 
-        fn frame(&mut self) -> Result<image::RgbImage, String> {
+        fn frame(&mut self, _: &SourceContext) -> Result<image::RgbImage, String> {
             match *self {}
         }
     }
@@ -318,7 +318,7 @@ mod tests {
     #[test]
     fn a_missing_device_is_retried_until_stopped() {
         // No camera here: the loop must keep trying (logging) and stop promptly when told.
-        let ctx = SourceContext::new("test");
+        let ctx = SourceContext::new("test", 5.0);
         let settings = want(PixelFormat::Any, 640, 480, 30);
         let settings = V4l2Settings { device: "/dev/video-vigil-test-missing".into(), ..settings };
         let (hb, stop, status) = (ctx.heartbeat.clone(), ctx.stop.clone(), ctx.status.clone());

@@ -13,6 +13,7 @@
 //! of [`SourceSettings`], and its arm in [`check`] and [`spawn`].
 
 pub mod camera;
+pub mod mjpeg;
 pub mod replay;
 
 use std::path::Path;
@@ -24,17 +25,19 @@ use image::RgbImage;
 use serde_json::Value;
 
 pub use camera::{PixelFormat, V4l2Settings};
+pub use mjpeg::MjpegSettings;
 pub use replay::ReplaySettings;
 
 /// A camera's frame source, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSettings {
     V4l2(V4l2Settings),
+    Mjpeg(MjpegSettings),
     Replay(ReplaySettings),
 }
 
 /// The kinds [`check`] knows, as its messages name them.
-const KINDS: &str = "\"v4l2\" or \"replay\"";
+const KINDS: &str = "\"v4l2\", \"mjpeg\" or \"replay\"";
 
 /// Checks a camera's `source` table (`key` is its path, `cameras.front.source`; relative
 /// paths are taken from `dir`), adding every problem found to `problems`.
@@ -57,6 +60,7 @@ pub fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<String>) ->
     let rest = Value::Object(table);
     match kind.as_str() {
         "v4l2" => camera::check(rest, key, problems).map(SourceSettings::V4l2),
+        "mjpeg" => mjpeg::check(rest, key, dir, problems).map(SourceSettings::Mjpeg),
         "replay" => replay::check(rest, key, dir, problems).map(SourceSettings::Replay),
         other => {
             problems.push(format!("{key}.kind: {} is not {KINDS}", crate::service::logging::shown(other.as_bytes())));
@@ -243,6 +247,9 @@ impl SourceStatus {
 pub struct SourceContext {
     /// The camera's id, for the log.
     pub camera: String,
+    /// The camera's most inferences per second (`cameras.<id>.fps`): a source that asks for
+    /// each frame (an MJPEG snapshot URL) asks no more often.
+    pub fps: f64,
     /// Where its frames go.
     pub slot: Arc<FrameSlot>,
     /// Set when the source is to end.
@@ -254,10 +261,11 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    /// A context with fresh parts, for `camera`.
-    pub fn new(camera: &str) -> SourceContext {
+    /// A context with fresh parts, for `camera` inferring at most `fps` times a second.
+    pub fn new(camera: &str, fps: f64) -> SourceContext {
         SourceContext {
             camera: camera.to_string(),
+            fps,
             slot: Arc::new(FrameSlot::new()),
             stop: Arc::new(AtomicBool::new(false)),
             heartbeat: Arc::new(Heartbeat::default()),
@@ -310,9 +318,10 @@ pub trait Connection {
     const NOUN: &'static str;
     /// What was opened, for the log line that says so (`mode="Mjpeg 1280x720 @ 30 fps"`).
     fn describe(&self) -> String;
-    /// The next frame, waiting for it; an error ends this connection, and the source is
-    /// opened again.
-    fn frame(&mut self) -> Result<RgbImage, String>;
+    /// The next frame, waiting for it (a wait of its own goes through `ctx.sleep`, which
+    /// ends early when the source is told to stop); an error ends this connection, and the
+    /// source is opened again.
+    fn frame(&mut self, ctx: &SourceContext) -> Result<RgbImage, String>;
 }
 
 /// Runs a source that opens something that can fail or go away, until told to stop: opens
@@ -340,7 +349,7 @@ pub fn supervise<C: Connection>(
                 log::info!("camera={camera} {what} {} {noun} opened", connection.describe());
                 while !ctx.stopped() {
                     ctx.heartbeat.beat();
-                    match connection.frame() {
+                    match connection.frame(ctx) {
                         Ok(image) => {
                             if !ctx.status.is_running() {
                                 backoff.reset();
@@ -349,6 +358,7 @@ pub fn supervise<C: Connection>(
                             number += 1;
                             ctx.slot.put(Frame::new(Arc::new(image), number));
                         }
+                        Err(_) if ctx.stopped() => break,
                         Err(e) => {
                             log::warn!("camera={camera} {what} {noun} lost: {e}");
                             break;
@@ -380,6 +390,7 @@ pub fn spawn(settings: &SourceSettings, ctx: SourceContext) -> std::io::Result<s
         match &settings {
             SourceSettings::Replay(r) => replay::run(r, &ctx),
             SourceSettings::V4l2(v) => camera::run(v, &ctx),
+            SourceSettings::Mjpeg(m) => mjpeg::run(m, &ctx),
         }
     })
 }
@@ -452,10 +463,16 @@ mod tests {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
         for (value, expected) in [
-            (serde_json::json!({"kind": "rtmp"}), "cameras.a.source.kind: \"rtmp\" is not \"v4l2\" or \"replay\""),
-            (serde_json::json!({"kind": 3}), "cameras.a.source.kind: must be text, \"v4l2\" or \"replay\""),
-            (serde_json::json!({"path": "x"}), "cameras.a.source.kind: missing (\"v4l2\" or \"replay\")"),
-            (serde_json::json!("/dev/video0"), "cameras.a.source: must be a table with kind = \"v4l2\" or \"replay\""),
+            (
+                serde_json::json!({"kind": "rtmp"}),
+                "cameras.a.source.kind: \"rtmp\" is not \"v4l2\", \"mjpeg\" or \"replay\"",
+            ),
+            (serde_json::json!({"kind": 3}), "cameras.a.source.kind: must be text, \"v4l2\", \"mjpeg\" or \"replay\""),
+            (serde_json::json!({"path": "x"}), "cameras.a.source.kind: missing (\"v4l2\", \"mjpeg\" or \"replay\")"),
+            (
+                serde_json::json!("/dev/video0"),
+                "cameras.a.source: must be a table with kind = \"v4l2\", \"mjpeg\" or \"replay\"",
+            ),
         ] {
             let (settings, all) = problems_of(value);
             assert!(settings.is_none() && all == expected, "{all}");
@@ -485,7 +502,7 @@ mod tests {
             "flaky".into()
         }
 
-        fn frame(&mut self) -> Result<RgbImage, String> {
+        fn frame(&mut self, _: &SourceContext) -> Result<RgbImage, String> {
             if self.frames == 0 {
                 return Err("the stream ended".into());
             }
@@ -499,7 +516,7 @@ mod tests {
 
     #[test]
     fn a_supervised_source_reopens_counts_and_says_when_it_runs() {
-        let ctx = SourceContext::new("test");
+        let ctx = SourceContext::new("test", 5.0);
         let seen_running = Arc::new(AtomicBool::new(false));
         let mut attempts = 0;
         let open = || {
