@@ -62,45 +62,8 @@ fn run_on(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine) -> Run {
 }
 
 fn run_model(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine, manifest: &str) -> Run {
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let root = common::root();
-    // Each run its own journal, so that each numbers its events from 1.
-    let spool = dir.join(format!("spool-{}", RUNS.fetch_add(1, Ordering::Relaxed)));
-    let text = format!(
-        r#"
-device_id = "test"
-[mqtt]
-spool_dir = {spool:?}
-[cameras.cam]
-model = {model:?}
-fps = 1000
-{camera_keys}
-source = {{ kind = "replay", path = {frames:?}, loop = false }}
-"#,
-        spool = spool,
-        model = root.join(manifest),
-    );
-    let config = Config::from_toml(&text, dir, &[]).unwrap_or_else(|p| panic!("{p:#?}"));
-    let mut settings = config.cameras["cam"].clone();
-    let SourceSettings::Replay(replay) = &mut settings.source else { unreachable!() };
-    replay.follow_inference = true;
-    let model = Arc::new(Model::load_on(&settings.model, Some(engine)).unwrap_or_else(|e| panic!("{e}")));
-    let journal = EventJournal::open(&spool, 1 << 20).unwrap().journal;
-    let sequence = Arc::new(Sequence::new(Arc::new(Mutex::new(journal))));
-    let (out, mut messages) = tokio::sync::mpsc::channel(64);
-    let pipeline = Pipeline::start(PipelineSpec {
-        camera: "cam",
-        device: "test",
-        settings: &settings,
-        model,
-        topics: &Topics { prefix: "vigil/test".into() },
-        qos: rumqttc::QoS::AtLeastOnce,
-        max_packet: 1 << 20,
-        out,
-        sequence,
-        cpu_share: 2,
-    })
-    .unwrap();
+    let source = format!("source = {{ kind = \"replay\", path = {frames:?}, loop = false }}");
+    let (pipeline, mut messages) = start(dir, &format!("{camera_keys}\n{source}"), engine, manifest);
     let mut got = Vec::new();
     // Ends when the replay has run out and the pipeline has finished with it.
     while let Some(m) = messages.blocking_recv() {
@@ -114,6 +77,56 @@ source = {{ kind = "replay", path = {frames:?}, loop = false }}
         inferred: counters.inferred.load(Ordering::Relaxed),
         gated: counters.gated.load(Ordering::Relaxed),
     }
+}
+
+/// Starts camera `cam` with `camera_keys` (its source among them) and `manifest`'s model at
+/// up to 1000 fps; a replay source hands over each frame only once inference took the last.
+fn start(
+    dir: &Path,
+    camera_keys: &str,
+    engine: Engine,
+    manifest: &str,
+) -> (Pipeline, tokio::sync::mpsc::Receiver<vigil::mqtt::publisher::Message>) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let root = common::root();
+    // Each run its own journal, so that each numbers its events from 1.
+    let spool = dir.join(format!("spool-{}", RUNS.fetch_add(1, Ordering::Relaxed)));
+    let text = format!(
+        r#"
+device_id = "test"
+[mqtt]
+spool_dir = {spool:?}
+[cameras.cam]
+model = {model:?}
+fps = 1000
+{camera_keys}
+"#,
+        spool = spool,
+        model = root.join(manifest),
+    );
+    let config = Config::from_toml(&text, dir, &[]).unwrap_or_else(|p| panic!("{p:#?}"));
+    let mut settings = config.cameras["cam"].clone();
+    if let SourceSettings::Replay(replay) = &mut settings.source {
+        replay.follow_inference = true;
+    }
+    let model = Arc::new(Model::load_on(&settings.model, Some(engine)).unwrap_or_else(|e| panic!("{e}")));
+    let journal = EventJournal::open(&spool, 1 << 20).unwrap().journal;
+    let sequence = Arc::new(Sequence::new(Arc::new(Mutex::new(journal))));
+    let (out, messages) = tokio::sync::mpsc::channel(64);
+    let pipeline = Pipeline::start(PipelineSpec {
+        camera: "cam",
+        device: "test",
+        settings: &settings,
+        model,
+        topics: &Topics { prefix: "vigil/test".into() },
+        qos: rumqttc::QoS::AtLeastOnce,
+        max_packet: 1 << 20,
+        out,
+        sequence,
+        cpu_share: 2,
+    })
+    .unwrap();
+    (pipeline, messages)
 }
 
 /// A message without what differs from run to run (clock readings).
@@ -302,4 +315,194 @@ fn motion_gating_skips_a_still_scene_and_reports_what_enters_it() {
         assert_eq!(labels(r, "end").len(), labels(r, "new").len());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A JPEG of a bundled photo, as an MJPEG camera sends it.
+fn jpeg_of(name: &str) -> Vec<u8> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    photo(name).write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
+    bytes.into_inner()
+}
+
+/// The labels of a `detections` message, sorted.
+fn labels_of(detections: &Value) -> Vec<String> {
+    let mut labels: Vec<String> =
+        detections["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap().to_string()).collect();
+    labels.sort();
+    labels
+}
+
+/// An HTTP MJPEG camera on 127.0.0.1, written here: the real protocol over a real socket (a
+/// GET with Basic authentication, then a `multipart/x-mixed-replace` body), as an ESP32-CAM
+/// serves it. `/stream` wants user "vigil" with password "s3cret"; other paths are 404, other
+/// credentials 401. The first stream it serves gives `first` as `parts` parts 40 ms apart,
+/// then half a part, and the connection is cut; every later one gives `then` until the
+/// client hangs up. Returns the port and the count of streams served.
+fn mjpeg_camera(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = streams.clone();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                match connection.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let authorised = head.lines().any(|line| {
+                line.split_once(':').is_some_and(|(name, value)| {
+                    name.eq_ignore_ascii_case("authorization") && value.trim() == "Basic dmlnaWw6czNjcmV0"
+                })
+            });
+            let refusal = if path != "/stream" {
+                Some("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            } else if !authorised {
+                Some("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n")
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                let _ = connection.write_all(refusal.as_bytes());
+                continue;
+            }
+            let is_first = served.fetch_add(1, Ordering::Relaxed) == 0;
+            let jpeg = if is_first { first.clone() } else { then.clone() };
+            // Each connection on its own thread: the refusals above go on being answered.
+            std::thread::spawn(move || {
+                let part = |jpeg: &[u8]| {
+                    let mut part =
+                        format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len())
+                            .into_bytes();
+                    part.extend_from_slice(jpeg);
+                    part.extend_from_slice(b"\r\n");
+                    part
+                };
+                let header = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+                if connection.write_all(header.as_bytes()).is_err() {
+                    return;
+                }
+                let mut sent = 0;
+                while !is_first || sent < parts {
+                    if connection.write_all(&part(&jpeg)).is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(40));
+                }
+                let whole = part(&jpeg);
+                let _ = connection.write_all(&whole[..whole.len() / 2]);
+                // Dropped: the camera "restarts" in the middle of a frame.
+            });
+        }
+    });
+    (port, streams)
+}
+
+/// Messages from a running pipeline until `done` says so; fails after 90 s.
+fn receive_until(
+    messages: &mut tokio::sync::mpsc::Receiver<vigil::mqtt::publisher::Message>,
+    mut done: impl FnMut(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut got = Vec::new();
+    while !done(&got) {
+        match messages.try_recv() {
+            Ok(m) => got.push((m.topic, serde_json::from_slice(&m.payload).unwrap())),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("the pipeline ended: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out; received {got:?}");
+    }
+    got
+}
+
+/// An HTTP MJPEG camera: the pipeline publishes the labels a replay of the same JPEG frames
+/// publishes; when the camera cuts the stream in the middle of a frame, the source reopens it
+/// and detections go on, with no frame made of the broken part.
+#[test]
+fn an_mjpeg_camera_publishes_what_a_replay_of_its_frames_does_and_outlives_a_cut() {
+    let dir = common::scratch("pipeline-mjpeg");
+    let jpegs = [jpeg_of("astronaut.png"), jpeg_of("motorcycle_left.png")];
+    let expected: Vec<Vec<String>> = jpegs
+        .iter()
+        .enumerate()
+        .map(|(i, jpeg)| {
+            let file = dir.join(format!("photo-{i}.jpg"));
+            std::fs::write(&file, jpeg).unwrap();
+            let run = run(&dir, &file, "");
+            labels_of(run.on("detections")[0])
+        })
+        .collect();
+    assert!(!expected[0].is_empty() && expected[0] != expected[1], "the photos must be told apart: {expected:?}");
+
+    let (port, streams) = mjpeg_camera(jpegs[0].clone(), jpegs[1].clone(), 10);
+    let url = format!("http://vigil:s3cret@127.0.0.1:{port}/stream");
+    let (pipeline, mut messages) =
+        start(&dir, &format!("source = {{ kind = \"mjpeg\", url = {url:?} }}"), Engine::Tract, "models/nanodet-m.toml");
+    let got = receive_until(&mut messages, |got| {
+        got.last().is_some_and(|(topic, m)| topic.ends_with("/detections") && labels_of(m) == expected[1])
+    });
+    let stats = pipeline.stats(0, std::time::Duration::from_secs(1));
+    pipeline.request_stop();
+    pipeline.join();
+    let seen: Vec<Vec<String>> =
+        got.iter().filter(|(t, _)| t.ends_with("/detections")).map(|(_, m)| labels_of(m)).collect();
+    assert_eq!(seen[0], expected[0], "the first frames are the first photo's");
+    assert!(seen.iter().all(|s| expected.contains(s)), "only whole frames: {seen:?}");
+    assert_eq!(streams.load(Ordering::Relaxed), 2, "the cut stream was opened again");
+    assert!(stats.source_running, "{stats:?}");
+    assert_eq!(stats.source_reconnects, 1, "{stats:?}");
+}
+
+/// A wrong password and a wrong path: the source says so (not running, no frames, nothing
+/// counted as a reconnection) and keeps trying, while a camera beside them runs.
+#[test]
+fn an_mjpeg_camera_refusing_the_password_or_the_path_is_not_running() {
+    let dir = common::scratch("pipeline-mjpeg-refused");
+    let jpeg = jpeg_of("astronaut.png");
+    let (port, _) = mjpeg_camera(jpeg.clone(), jpeg, 1_000_000);
+    let source = |url: String| format!("source = {{ kind = \"mjpeg\", url = {url:?} }}");
+    let (good, mut good_messages) = start(
+        &dir,
+        &source(format!("http://vigil:s3cret@127.0.0.1:{port}/stream")),
+        Engine::Tract,
+        "models/nanodet-m.toml",
+    );
+    let password = dir.join("password");
+    std::fs::write(&password, "wrong\n").unwrap();
+    let wrong_password = format!(
+        "source = {{ kind = \"mjpeg\", url = \"http://127.0.0.1:{port}/stream\", username = \"vigil\", password_file = {password:?} }}"
+    );
+    let (refused, _refused_messages) = start(&dir, &wrong_password, Engine::Tract, "models/nanodet-m.toml");
+    let (missing, _missing_messages) = start(
+        &dir,
+        &source(format!("http://vigil:s3cret@127.0.0.1:{port}/no-such-path")),
+        Engine::Tract,
+        "models/nanodet-m.toml",
+    );
+    let began = std::time::Instant::now();
+    receive_until(&mut good_messages, |got| {
+        got.iter().filter(|(t, _)| t.ends_with("/detections")).count() >= 3
+            && began.elapsed() > std::time::Duration::from_millis(2500)
+    });
+    let interval = std::time::Duration::from_secs(1);
+    for (name, pipeline) in [("wrong password", &refused), ("wrong path", &missing)] {
+        let stats = pipeline.stats(0, interval);
+        assert!(!stats.source_running && stats.frames == 0 && stats.source_reconnects == 0, "{name}: {stats:?}");
+    }
+    assert!(good.stats(0, interval).source_running);
+    for pipeline in [good, refused, missing] {
+        pipeline.request_stop();
+        pipeline.join();
+    }
 }
