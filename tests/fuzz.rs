@@ -320,6 +320,47 @@ fn fuzz_mqtt_payloads() {
     });
 }
 
+/// What an HTTP MJPEG camera sends (src/source/mjpeg.rs): its URL as configured, its
+/// response head, and its multipart body, part after part (each part's JPEG decoded).
+#[test]
+fn fuzz_mjpeg_camera() {
+    use vigil::source::mjpeg::{parse_head, HttpUrl, Parts};
+    let urls = ["http://admin:p%40ss@cam.lan:8080/video?res=vga", "http://[::1]:81/", "http://10.0.0.9?action=stream"];
+    fuzz("mjpeg-url", urls.iter().map(|u| u.as_bytes().to_vec()).collect(), iterations(), |bytes| {
+        std::str::from_utf8(bytes).is_ok_and(|text| HttpUrl::parse(text).is_ok_and(|url| !url.to_string().is_empty()))
+    });
+    let heads = [
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=\"--frame\"\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 1234\r\n\r\n",
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"cam\"\r\n\r\n",
+    ];
+    fuzz("mjpeg-head", heads.iter().map(|h| h.as_bytes().to_vec()).collect(), iterations(), |bytes| {
+        parse_head(bytes).is_ok()
+    });
+    let jpeg = {
+        let image = image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([(x * 20) as u8, (y * 25) as u8, 128]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
+        bytes.into_inner()
+    };
+    let mut with_lengths = format!("--frame\r\nContent-Length: {}\r\n\r\n", jpeg.len()).into_bytes();
+    with_lengths.extend(&jpeg);
+    with_lengths.extend(b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n");
+    with_lengths.extend(&jpeg);
+    with_lengths.extend(b"\r\n--frame--\r\n");
+    fuzz("mjpeg-parts", vec![with_lengths], iterations(), |bytes| {
+        let mut parts = Parts::new(std::io::Cursor::new(bytes.to_vec()), Vec::new(), b"frame");
+        let mut whole = false;
+        for _ in 0..16 {
+            match parts.next_part() {
+                Ok(part) => whole |= vigil::source::mjpeg::decode(&part).is_ok(),
+                Err(_) => break,
+            }
+        }
+        whole
+    });
+}
+
 /// Images, as replayed or given to `vigil infer` (PNG and JPEG).
 #[test]
 fn fuzz_image_decoding() {

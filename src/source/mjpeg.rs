@@ -280,7 +280,8 @@ impl Connection for Http {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
+/// A part's JPEG as a frame.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Err(format!("a part of {} bytes is not a JPEG image", bytes.len()));
     }
