@@ -1316,3 +1316,91 @@ fn events_survive_a_crash_while_the_broker_is_away() {
     signal(&second.child, "TERM");
     assert_eq!(second.wait_exit(Duration::from_secs(20)), 0, "{}", second.log());
 }
+
+/// HTTP MJPEG cameras in the daemon, beside a replay: the one with the right password
+/// publishes on MQTT the labels the replay of the same JPEG publishes, and goes on after its
+/// stream is cut in the middle of a frame; the one with a wrong password is reported not
+/// running, and the log says why without showing the password, while the others run.
+#[test]
+fn mjpeg_cameras_publish_like_a_replay_and_a_refused_one_says_why() {
+    let _serial = serial();
+    let dir = scratch("daemon-mjpeg");
+    let port = free_port();
+    let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
+    std::fs::write(dir.join("motorcycle.jpg"), &jpeg).unwrap();
+    let (camera_port, streams) = common::mjpeg::serve(jpeg.clone(), jpeg, 10);
+    let model = root().join("models/nanodet-m.toml");
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"device_id = "test"
+[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+[mqtt]
+stats_interval_s = 1
+[cameras.yard]
+model = {model:?}
+fps = 4
+source = {{ kind = "replay", path = "motorcycle.jpg", fps = 4 }}
+[cameras.door]
+model = {model:?}
+fps = 4
+source = {{ kind = "mjpeg", url = "http://vigil:s3cret@127.0.0.1:{camera_port}/stream" }}
+[cameras.gate]
+model = {model:?}
+fps = 4
+source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/stream" }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let sub = Subscriber::start(port, "test-mjpeg");
+    let labels = |camera: &str| -> BTreeSet<String> {
+        sub.on(&format!("vigil/test/{camera}/detections"))
+            .iter()
+            .flat_map(|r| {
+                let d = r.json();
+                d["detections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["label"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // Detections from the door camera's second stream, after the first was cut mid-frame.
+    sub.wait_for("door detections after a reconnection", Duration::from_secs(120), |got| {
+        let stats = got.iter().rev().find(|r| r.topic == "vigil/test/stats").map(Received::json);
+        streams.load(std::sync::atomic::Ordering::Relaxed) == 2
+            && stats.is_some_and(|s| {
+                s["cameras"]["door"]["source_reconnects"] == 1 && s["cameras"]["door"]["inferred"].as_u64() > Some(4)
+            })
+    });
+    let (yard, door) = (labels("yard"), labels("door"));
+    assert!(yard.contains("motorcycle"), "{yard:?}");
+    assert_eq!(door, yard, "the MJPEG camera sees what the replay of its JPEG sees");
+    let stats = sub.on("vigil/test/stats").last().unwrap().json();
+    let cameras = &stats["cameras"];
+    assert_eq!(cameras["door"]["source_running"], true, "{stats}");
+    assert_eq!(cameras["yard"]["source_running"], true, "{stats}");
+    assert_eq!(
+        (&cameras["gate"]["source_running"], &cameras["gate"]["frames"]),
+        (&serde_json::json!(false), &serde_json::json!(0)),
+        "{stats}"
+    );
+    assert!(sub.on("vigil/test/gate/detections").is_empty());
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l.contains("camera=gate") && l.contains("refused the credentials (HTTP 401)")),
+        "the log names the refusal:\n{log}"
+    );
+    assert!(log.contains("url=http://vigil:***@127.0.0.1:"), "{log}");
+    assert!(!log.contains("hunter2") && !log.contains("s3cret"), "a password in the log:\n{log}");
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}

@@ -317,93 +317,12 @@ fn motion_gating_skips_a_still_scene_and_reports_what_enters_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A JPEG of a bundled photo, as an MJPEG camera sends it.
-fn jpeg_of(name: &str) -> Vec<u8> {
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    photo(name).write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
-    bytes.into_inner()
-}
-
 /// The labels of a `detections` message, sorted.
 fn labels_of(detections: &Value) -> Vec<String> {
     let mut labels: Vec<String> =
         detections["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap().to_string()).collect();
     labels.sort();
     labels
-}
-
-/// An HTTP MJPEG camera on 127.0.0.1, written here: the real protocol over a real socket (a
-/// GET with Basic authentication, then a `multipart/x-mixed-replace` body), as an ESP32-CAM
-/// serves it. `/stream` wants user "vigil" with password "s3cret"; other paths are 404, other
-/// credentials 401. The first stream it serves gives `first` as `parts` parts 40 ms apart,
-/// then half a part, and the connection is cut; every later one gives `then` until the
-/// client hangs up. Returns the port and the count of streams served.
-fn mjpeg_camera(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let served = streams.clone();
-    std::thread::spawn(move || {
-        for connection in listener.incoming() {
-            let Ok(mut connection) = connection else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                match connection.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let head = String::from_utf8_lossy(&head).to_string();
-            let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
-            let authorised = head.lines().any(|line| {
-                line.split_once(':').is_some_and(|(name, value)| {
-                    name.eq_ignore_ascii_case("authorization") && value.trim() == "Basic dmlnaWw6czNjcmV0"
-                })
-            });
-            let refusal = if path != "/stream" {
-                Some("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            } else if !authorised {
-                Some("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n")
-            } else {
-                None
-            };
-            if let Some(refusal) = refusal {
-                let _ = connection.write_all(refusal.as_bytes());
-                continue;
-            }
-            let is_first = served.fetch_add(1, Ordering::Relaxed) == 0;
-            let jpeg = if is_first { first.clone() } else { then.clone() };
-            // Each connection on its own thread: the refusals above go on being answered.
-            std::thread::spawn(move || {
-                let part = |jpeg: &[u8]| {
-                    let mut part =
-                        format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len())
-                            .into_bytes();
-                    part.extend_from_slice(jpeg);
-                    part.extend_from_slice(b"\r\n");
-                    part
-                };
-                let header = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
-                if connection.write_all(header.as_bytes()).is_err() {
-                    return;
-                }
-                let mut sent = 0;
-                while !is_first || sent < parts {
-                    if connection.write_all(&part(&jpeg)).is_err() {
-                        return;
-                    }
-                    sent += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(40));
-                }
-                let whole = part(&jpeg);
-                let _ = connection.write_all(&whole[..whole.len() / 2]);
-                // Dropped: the camera "restarts" in the middle of a frame.
-            });
-        }
-    });
-    (port, streams)
 }
 
 /// Messages from a running pipeline until `done` says so; fails after 90 s.
@@ -432,7 +351,7 @@ fn receive_until(
 #[test]
 fn an_mjpeg_camera_publishes_what_a_replay_of_its_frames_does_and_outlives_a_cut() {
     let dir = common::scratch("pipeline-mjpeg");
-    let jpegs = [jpeg_of("astronaut.png"), jpeg_of("motorcycle_left.png")];
+    let jpegs = [common::mjpeg::jpeg_of("astronaut.png"), common::mjpeg::jpeg_of("motorcycle_left.png")];
     let expected: Vec<Vec<String>> = jpegs
         .iter()
         .enumerate()
@@ -445,7 +364,7 @@ fn an_mjpeg_camera_publishes_what_a_replay_of_its_frames_does_and_outlives_a_cut
         .collect();
     assert!(!expected[0].is_empty() && expected[0] != expected[1], "the photos must be told apart: {expected:?}");
 
-    let (port, streams) = mjpeg_camera(jpegs[0].clone(), jpegs[1].clone(), 10);
+    let (port, streams) = common::mjpeg::serve(jpegs[0].clone(), jpegs[1].clone(), 10);
     let url = format!("http://vigil:s3cret@127.0.0.1:{port}/stream");
     let (pipeline, mut messages) =
         start(&dir, &format!("source = {{ kind = \"mjpeg\", url = {url:?} }}"), Engine::Tract, "models/nanodet-m.toml");
@@ -469,8 +388,8 @@ fn an_mjpeg_camera_publishes_what_a_replay_of_its_frames_does_and_outlives_a_cut
 #[test]
 fn an_mjpeg_camera_refusing_the_password_or_the_path_is_not_running() {
     let dir = common::scratch("pipeline-mjpeg-refused");
-    let jpeg = jpeg_of("astronaut.png");
-    let (port, _) = mjpeg_camera(jpeg.clone(), jpeg, 1_000_000);
+    let jpeg = common::mjpeg::jpeg_of("astronaut.png");
+    let (port, _) = common::mjpeg::serve(jpeg.clone(), jpeg, 1_000_000);
     let source = |url: String| format!("source = {{ kind = \"mjpeg\", url = {url:?} }}");
     let (good, mut good_messages) = start(
         &dir,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod detection_set;
+pub mod mjpeg;
 
 use std::path::PathBuf;
 use std::process::Command;
