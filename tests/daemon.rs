@@ -1328,7 +1328,8 @@ fn mjpeg_cameras_publish_like_a_replay_and_a_refused_one_says_why() {
     let port = free_port();
     let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
     std::fs::write(dir.join("motorcycle.jpg"), &jpeg).unwrap();
-    let (camera_port, streams) = common::mjpeg::serve(jpeg.clone(), jpeg, 10);
+    let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 10);
+    let (camera_port, streams) = (camera.port, camera.streams);
     let model = root().join("models/nanodet-m.toml");
     let config = dir.join("vigil.toml");
     std::fs::write(

@@ -324,6 +324,7 @@ fn fuzz_mqtt_payloads() {
 /// response head, and its multipart body, part after part (each part's JPEG decoded).
 #[test]
 fn fuzz_mjpeg_camera() {
+    use std::io::Read;
     use vigil::source::mjpeg::{parse_head, HttpUrl, Parts};
     let urls = ["http://admin:p%40ss@cam.lan:8080/video?res=vga", "http://[::1]:81/", "http://10.0.0.9?action=stream"];
     fuzz("mjpeg-url", urls.iter().map(|u| u.as_bytes().to_vec()).collect(), iterations(), |bytes| {
@@ -349,7 +350,7 @@ fn fuzz_mjpeg_camera() {
     with_lengths.extend(&jpeg);
     with_lengths.extend(b"\r\n--frame--\r\n");
     fuzz("mjpeg-parts", vec![with_lengths], iterations(), |bytes| {
-        let mut parts = Parts::new(std::io::Cursor::new(bytes.to_vec()), Vec::new(), b"frame");
+        let mut parts = Parts::new(std::io::Cursor::new(bytes.to_vec()), b"frame");
         let mut whole = false;
         for _ in 0..16 {
             match parts.next_part() {
@@ -358,6 +359,12 @@ fn fuzz_mjpeg_camera() {
             }
         }
         whole
+    });
+    let chunked = b"1a\r\n--frame\r\nContent-Length: 4\r\n\r\n\r\n4\r\n\xff\xd8\xff\xd9\r\n0\r\n\r\n".to_vec();
+    fuzz("mjpeg-chunked", vec![chunked], iterations(), |bytes| {
+        let mut decoded = Vec::new();
+        let read = vigil::source::mjpeg::Chunked::new(std::io::Cursor::new(bytes.to_vec())).read_to_end(&mut decoded);
+        read.is_ok()
     });
 }
 

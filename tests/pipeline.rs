@@ -364,7 +364,8 @@ fn an_mjpeg_camera_publishes_what_a_replay_of_its_frames_does_and_outlives_a_cut
         .collect();
     assert!(!expected[0].is_empty() && expected[0] != expected[1], "the photos must be told apart: {expected:?}");
 
-    let (port, streams) = common::mjpeg::serve(jpegs[0].clone(), jpegs[1].clone(), 10);
+    let camera = common::mjpeg::serve(jpegs[0].clone(), jpegs[1].clone(), 10);
+    let (port, streams) = (camera.port, camera.streams);
     let url = format!("http://vigil:s3cret@127.0.0.1:{port}/stream");
     let (pipeline, mut messages) =
         start(&dir, &format!("source = {{ kind = \"mjpeg\", url = {url:?} }}"), Engine::Tract, "models/nanodet-m.toml");
@@ -384,16 +385,22 @@ fn an_mjpeg_camera_publishes_what_a_replay_of_its_frames_does_and_outlives_a_cut
 }
 
 /// A wrong password and a wrong path: the source says so (not running, no frames, nothing
-/// counted as a reconnection) and keeps trying, while a camera beside them runs.
+/// counted as a reconnection) and keeps trying, while a camera beside them runs (with its
+/// password from a file, its stream in chunked transfer encoding).
 #[test]
 fn an_mjpeg_camera_refusing_the_password_or_the_path_is_not_running() {
     let dir = common::scratch("pipeline-mjpeg-refused");
     let jpeg = common::mjpeg::jpeg_of("astronaut.png");
-    let (port, _) = common::mjpeg::serve(jpeg.clone(), jpeg, 1_000_000);
+    let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 1_000_000);
+    let port = camera.port;
     let source = |url: String| format!("source = {{ kind = \"mjpeg\", url = {url:?} }}");
+    let right = dir.join("right-password");
+    std::fs::write(&right, "s3cret\n").unwrap();
     let (good, mut good_messages) = start(
         &dir,
-        &source(format!("http://vigil:s3cret@127.0.0.1:{port}/stream")),
+        &format!(
+            "source = {{ kind = \"mjpeg\", url = \"http://127.0.0.1:{port}/chunked\", username = \"vigil\", password_file = {right:?} }}"
+        ),
         Engine::Tract,
         "models/nanodet-m.toml",
     );
@@ -420,6 +427,7 @@ fn an_mjpeg_camera_refusing_the_password_or_the_path_is_not_running() {
         assert!(!stats.source_running && stats.frames == 0 && stats.source_reconnects == 0, "{name}: {stats:?}");
     }
     assert!(good.stats(0, interval).source_running);
+    assert!(camera.refusals.load(Ordering::Relaxed) >= 4, "each refused camera tried again (at 0 s and 1 s)");
     for pipeline in [good, refused, missing] {
         pipeline.request_stop();
         pipeline.join();

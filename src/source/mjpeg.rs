@@ -11,7 +11,7 @@
 //! `username` + `password_file`); the password is never logged. Not supported, with an error
 //! that says so: HTTPS, Digest authentication, chunked transfer encoding.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,8 +55,27 @@ impl std::fmt::Display for HttpUrl {
             (Some(u), None) => format!("{u}@"),
             _ => String::new(),
         };
-        write!(f, "http://{user}{host}:{}{}", self.port, self.target)
+        write!(f, "http://{user}{host}:{}{}", self.port, masked_query(&self.target))
     }
+}
+
+/// A request target with the values of secret-looking query keys (`pwd=`, `password=`,
+/// `token=`, …: some cameras take credentials so) shown as `***`.
+fn masked_query(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else { return target.to_string() };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pw", "pass", "token", "key", "auth", "secret", "sig"].iter().any(|s| key.contains(s))
 }
 
 impl std::fmt::Debug for HttpUrl {
@@ -97,6 +116,12 @@ impl HttpUrl {
             Some(i) => target[..i].to_string(),
             None => target,
         };
+        if target.contains('@') {
+            // Most likely a password with a '/' or '?' in it, split there: never echoed.
+            return Err("has an '@' after the host: percent-encode '/', '?', '#' and '@' in a user name or \
+                        password (%2F, %3F, %23, %40)"
+                .into());
+        }
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -131,7 +156,7 @@ impl HttpUrl {
             None => 80,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p > 0 => p,
-                _ => return Err(format!("has a bad port {}", crate::service::logging::shown(p.as_bytes()))),
+                _ => return Err("has a bad port (a number from 1 to 65535)".into()),
             },
         };
         Ok(HttpUrl { host: host.to_string(), port, target, username, password })
@@ -215,33 +240,40 @@ pub(super) fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<Stri
 /// whenever the connection fails or ends, until told to stop.
 pub(super) fn run(settings: &MjpegSettings, ctx: &SourceContext) {
     let what = format!("url={}", settings.url);
-    super::supervise(ctx, &what, &mut Backoff::reconnect(), || Http::open(&settings.url));
+    super::supervise(ctx, &what, &mut Backoff::reconnect(), || Http::open(&settings.url, ctx));
 }
 
-/// How long connecting, and any one read or write, may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to one address may take (the first two addresses a name has are tried).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a response head, a snapshot, or one part of a stream may take in all, and how
+/// long the camera may send nothing.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a wait for the camera's bytes beats the heartbeat and looks for a stop.
+const POLL: Duration = Duration::from_millis(500);
 /// The longest response head and part head read.
 const MAX_HEAD: usize = 16 << 10;
 /// The largest JPEG taken (a 4K frame at high quality is 2-4 MB).
 pub const MAX_PART: usize = 32 << 20;
+/// The largest frame decoded: 8192 pixels a side, 256 MiB in all.
+const MAX_SIDE: u32 = 8192;
 
 /// An open camera: a stream of parts, or a snapshot URL asked again for each frame.
 pub(super) enum Http {
-    Stream { parts: Parts<TcpStream>, head: String },
+    Stream { parts: Parts<Box<dyn Read>>, mode: String },
     Snapshot { url: HttpUrl, first: Option<RgbImage>, last: Instant },
 }
 
 impl Http {
-    pub(super) fn open(url: &HttpUrl) -> Result<Http, String> {
-        let (stream, response) = request(url)?;
-        match response.kind {
+    pub(super) fn open(url: &HttpUrl, ctx: &SourceContext) -> Result<Http, String> {
+        let (head, body) = request(url, ctx)?;
+        let chunked = if head.chunked { ", chunked" } else { "" };
+        match head.body {
             Body::Multipart(boundary) => {
-                let head = format!("multipart stream (boundary {})", crate::service::logging::shown(&boundary));
-                Ok(Http::Stream { parts: Parts::new(stream, response.rest, &boundary), head })
+                let mode = format!("multipart stream{chunked}, boundary {}", crate::service::logging::shown(&boundary));
+                Ok(Http::Stream { parts: Parts::new(body, &boundary), mode })
             }
             Body::Jpeg(length) => {
-                let bytes = read_body(stream, response.rest, length)?;
-                let first = decode(&bytes)?;
+                let first = decode(&read_body(body, length)?)?;
                 Ok(Http::Snapshot { url: url.clone(), first: Some(first), last: Instant::now() })
             }
         }
@@ -253,7 +285,7 @@ impl Connection for Http {
 
     fn describe(&self) -> String {
         match self {
-            Http::Stream { head, .. } => format!("mode=\"{head}\""),
+            Http::Stream { mode, .. } => format!("mode=\"{mode}\""),
             Http::Snapshot { .. } => "mode=\"snapshots\"".into(),
         }
     }
@@ -270,9 +302,9 @@ impl Connection for Http {
                     return Err("stopped".into());
                 }
                 *last = Instant::now();
-                let (stream, response) = request(url)?;
-                match response.kind {
-                    Body::Jpeg(length) => decode(&read_body(stream, response.rest, length)?),
+                let (head, body) = request(url, ctx)?;
+                match head.body {
+                    Body::Jpeg(length) => decode(&read_body(body, length)?),
                     Body::Multipart(_) => Err("the snapshot URL now serves a stream".into()),
                 }
             }
@@ -280,40 +312,83 @@ impl Connection for Http {
     }
 }
 
-/// A part's JPEG as a frame.
+/// A part's JPEG as a frame, within [`MAX_SIDE`] pixels a side.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Err(format!("a part of {} bytes is not a JPEG image", bytes.len()));
     }
-    crate::dataset::decode_image(bytes).map_err(|e| format!("a JPEG of {} bytes cannot be decoded: {e}", bytes.len()))
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| format!("a JPEG of {} bytes cannot be decoded: {e}", bytes.len()))?;
+    Ok(image.into_rgb8())
 }
 
 /// What a response carries.
 #[derive(Debug, PartialEq)]
 pub enum Body {
-    /// `multipart/x-mixed-replace` with this boundary.
+    /// `multipart/x-mixed-replace` with this boundary (as the header gives it).
     Multipart(Vec<u8>),
     /// One JPEG, of this length when the server says.
     Jpeg(Option<usize>),
 }
 
-/// A response head read: what the body is, and the bytes read past the head.
-#[derive(Debug)]
-pub struct Response {
-    pub kind: Body,
-    pub rest: Vec<u8>,
+/// A response head, read.
+#[derive(Debug, PartialEq)]
+pub struct Head {
+    pub body: Body,
+    /// `Transfer-Encoding: chunked` (ESP-IDF's web server sends its streams so).
+    pub chunked: bool,
 }
 
-/// Sends the GET and reads the response head.
-fn request(url: &HttpUrl) -> Result<(TcpStream, Response), String> {
+/// The camera's socket, read patiently: each read waits in [`POLL`] steps, beating the
+/// source's heartbeat, and fails when the source is told to stop or nothing has come for
+/// [`FRAME_TIMEOUT`].
+struct Patient {
+    stream: TcpStream,
+    ctx: SourceContext,
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind;
+        let began = Instant::now();
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                    self.ctx.heartbeat.beat();
+                    if self.ctx.stopped() {
+                        return Err(std::io::Error::other("stopped"));
+                    }
+                    if began.elapsed() >= FRAME_TIMEOUT {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            format!("the camera sent nothing for {} s", FRAME_TIMEOUT.as_secs()),
+                        ));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Sends the GET (HTTP/1.0: servers then send a plain body, not a chunked one) and reads
+/// the response head; the body follows from the reader returned.
+fn request(url: &HttpUrl, ctx: &SourceContext) -> Result<(Head, Box<dyn Read>), String> {
     let addresses: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .take(2)
         .collect();
     let mut last = format!("{} has no address", url.host);
     let mut stream = None;
     for address in addresses {
-        match TcpStream::connect_timeout(&address, TIMEOUT) {
+        ctx.heartbeat.beat();
+        match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
             Ok(s) => {
                 stream = Some(s);
                 break;
@@ -323,12 +398,12 @@ fn request(url: &HttpUrl) -> Result<(TcpStream, Response), String> {
     }
     let mut stream = stream.ok_or(last)?;
     stream
-        .set_read_timeout(Some(TIMEOUT))
-        .and_then(|_| stream.set_write_timeout(Some(TIMEOUT)))
+        .set_read_timeout(Some(POLL))
+        .and_then(|_| stream.set_write_timeout(Some(FRAME_TIMEOUT)))
         .map_err(|e| e.to_string())?;
     let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
     let mut head = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: vigil/{}\r\nAccept: multipart/x-mixed-replace, image/jpeg\r\nConnection: close\r\n",
+        "GET {} HTTP/1.0\r\nHost: {host}:{}\r\nUser-Agent: vigil/{}\r\nAccept: multipart/x-mixed-replace, image/jpeg\r\n",
         url.target,
         url.port,
         env!("CARGO_PKG_VERSION")
@@ -339,28 +414,46 @@ fn request(url: &HttpUrl) -> Result<(TcpStream, Response), String> {
     }
     head += "\r\n";
     stream.write_all(head.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
+    let mut socket = Patient { stream, ctx: ctx.clone() };
+    let began = Instant::now();
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
-        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n");
-        if let Some(end) = end {
-            let rest = buffer.split_off(end + 4);
-            return Ok((stream, Response { kind: parse_head(&buffer)?, rest }));
+    let length = loop {
+        if let Some(length) = head_length(&buffer)? {
+            break length;
         }
         if buffer.len() > MAX_HEAD {
             return Err(format!("the response head is over {MAX_HEAD} bytes"));
         }
-        let n = stream.read(&mut chunk).map_err(|e| format!("reading the response: {e}"))?;
+        if began.elapsed() > FRAME_TIMEOUT {
+            return Err(format!("the response head took over {} s", FRAME_TIMEOUT.as_secs()));
+        }
+        let n = socket.read(&mut chunk).map_err(|e| format!("reading the response: {e}"))?;
         if n == 0 {
             return Err("the camera closed the connection before answering".into());
         }
         buffer.extend_from_slice(&chunk[..n]);
+    };
+    let rest = buffer.split_off(length);
+    let head = parse_head(&buffer)?;
+    let body: Box<dyn Read> = Box::new(std::io::Cursor::new(rest).chain(socket));
+    let body = if head.chunked { Box::new(Chunked::new(body)) } else { body };
+    Ok((head, body))
+}
+
+/// The length of a complete response head at the start of `bytes`, if it is all there.
+fn head_length(bytes: &[u8]) -> Result<Option<usize>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    match httparse::Response::new(&mut headers).parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(format!("not an HTTP response ({e})")),
     }
 }
 
-/// Reads a response head (status line and headers, ending with the blank line): what the
-/// body is, or an error that says what to change.
-pub fn parse_head(head: &[u8]) -> Result<Body, String> {
+/// Reads a response head (status line and headers, ending with the blank line; CRLF or LF
+/// line ends): what the body is, or an error that says what to change.
+pub fn parse_head(head: &[u8]) -> Result<Head, String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(head) {
@@ -397,9 +490,15 @@ pub fn parse_head(head: &[u8]) -> Result<Body, String> {
             return Err(format!("the camera answered HTTP {code} {reason}"));
         }
     }
-    if header("Transfer-Encoding").is_some_and(|t| !t.eq_ignore_ascii_case("identity")) {
-        return Err("the camera sends a chunked body, which vigil does not read yet".into());
-    }
+    let chunked = match header("Transfer-Encoding") {
+        None => false,
+        Some(t) if t.eq_ignore_ascii_case("chunked") => true,
+        Some(t) if t.eq_ignore_ascii_case("identity") => false,
+        Some(t) => {
+            let t = crate::service::logging::shown(t.as_bytes());
+            return Err(format!("the camera sends its body with transfer encoding {t}, which vigil does not read"));
+        }
+    };
     let content_type = header("Content-Type").unwrap_or_default();
     let lower = content_type.to_ascii_lowercase();
     if lower.starts_with("multipart/") {
@@ -410,9 +509,8 @@ pub fn parse_head(head: &[u8]) -> Result<Body, String> {
             .map(|(_, v)| v.trim().trim_matches('"').to_string())
             .filter(|b| !b.is_empty() && b.len() <= 200)
             .ok_or_else(|| "the camera's multipart stream names no boundary (1 to 200 bytes)".to_string())?;
-        // Some servers write the boundary with its leading dashes already.
-        let boundary = boundary.strip_prefix("--").unwrap_or(&boundary).as_bytes().to_vec();
-        return Ok(Body::Multipart(boundary));
+        let boundary = boundary.as_bytes().to_vec();
+        return Ok(Head { body: Body::Multipart(boundary), chunked });
     }
     if lower.starts_with("image/jpeg") || lower.starts_with("image/jpg") {
         let length = match header("Content-Length") {
@@ -422,7 +520,7 @@ pub fn parse_head(head: &[u8]) -> Result<Body, String> {
                 _ => return Err(format!("the snapshot's Content-Length {l:?} is not a size up to {MAX_PART} bytes")),
             },
         };
-        return Ok(Body::Jpeg(length));
+        return Ok(Head { body: Body::Jpeg(length), chunked });
     }
     Err(format!(
         "the URL serves {} rather than an MJPEG stream or a JPEG snapshot: check the url",
@@ -431,84 +529,191 @@ pub fn parse_head(head: &[u8]) -> Result<Body, String> {
 }
 
 /// A snapshot's body: `length` bytes, or up to the end of the connection.
-fn read_body(stream: TcpStream, mut body: Vec<u8>, length: Option<usize>) -> Result<Vec<u8>, String> {
-    let limit = length.unwrap_or(MAX_PART);
-    if body.len() < limit {
-        let mut rest = stream.take((limit - body.len()) as u64 + 1);
-        rest.read_to_end(&mut body).map_err(|e| format!("reading the snapshot: {e}"))?;
-    }
+fn read_body(body: Box<dyn Read>, length: Option<usize>) -> Result<Vec<u8>, String> {
+    let limit = length.unwrap_or(MAX_PART + 1);
+    let mut bytes = Vec::new();
+    body.take(limit as u64).read_to_end(&mut bytes).map_err(|e| format!("reading the snapshot: {e}"))?;
     match length {
-        Some(n) if body.len() < n => Err(format!("the snapshot ended after {} of {n} bytes", body.len())),
-        Some(n) => {
-            body.truncate(n);
-            Ok(body)
+        Some(n) if bytes.len() < n => Err(format!("the snapshot ended after {} of {n} bytes", bytes.len())),
+        None if bytes.len() > MAX_PART => Err(format!("the snapshot is over {MAX_PART} bytes")),
+        _ => Ok(bytes),
+    }
+}
+
+/// A `Transfer-Encoding: chunked` body, decoded: each chunk's hexadecimal size line, its
+/// bytes and their line end; a zero size ends it. Size lines are bounded, and so are chunks
+/// (at most [`MAX_PART`]).
+pub struct Chunked<R> {
+    inner: std::io::BufReader<R>,
+    /// Bytes left in the current chunk.
+    left: usize,
+    /// Past the chunk of size zero.
+    done: bool,
+}
+
+impl<R: Read> Chunked<R> {
+    pub fn new(inner: R) -> Chunked<R> {
+        Chunked { inner: std::io::BufReader::new(inner), left: 0, done: false }
+    }
+
+    fn line(&mut self) -> std::io::Result<String> {
+        let mut line = Vec::new();
+        (&mut self.inner).take(80).read_until(b'\n', &mut line)?;
+        if !line.ends_with(b"\n") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a chunk size line is cut or over 80 bytes",
+            ));
         }
-        None if body.len() > MAX_PART => Err(format!("the snapshot is over {MAX_PART} bytes")),
-        None => Ok(body),
+        Ok(String::from_utf8_lossy(&line).trim().to_string())
+    }
+}
+
+impl<R: Read> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let line = self.line()?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16)
+                .ok()
+                .filter(|&n| n <= MAX_PART)
+                .ok_or_else(|| bad("a chunk size is not a hexadecimal number up to the largest part"))?;
+            if size == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let most = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..most])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the stream ended inside a chunk"));
+        }
+        self.left -= n;
+        if self.left == 0 && !self.line()?.is_empty() {
+            return Err(bad("a chunk is longer than its size says"));
+        }
+        Ok(n)
     }
 }
 
 /// The parts of a `multipart/x-mixed-replace` body, read one after the other: each after a
 /// `--boundary` line and its headers, `Content-Length` bytes long when a part says so, else
-/// up to the next boundary. Bounded: a part head over [`MAX_HEAD`], a part over [`MAX_PART`]
-/// or a stream that ends inside a part is an error.
+/// up to the next boundary. Line ends are CRLF or LF. A boundary the header gives with its
+/// leading dashes already (`boundary=--frame` for `--frame` lines) is found too. Bounded: a
+/// part head over [`MAX_HEAD`], a part over [`MAX_PART`], a part that takes over
+/// [`FRAME_TIMEOUT`] or a stream that ends inside a part is an error.
 pub struct Parts<R> {
     inner: R,
     buffer: Vec<u8>,
-    /// `\r\n--boundary`: what ends a part without a length (and what starts the next).
-    delimiter: Vec<u8>,
+    /// `\n--boundary` (and `\nboundary` when the boundary starts with dashes): what ends a part
+    /// without a length, and starts the next.
+    delimiters: Vec<Vec<u8>>,
+    /// When the part being read was begun.
+    began: Instant,
 }
 
 impl<R: Read> Parts<R> {
-    /// `already`: the body bytes read with the response head.
-    pub fn new(inner: R, already: Vec<u8>, boundary: &[u8]) -> Parts<R> {
-        let mut delimiter = b"\r\n--".to_vec();
-        delimiter.extend_from_slice(boundary);
-        // The body's first boundary may come without the CRLF before it.
-        let mut buffer = b"\r\n".to_vec();
-        buffer.extend(already);
-        Parts { inner, buffer, delimiter }
+    pub fn new(inner: R, boundary: &[u8]) -> Parts<R> {
+        let mut delimiters = vec![[b"\n--", boundary].concat()];
+        if boundary.starts_with(b"--") {
+            delimiters.push([b"\n", boundary].concat());
+        }
+        // The body's first boundary comes without a line end before it.
+        Parts { inner, buffer: b"\n".to_vec(), delimiters, began: Instant::now() }
     }
 
     /// The next part's bytes.
     pub fn next_part(&mut self) -> Result<Vec<u8>, String> {
-        // Up to and past the boundary (a preamble or a previous part's trailing bytes before it).
-        let at = self.find(&self.delimiter.clone(), MAX_PART, "the bytes before a boundary")?;
-        self.buffer.drain(..at + self.delimiter.len());
-        // The rest of the boundary line ("--" at the end of the stream, padding), then the headers.
-        let line_end = self.find(b"\r\n", MAX_HEAD, "a boundary line")?;
-        if self.buffer[..line_end].starts_with(b"--") {
+        self.began = Instant::now();
+        // Up to and past the boundary (a preamble or a previous part's line end before it).
+        let (at, length) = self.find_delimiter(MAX_PART, "the bytes before a boundary")?;
+        self.buffer.drain(..at + length);
+        // The rest of the boundary line ("--" at the end of the stream), then the headers.
+        let end = self.find(b"\n", MAX_HEAD, "a boundary line")?;
+        if self.buffer[..end].starts_with(b"--") {
             return Err("the camera ended the stream".into());
         }
-        self.buffer.drain(..line_end + 2);
-        self.fill_to(2, "a part's headers")?;
-        let head_end = if self.buffer.starts_with(b"\r\n") {
-            0
-        } else {
-            self.find(b"\r\n\r\n", MAX_HEAD, "a part's headers")? + 2
-        };
-        let head = self.buffer[..head_end].to_vec();
-        self.buffer.drain(..head_end + 2);
-        match content_length(&head)? {
-            Some(length) => {
-                self.fill_to(length, "a part")?;
-                Ok(self.buffer.drain(..length).collect())
+        self.buffer.drain(..end + 1);
+        let mut length = None;
+        let mut head = 0;
+        loop {
+            let end = self.find(b"\n", MAX_HEAD - head, "a part's headers")?;
+            head += end + 1;
+            let line: Vec<u8> = self.buffer.drain(..end + 1).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                break;
             }
-            None => {
-                let end = self.find(&self.delimiter.clone(), MAX_PART, "a part")?;
-                Ok(self.buffer.drain(..end).collect())
+            if let Some((name, value)) = line.split_once(':') {
+                if name.trim().eq_ignore_ascii_case("Content-Length") {
+                    length = match value.trim().parse::<usize>() {
+                        Ok(n) if n <= MAX_PART => Some(n),
+                        _ => {
+                            let value = crate::service::logging::shown(value.trim().as_bytes());
+                            return Err(format!(
+                                "a part's Content-Length {value} is not a size up to {MAX_PART} bytes"
+                            ));
+                        }
+                    };
+                }
             }
         }
+        let part = match length {
+            Some(length) => {
+                while self.buffer.len() < length {
+                    self.read_more("a part")?;
+                }
+                let part: Vec<u8> = self.buffer.drain(..length).collect();
+                // The next boundary may follow with or without a line end.
+                self.buffer.insert(0, b'\n');
+                part
+            }
+            None => {
+                let (at, _) = self.find_delimiter(MAX_PART, "a part")?;
+                let mut part: Vec<u8> = self.buffer.drain(..at).collect();
+                if part.ends_with(b"\r") {
+                    part.pop();
+                }
+                part
+            }
+        };
+        if self.buffer.capacity() > 4 << 20 && self.buffer.len() < self.buffer.capacity() / 4 {
+            self.buffer.shrink_to(self.buffer.len().max(1 << 20));
+        }
+        Ok(part)
     }
 
-    /// Where `needle` starts in the buffer, reading more as needed; `cap` bytes at most before it.
+    fn find_delimiter(&mut self, cap: usize, what: &str) -> Result<(usize, usize), String> {
+        let delimiters = std::mem::take(&mut self.delimiters);
+        let found = self.find_any(&delimiters, cap, what);
+        self.delimiters = delimiters;
+        found
+    }
+
     fn find(&mut self, needle: &[u8], cap: usize, what: &str) -> Result<usize, String> {
+        self.find_any(&[needle.to_vec()], cap, what).map(|(at, _)| at)
+    }
+
+    /// Where the first of `needles` starts in the buffer and its length, reading more as
+    /// needed; `cap` bytes at most before it.
+    fn find_any(&mut self, needles: &[Vec<u8>], cap: usize, what: &str) -> Result<(usize, usize), String> {
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(1);
         let mut searched = 0;
         loop {
-            if let Some(i) = memchr::memmem::find(&self.buffer[searched..], needle) {
-                return Ok(searched + i);
+            let found = needles
+                .iter()
+                .filter_map(|n| memchr::memmem::find(&self.buffer[searched..], n).map(|at| (searched + at, n.len())))
+                .min();
+            if let Some(found) = found {
+                return Ok(found);
             }
-            searched = self.buffer.len().saturating_sub(needle.len() - 1);
+            searched = self.buffer.len().saturating_sub(longest - 1);
             if searched > cap {
                 return Err(format!("{what} is over {cap} bytes"));
             }
@@ -516,14 +721,10 @@ impl<R: Read> Parts<R> {
         }
     }
 
-    fn fill_to(&mut self, length: usize, what: &str) -> Result<(), String> {
-        while self.buffer.len() < length {
-            self.read_more(what)?;
-        }
-        Ok(())
-    }
-
     fn read_more(&mut self, what: &str) -> Result<(), String> {
+        if self.began.elapsed() > FRAME_TIMEOUT {
+            return Err(format!("{what} took over {} s", FRAME_TIMEOUT.as_secs()));
+        }
         let mut chunk = [0u8; 64 << 10];
         match self.inner.read(&mut chunk) {
             Ok(0) => Err(format!("the stream ended inside {what}")),
@@ -533,27 +734,6 @@ impl<R: Read> Parts<R> {
             }
             Err(e) => Err(format!("reading {what}: {e}")),
         }
-    }
-}
-
-/// A part's `Content-Length`, if it has one.
-fn content_length(head: &[u8]) -> Result<Option<usize>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut with_end = head.to_vec();
-    with_end.extend_from_slice(b"\r\n");
-    match httparse::parse_headers(&with_end, &mut headers) {
-        Ok(httparse::Status::Complete((_, headers))) => {
-            let Some(h) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("Content-Length")) else {
-                return Ok(None);
-            };
-            let text = String::from_utf8_lossy(h.value);
-            match text.trim().parse::<usize>() {
-                Ok(n) if n <= MAX_PART => Ok(Some(n)),
-                _ => Err(format!("a part's Content-Length {:?} is not a size up to {MAX_PART} bytes", text.trim())),
-            }
-        }
-        Ok(httparse::Status::Partial) => Err("a part's headers are incomplete".into()),
-        Err(e) => Err(format!("a part's headers cannot be read ({e})")),
     }
 }
 
@@ -588,6 +768,13 @@ mod tests {
         let url = HttpUrl::parse("http://[::1]/").unwrap();
         assert_eq!((url.host.as_str(), url.port, url.target.as_str()), ("::1", 80, "/"));
         assert_eq!(HttpUrl::parse("http://10.0.0.9?x=1").unwrap().target, "/?x=1");
+        let url = HttpUrl::parse("http://cam/cgi-bin/snap.cgi?chn=0&usr=admin&pwd=hunter2").unwrap();
+        assert_eq!(url.to_string(), "http://cam:80/cgi-bin/snap.cgi?chn=0&usr=admin&pwd=***");
+        assert!(url.target.ends_with("pwd=hunter2"), "the request still carries it");
+        for bad in ["http://admin:s3/cr3t@cam/", "http://admin:s3?cr3t@cam/", "http://admin:s3cr3t/@cam/"] {
+            let e = HttpUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("s3") && !e.contains("cr3t"), "the password in an error: {e}");
+        }
         for (bad, why) in [
             ("https://cam/", "https:// is not supported"),
             ("rtsp://cam/", "RTSP"),
@@ -597,6 +784,7 @@ mod tests {
             ("http://cam:99999/", "bad port"),
             ("http://a:%zz@cam/", "%-escape"),
             ("http://cam/a b", "spaces"),
+            ("http://admin:12/34@cam/", "percent-encode"),
         ] {
             let e = HttpUrl::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
@@ -615,11 +803,15 @@ mod tests {
         let head = |s: &str| parse_head(s.as_bytes());
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=\"--frame\"\r\n\r\n").unwrap(),
-            Body::Multipart(b"frame".to_vec())
+            Head { body: Body::Multipart(b"--frame".to_vec()), chunked: false }
         );
         assert_eq!(
-            head("HTTP/1.0 200 OK\r\ncontent-type: image/jpeg\r\ncontent-length: 1234\r\n\r\n").unwrap(),
-            Body::Jpeg(Some(1234))
+            head("HTTP/1.0 200 OK\ncontent-type: image/jpeg\ncontent-length: 1234\n\n").unwrap(),
+            Head { body: Body::Jpeg(Some(1234)), chunked: false }
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: multipart/x-mixed-replace;boundary=123456789000000000000987654321\r\n\r\n").unwrap(),
+            Head { body: Body::Multipart(b"123456789000000000000987654321".to_vec()), chunked: true }
         );
         for (text, why) in [
             ("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\n\r\n", "refused the credentials"),
@@ -629,7 +821,7 @@ mod tests {
             ("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n", "serves \"text/html\""),
             ("HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace\r\n\r\n", "no boundary"),
             ("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 99999999999\r\n\r\n", "Content-Length"),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: image/jpeg\r\n\r\n", "chunked"),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Type: image/jpeg\r\n\r\n", "\"gzip\""),
             ("SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP response"),
         ] {
             let e = head(text).unwrap_err();
@@ -644,33 +836,67 @@ mod tests {
         bytes.into_inner()
     }
 
-    /// A body with and without part lengths, a preamble, LF-free boundary lines and the
-    /// closing boundary, delivered a few bytes per read.
+    /// Hands out at most 7 bytes per read, as a slow network does.
+    struct Trickle(std::io::Cursor<Vec<u8>>);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(7);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    /// Parts with and without lengths, a preamble, and the closing boundary, delivered a few
+    /// bytes per read; with CRLF line ends, then LF only; then chunked, as ESP-IDF sends it.
     #[test]
-    fn parts_are_read_with_and_without_lengths() {
+    fn parts_are_read_with_and_without_lengths_whatever_the_line_ends() {
         let (a, b) = (jpeg(16), jpeg(24));
         let mut body = b"preamble\r\n--frame\r\nContent-Type: image/jpeg\r\n".to_vec();
         body.extend(format!("Content-Length: {}\r\n\r\n", a.len()).as_bytes());
         body.extend(&a);
-        body.extend(b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n");
+        // No line end between a part with a length and the next boundary.
+        body.extend(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n");
         body.extend(&b);
         body.extend(b"\r\n--frame\r\n\r\n");
         body.extend(&a);
         body.extend(b"\r\n--frame--\r\n");
-        /// Hands out at most 7 bytes per read, as a slow network does.
-        struct Trickle(std::io::Cursor<Vec<u8>>);
-        impl Read for Trickle {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = buf.len().min(7);
-                self.0.read(&mut buf[..n])
+        let lf_only: Vec<u8> = {
+            let mut out = format!("--frame\nContent-Length: {}\n\n", a.len()).into_bytes();
+            out.extend(&a);
+            out.extend(b"\n--frame\n\n");
+            out.extend(&b);
+            out.extend(b"\n--frame--\n");
+            out
+        };
+        let chunked: Vec<u8> = {
+            let mut out = Vec::new();
+            for piece in body.chunks(1000) {
+                out.extend(format!("{:x}\r\n", piece.len()).as_bytes());
+                out.extend(piece);
+                out.extend(b"\r\n");
             }
-        }
-        let (first, rest) = body.split_at(5);
-        let mut parts = Parts::new(Trickle(std::io::Cursor::new(rest.to_vec())), first.to_vec(), b"frame");
-        assert_eq!(parts.next_part().unwrap(), a);
-        assert_eq!(parts.next_part().unwrap(), b);
-        assert_eq!(parts.next_part().unwrap(), a);
-        assert!(parts.next_part().unwrap_err().contains("ended the stream"));
+            out.extend(b"0\r\n\r\n");
+            out
+        };
+        let read_all = |reader: Box<dyn Read>, boundary: &[u8]| {
+            let mut parts = Parts::new(reader, boundary);
+            let mut got = Vec::new();
+            loop {
+                match parts.next_part() {
+                    Ok(part) => got.push(part),
+                    Err(e) => return (got, e),
+                }
+            }
+        };
+        let (got, end) = read_all(Box::new(Trickle(std::io::Cursor::new(body.clone()))), b"frame");
+        assert_eq!((got, end.as_str()), (vec![a.clone(), b.clone(), a.clone()], "the camera ended the stream"));
+        let (got, end) = read_all(Box::new(std::io::Cursor::new(lf_only)), b"frame");
+        assert_eq!((got, end.as_str()), (vec![a.clone(), b.clone()], "the camera ended the stream"));
+        let (got, end) = read_all(Box::new(Chunked::new(Trickle(std::io::Cursor::new(chunked)))), b"frame");
+        assert_eq!((got, end.as_str()), (vec![a.clone(), b.clone(), a.clone()], "the camera ended the stream"));
+        // A boundary given with its dashes (`boundary=--frame`) for `--frame` lines.
+        let (got, _) = read_all(Box::new(std::io::Cursor::new(body)), b"--frame");
+        assert_eq!(got.len(), 3);
         assert_eq!(decode(&b).unwrap().dimensions(), (24, 8));
     }
 
@@ -679,15 +905,12 @@ mod tests {
         let a = jpeg(16);
         let mut cut = format!("--f\r\nContent-Length: {}\r\n\r\n", a.len()).into_bytes();
         cut.extend(&a[..a.len() / 2]);
-        let mut parts = Parts::new(std::io::Cursor::new(cut), Vec::new(), b"f");
+        let mut parts = Parts::new(std::io::Cursor::new(cut), b"f");
         assert!(parts.next_part().unwrap_err().contains("ended inside a part"));
         let huge = b"--f\r\nContent-Length: 99999999999\r\n\r\n".to_vec();
-        assert!(Parts::new(std::io::Cursor::new(huge), Vec::new(), b"f")
-            .next_part()
-            .unwrap_err()
-            .contains("Content-Length"));
-        let endless = std::io::repeat(b'x');
-        let mut parts = Parts::new(endless, b"--f\r\n\r\n".to_vec(), b"f");
+        assert!(Parts::new(std::io::Cursor::new(huge), b"f").next_part().unwrap_err().contains("Content-Length"));
+        let endless = std::io::Cursor::new(b"--f\r\n\r\n".to_vec()).chain(std::io::repeat(b'x'));
+        let mut parts = Parts::new(endless, b"f");
         assert!(parts.next_part().unwrap_err().contains("is over"), "a part without an end is bounded");
         assert!(decode(b"<html>").unwrap_err().contains("not a JPEG"));
     }

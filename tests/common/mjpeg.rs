@@ -18,16 +18,17 @@ pub fn jpeg_of(name: &str) -> Vec<u8> {
 
 /// Starts an HTTP MJPEG camera on 127.0.0.1: the real protocol over a real socket (a
 /// GET with Basic authentication, then a `multipart/x-mixed-replace` body), as an ESP32-CAM
-/// serves it. `/stream` wants user "vigil" with password "s3cret"; other paths are 404, other
+/// serves it. `/stream` (and `/chunked`, the same in chunked transfer encoding, as ESP-IDF's
+/// web server sends it) wants user "vigil" with password "s3cret"; other paths are 404, other
 /// credentials 401. The first stream it serves gives `first` as `parts` parts 40 ms apart,
 /// then half a part, and the connection is cut; every later one gives `then` until the
-/// client hangs up. Returns the port and the count of streams served.
-pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<AtomicUsize>) {
+/// client hangs up.
+pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let streams = Arc::new(AtomicUsize::new(0));
-    let served = streams.clone();
+    let camera = Camera { port, streams: Arc::default(), refusals: Arc::default() };
+    let (served, refused) = (camera.streams.clone(), camera.refusals.clone());
     std::thread::spawn(move || {
         for connection in listener.incoming() {
             let Ok(mut connection) = connection else { continue };
@@ -46,7 +47,8 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<AtomicUsi
                     name.eq_ignore_ascii_case("authorization") && value.trim() == "Basic dmlnaWw6czNjcmV0"
                 })
             });
-            let refusal = if path != "/stream" {
+            let chunked = path == "/chunked";
+            let refusal = if path != "/stream" && !chunked {
                 Some("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             } else if !authorised {
                 Some("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n")
@@ -54,6 +56,7 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<AtomicUsi
                 None
             };
             if let Some(refusal) = refusal {
+                refused.fetch_add(1, Ordering::Relaxed);
                 let _ = connection.write_all(refusal.as_bytes());
                 continue;
             }
@@ -67,9 +70,24 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<AtomicUsi
                             .into_bytes();
                     part.extend_from_slice(jpeg);
                     part.extend_from_slice(b"\r\n");
+                    if chunked {
+                        // Two chunks a part, split anywhere.
+                        let (a, b) = part.split_at(part.len() / 3);
+                        let mut out = Vec::new();
+                        for piece in [a, b] {
+                            out.extend(format!("{:X}\r\n", piece.len()).as_bytes());
+                            out.extend_from_slice(piece);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        return out;
+                    }
                     part
                 };
-                let header = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+                let header = if chunked {
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: multipart/x-mixed-replace;boundary=frame\r\n\r\n"
+                } else {
+                    "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+                };
                 if connection.write_all(header.as_bytes()).is_err() {
                     return;
                 }
@@ -87,5 +105,14 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> (u16, Arc<AtomicUsi
             });
         }
     });
-    (port, streams)
+    camera
+}
+
+/// A camera [`serve`] started.
+pub struct Camera {
+    pub port: u16,
+    /// Streams served (each connection that got a 200).
+    pub streams: Arc<AtomicUsize>,
+    /// Requests answered 401 or 404.
+    pub refusals: Arc<AtomicUsize>,
 }
