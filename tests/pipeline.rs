@@ -63,7 +63,7 @@ fn run_on(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine) -> Run {
 
 fn run_model(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine, manifest: &str) -> Run {
     let source = format!("source = {{ kind = \"replay\", path = {frames:?}, loop = false }}");
-    let (pipeline, mut messages) = start(dir, &format!("{camera_keys}\n{source}"), engine, manifest);
+    let (pipeline, mut messages) = start(dir, &format!("fps = 1000\n{camera_keys}\n{source}"), engine, manifest);
     let mut got = Vec::new();
     // Ends when the replay has run out and the pipeline has finished with it.
     while let Some(m) = messages.blocking_recv() {
@@ -79,8 +79,9 @@ fn run_model(dir: &Path, frames: &Path, camera_keys: &str, engine: Engine, manif
     }
 }
 
-/// Starts camera `cam` with `camera_keys` (its source among them) and `manifest`'s model at
-/// up to 1000 fps; a replay source hands over each frame only once inference took the last.
+/// Starts camera `cam` with `camera_keys` (its source among them; `fps` 1000 unless they say)
+/// and `manifest`'s model; a replay source hands over each frame only once inference took
+/// the last.
 fn start(
     dir: &Path,
     camera_keys: &str,
@@ -98,9 +99,10 @@ device_id = "test"
 spool_dir = {spool:?}
 [cameras.cam]
 model = {model:?}
-fps = 1000
+{fps}
 {camera_keys}
 "#,
+        fps = if camera_keys.lines().any(|l| l.starts_with("fps")) { "" } else { "fps = 1000" },
         spool = spool,
         model = root.join(manifest),
     );
@@ -432,4 +434,33 @@ fn an_mjpeg_camera_refusing_the_password_or_the_path_is_not_running() {
         pipeline.request_stop();
         pipeline.join();
     }
+}
+
+/// A snapshot URL (one JPEG per request): asked again at the camera's `fps`, no faster, and
+/// each answer is a frame.
+#[test]
+fn an_mjpeg_snapshot_url_is_polled_at_the_camera_rate() {
+    let dir = common::scratch("pipeline-snapshot");
+    let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
+    let file = dir.join("motorcycle.jpg");
+    std::fs::write(&file, &jpeg).unwrap();
+    let expected = labels_of(run(&dir, &file, "").on("detections")[0]);
+    let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 1);
+    let url = format!("http://vigil:s3cret@127.0.0.1:{}/snapshot.jpg", camera.port);
+    let began = std::time::Instant::now();
+    let (pipeline, mut messages) = start(
+        &dir,
+        &format!("fps = 4\nsource = {{ kind = \"mjpeg\", url = {url:?} }}"),
+        Engine::Tract,
+        "models/nanodet-m.toml",
+    );
+    let got = receive_until(&mut messages, |got| got.iter().filter(|(t, _)| t.ends_with("/detections")).count() >= 6);
+    let elapsed = began.elapsed().as_secs_f64();
+    pipeline.request_stop();
+    pipeline.join();
+    let asked = camera.snapshots.load(Ordering::Relaxed);
+    for (_, d) in got.iter().filter(|(t, _)| t.ends_with("/detections")) {
+        assert_eq!(labels_of(d), expected);
+    }
+    assert!(asked >= 6 && asked as f64 <= 4.0 * elapsed + 2.0, "{asked} snapshots in {elapsed:.1} s at 4 fps");
 }

@@ -19,7 +19,8 @@ pub fn jpeg_of(name: &str) -> Vec<u8> {
 /// Starts an HTTP MJPEG camera on 127.0.0.1: the real protocol over a real socket (a
 /// GET with Basic authentication, then a `multipart/x-mixed-replace` body), as an ESP32-CAM
 /// serves it. `/stream` (and `/chunked`, the same in chunked transfer encoding, as ESP-IDF's
-/// web server sends it) wants user "vigil" with password "s3cret"; other paths are 404, other
+/// web server sends it) wants user "vigil" with password "s3cret", as does `/snapshot.jpg`,
+/// which answers `then` as one JPEG (counted in `snapshots`); other paths are 404, other
 /// credentials 401. The first stream it serves gives `first` as `parts` parts 40 ms apart,
 /// then half a part, and the connection is cut; every later one gives `then` until the
 /// client hangs up.
@@ -27,8 +28,8 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let camera = Camera { port, streams: Arc::default(), refusals: Arc::default() };
-    let (served, refused) = (camera.streams.clone(), camera.refusals.clone());
+    let camera = Camera { port, streams: Arc::default(), refusals: Arc::default(), snapshots: Arc::default() };
+    let (served, refused, snapshots) = (camera.streams.clone(), camera.refusals.clone(), camera.snapshots.clone());
     std::thread::spawn(move || {
         for connection in listener.incoming() {
             let Ok(mut connection) = connection else { continue };
@@ -48,7 +49,8 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
                 })
             });
             let chunked = path == "/chunked";
-            let refusal = if path != "/stream" && !chunked {
+            let snapshot = path == "/snapshot.jpg";
+            let refusal = if path != "/stream" && !chunked && !snapshot {
                 Some("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             } else if !authorised {
                 Some("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n")
@@ -58,6 +60,13 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
             if let Some(refusal) = refusal {
                 refused.fetch_add(1, Ordering::Relaxed);
                 let _ = connection.write_all(refusal.as_bytes());
+                continue;
+            }
+            if snapshot {
+                snapshots.fetch_add(1, Ordering::Relaxed);
+                let head =
+                    format!("HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", then.len());
+                let _ = connection.write_all(head.as_bytes()).and_then(|_| connection.write_all(&then));
                 continue;
             }
             let is_first = served.fetch_add(1, Ordering::Relaxed) == 0;
@@ -115,4 +124,6 @@ pub struct Camera {
     pub streams: Arc<AtomicUsize>,
     /// Requests answered 401 or 404.
     pub refusals: Arc<AtomicUsize>,
+    /// Snapshots served.
+    pub snapshots: Arc<AtomicUsize>,
 }
