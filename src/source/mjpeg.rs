@@ -3,13 +3,14 @@
 //! `multipart/x-mixed-replace` stream, one JPEG per part, or a single-JPEG snapshot URL,
 //! asked again at the camera's `fps`; which one the server's `Content-Type` says.
 //!
-//! HTTP/1.1 over a std `TcpStream`, on the source's own thread: a GET, the response head
-//! parsed by `httparse`, the multipart body read by [`Parts`]. Everything read is bounded
-//! (head, part headers, part size) and every wait has a timeout, so a server that stalls,
-//! lies about lengths or sends garbage ends the connection with a clear error, and
-//! [`super::supervise`] opens it again. Basic authentication only (from the URL or
-//! `username` + `password_file`); the password is never logged. Not supported, with an error
-//! that says so: HTTPS, Digest authentication, chunked transfer encoding.
+//! HTTP over a std `TcpStream`, on the source's own thread: a GET (HTTP/1.0), the response
+//! head parsed by `httparse`, a chunked body decoded by [`Chunked`], the multipart body read
+//! by [`Parts`]. Everything read is bounded (head, part headers, part size, chunk size, the
+//! time one frame takes) and waits beat the source's heartbeat and end when it is told to
+//! stop, so a server that stalls, lies about lengths or sends garbage ends the connection
+//! with a clear error, and [`super::supervise`] opens it again. Basic authentication only
+//! (from the URL or `username` + `password_file`); the password is never logged. Not
+//! supported, with an error that says so: HTTPS, Digest authentication.
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -642,7 +643,7 @@ impl<R: Read> Parts<R> {
         let mut length = None;
         let mut head = 0;
         loop {
-            let end = self.find(b"\n", MAX_HEAD - head, "a part's headers")?;
+            let end = self.find(b"\n", MAX_HEAD.saturating_sub(head), "a part's headers")?;
             head += end + 1;
             let line: Vec<u8> = self.buffer.drain(..end + 1).collect();
             let line = String::from_utf8_lossy(&line);
@@ -710,8 +711,10 @@ impl<R: Read> Parts<R> {
                 .iter()
                 .filter_map(|n| memchr::memmem::find(&self.buffer[searched..], n).map(|at| (searched + at, n.len())))
                 .min();
-            if let Some(found) = found {
-                return Ok(found);
+            match found {
+                Some((at, _)) if at > cap => return Err(format!("{what} is over {cap} bytes")),
+                Some(found) => return Ok(found),
+                None => {}
             }
             searched = self.buffer.len().saturating_sub(longest - 1);
             if searched > cap {
@@ -913,5 +916,15 @@ mod tests {
         let mut parts = Parts::new(endless, b"f");
         assert!(parts.next_part().unwrap_err().contains("is over"), "a part without an end is bounded");
         assert!(decode(b"<html>").unwrap_err().contains("not a JPEG"));
+        // Part headers over the bound, in lines short and long, arriving in one read.
+        for line in [vec![b'a'; 100], vec![b'a'; 20_000]] {
+            let mut body = b"--f\r\n".to_vec();
+            for _ in 0..400 {
+                body.extend(&line);
+                body.extend(b"\r\n");
+            }
+            let e = Parts::new(std::io::Cursor::new(body), b"f").next_part().unwrap_err();
+            assert!(e.contains("a part's headers is over"), "{e}");
+        }
     }
 }
