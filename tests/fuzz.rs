@@ -325,10 +325,21 @@ fn fuzz_mqtt_payloads() {
 #[test]
 fn fuzz_mjpeg_camera() {
     use std::io::Read;
-    use vigil::source::mjpeg::{parse_head, HttpUrl, Parts};
-    let urls = ["http://admin:p%40ss@cam.lan:8080/video?res=vga", "http://[::1]:81/", "http://10.0.0.9?action=stream"];
-    fuzz("mjpeg-url", urls.iter().map(|u| u.as_bytes().to_vec()).collect(), iterations(), |bytes| {
-        std::str::from_utf8(bytes).is_ok_and(|text| HttpUrl::parse(text).is_ok_and(|url| !url.to_string().is_empty()))
+    use vigil::source::mjpeg::{parse_head, Parts};
+    use vigil::source::url::{CameraUrl, Scheme};
+    let urls = [
+        "http://admin:p%40ss@cam.lan:8080/video?res=vga",
+        "http://[::1]:81/",
+        "http://10.0.0.9?action=stream",
+        "rtsp://admin:s3cret@192.168.1.64:554/Streaming/Channels/102",
+        "rtsp://[fe80::1]/live?channel=1&subtype=1",
+    ];
+    fuzz("camera-url", urls.iter().map(|u| u.as_bytes().to_vec()).collect(), iterations(), |bytes| {
+        std::str::from_utf8(bytes).is_ok_and(|text| {
+            [Scheme::Http, Scheme::Rtsp].into_iter().any(|scheme| {
+                CameraUrl::parse(text, scheme).is_ok_and(|url| !url.to_string().is_empty() && !url.without_credentials().is_empty())
+            })
+        })
     });
     let heads = [
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=\"--frame\"\r\n\r\n",

@@ -464,3 +464,94 @@ fn an_mjpeg_snapshot_url_is_polled_at_the_camera_rate() {
     }
     assert!(asked >= 6 && asked as f64 <= 4.0 * elapsed + 2.0, "{asked} snapshots in {elapsed:.1} s at 4 fps");
 }
+
+/// An RTSP camera (GStreamer's RTSP server streaming a photo as H.264 High profile, Digest
+/// authentication): the pipeline publishes the labels a replay of the photo publishes, with
+/// capture times from the stream's clock; when the server is killed and started again, the
+/// source reconnects and detections go on.
+#[test]
+fn an_rtsp_camera_publishes_what_a_replay_of_its_photo_does_and_outlives_a_restart() {
+    let dir = common::scratch("pipeline-rtsp");
+    let expected = labels_of(run(&dir, &common::root().join("tests/photos/astronaut.png"), "").on("detections")[0]);
+    assert!(!expected.is_empty());
+    let mut server = common::rtsp::Server::start("astronaut.png", "digest");
+    let url = format!("rtsp://vigil:s3cret@127.0.0.1:{}/stream", server.port);
+    let (pipeline, mut messages) =
+        start(&dir, &format!("source = {{ kind = \"rtsp\", url = {url:?} }}"), Engine::Tract, "models/nanodet-m.toml");
+    let detections = |got: &[(String, Value)]| got.iter().filter(|(t, _)| t.ends_with("/detections")).count();
+    let before = receive_until(&mut messages, |got| detections(got) >= 5);
+    server.restart();
+    let (restarted, restarted_ms) = (std::time::Instant::now(), vigil::source::unix_ms());
+    let after = receive_until(&mut messages, |got| {
+        let since = got.iter().filter(|(t, d)| t.ends_with("/detections") && d["captured_at"].as_u64() > Some(restarted_ms));
+        since.count() >= 5
+    });
+    let stats = pipeline.stats(0, std::time::Duration::from_secs(1));
+    pipeline.request_stop();
+    pipeline.join();
+    assert!(stats.source_running && stats.source_reconnects == 1, "{stats:?}");
+    assert!(restarted.elapsed() < std::time::Duration::from_secs(60), "reconnected within the backoff's first steps");
+    let mut last_captured = 0;
+    for (_, d) in before.iter().chain(&after).filter(|(t, _)| t.ends_with("/detections")) {
+        assert_eq!(labels_of(d), expected, "{d}");
+        assert_eq!((d["width"].as_u64(), d["height"].as_u64()), (Some(512), Some(512)), "{d}");
+        let (captured, ts) = (d["captured_at"].as_u64().unwrap(), d["ts"].as_u64().unwrap());
+        assert!(captured <= ts && ts - captured < 5_000, "captured_at {captured} against ts {ts}");
+        assert!(captured > last_captured, "capture times move forward: {captured} after {last_captured}");
+        last_captured = captured;
+    }
+}
+
+/// A wrong password, a wrong path and a codec vigil does not decode (RTP/JPEG): each source
+/// is not running, with no frames, and keeps trying, while a camera beside them runs (over
+/// UDP, its password from a file, Basic authentication).
+#[test]
+fn an_rtsp_camera_refusing_the_password_the_path_or_the_codec_is_not_running() {
+    let dir = common::scratch("pipeline-rtsp-refused");
+    let server = common::rtsp::Server::start("astronaut.png", "basic");
+    let port = server.port;
+    let right = dir.join("right-password");
+    std::fs::write(&right, "s3cret\n").unwrap();
+    let (good, mut good_messages) = start(
+        &dir,
+        &format!(
+            "source = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:{port}/stream\", transport = \"udp\", \
+             username = \"vigil\", password_file = {right:?} }}"
+        ),
+        Engine::Tract,
+        "models/nanodet-m.toml",
+    );
+    let source = |url: String| format!("source = {{ kind = \"rtsp\", url = {url:?} }}");
+    let refused: Vec<(&str, Pipeline, _)> = [
+        ("wrong password", format!("rtsp://vigil:hunter2@127.0.0.1:{port}/stream")),
+        ("wrong path", format!("rtsp://vigil:s3cret@127.0.0.1:{port}/no-such-path")),
+        ("JPEG video", format!("rtsp://vigil:s3cret@127.0.0.1:{port}/jpeg")),
+    ]
+    .into_iter()
+    .map(|(name, url)| {
+        let (pipeline, messages) = start(&dir, &source(url), Engine::Tract, "models/nanodet-m.toml");
+        (name, pipeline, messages)
+    })
+    .collect();
+    let began = std::time::Instant::now();
+    let got = receive_until(&mut good_messages, |got| {
+        got.iter().filter(|(t, _)| t.ends_with("/detections")).count() >= 3
+            && began.elapsed() > std::time::Duration::from_millis(2500)
+    });
+    let expected = labels_of(run(&dir, &common::root().join("tests/photos/astronaut.png"), "").on("detections")[0]);
+    for (_, d) in got.iter().filter(|(t, _)| t.ends_with("/detections")) {
+        assert_eq!(labels_of(d), expected, "{d}");
+    }
+    let interval = std::time::Duration::from_secs(1);
+    assert!(good.stats(0, interval).source_running);
+    for (name, pipeline, _) in &refused {
+        let stats = pipeline.stats(0, interval);
+        assert!(!stats.source_running && stats.frames == 0 && stats.source_reconnects == 0, "{name}: {stats:?}");
+    }
+    good.request_stop();
+    good.join();
+    for (_, pipeline, _) in refused {
+        pipeline.request_stop();
+        pipeline.join();
+    }
+}

@@ -22,167 +22,19 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Backoff, Connection, SourceContext};
-use crate::settings::{resolve, section_as};
+use super::url::{CameraUrl, Scheme};
+use crate::settings::section_as;
 
 /// `kind = "mjpeg"`: an HTTP camera.
 #[derive(Clone, PartialEq)]
 pub struct MjpegSettings {
-    pub url: HttpUrl,
+    pub url: CameraUrl,
 }
 
 impl std::fmt::Debug for MjpegSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "MjpegSettings {{ url: {} }}", self.url)
     }
-}
-
-/// An `http://` URL, its credentials apart. Shown (`Display`, `Debug`) with the password
-/// masked.
-#[derive(Clone, PartialEq)]
-pub struct HttpUrl {
-    pub host: String,
-    pub port: u16,
-    /// Path and query, as sent in the request line (`/stream?res=vga`).
-    pub target: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl std::fmt::Display for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        let user = match (&self.username, &self.password) {
-            (Some(u), Some(_)) => format!("{u}:***@"),
-            (Some(u), None) => format!("{u}@"),
-            _ => String::new(),
-        };
-        write!(f, "http://{user}{host}:{}{}", self.port, masked_query(&self.target))
-    }
-}
-
-/// A request target with the values of secret-looking query keys (`pwd=`, `password=`,
-/// `token=`, …: some cameras take credentials so) shown as `***`.
-fn masked_query(target: &str) -> String {
-    let Some((path, query)) = target.split_once('?') else { return target.to_string() };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", pairs.join("&"))
-}
-
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["pw", "pass", "token", "key", "auth", "secret", "sig"].iter().any(|s| key.contains(s))
-}
-
-impl std::fmt::Debug for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-/// The longest URL taken.
-const MAX_URL: usize = 2048;
-
-impl HttpUrl {
-    /// Reads `http://[user[:password]@]host[:port][/path][?query]` (user and password
-    /// percent-decoded). The errors say what to change.
-    pub fn parse(text: &str) -> Result<HttpUrl, String> {
-        if text.len() > MAX_URL {
-            return Err(format!("is over {MAX_URL} bytes"));
-        }
-        if text.chars().any(|c| c.is_control() || c == ' ') {
-            return Err("holds spaces or control characters (percent-encode them)".into());
-        }
-        let Some(rest) = text.strip_prefix("http://") else {
-            return Err(if text.starts_with("https://") {
-                "https:// is not supported: use the camera's http:// URL (on a network you trust)".into()
-            } else if text.starts_with("rtsp://") {
-                "is an RTSP URL: RTSP cameras are not supported yet (most also serve MJPEG or snapshots over http://)"
-                    .into()
-            } else {
-                "must start with http://".into()
-            });
-        };
-        let (authority, target) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let target = if target.starts_with('?') { format!("/{target}") } else { target.to_string() };
-        let target = match target.find('#') {
-            Some(i) => target[..i].to_string(),
-            None => target,
-        };
-        if target.contains('@') {
-            // Most likely a password with a '/' or '?' in it, split there: never echoed.
-            return Err("has an '@' after the host: percent-encode '/', '?', '#' and '@' in a user name or \
-                        password (%2F, %3F, %23, %40)"
-                .into());
-        }
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(u) => {
-                let (name, password) = match u.split_once(':') {
-                    Some((n, p)) => (n, Some(percent_decode(p)?)),
-                    None => (u, None),
-                };
-                (Some(percent_decode(name)?), password)
-            }
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or("has an IPv6 address without its closing ]")?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, Some(p)),
-                None if after.is_empty() => (host, None),
-                None => return Err("has text after the IPv6 address".into()),
-            }
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
-            return Err("has no host".into());
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p > 0 => p,
-                _ => return Err("has a bad port (a number from 1 to 65535)".into()),
-            },
-        };
-        Ok(HttpUrl { host: host.to_string(), port, target, username, password })
-    }
-}
-
-/// `%41` → `A` in URL user information; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let byte = hex
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("has a bad %-escape in its user name or password")?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "has a user name or password that is not UTF-8 once decoded".into())
 }
 
 /// The keys of an mjpeg source, as written.
@@ -193,47 +45,11 @@ struct RawMjpeg {
     password_file: Option<PathBuf>,
 }
 
-/// The largest password file read.
-const MAX_PASSWORD_FILE: u64 = 4096;
-
 /// Checks an mjpeg source's keys (all but `kind`); `key` is the table's path, `dir` the
 /// folder relative paths start from.
 pub(super) fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<MjpegSettings> {
     let raw: RawMjpeg = section_as(value, key, problems, "not a key of an mjpeg source")?;
-    let Some(text) = raw.url else {
-        problems.push(format!("{key}.url: missing (the camera's http:// stream or snapshot URL)"));
-        return None;
-    };
-    let mut url = match HttpUrl::parse(&text) {
-        Ok(url) => url,
-        Err(why) => {
-            // Never the text itself: it may hold a password.
-            problems.push(format!("{key}.url: {why}"));
-            return None;
-        }
-    };
-    if let Some(name) = raw.username {
-        if url.username.is_some() {
-            problems.push(format!("{key}.username: the url names a user already (give it one way)"));
-        }
-        url.username = Some(name);
-    }
-    if let Some(file) = raw.password_file {
-        let file = resolve(dir, &file);
-        if url.password.is_some() {
-            problems.push(format!("{key}.password_file: the url holds a password already (give it one way)"));
-        }
-        if url.username.is_none() {
-            problems.push(format!("{key}.password_file: needs a user name (`username`, or user@ in the url)"));
-        }
-        match crate::files::read_capped(&file, MAX_PASSWORD_FILE) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => url.password = Some(text.trim_end_matches(['\n', '\r']).to_string()),
-                Err(_) => problems.push(format!("{key}.password_file: {} is not UTF-8 text", file.display())),
-            },
-            Err(e) => problems.push(format!("{key}.password_file: cannot read {}: {e}", file.display())),
-        }
-    }
+    let url = super::url::check(raw.url, raw.username, raw.password_file, Scheme::Http, key, dir, problems)?;
     Some(MjpegSettings { url })
 }
 
@@ -261,11 +77,11 @@ const MAX_SIDE: u32 = 8192;
 /// An open camera: a stream of parts, or a snapshot URL asked again for each frame.
 pub(super) enum Http {
     Stream { parts: Parts<Box<dyn Read>>, mode: String },
-    Snapshot { url: HttpUrl, first: Option<RgbImage>, last: Instant },
+    Snapshot { url: CameraUrl, first: Option<RgbImage>, last: Instant },
 }
 
 impl Http {
-    pub(super) fn open(url: &HttpUrl, ctx: &SourceContext) -> Result<Http, String> {
+    pub(super) fn open(url: &CameraUrl, ctx: &SourceContext) -> Result<Http, String> {
         let (head, body) = request(url, ctx)?;
         let chunked = if head.chunked { ", chunked" } else { "" };
         match head.body {
@@ -379,7 +195,7 @@ impl Read for Patient {
 
 /// Sends the GET (HTTP/1.0: servers then send a plain body, not a chunked one) and reads
 /// the response head; the body follows from the reader returned.
-fn request(url: &HttpUrl, ctx: &SourceContext) -> Result<(Head, Box<dyn Read>), String> {
+fn request(url: &CameraUrl, ctx: &SourceContext) -> Result<(Head, Box<dyn Read>), String> {
     let addresses: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
@@ -402,11 +218,10 @@ fn request(url: &HttpUrl, ctx: &SourceContext) -> Result<(Head, Box<dyn Read>), 
         .set_read_timeout(Some(POLL))
         .and_then(|_| stream.set_write_timeout(Some(FRAME_TIMEOUT)))
         .map_err(|e| e.to_string())?;
-    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
     let mut head = format!(
-        "GET {} HTTP/1.0\r\nHost: {host}:{}\r\nUser-Agent: vigil/{}\r\nAccept: multipart/x-mixed-replace, image/jpeg\r\n",
+        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: vigil/{}\r\nAccept: multipart/x-mixed-replace, image/jpeg\r\n",
         url.target,
-        url.port,
+        url.authority(),
         env!("CARGO_PKG_VERSION")
     );
     if let Some(user) = &url.username {
@@ -760,39 +575,6 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_read_and_shown_without_the_password() {
-        let url = HttpUrl::parse("http://admin:p%40ss@cam.lan:8080/video?res=vga").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.target.as_str()), ("cam.lan", 8080, "/video?res=vga"));
-        assert_eq!((url.username.as_deref(), url.password.as_deref()), (Some("admin"), Some("p@ss")));
-        assert_eq!(url.to_string(), "http://admin:***@cam.lan:8080/video?res=vga");
-        assert!(!format!("{:?}", MjpegSettings { url }).contains("p@ss"));
-        let url = HttpUrl::parse("http://[::1]/").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.target.as_str()), ("::1", 80, "/"));
-        assert_eq!(HttpUrl::parse("http://10.0.0.9?x=1").unwrap().target, "/?x=1");
-        let url = HttpUrl::parse("http://cam/cgi-bin/snap.cgi?chn=0&usr=admin&pwd=hunter2").unwrap();
-        assert_eq!(url.to_string(), "http://cam:80/cgi-bin/snap.cgi?chn=0&usr=admin&pwd=***");
-        assert!(url.target.ends_with("pwd=hunter2"), "the request still carries it");
-        for bad in ["http://admin:s3/cr3t@cam/", "http://admin:s3?cr3t@cam/", "http://admin:s3cr3t/@cam/"] {
-            let e = HttpUrl::parse(bad).unwrap_err();
-            assert!(!e.contains("s3") && !e.contains("cr3t"), "the password in an error: {e}");
-        }
-        for (bad, why) in [
-            ("https://cam/", "https:// is not supported"),
-            ("rtsp://cam/", "RTSP"),
-            ("cam.lan/video", "must start with http://"),
-            ("http:///video", "no host"),
-            ("http://cam:0/", "bad port"),
-            ("http://cam:99999/", "bad port"),
-            ("http://a:%zz@cam/", "%-escape"),
-            ("http://cam/a b", "spaces"),
-            ("http://admin:12/34@cam/", "percent-encode"),
-        ] {
-            let e = HttpUrl::parse(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn base64_matches_the_rfc_vectors() {

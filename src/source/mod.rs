@@ -1,5 +1,5 @@
-//! Frame sources: a V4L2 camera ([`camera`], through nokhwa) or a replay of image files
-//! ([`replay`]).
+//! Frame sources: a V4L2 camera ([`camera`], through nokhwa), an RTSP camera ([`rtsp`]), an
+//! HTTP MJPEG camera ([`mjpeg`]) or a replay of image files ([`replay`]).
 //!
 //! Each kind owns its settings type and their checks: the configuration hands this module
 //! a camera's `source` table ([`check`]) and collects the problems it reports. Each source
@@ -14,7 +14,9 @@
 
 pub mod camera;
 pub mod mjpeg;
+pub mod rtsp;
 pub mod replay;
+pub mod url;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,17 +29,19 @@ use serde_json::Value;
 pub use camera::{PixelFormat, V4l2Settings};
 pub use mjpeg::MjpegSettings;
 pub use replay::ReplaySettings;
+pub use rtsp::RtspSettings;
 
 /// A camera's frame source, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSettings {
     V4l2(V4l2Settings),
     Mjpeg(MjpegSettings),
+    Rtsp(RtspSettings),
     Replay(ReplaySettings),
 }
 
 /// The kinds [`check`] knows, as its messages name them.
-const KINDS: &str = "\"v4l2\", \"mjpeg\" or \"replay\"";
+const KINDS: &str = "\"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\"";
 
 /// Checks a camera's `source` table (`key` is its path, `cameras.front.source`; relative
 /// paths are taken from `dir`), adding every problem found to `problems`.
@@ -61,6 +65,7 @@ pub fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<String>) ->
     match kind.as_str() {
         "v4l2" => camera::check(rest, key, problems).map(SourceSettings::V4l2),
         "mjpeg" => mjpeg::check(rest, key, dir, problems).map(SourceSettings::Mjpeg),
+        "rtsp" => rtsp::check(rest, key, dir, problems).map(SourceSettings::Rtsp),
         "replay" => replay::check(rest, key, dir, problems).map(SourceSettings::Replay),
         other => {
             problems.push(format!("{key}.kind: {} is not {KINDS}", crate::service::logging::shown(other.as_bytes())));
@@ -85,6 +90,12 @@ impl Frame {
     /// A frame captured now.
     pub fn new(image: Arc<RgbImage>, number: u64) -> Frame {
         Frame { image, number, captured_at: unix_ms(), captured: Instant::now() }
+    }
+
+    /// A frame captured at a moment the source knows (`unix_ms`, and `at` on the monotonic
+    /// clock), as a stream's timestamps tell it.
+    pub fn captured_at(image: Arc<RgbImage>, number: u64, (unix_ms, at): (u64, Instant)) -> Frame {
+        Frame { image, number, captured_at: unix_ms, captured: at }
     }
 }
 
@@ -145,6 +156,11 @@ impl FrameSlot {
             None if state.closed => Taken::Closed,
             None => Taken::Empty,
         }
+    }
+
+    /// When the frame waiting to be taken was captured; `None` when the slot is empty.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.state.lock().unwrap().frame.as_ref().map(|f| f.captured)
     }
 
     /// Waits up to `timeout` for the slot to be empty (its frame taken); true if it is.
@@ -322,6 +338,11 @@ pub trait Connection {
     /// ends early when the source is told to stop); an error ends this connection, and the
     /// source is opened again.
     fn frame(&mut self, ctx: &SourceContext) -> Result<RgbImage, String>;
+    /// When the frame `frame` returned last was captured (unix ms, and the same moment on the
+    /// monotonic clock), for a source whose stream says; `None`: when it arrived.
+    fn captured(&self) -> Option<(u64, Instant)> {
+        None
+    }
 }
 
 /// Runs a source that opens something that can fail or go away, until told to stop: opens
@@ -356,7 +377,11 @@ pub fn supervise<C: Connection>(
                                 ctx.status.set_running(true);
                             }
                             number += 1;
-                            ctx.slot.put(Frame::new(Arc::new(image), number));
+                            let frame = match connection.captured() {
+                                Some(at) => Frame::captured_at(Arc::new(image), number, at),
+                                None => Frame::new(Arc::new(image), number),
+                            };
+                            ctx.slot.put(frame);
                         }
                         Err(_) if ctx.stopped() => break,
                         Err(e) => {
@@ -391,6 +416,7 @@ pub fn spawn(settings: &SourceSettings, ctx: SourceContext) -> std::io::Result<s
             SourceSettings::Replay(r) => replay::run(r, &ctx),
             SourceSettings::V4l2(v) => camera::run(v, &ctx),
             SourceSettings::Mjpeg(m) => mjpeg::run(m, &ctx),
+            SourceSettings::Rtsp(r) => rtsp::run(r, &ctx),
         }
     })
 }
@@ -465,13 +491,13 @@ mod tests {
         for (value, expected) in [
             (
                 serde_json::json!({"kind": "rtmp"}),
-                "cameras.a.source.kind: \"rtmp\" is not \"v4l2\", \"mjpeg\" or \"replay\"",
+                "cameras.a.source.kind: \"rtmp\" is not \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\"",
             ),
-            (serde_json::json!({"kind": 3}), "cameras.a.source.kind: must be text, \"v4l2\", \"mjpeg\" or \"replay\""),
-            (serde_json::json!({"path": "x"}), "cameras.a.source.kind: missing (\"v4l2\", \"mjpeg\" or \"replay\")"),
+            (serde_json::json!({"kind": 3}), "cameras.a.source.kind: must be text, \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\""),
+            (serde_json::json!({"path": "x"}), "cameras.a.source.kind: missing (\"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\")"),
             (
                 serde_json::json!("/dev/video0"),
-                "cameras.a.source: must be a table with kind = \"v4l2\", \"mjpeg\" or \"replay\"",
+                "cameras.a.source: must be a table with kind = \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\"",
             ),
         ] {
             let (settings, all) = problems_of(value);

@@ -3,6 +3,7 @@
 
 pub mod detection_set;
 pub mod mjpeg;
+pub mod rtsp;
 
 use std::path::PathBuf;
 use std::process::Command;

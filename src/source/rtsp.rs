@@ -1,0 +1,384 @@
+//! The RTSP source (`kind = "rtsp"`): IP cameras streaming H.264 over RTSP, the kind most
+//! driveway and shop cameras are.
+//!
+//! RTSP and RTP are spoken by `retina` (pure Rust, on tokio: the source's thread runs its own
+//! single-threaded runtime and blocks on it), the video is decoded by OpenH264 (the
+//! `openh264` crate, built from source; Constrained Baseline, Main and High profile,
+//! progressive). Every access unit is decoded as it arrives, so the decoder keeps up with
+//! the stream and the newest picture is always current; a picture is converted to RGB only
+//! when inference will take it (the camera's slot is empty, or its frame is older than one
+//! interval at the camera's `fps`). Capture times come from the stream's RTP timestamps,
+//! anchored to the wall clock when the stream's first picture arrives.
+//!
+//! Credentials from the URL or `username` + `password_file`, Basic or Digest as the camera
+//! asks (retina answers either); the password is never logged. Transport TCP (interleaved in
+//! the RTSP connection, the default: it passes NAT and firewalls and loses nothing) or UDP.
+//! Not supported, with an error that says so: H.265 and other codecs, RTSP over TLS
+//! (`rtsps://`), interlaced video.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use image::RgbImage;
+use openh264::formats::YUVSource;
+use retina::client::{Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions};
+use retina::codec::{CodecItem, FrameFormat};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::url::{CameraUrl, Scheme};
+use super::{Backoff, Connection, SourceContext};
+use crate::settings::section_as;
+
+/// `kind = "rtsp"`: an RTSP camera.
+#[derive(Clone, PartialEq)]
+pub struct RtspSettings {
+    pub url: CameraUrl,
+    pub transport: Transport,
+}
+
+impl std::fmt::Debug for RtspSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtspSettings {{ url: {}, transport: {:?} }}", self.url, self.transport)
+    }
+}
+
+/// How RTP packets travel (`transport = "tcp" | "udp"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Interleaved in the RTSP connection (the default).
+    Tcp,
+    /// RTP and RTCP on UDP ports of their own: less delay on a clean network, lost packets
+    /// on a busy one, and blocked by most NAT.
+    Udp,
+}
+
+/// The keys of an rtsp source, as written.
+#[derive(Debug, Default, Deserialize)]
+struct RawRtsp {
+    url: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    transport: Option<String>,
+}
+
+/// Checks an rtsp source's keys (all but `kind`); `key` is the table's path, `dir` the
+/// folder relative paths start from.
+pub(super) fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<RtspSettings> {
+    let raw: RawRtsp = section_as(value, key, problems, "not a key of an rtsp source")?;
+    let transport = match raw.transport.as_deref() {
+        None | Some("tcp") => Some(Transport::Tcp),
+        Some("udp") => Some(Transport::Udp),
+        Some(other) => {
+            let other = crate::service::logging::shown(other.as_bytes());
+            problems.push(format!("{key}.transport: {other} is not \"tcp\" or \"udp\""));
+            None
+        }
+    };
+    let url = super::url::check(raw.url, raw.username, raw.password_file, Scheme::Rtsp, key, dir, problems)?;
+    Some(RtspSettings { url, transport: transport? })
+}
+
+/// Connects to the camera and streams its pictures into the context's slot, reconnecting
+/// whenever the stream fails or ends, until told to stop.
+pub(super) fn run(settings: &RtspSettings, ctx: &SourceContext) {
+    let what = format!("url={}", settings.url);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("camera={} {what} cannot start the RTSP client's runtime: {e}", ctx.camera);
+            return;
+        }
+    };
+    // Inside the runtime's context throughout: a session dropped (a lost stream, a failed
+    // SETUP) hands its TEARDOWN to a task on it, which runs while the next one is awaited.
+    let _context = runtime.enter();
+    super::supervise(ctx, &what, &mut Backoff::reconnect(), || Stream::open(settings, ctx, &runtime));
+}
+
+/// How long the camera may take to answer a request, and to send a picture.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a wait for the camera beats the heartbeat and looks for a stop.
+const POLL: Duration = Duration::from_millis(500);
+/// The largest picture taken (OpenH264 itself stops at 36864 macroblocks, 4096×2304).
+const MAX_SIDE: usize = 8192;
+/// How far behind the wall clock a picture's stream time may fall before the decoder is
+/// said to be falling behind and the clock is anchored again.
+const MAX_LAG: Duration = Duration::from_secs(5);
+
+/// A playing stream and its decoder.
+struct Stream<'r> {
+    runtime: &'r tokio::runtime::Runtime,
+    demuxed: Demuxed,
+    /// The video stream's index among the session's streams.
+    video: usize,
+    decoder: openh264::decoder::Decoder,
+    mode: String,
+    clock: Option<Anchor>,
+    /// The capture time of the picture [`Connection::frame`] returned last.
+    captured: Option<(u64, Instant)>,
+}
+
+/// Where the stream's clock meets the wall clock: a picture's RTP time and when it arrived.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    /// RTP ticks since the stream started (retina's `Timestamp::elapsed`).
+    ticks: i64,
+    clock_rate: u32,
+    unix_ms: u64,
+    at: Instant,
+}
+
+impl Anchor {
+    /// The wall-clock moment of a picture `ticks` into the stream.
+    fn time_of(&self, ticks: i64) -> (u64, Instant) {
+        let after = ticks.saturating_sub(self.ticks) as f64 / f64::from(self.clock_rate);
+        if after >= 0.0 {
+            let after = Duration::from_secs_f64(after.min(1e9));
+            (self.unix_ms + after.as_millis() as u64, self.at + after)
+        } else {
+            let before = Duration::from_secs_f64((-after).min(1e9));
+            (self.unix_ms.saturating_sub(before.as_millis() as u64), self.at.checked_sub(before).unwrap_or(self.at))
+        }
+    }
+}
+
+impl<'r> Stream<'r> {
+    fn open(settings: &RtspSettings, ctx: &SourceContext, runtime: &'r tokio::runtime::Runtime) -> Result<Self, String> {
+        let url = &settings.url;
+        let address = url::Url::parse(&url.without_credentials()).map_err(|e| format!("the url is not one retina reads: {e}"))?;
+        let creds = url.username.as_ref().map(|username| Credentials {
+            username: username.clone(),
+            password: url.password.clone().unwrap_or_default(),
+        });
+        let options = SessionOptions::default().creds(creds).user_agent(format!("vigil/{}", env!("CARGO_PKG_VERSION")));
+        let mut session = wait(runtime, ctx, "the camera's answer to DESCRIBE", Session::describe(address, options))?
+            .map_err(|e| explain(&e))?;
+        let video = pick_video(session.streams().iter().map(|s| (s.media(), s.encoding_name())))?;
+        let (width, height, profile) = match session.streams()[video].parameters() {
+            Some(retina::codec::ParametersRef::Video(v)) => {
+                let (w, h) = v.pixel_dimensions();
+                (w, h, v.rfc6381_codec().to_string())
+            }
+            _ => (0, 0, "h264".to_string()),
+        };
+        let transport = match settings.transport {
+            Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
+            Transport::Udp => retina::client::Transport::Udp(Default::default()),
+        };
+        // Annex B with the parameter sets before each key frame: what OpenH264 reads.
+        let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
+        wait(runtime, ctx, "the camera's answer to SETUP", session.setup(video, setup))?.map_err(|e| explain(&e))?;
+        let playing =
+            wait(runtime, ctx, "the camera's answer to PLAY", session.play(PlayOptions::default()))?.map_err(|e| explain(&e))?;
+        let demuxed = playing.demuxed().map_err(|e| explain(&e))?;
+        let decoder = openh264::decoder::Decoder::new().map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
+        let transport = match settings.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        };
+        let size = if width > 0 { format!(" {width}x{height}") } else { String::new() };
+        let mode = format!("H.264 {profile}{size}, {transport}");
+        Ok(Stream { runtime, demuxed, video, decoder, mode, clock: None, captured: None })
+    }
+
+    /// The capture time of a picture at `ticks` (of `clock_rate` a second) into the stream,
+    /// arriving now: the anchor's moment plus the stream's time since; anchored again (and
+    /// said) when that runs ahead of the wall clock or falls [`MAX_LAG`] behind it.
+    fn capture_time(&mut self, ticks: i64, clock_rate: u32, camera: &str) -> (u64, Instant) {
+        let now = Instant::now();
+        let anchor_now = Anchor { ticks, clock_rate, unix_ms: super::unix_ms(), at: now };
+        let Some(anchor) = self.clock.filter(|a| a.clock_rate == clock_rate) else {
+            self.clock = Some(anchor_now);
+            return (anchor_now.unix_ms, now);
+        };
+        let (unix_ms, at) = anchor.time_of(ticks);
+        if at > now + Duration::from_millis(50) {
+            // The stream's clock runs fast, or jumped: the arrival is the better guess.
+            self.clock = Some(anchor_now);
+            return (anchor_now.unix_ms, now);
+        }
+        if now - at > MAX_LAG {
+            log::warn!(
+                "camera={camera} pictures arrive {:.1} s after their stream time: decoding falls behind the \
+                 stream, or the camera's clock drifts (a lower-resolution substream needs less CPU)",
+                (now - at).as_secs_f32()
+            );
+            self.clock = Some(anchor_now);
+            return (anchor_now.unix_ms, now);
+        }
+        (unix_ms, at)
+    }
+}
+
+impl Connection for Stream<'_> {
+    const NOUN: &'static str = "stream";
+
+    fn describe(&self) -> String {
+        format!("mode=\"{}\"", self.mode)
+    }
+
+    fn frame(&mut self, ctx: &SourceContext) -> Result<RgbImage, String> {
+        let started = Instant::now();
+        let mut last_error = None;
+        loop {
+            ctx.heartbeat.beat();
+            if started.elapsed() > TIMEOUT {
+                return Err(match last_error {
+                    Some(e) => format!("no picture decoded in {} s (the decoder said: {e})", TIMEOUT.as_secs()),
+                    None => format!("no picture in {} s", TIMEOUT.as_secs()),
+                });
+            }
+            let next = wait(self.runtime, ctx, "a picture", self.demuxed.next())?;
+            let frame = match next {
+                None => return Err("the camera ended the stream".into()),
+                Some(Err(e)) => return Err(explain(&e)),
+                Some(Ok(CodecItem::VideoFrame(frame))) if frame.stream_id() == self.video => frame,
+                Some(Ok(_)) => continue,
+            };
+            let timestamp = frame.timestamp();
+            let clock_rate = timestamp.clock_rate().get();
+            let picture = match self.decoder.decode(frame.data()) {
+                Ok(Some(picture)) => picture,
+                Ok(None) => continue,
+                Err(e) => {
+                    // A picture referring to one lost: the next key frame mends it.
+                    last_error = Some(e.to_string());
+                    continue;
+                }
+            };
+            let (width, height) = picture.dimensions();
+            if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+                return Err(format!("the camera sends {width}x{height} pictures (at most {MAX_SIDE} a side)"));
+            }
+            let wanted = match ctx.slot.waiting_since() {
+                None => true,
+                Some(captured) => captured.elapsed().as_secs_f64() >= 1.0 / ctx.fps,
+            };
+            if !wanted {
+                continue;
+            }
+            let mut rgb = vec![0; width * height * 3];
+            picture.write_rgb8(&mut rgb);
+            let image = RgbImage::from_raw(width as u32, height as u32, rgb).ok_or("a picture of the wrong size")?;
+            self.captured = Some(self.capture_time(timestamp.elapsed(), clock_rate, &ctx.camera));
+            return Ok(image);
+        }
+    }
+
+    fn captured(&self) -> Option<(u64, Instant)> {
+        self.captured
+    }
+}
+
+/// Runs `future` on the source's runtime, beating the heartbeat and looking for a stop every
+/// [`POLL`]; `what` (the thing awaited) names it in the error when it takes over [`TIMEOUT`].
+fn wait<F: Future>(runtime: &tokio::runtime::Runtime, ctx: &SourceContext, what: &str, future: F) -> Result<F::Output, String> {
+    runtime.block_on(async {
+        let started = Instant::now();
+        tokio::pin!(future);
+        loop {
+            ctx.heartbeat.beat();
+            if ctx.stopped() {
+                return Err("stopped".to_string());
+            }
+            if started.elapsed() > TIMEOUT {
+                return Err(format!("no {what} in {} s", TIMEOUT.as_secs()));
+            }
+            if let Ok(output) = tokio::time::timeout(POLL, &mut future).await {
+                return Ok(output);
+            }
+        }
+    })
+}
+
+/// The stream vigil decodes among a session's (media, encoding) pairs: the first H.264
+/// video. The error names what the camera sends and what to change.
+fn pick_video<'a>(streams: impl Iterator<Item = (&'a str, &'a str)>) -> Result<usize, String> {
+    let mut videos = Vec::new();
+    for (i, (media, encoding)) in streams.enumerate() {
+        if media.eq_ignore_ascii_case("video") {
+            if encoding.eq_ignore_ascii_case("h264") {
+                return Ok(i);
+            }
+            videos.push(encoding.to_ascii_uppercase());
+        }
+    }
+    if videos.is_empty() {
+        return Err("the camera's stream has no video".into());
+    }
+    Err(format!(
+        "the camera sends {} video, and vigil decodes H.264 only: set the camera's stream (or a substream) to H.264",
+        videos.join(", ")
+    ))
+}
+
+/// A retina error as the log says it: what the camera answered and what to change. retina's
+/// own text (its first paragraph; the rest is connection detail) follows.
+fn explain(e: &retina::Error) -> String {
+    let text = e.to_string();
+    let first = text.split("\n\n").next().unwrap_or(&text).trim();
+    match e.status_code() {
+        Some(401) => "the camera refused the credentials (RTSP 401): check username and password".into(),
+        Some(403) => "the camera forbids this user the stream (RTSP 403)".into(),
+        Some(404) => "the camera has no stream at this path (RTSP 404): check the url's path".into(),
+        Some(454) => "the camera lost the session (RTSP 454)".into(),
+        Some(461) => "the camera refused the transport (RTSP 461): try transport = \"tcp\" or \"udp\"".into(),
+        _ => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_h264_video_is_taken_and_other_codecs_are_named() {
+        let streams = [("audio", "mpeg4-generic"), ("video", "H264"), ("video", "h264")];
+        assert_eq!(pick_video(streams.into_iter()), Ok(1));
+        let e = pick_video([("video", "h265"), ("audio", "pcma")].into_iter()).unwrap_err();
+        assert!(e.contains("sends H265 video") && e.contains("set the camera's stream (or a substream) to H.264"), "{e}");
+        let e = pick_video([("audio", "pcma"), ("application", "vnd.onvif.metadata")].into_iter()).unwrap_err();
+        assert_eq!(e, "the camera's stream has no video");
+    }
+
+    #[test]
+    fn capture_times_follow_the_stream_clock_from_the_first_picture() {
+        let at = Instant::now();
+        let anchor = Anchor { ticks: 90_000, clock_rate: 90_000, unix_ms: 1_000_000, at };
+        assert_eq!(anchor.time_of(90_000), (1_000_000, at));
+        // 100 ms later at 90 kHz.
+        assert_eq!(anchor.time_of(99_000), (1_000_100, at + Duration::from_millis(100)));
+        // A B-frame-like step back is before the anchor, not a wrap-around.
+        assert_eq!(anchor.time_of(81_000).0, 999_900);
+        assert_eq!(anchor.time_of(i64::MIN).0, 0, "no overflow, however far back");
+    }
+
+    #[test]
+    fn each_rtsp_key_is_checked_and_every_problem_named() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let check_of = |value: Value| {
+            let mut problems = Vec::new();
+            let settings = check(value, "cameras.door.source", dir, &mut problems);
+            (settings, problems.join("\n"))
+        };
+        let (settings, all) = check_of(serde_json::json!({"url": "rtsp://admin:pw@cam/live"}));
+        assert!(all.is_empty(), "{all}");
+        let settings = settings.unwrap();
+        assert_eq!(settings.transport, Transport::Tcp, "the default");
+        assert!(!format!("{settings:?}").contains(":pw@"));
+        let (settings, all) = check_of(serde_json::json!({"url": "http://cam/live", "transport": "quic", "fps": 5}));
+        assert!(settings.is_none());
+        for expected in [
+            "cameras.door.source.url: is an HTTP URL: use kind = \"mjpeg\"",
+            "cameras.door.source.transport: \"quic\" is not \"tcp\" or \"udp\"",
+            "cameras.door.source.fps: not a key of an rtsp source",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        let (_, all) = check_of(serde_json::json!({"url": "rtsp://cam/live", "password_file": "no/such/file"}));
+        assert!(all.contains("password_file: needs a user name") && all.contains("cannot read"), "{all}");
+    }
+}
