@@ -30,7 +30,7 @@ epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 # Depends from the binary itself: the packages of the libraries it links, libc6 at least
 # the newest glibc symbol version it uses.
 depends() {
-  local bin=$1 objdump=$2 needed glibc deps=()
+  local bin=$1 objdump=$2 needed glibc cxx deps=()
   needed=$($objdump -p "$bin" | awk '$1 == "NEEDED" { print $2 }')
   glibc=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -n 1)
   [[ -n $glibc ]] || { echo "deb.sh: no glibc symbol versions in $bin" >&2; return 1; }
@@ -38,10 +38,26 @@ depends() {
     case $lib in
       libc.so.6|libm.so.6|ld-linux*|libpthread.so.0|libdl.so.2|librt.so.1) ;;
       libgcc_s.so.1) deps+=("libgcc-s1") ;;
+      # OpenH264 (the RTSP source's decoder) is C++: the GCC release that brought the newest
+      # GLIBCXX symbol version it uses.
+      libstdc++.so.6) cxx=$(glibcxx_gcc "$bin" "$objdump") || return 1; deps+=("libstdc++6$cxx") ;;
       *) echo "deb.sh: $bin links $lib, which this script does not map to a package" >&2; return 1 ;;
     esac
   done
   echo "libc6 (>= $glibc)${deps[*]/#/, }"
+}
+
+# " (>= GCC)" for the newest GLIBCXX_3.4.N symbol version a binary uses (GCC 9 brought
+# 3.4.26, 10 3.4.28, 11 3.4.29, 12 3.4.30, 13 3.4.31-32), empty for older ones.
+glibcxx_gcc() {
+  local n
+  n=$($2 -T "$1" | grep -o 'GLIBCXX_3\.4\.[0-9]*' | sed 's/GLIBCXX_3\.4\.//' | sort -n | tail -n 1)
+  case ${n:-0} in
+    26|27) echo " (>= 9)" ;; 28) echo " (>= 10)" ;; 29) echo " (>= 11)" ;; 30) echo " (>= 12)" ;;
+    31|32) echo " (>= 13)" ;;
+    *) [[ ${n:-0} -gt 32 ]] && { echo "deb.sh: $1 uses GLIBCXX_3.4.$n, newer than this script knows" >&2; return 1; }
+       echo "" ;;
+  esac
 }
 
 build() {

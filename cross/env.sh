@@ -2,7 +2,7 @@
 # x86_64 Debian machine, with rustup's target and Debian's cross toolchain, and to run the
 # result under qemu-user.
 #   cross_env TARGET   exports the linker, C compiler and archiver for TARGET (ring and
-#                      tract's assembly kernels are C/asm), bindgen's sysroot (the camera
+#                      tract's assembly kernels are C/asm, OpenH264 is C++), bindgen's sysroot (the camera
 #                      feature's V4L2 headers), and the qemu runner for `cargo test` and
 #                      for the tests that start the vigil binary (VIGIL_TEST_RUNNER)
 # Targets: aarch64-unknown-linux-gnu (Pi 4/5, Jetson; 64-bit OS) and
@@ -33,7 +33,7 @@ cross_env() {
   export "CARGO_TARGET_${var}_RUNNER=$runner"
   # Tests that start the vigil binary start this ARM one through qemu too (tests/common).
   export "VIGIL_TEST_RUNNER=$runner"
-  export "CC_${target//-/_}=$triple-gcc" "AR_${target//-/_}=$triple-ar"
+  export "CC_${target//-/_}=$triple-gcc" "CXX_${target//-/_}=$triple-g++" "AR_${target//-/_}=$triple-ar"
   # bindgen (nokhwa's V4L2 bindings) parses the target's kernel headers, not the host's.
   export "BINDGEN_EXTRA_CLANG_ARGS_${target//-/_}=--sysroot=/usr/$triple"
 }

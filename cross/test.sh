@@ -26,7 +26,7 @@ need() {
     echo "cross/test.sh: FAILED: Rust target $target is not installed (rustup target add $target)" >&2
     return 1
   fi
-  for tool in "$triple-gcc" "$qemu"; do
+  for tool in "$triple-gcc" "$triple-g++" "$qemu"; do
     if ! command -v "$tool" > /dev/null; then
       echo "cross/test.sh: FAILED: $tool is missing (scripts/setup-system.sh cross)" >&2
       return 1

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages vigil's build and tests need; installs only what is missing.
 #   libclang-dev           nokhwa's V4L2 bindings run bindgen at build time (feature `camera`)
+#   g++, nasm              OpenH264, the RTSP source's H.264 decoder, is C++ with x86 assembly
 #   mosquitto(-clients)    the MQTT broker the daemon's tests start, and mosquitto_sub for the demo
 #   dataset-fashion-mnist  labelled images for the trainer's tests
 #   openssl                certificates for the daemon's TLS test
-#   gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc and kernel headers)
+#   python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,ugly}
+#                          the RTSP camera the tests start (GStreamer's RTSP server, x264)
+#   gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc and kernel headers,
+#                          and g++ for OpenH264)
 #                          cross builds for the devices (cross/env.sh)
 #   qemu-user              runs those builds' tests here (cross/test.sh)
 #   lintian                checks the Debian packages (cross/check-deb.sh)
@@ -13,13 +17,16 @@
 #   build: only what building for this machine needs; cross: that and the cross tools;
 #   test: everything (the default)
 set -euo pipefail
-want=(libclang-dev mosquitto mosquitto-clients)
-cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross
-       gcc-arm-linux-gnueabihf libc6-dev-armhf-cross linux-libc-dev-armhf-cross qemu-user lintian)
+want=(libclang-dev g++ nasm mosquitto mosquitto-clients)
+cross=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross
+       gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross linux-libc-dev-armhf-cross
+       qemu-user lintian)
+rtsp=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+      gstreamer1.0-plugins-ugly)
 case ${1:-test} in
   build) ;;
   cross) want+=("${cross[@]}") ;;
-  test) want+=(dataset-fashion-mnist openssl "${cross[@]}") ;;
+  test) want+=(dataset-fashion-mnist openssl "${rtsp[@]}" "${cross[@]}") ;;
   *) echo "usage: scripts/setup-system.sh [build|cross|test]" >&2; exit 2 ;;
 esac
 if [[ ${1:-test} != build ]]; then

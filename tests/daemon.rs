@@ -1405,3 +1405,114 @@ source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/
     signal(&daemon.child, "TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
 }
+
+/// RTSP cameras over MQTT (GStreamer's RTSP server streaming a photo as H.264 High profile):
+/// one publishes the labels a replay of the photo publishes, goes on after the server is
+/// killed and started again, with no restart of vigil; one with a wrong password and one
+/// with a wrong path are `source_running: false` with the reason in the log (and no password
+/// there), while the others run.
+#[test]
+fn rtsp_cameras_publish_like_a_replay_outlive_a_server_restart_and_refusals_say_why() {
+    let _serial = serial();
+    let dir = scratch("daemon-rtsp");
+    let port = free_port();
+    let mut server = common::rtsp::Server::start("astronaut.png", "digest");
+    let rtsp = server.port;
+    let model = root().join("models/nanodet-m.toml");
+    let photo = root().join("tests/photos/astronaut.png");
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"device_id = "test"
+[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+[mqtt]
+stats_interval_s = 1
+[cameras.yard]
+model = {model:?}
+fps = 4
+source = {{ kind = "replay", path = {photo:?}, fps = 4 }}
+[cameras.door]
+model = {model:?}
+fps = 4
+source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/stream" }}
+[cameras.gate]
+model = {model:?}
+fps = 4
+source = {{ kind = "rtsp", url = "rtsp://vigil:hunter2@127.0.0.1:{rtsp}/stream" }}
+[cameras.porch]
+model = {model:?}
+fps = 4
+source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/no-such-path" }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let sub = Subscriber::start(port, "test-rtsp");
+    let door_inferred = |got: &[Received]| {
+        let stats = got.iter().rev().find(|r| r.topic == "vigil/test/stats").map(Received::json);
+        stats.map(|s| {
+            (s["cameras"]["door"]["inferred"].as_u64().unwrap_or(0), s["cameras"]["door"]["source_reconnects"].clone())
+        })
+    };
+    sub.wait_for("door detections", Duration::from_secs(120), |got| door_inferred(got).is_some_and(|(n, _)| n >= 4));
+    server.restart();
+    let inferred_before = door_inferred(&sub.on("vigil/test/stats")).unwrap().0;
+    sub.wait_for("door detections after the server's restart", Duration::from_secs(120), |got| {
+        door_inferred(got).is_some_and(|(n, reconnects)| reconnects == 1 && n >= inferred_before + 4)
+    });
+    let labels = |camera: &str| -> BTreeSet<String> {
+        sub.on(&format!("vigil/test/{camera}/detections"))
+            .iter()
+            .flat_map(|r| {
+                let d = r.json();
+                d["detections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["label"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (yard, door) = (labels("yard"), labels("door"));
+    assert!(yard.contains("person"), "{yard:?}");
+    assert_eq!(door, yard, "the RTSP camera sees what the replay of its photo sees");
+    let stats = sub.on("vigil/test/stats").last().unwrap().json();
+    let cameras = &stats["cameras"];
+    assert_eq!(
+        (&cameras["door"]["source_running"], &cameras["yard"]["source_running"]),
+        (&serde_json::json!(true), &serde_json::json!(true)),
+        "{stats}"
+    );
+    for refused in ["gate", "porch"] {
+        assert_eq!(
+            (&cameras[refused]["source_running"], &cameras[refused]["frames"]),
+            (&serde_json::json!(false), &serde_json::json!(0)),
+            "{refused}: {stats}"
+        );
+        assert!(sub.on(&format!("vigil/test/{refused}/detections")).is_empty());
+    }
+    let log = daemon.log();
+    for (camera, why) in [
+        ("gate", "the camera refused the credentials (RTSP 401)"),
+        ("porch", "the camera has no stream at this path (RTSP 404)"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("camera={camera}")) && l.contains(why)),
+            "{camera}: {why}\n{log}"
+        );
+    }
+    assert!(log.contains("url=rtsp://vigil:***@127.0.0.1:"), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("camera=door") && l.contains("stream lost")),
+        "the restart is in the log:\n{log}"
+    );
+    assert!(!log.contains("hunter2") && !log.contains("s3cret"), "a password in the log:\n{log}");
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}

@@ -337,7 +337,8 @@ fn fuzz_mjpeg_camera() {
     fuzz("camera-url", urls.iter().map(|u| u.as_bytes().to_vec()).collect(), iterations(), |bytes| {
         std::str::from_utf8(bytes).is_ok_and(|text| {
             [Scheme::Http, Scheme::Rtsp].into_iter().any(|scheme| {
-                CameraUrl::parse(text, scheme).is_ok_and(|url| !url.to_string().is_empty() && !url.without_credentials().is_empty())
+                CameraUrl::parse(text, scheme)
+                    .is_ok_and(|url| !url.to_string().is_empty() && !url.without_credentials().is_empty())
             })
         })
     });

@@ -483,7 +483,8 @@ fn an_rtsp_camera_publishes_what_a_replay_of_its_photo_does_and_outlives_a_resta
     server.restart();
     let (restarted, restarted_ms) = (std::time::Instant::now(), vigil::source::unix_ms());
     let after = receive_until(&mut messages, |got| {
-        let since = got.iter().filter(|(t, d)| t.ends_with("/detections") && d["captured_at"].as_u64() > Some(restarted_ms));
+        let since =
+            got.iter().filter(|(t, d)| t.ends_with("/detections") && d["captured_at"].as_u64() > Some(restarted_ms));
         since.count() >= 5
     });
     let stats = pipeline.stats(0, std::time::Duration::from_secs(1));

@@ -1,6 +1,7 @@
 //! Command-line interface: the argument definitions and one module per subcommand.
 
 mod bench;
+mod bench_source;
 #[cfg(feature = "train")]
 mod bench_train;
 mod deploy;
@@ -97,6 +98,8 @@ pub enum Command {
     Infer(InferArgs),
     /// Measure a model's inference latency.
     Bench(BenchArgs),
+    /// Measure what a camera source costs alone: pictures decoded and CPU per picture.
+    BenchSource(BenchSourceArgs),
     /// Evaluate a classifier on a labelled image folder (one folder per class).
     Eval(EvalArgs),
     /// Measure training throughput (forward, backward, Adam step) of an ONNX classifier.
@@ -436,6 +439,22 @@ pub struct InferArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct BenchSourceArgs {
+    /// The camera: an rtsp:// or http:// (MJPEG) URL, credentials in it.
+    pub url: String,
+    /// How long to time, after the first picture.
+    #[arg(long, default_value_t = 20.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// Frames taken a second, as a camera's `fps` takes them (default: every picture, each
+    /// converted to RGB).
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_fps)]
+    pub fps: f64,
+    /// RTSP transport: tcp or udp.
+    #[arg(long, default_value = "tcp")]
+    pub transport: String,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// The model manifest.
     #[arg(long, short)]
@@ -529,6 +548,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollback(args) => deploy::rollback(args),
         Command::Infer(args) => infer::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchSource(args) => bench_source::run(args),
         Command::Eval(args) => eval::run(args),
         #[cfg(feature = "train")]
         Command::BenchTrain(args) => bench_train::run(args),

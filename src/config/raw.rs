@@ -452,7 +452,9 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
     let source = match raw.source {
         Some(v) => crate::source::check(v, &format!("{key}.source"), dir, problems),
         None => {
-            problems.push(format!("{key}.source: missing (a table with kind = \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\")"));
+            problems.push(format!(
+                "{key}.source: missing (a table with kind = \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\")"
+            ));
             None
         }
     };

@@ -21,8 +21,8 @@ use image::RgbImage;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Backoff, Connection, SourceContext};
 use super::url::{CameraUrl, Scheme};
+use super::{Backoff, Connection, SourceContext};
 use crate::settings::section_as;
 
 /// `kind = "mjpeg"`: an HTTP camera.

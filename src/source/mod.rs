@@ -14,8 +14,8 @@
 
 pub mod camera;
 pub mod mjpeg;
-pub mod rtsp;
 pub mod replay;
+pub mod rtsp;
 pub mod url;
 
 use std::path::Path;
@@ -238,6 +238,7 @@ pub(crate) fn sleep_unless(stop: &AtomicBool, total: Duration, heartbeat: &Heart
 pub struct SourceStatus {
     running: AtomicBool,
     reconnects: AtomicU64,
+    decoded: AtomicU64,
 }
 
 impl SourceStatus {
@@ -251,6 +252,16 @@ impl SourceStatus {
     /// open once lost); attempts that fail are not counted.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Pictures a video stream decoded (an RTSP camera decodes every picture it sends, and
+    /// converts only those inference takes: `vigil bench-source` reports both).
+    pub fn decoded(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
+    }
+
+    fn count_decoded(&self) {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
     }
 
     fn set_running(&self, running: bool) {
@@ -493,8 +504,14 @@ mod tests {
                 serde_json::json!({"kind": "rtmp"}),
                 "cameras.a.source.kind: \"rtmp\" is not \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\"",
             ),
-            (serde_json::json!({"kind": 3}), "cameras.a.source.kind: must be text, \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\""),
-            (serde_json::json!({"path": "x"}), "cameras.a.source.kind: missing (\"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\")"),
+            (
+                serde_json::json!({"kind": 3}),
+                "cameras.a.source.kind: must be text, \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\"",
+            ),
+            (
+                serde_json::json!({"path": "x"}),
+                "cameras.a.source.kind: missing (\"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\")",
+            ),
             (
                 serde_json::json!("/dev/video0"),
                 "cameras.a.source: must be a table with kind = \"v4l2\", \"rtsp\", \"mjpeg\" or \"replay\"",

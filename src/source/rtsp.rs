@@ -146,9 +146,14 @@ impl Anchor {
 }
 
 impl<'r> Stream<'r> {
-    fn open(settings: &RtspSettings, ctx: &SourceContext, runtime: &'r tokio::runtime::Runtime) -> Result<Self, String> {
+    fn open(
+        settings: &RtspSettings,
+        ctx: &SourceContext,
+        runtime: &'r tokio::runtime::Runtime,
+    ) -> Result<Self, String> {
         let url = &settings.url;
-        let address = url::Url::parse(&url.without_credentials()).map_err(|e| format!("the url is not one retina reads: {e}"))?;
+        let address =
+            url::Url::parse(&url.without_credentials()).map_err(|e| format!("the url is not one retina reads: {e}"))?;
         let creds = url.username.as_ref().map(|username| Credentials {
             username: username.clone(),
             password: url.password.clone().unwrap_or_default(),
@@ -171,8 +176,8 @@ impl<'r> Stream<'r> {
         // Annex B with the parameter sets before each key frame: what OpenH264 reads.
         let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
         wait(runtime, ctx, "the camera's answer to SETUP", session.setup(video, setup))?.map_err(|e| explain(&e))?;
-        let playing =
-            wait(runtime, ctx, "the camera's answer to PLAY", session.play(PlayOptions::default()))?.map_err(|e| explain(&e))?;
+        let playing = wait(runtime, ctx, "the camera's answer to PLAY", session.play(PlayOptions::default()))?
+            .map_err(|e| explain(&e))?;
         let demuxed = playing.demuxed().map_err(|e| explain(&e))?;
         let decoder = openh264::decoder::Decoder::new().map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
         let transport = match settings.transport {
@@ -249,6 +254,7 @@ impl Connection for Stream<'_> {
                     continue;
                 }
             };
+            ctx.status.count_decoded();
             let (width, height) = picture.dimensions();
             if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
                 return Err(format!("the camera sends {width}x{height} pictures (at most {MAX_SIDE} a side)"));
@@ -275,7 +281,12 @@ impl Connection for Stream<'_> {
 
 /// Runs `future` on the source's runtime, beating the heartbeat and looking for a stop every
 /// [`POLL`]; `what` (the thing awaited) names it in the error when it takes over [`TIMEOUT`].
-fn wait<F: Future>(runtime: &tokio::runtime::Runtime, ctx: &SourceContext, what: &str, future: F) -> Result<F::Output, String> {
+fn wait<F: Future>(
+    runtime: &tokio::runtime::Runtime,
+    ctx: &SourceContext,
+    what: &str,
+    future: F,
+) -> Result<F::Output, String> {
     runtime.block_on(async {
         let started = Instant::now();
         tokio::pin!(future);
@@ -339,7 +350,10 @@ mod tests {
         let streams = [("audio", "mpeg4-generic"), ("video", "H264"), ("video", "h264")];
         assert_eq!(pick_video(streams.into_iter()), Ok(1));
         let e = pick_video([("video", "h265"), ("audio", "pcma")].into_iter()).unwrap_err();
-        assert!(e.contains("sends H265 video") && e.contains("set the camera's stream (or a substream) to H.264"), "{e}");
+        assert!(
+            e.contains("sends H265 video") && e.contains("set the camera's stream (or a substream) to H.264"),
+            "{e}"
+        );
         let e = pick_video([("audio", "pcma"), ("application", "vnd.onvif.metadata")].into_iter()).unwrap_err();
         assert_eq!(e, "the camera's stream has no video");
     }

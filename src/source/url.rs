@@ -46,7 +46,11 @@ impl Scheme {
 impl CameraUrl {
     /// `host:port` as a URL writes it (an IPv6 address in brackets).
     pub fn authority(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The URL without user name or password (they go apart, in the protocol's own way).

@@ -63,7 +63,9 @@ fn spawn(photo: &str, port: u16, auth: &str) -> Result<(Child, u16), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("cannot start {PYTHON} {}: {e} (scripts/setup-system.sh installs it)", script.display()))?;
+        .map_err(|e| {
+            format!("cannot start {PYTHON} {}: {e} (scripts/setup-system.sh installs it)", script.display())
+        })?;
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
     match line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()) {
