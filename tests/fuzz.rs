@@ -555,3 +555,37 @@ fn fuzz_coco_instances() {
         }
     });
 }
+
+/// What an RTSP camera sends once depacketized (src/source/rtsp.rs): H.264 access units in
+/// Annex B, decoded by OpenH264 and converted to RGB. A hostile camera controls every byte.
+/// The seed: three 64×48 pictures from x264 (High profile: CABAC, 8×8 transforms) made by
+/// GStreamer here (scripts/setup-system.sh installs it for the RTSP tests).
+#[test]
+fn fuzz_h264_pictures() {
+    use vigil::source::rtsp::{Decoded, H264};
+    let file = common::scratch("fuzz-h264").join("seed.h264");
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=3",
+            "pattern=ball",
+            "!",
+            "video/x-raw,width=64,height=48,framerate=10/1",
+        ])
+        .args(["!", "x264enc", "tune=zerolatency", "!", "video/x-h264,profile=high,stream-format=byte-stream", "!"])
+        .args(["filesink", &format!("location={}", file.display())])
+        .status()
+        .expect("gst-launch-1.0 runs (scripts/setup-system.sh installs it)");
+    assert!(status.success(), "gst-launch-1.0 made no H.264");
+    let stream = std::fs::read(&file).unwrap();
+    let mut h264 = H264::new().unwrap();
+    assert!(
+        matches!(h264.decode(&stream, || true), Ok(Decoded::Picture(p)) if p.dimensions() == (64, 48)),
+        "the seed decodes"
+    );
+    fuzz("h264", vec![stream], iterations(), |bytes| {
+        let mut h264 = H264::new().unwrap();
+        matches!(h264.decode(bytes, || true), Ok(Decoded::Picture(_)))
+    });
+}

@@ -86,7 +86,9 @@ impl Http {
         let chunked = if head.chunked { ", chunked" } else { "" };
         match head.body {
             Body::Multipart(boundary) => {
-                let mode = format!("multipart stream{chunked}, boundary {}", crate::service::logging::shown(&boundary));
+                // Inside the log's mode="…": no double quotes of its own.
+                let shown = crate::service::logging::shown(&boundary).replace('"', "'");
+                let mode = format!("multipart stream{chunked}, boundary {shown}");
                 Ok(Http::Stream { parts: Parts::new(body, &boundary), mode })
             }
             Body::Jpeg(length) => {

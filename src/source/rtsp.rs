@@ -114,7 +114,7 @@ struct Stream<'r> {
     demuxed: Demuxed,
     /// The video stream's index among the session's streams.
     video: usize,
-    decoder: openh264::decoder::Decoder,
+    h264: H264,
     mode: String,
     clock: Option<Anchor>,
     /// The capture time of the picture [`Connection::frame`] returned last.
@@ -165,9 +165,9 @@ impl<'r> Stream<'r> {
         let (width, height, profile) = match session.streams()[video].parameters() {
             Some(retina::codec::ParametersRef::Video(v)) => {
                 let (w, h) = v.pixel_dimensions();
-                (w, h, v.rfc6381_codec().to_string())
+                (w, h, format!(" {}", v.rfc6381_codec()))
             }
-            _ => (0, 0, "h264".to_string()),
+            _ => (0, 0, String::new()),
         };
         let transport = match settings.transport {
             Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
@@ -179,14 +179,14 @@ impl<'r> Stream<'r> {
         let playing = wait(runtime, ctx, "the camera's answer to PLAY", session.play(PlayOptions::default()))?
             .map_err(|e| explain(&e))?;
         let demuxed = playing.demuxed().map_err(|e| explain(&e))?;
-        let decoder = openh264::decoder::Decoder::new().map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
+        let h264 = H264::new()?;
         let transport = match settings.transport {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         };
         let size = if width > 0 { format!(" {width}x{height}") } else { String::new() };
-        let mode = format!("H.264 {profile}{size}, {transport}");
-        Ok(Stream { runtime, demuxed, video, decoder, mode, clock: None, captured: None })
+        let mode = format!("H.264{profile}{size}, {transport}");
+        Ok(Stream { runtime, demuxed, video, h264, mode, clock: None, captured: None })
     }
 
     /// The capture time of a picture at `ticks` (of `clock_rate` a second) into the stream,
@@ -226,11 +226,13 @@ impl Connection for Stream<'_> {
     }
 
     fn frame(&mut self, ctx: &SourceContext) -> Result<RgbImage, String> {
-        let started = Instant::now();
+        // Since the last picture decoded: one skipped (not converted) counts, however long
+        // inference leaves the slot full at a low `fps`.
+        let mut last_picture = Instant::now();
         let mut last_error = None;
         loop {
             ctx.heartbeat.beat();
-            if started.elapsed() > TIMEOUT {
+            if last_picture.elapsed() > TIMEOUT {
                 return Err(match last_error {
                     Some(e) => format!("no picture decoded in {} s (the decoder said: {e})", TIMEOUT.as_secs()),
                     None => format!("no picture in {} s", TIMEOUT.as_secs()),
@@ -245,30 +247,25 @@ impl Connection for Stream<'_> {
             };
             let timestamp = frame.timestamp();
             let clock_rate = timestamp.clock_rate().get();
-            let picture = match self.decoder.decode(frame.data()) {
-                Ok(Some(picture)) => picture,
-                Ok(None) => continue,
-                Err(e) => {
-                    // A picture referring to one lost: the next key frame mends it.
-                    last_error = Some(e.to_string());
-                    continue;
-                }
-            };
-            ctx.status.count_decoded();
-            let (width, height) = picture.dimensions();
-            if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
-                return Err(format!("the camera sends {width}x{height} pictures (at most {MAX_SIDE} a side)"));
-            }
-            let wanted = match ctx.slot.waiting_since() {
+            let wanted = || match ctx.slot.waiting_since() {
                 None => true,
                 Some(captured) => captured.elapsed().as_secs_f64() >= 1.0 / ctx.fps,
             };
-            if !wanted {
-                continue;
-            }
-            let mut rgb = vec![0; width * height * 3];
-            picture.write_rgb8(&mut rgb);
-            let image = RgbImage::from_raw(width as u32, height as u32, rgb).ok_or("a picture of the wrong size")?;
+            let image = match self.h264.decode(frame.data(), wanted)? {
+                Decoded::Nothing(why) => {
+                    last_error = why.or(last_error);
+                    continue;
+                }
+                Decoded::Skipped => {
+                    ctx.status.count_decoded();
+                    last_picture = Instant::now();
+                    continue;
+                }
+                Decoded::Picture(image) => {
+                    ctx.status.count_decoded();
+                    image
+                }
+            };
             self.captured = Some(self.capture_time(timestamp.elapsed(), clock_rate, &ctx.camera));
             return Ok(image);
         }
@@ -276,6 +273,48 @@ impl Connection for Stream<'_> {
 
     fn captured(&self) -> Option<(u64, Instant)> {
         self.captured
+    }
+}
+
+/// An H.264 decoder for one stream: Annex B access units in (parameter sets before each key
+/// frame), pictures out.
+pub struct H264(openh264::decoder::Decoder);
+
+/// What one access unit gave.
+#[derive(Debug)]
+pub enum Decoded {
+    /// No picture yet, or a broken unit (`Some(why)`: one referring to a picture lost; the
+    /// next key frame mends the stream).
+    Nothing(Option<String>),
+    /// A picture, not converted (inference would not take it).
+    Skipped,
+    Picture(RgbImage),
+}
+
+impl H264 {
+    pub fn new() -> Result<H264, String> {
+        openh264::decoder::Decoder::new().map(H264).map_err(|e| format!("cannot start the H.264 decoder: {e}"))
+    }
+
+    /// Decodes an access unit; a picture it completes is converted to RGB when `convert`
+    /// says so. An error (a picture over [`MAX_SIDE`] a side) ends the stream.
+    pub fn decode(&mut self, unit: &[u8], convert: impl FnOnce() -> bool) -> Result<Decoded, String> {
+        let picture = match self.0.decode(unit) {
+            Ok(Some(picture)) => picture,
+            Ok(None) => return Ok(Decoded::Nothing(None)),
+            Err(e) => return Ok(Decoded::Nothing(Some(e.to_string()))),
+        };
+        let (width, height) = picture.dimensions();
+        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+            return Err(format!("the camera sends {width}x{height} pictures (at most {MAX_SIDE} a side)"));
+        }
+        if !convert() {
+            return Ok(Decoded::Skipped);
+        }
+        let mut rgb = vec![0; width * height * 3];
+        picture.write_rgb8(&mut rgb);
+        let image = RgbImage::from_raw(width as u32, height as u32, rgb).ok_or("a picture of the wrong size")?;
+        Ok(Decoded::Picture(image))
     }
 }
 
