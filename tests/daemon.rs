@@ -1408,9 +1408,10 @@ source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/
 
 /// RTSP cameras over MQTT (GStreamer's RTSP server streaming a photo as H.264 High profile):
 /// one publishes the labels a replay of the photo publishes, goes on after the server is
-/// killed and started again, with no restart of vigil; one with a wrong password and one
-/// with a wrong path are `source_running: false` with the reason in the log (and no password
-/// there), while the others run.
+/// killed and started again, with no restart of vigil; one with a wrong password, one with a
+/// wrong path and one whose stream is in a codec vigil does not decode (RTP/JPEG) are
+/// `source_running: false` with the reason in the log (and no password there), while the
+/// others run.
 #[test]
 fn rtsp_cameras_publish_like_a_replay_outlive_a_server_restart_and_refusals_say_why() {
     let _serial = serial();
@@ -1446,6 +1447,10 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:hunter2@127.0.0.1:{rtsp}/stream" 
 model = {model:?}
 fps = 4
 source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/no-such-path" }}
+[cameras.shed]
+model = {model:?}
+fps = 4
+source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/jpeg", transport = "udp" }}
 "#
         ),
     )
@@ -1489,7 +1494,7 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/no-such-p
         (&serde_json::json!(true), &serde_json::json!(true)),
         "{stats}"
     );
-    for refused in ["gate", "porch"] {
+    for refused in ["gate", "porch", "shed"] {
         assert_eq!(
             (&cameras[refused]["source_running"], &cameras[refused]["frames"]),
             (&serde_json::json!(false), &serde_json::json!(0)),
@@ -1501,6 +1506,7 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/no-such-p
     for (camera, why) in [
         ("gate", "the camera refused the credentials (RTSP 401)"),
         ("porch", "the camera has no stream at this path (RTSP 404)"),
+        ("shed", "the camera sends JPEG video, and vigil decodes H.264 only: set the camera's stream"),
     ] {
         assert!(
             log.lines().any(|l| l.contains(&format!("camera={camera}")) && l.contains(why)),
