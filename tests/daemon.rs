@@ -200,6 +200,22 @@ impl Subscriber {
     }
 }
 
+/// Every label device "test"'s `camera` has published detections of.
+fn labels_seen(sub: &Subscriber, camera: &str) -> BTreeSet<String> {
+    sub.on(&format!("vigil/test/{camera}/detections"))
+        .iter()
+        .flat_map(|r| {
+            let d = r.json();
+            d["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["label"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Two bundled photos replayed as a camera: the motorcycle, then the group of people,
 /// each held for `repeat` frames.
 fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -1360,20 +1376,7 @@ source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/
     let mut daemon = Daemon::start(&config, &[]);
     wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
     let sub = Subscriber::start(port, "test-mjpeg");
-    let labels = |camera: &str| -> BTreeSet<String> {
-        sub.on(&format!("vigil/test/{camera}/detections"))
-            .iter()
-            .flat_map(|r| {
-                let d = r.json();
-                d["detections"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|o| o["label"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let labels = |camera: &str| labels_seen(&sub, camera);
     // Detections from the door camera's second stream, after the first was cut mid-frame.
     sub.wait_for("door detections after a reconnection", Duration::from_secs(120), |got| {
         let stats = got.iter().rev().find(|r| r.topic == "vigil/test/stats").map(Received::json);
@@ -1470,20 +1473,7 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/jpeg", tr
     sub.wait_for("door detections after the server's restart", Duration::from_secs(120), |got| {
         door_inferred(got).is_some_and(|(n, reconnects)| reconnects == 1 && n >= inferred_before + 4)
     });
-    let labels = |camera: &str| -> BTreeSet<String> {
-        sub.on(&format!("vigil/test/{camera}/detections"))
-            .iter()
-            .flat_map(|r| {
-                let d = r.json();
-                d["detections"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|o| o["label"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let labels = |camera: &str| labels_seen(&sub, camera);
     let (yard, door) = (labels("yard"), labels("door"));
     assert!(yard.contains("person"), "{yard:?}");
     assert_eq!(door, yard, "the RTSP camera sees what the replay of its photo sees");
