@@ -325,7 +325,7 @@ fn fuzz_mqtt_payloads() {
 #[test]
 fn fuzz_mjpeg_camera() {
     use std::io::Read;
-    use vigil::source::mjpeg::{parse_head, Parts};
+    use vigil::source::mjpeg::{parse_head, Auth, Body, Head, Parts};
     use vigil::source::url::{CameraUrl, Scheme};
     let urls = [
         "http://admin:p%40ss@cam.lan:8080/video?res=vga",
@@ -346,9 +346,18 @@ fn fuzz_mjpeg_camera() {
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=\"--frame\"\r\n\r\n",
         "HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 1234\r\n\r\n",
         "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"cam\"\r\n\r\n",
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest qop=\"auth\", realm=\"IP Camera\", nonce=\"4e6a\", stale=\"FALSE\"\r\nWWW-Authenticate: Basic realm=\"IP Camera\"\r\n\r\n",
     ];
+    let url = CameraUrl::parse("http://admin:s3cret@cam/ISAPI/Streaming/channels/101/picture", Scheme::Http).unwrap();
     fuzz("mjpeg-head", heads.iter().map(|h| h.as_bytes().to_vec()).collect(), iterations(), |bytes| {
-        parse_head(bytes).is_ok()
+        match parse_head(bytes) {
+            // A challenge from a hostile camera: taken and answered, or refused with an error.
+            Ok(Head { body: Body::Challenge(challenges), .. }) => {
+                let mut auth = Auth::default();
+                auth.challenged(&challenges).is_ok() && auth.authorization(&url).is_ok_and(|a| a.is_some())
+            }
+            head => head.is_ok(),
+        }
     });
     let jpeg = {
         let image = image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([(x * 20) as u8, (y * 25) as u8, 128]));

@@ -556,3 +556,35 @@ fn an_rtsp_camera_refusing_the_password_the_path_or_the_codec_is_not_running() {
         pipeline.join();
     }
 }
+
+/// A snapshot URL behind Digest authentication only, as IP cameras' snapshot URLs are: the
+/// challenge is answered and each snapshot is a frame; with a wrong password the camera is
+/// not running.
+#[test]
+fn an_mjpeg_snapshot_behind_digest_authentication_is_answered() {
+    let dir = common::scratch("pipeline-digest");
+    let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
+    let file = dir.join("motorcycle.jpg");
+    std::fs::write(&file, &jpeg).unwrap();
+    let expected = labels_of(run(&dir, &file, "").on("detections")[0]);
+    let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 1);
+    let source = |password: &str| {
+        let url = format!("http://vigil:{password}@127.0.0.1:{}/digest.jpg", camera.port);
+        format!("fps = 4\nsource = {{ kind = \"mjpeg\", url = {url:?} }}")
+    };
+    let (good, mut messages) = start(&dir, &source("s3cret"), Engine::Tract, "models/nanodet-m.toml");
+    let (wrong, _wrong_messages) = start(&dir, &source("hunter2"), Engine::Tract, "models/nanodet-m.toml");
+    let got = receive_until(&mut messages, |got| got.iter().filter(|(t, _)| t.ends_with("/detections")).count() >= 4);
+    for (_, d) in got.iter().filter(|(t, _)| t.ends_with("/detections")) {
+        assert_eq!(labels_of(d), expected);
+    }
+    let interval = std::time::Duration::from_secs(1);
+    assert!(good.stats(0, interval).source_running);
+    let stats = wrong.stats(0, interval);
+    assert!(!stats.source_running && stats.frames == 0, "{stats:?}");
+    assert!(camera.snapshots.load(Ordering::Relaxed) >= 4);
+    for pipeline in [good, wrong] {
+        pipeline.request_stop();
+        pipeline.join();
+    }
+}

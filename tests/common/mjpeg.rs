@@ -21,7 +21,8 @@ pub fn jpeg_of(name: &str) -> Vec<u8> {
 /// serves it. `/stream` (and `/chunked`, the same in chunked transfer encoding, as ESP-IDF's
 /// web server sends it) wants user "vigil" with password "s3cret", as does `/snapshot.jpg`,
 /// which answers `then` as one JPEG (counted in `snapshots`); other paths are 404, other
-/// credentials 401. The first stream it serves gives `first` as `parts` parts 40 ms apart,
+/// credentials 401; `/digest.jpg` is the same snapshot behind Digest authentication only
+/// (RFC 7616, MD5, as IP cameras' snapshot URLs ask for). The first stream it serves gives `first` as `parts` parts 40 ms apart,
 /// then half a part, and the connection is cut; every later one gives `then` until the
 /// client hangs up.
 pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
@@ -49,10 +50,13 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
                 })
             });
             let chunked = path == "/chunked";
-            let snapshot = path == "/snapshot.jpg";
+            let digest = path == "/digest.jpg";
+            let snapshot = path == "/snapshot.jpg" || digest;
             let refusal = if path != "/stream" && !chunked && !snapshot {
                 Some("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            } else if !authorised {
+            } else if digest && !digest_answered(&head) {
+                Some(DIGEST_CHALLENGE)
+            } else if !digest && !authorised {
                 Some("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n")
             } else {
                 None
@@ -115,6 +119,37 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
         }
     });
     camera
+}
+
+/// What `/digest.jpg` answers a request without a right Digest answer: Digest only (RFC
+/// 7616, MD5, qop auth), as IP cameras' snapshot URLs ask.
+const DIGEST_CHALLENGE: &str = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"cam\", \
+     qop=\"auth\", algorithm=MD5, nonce=\"5e6f3a\"\r\nContent-Length: 0\r\n\r\n";
+
+/// Whether a request head carries the right Digest answer for user "vigil", password
+/// "s3cret", to DIGEST_CHALLENGE, worked out here as a camera does.
+fn digest_answered(head: &str) -> bool {
+    let Some(answer) = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization").then(|| value.trim().strip_prefix("Digest ")).flatten()
+    }) else {
+        return false;
+    };
+    let field = |name: &str| {
+        answer.split(',').find_map(|kv| kv.trim().strip_prefix(&format!("{name}="))).map(|v| v.trim_matches('"'))
+    };
+    let md5 = |text: String| format!("{:x}", <md5::Md5 as md5::Digest>::digest(text.as_bytes()));
+    let (Some(uri), Some(nc), Some(cnonce), Some(response)) =
+        (field("uri"), field("nc"), field("cnonce"), field("response"))
+    else {
+        return false;
+    };
+    let ha1 = md5("vigil:cam:s3cret".into());
+    let ha2 = md5(format!("GET:{uri}"));
+    field("username") == Some("vigil")
+        && field("nonce") == Some("5e6f3a")
+        && uri == "/digest.jpg"
+        && response == md5(format!("{ha1}:5e6f3a:{nc}:{cnonce}:auth:{ha2}"))
 }
 
 /// A camera [`serve`] started.
