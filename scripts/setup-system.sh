@@ -6,7 +6,8 @@
 #   dataset-fashion-mnist  labelled images for the trainer's tests
 #   openssl                certificates for the daemon's TLS test
 #   python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,ugly}
-#                          the RTSP camera the tests start (GStreamer's RTSP server, x264)
+#   gstreamer1.0-tools     the RTSP camera the tests start (GStreamer's RTSP server, x264),
+#                          and gst-launch-1.0, which makes the H.264 fuzz harness's seed
 #   gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc and kernel headers,
 #                          and g++ for OpenH264)
 #                          cross builds for the devices (cross/env.sh)
@@ -22,7 +23,7 @@ cross=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross linux-l
        gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross linux-libc-dev-armhf-cross
        qemu-user lintian)
 rtsp=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-      gstreamer1.0-plugins-ugly)
+      gstreamer1.0-plugins-ugly gstreamer1.0-tools)
 case ${1:-test} in
   build) ;;
   cross) want+=("${cross[@]}") ;;
