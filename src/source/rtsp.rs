@@ -55,6 +55,16 @@ pub enum Transport {
     Udp,
 }
 
+impl Transport {
+    /// As the `transport` key and the log write it.
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
 /// The keys of an rtsp source, as written.
 #[derive(Debug, Default, Deserialize)]
 struct RawRtsp {
@@ -69,8 +79,9 @@ struct RawRtsp {
 pub(super) fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<RtspSettings> {
     let raw: RawRtsp = section_as(value, key, problems, "not a key of an rtsp source")?;
     let transport = match raw.transport.as_deref() {
-        None | Some("tcp") => Some(Transport::Tcp),
-        Some("udp") => Some(Transport::Udp),
+        None => Some(Transport::Tcp),
+        Some(name) if name == Transport::Tcp.name() => Some(Transport::Tcp),
+        Some(name) if name == Transport::Udp.name() => Some(Transport::Udp),
         Some(other) => {
             let other = crate::service::logging::shown(other.as_bytes());
             problems.push(format!("{key}.transport: {other} is not \"tcp\" or \"udp\""));
@@ -180,12 +191,8 @@ impl<'r> Stream<'r> {
             .map_err(|e| explain(&e))?;
         let demuxed = playing.demuxed().map_err(|e| explain(&e))?;
         let h264 = H264::new()?;
-        let transport = match settings.transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        };
         let size = if width > 0 { format!(" {width}x{height}") } else { String::new() };
-        let mode = format!("H.264{profile}{size}, {transport}");
+        let mode = format!("H.264{profile}{size}, {}", settings.transport.name());
         Ok(Stream { runtime, demuxed, video, h264, mode, clock: None, captured: None })
     }
 

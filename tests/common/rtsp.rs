@@ -22,11 +22,7 @@ impl Server {
     /// (user "vigil", password "s3cret"). Paths: `/stream` (H.264), `/jpeg` (RTP/JPEG).
     pub fn start(photo: &str, auth: &'static str) -> Server {
         let photo = super::root().join("tests/photos").join(photo).display().to_string();
-        Server::on_port(photo, 0, auth)
-    }
-
-    fn on_port(photo: String, port: u16, auth: &'static str) -> Server {
-        let (child, port) = spawn(&photo, port, auth).unwrap_or_else(|e| panic!("{e}"));
+        let (child, port) = spawn(&photo, 0, auth).unwrap_or_else(|e| panic!("{e}"));
         Server { child, port, photo, auth }
     }
 
