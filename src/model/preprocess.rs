@@ -111,7 +111,7 @@ impl Rows for Interleaved {
 /// Output rows resampled side by side in the horizontal pass, one per SIMD lane. Four (a
 /// 128-bit vector, NEON's and SSE's width) rather than eight: with eight the tile of a
 /// 512-pixel row outgrows the L1 cache, and storing into it cost more than AVX2's wider
-/// horizontal pass saved (measured on x86: 4 lanes took 0.8–1.0× the time of 8).
+/// horizontal pass saved (measured with AVX2: 4 lanes took 0.66–0.95× the time of 8).
 const LANES: usize = 4;
 
 /// The resize, one output row at a time, into `rows`.
