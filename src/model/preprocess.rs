@@ -263,7 +263,9 @@ impl Rows for Normalised<'_> {
                 let mut planes = self.data.chunks_exact_mut(w * self.height);
                 let mut planes: [Option<&mut [f32]>; 3] = std::array::from_fn(|_| planes.next());
                 let [r, g, b] = channel.map(|c| planes[c].take().expect("each of the three planes once"));
-                for (((r, g), b), rgb) in r[at..].iter_mut().zip(&mut g[at..]).zip(&mut b[at..]).zip(line.chunks_exact(3)) {
+                for (((r, g), b), rgb) in
+                    r[at..].iter_mut().zip(&mut g[at..]).zip(&mut b[at..]).zip(line.chunks_exact(3))
+                {
                     *r = rgb[0] * mul[0] + add[0];
                     *g = rgb[1] * mul[1] + add[1];
                     *b = rgb[2] * mul[2] + add[2];
