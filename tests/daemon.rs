@@ -216,6 +216,29 @@ fn labels_seen(sub: &Subscriber, camera: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// vigil with the embedded broker on `port`, stats every second and the `[cameras.*]`
+/// tables given, and a subscriber to everything once the broker listens.
+fn start_with_cameras(dir: &Path, port: u16, cameras: &str, client: &str) -> (Daemon, Subscriber) {
+    let config = dir.join("vigil.toml");
+    let head = format!(
+        "device_id = \"test\"\n[broker]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nstats_interval_s = 1\n"
+    );
+    std::fs::write(&config, head + cameras).unwrap();
+    let daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    (daemon, Subscriber::start(port, client))
+}
+
+/// A camera whose source never delivered: not running, no frame, no detection published.
+fn assert_refused(sub: &Subscriber, stats: &serde_json::Value, camera: &str) {
+    assert_eq!(
+        (&stats["cameras"][camera]["source_running"], &stats["cameras"][camera]["frames"]),
+        (&serde_json::json!(false), &serde_json::json!(0)),
+        "{camera}: {stats}"
+    );
+    assert!(sub.on(&format!("vigil/test/{camera}/detections")).is_empty());
+}
+
 /// Two bundled photos replayed as a camera: the motorcycle, then the group of people,
 /// each held for `repeat` frames.
 fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -1347,17 +1370,8 @@ fn mjpeg_cameras_publish_like_a_replay_and_a_refused_one_says_why() {
     let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 10);
     let (camera_port, streams) = (camera.port, camera.streams);
     let model = root().join("models/nanodet-m.toml");
-    let config = dir.join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"device_id = "test"
-[broker]
-enabled = true
-listen = "127.0.0.1:{port}"
-[mqtt]
-stats_interval_s = 1
-[cameras.yard]
+    let cameras = format!(
+        r#"[cameras.yard]
 model = {model:?}
 fps = 4
 source = {{ kind = "replay", path = "motorcycle.jpg", fps = 4 }}
@@ -1370,12 +1384,8 @@ model = {model:?}
 fps = 4
 source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/stream" }}
 "#
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let sub = Subscriber::start(port, "test-mjpeg");
+    );
+    let (mut daemon, sub) = start_with_cameras(&dir, port, &cameras, "test-mjpeg");
     let labels = |camera: &str| labels_seen(&sub, camera);
     // Detections from the door camera's second stream, after the first was cut mid-frame.
     sub.wait_for("door detections after a reconnection", Duration::from_secs(120), |got| {
@@ -1392,12 +1402,7 @@ source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/
     let cameras = &stats["cameras"];
     assert_eq!(cameras["door"]["source_running"], true, "{stats}");
     assert_eq!(cameras["yard"]["source_running"], true, "{stats}");
-    assert_eq!(
-        (&cameras["gate"]["source_running"], &cameras["gate"]["frames"]),
-        (&serde_json::json!(false), &serde_json::json!(0)),
-        "{stats}"
-    );
-    assert!(sub.on("vigil/test/gate/detections").is_empty());
+    assert_refused(&sub, &stats, "gate");
     let log = daemon.log();
     assert!(
         log.lines().any(|l| l.contains("camera=gate") && l.contains("refused the credentials (HTTP 401)")),
@@ -1424,17 +1429,8 @@ fn rtsp_cameras_publish_like_a_replay_outlive_a_server_restart_and_refusals_say_
     let rtsp = server.port;
     let model = root().join("models/nanodet-m.toml");
     let photo = root().join("tests/photos/astronaut.png");
-    let config = dir.join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"device_id = "test"
-[broker]
-enabled = true
-listen = "127.0.0.1:{port}"
-[mqtt]
-stats_interval_s = 1
-[cameras.yard]
+    let cameras = format!(
+        r#"[cameras.yard]
 model = {model:?}
 fps = 4
 source = {{ kind = "replay", path = {photo:?}, fps = 4 }}
@@ -1455,12 +1451,8 @@ model = {model:?}
 fps = 4
 source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/jpeg", transport = "udp" }}
 "#
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let sub = Subscriber::start(port, "test-rtsp");
+    );
+    let (mut daemon, sub) = start_with_cameras(&dir, port, &cameras, "test-rtsp");
     let door_inferred = |got: &[Received]| {
         let stats = got.iter().rev().find(|r| r.topic == "vigil/test/stats").map(Received::json);
         stats.map(|s| {
@@ -1485,12 +1477,7 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/jpeg", tr
         "{stats}"
     );
     for refused in ["gate", "porch", "shed"] {
-        assert_eq!(
-            (&cameras[refused]["source_running"], &cameras[refused]["frames"]),
-            (&serde_json::json!(false), &serde_json::json!(0)),
-            "{refused}: {stats}"
-        );
-        assert!(sub.on(&format!("vigil/test/{refused}/detections")).is_empty());
+        assert_refused(&sub, &stats, refused);
     }
     let log = daemon.log();
     for (camera, why) in [

@@ -436,16 +436,22 @@ fn an_mjpeg_camera_refusing_the_password_or_the_path_is_not_running() {
     }
 }
 
+/// A test camera whose snapshot URLs answer with a JPEG of the motorcycle photo, and the
+/// labels a replay of that same JPEG publishes.
+fn motorcycle_snapshot_camera(dir: &Path) -> (Vec<String>, common::mjpeg::Camera) {
+    let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
+    let file = dir.join("motorcycle.jpg");
+    std::fs::write(&file, &jpeg).unwrap();
+    let expected = labels_of(run(dir, &file, "").on("detections")[0]);
+    (expected, common::mjpeg::serve(jpeg.clone(), jpeg, 1))
+}
+
 /// A snapshot URL (one JPEG per request): asked again at the camera's `fps`, no faster, and
 /// each answer is a frame.
 #[test]
 fn an_mjpeg_snapshot_url_is_polled_at_the_camera_rate() {
     let dir = common::scratch("pipeline-snapshot");
-    let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
-    let file = dir.join("motorcycle.jpg");
-    std::fs::write(&file, &jpeg).unwrap();
-    let expected = labels_of(run(&dir, &file, "").on("detections")[0]);
-    let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 1);
+    let (expected, camera) = motorcycle_snapshot_camera(&dir);
     let url = format!("http://vigil:s3cret@127.0.0.1:{}/snapshot.jpg", camera.port);
     let began = std::time::Instant::now();
     let (pipeline, mut messages) = start(
@@ -563,11 +569,7 @@ fn an_rtsp_camera_refusing_the_password_the_path_or_the_codec_is_not_running() {
 #[test]
 fn an_mjpeg_snapshot_behind_digest_authentication_is_answered() {
     let dir = common::scratch("pipeline-digest");
-    let jpeg = common::mjpeg::jpeg_of("motorcycle_left.png");
-    let file = dir.join("motorcycle.jpg");
-    std::fs::write(&file, &jpeg).unwrap();
-    let expected = labels_of(run(&dir, &file, "").on("detections")[0]);
-    let camera = common::mjpeg::serve(jpeg.clone(), jpeg, 1);
+    let (expected, camera) = motorcycle_snapshot_camera(&dir);
     let source = |password: &str| {
         let url = format!("http://vigil:{password}@127.0.0.1:{}/digest.jpg", camera.port);
         format!("fps = 4\nsource = {{ kind = \"mjpeg\", url = {url:?} }}")
