@@ -113,8 +113,8 @@ impl Rows for Interleaved {
 
 /// Output rows resampled side by side in the horizontal pass, one per SIMD lane. Four (a
 /// 128-bit vector, NEON's and SSE's width) rather than eight: with eight the tile of a
-/// 512-pixel row outgrows the L1 cache, and storing into it cost more than AVX2's wider
-/// horizontal pass saved (measured with AVX2: 4 lanes took 0.66–0.95× the time of 8).
+/// 512-pixel row outgrows the L1 cache, which cost more than AVX2's wider horizontal pass
+/// saved (measured with AVX2: 8 lanes took 0.94–1.26× the time of 4).
 const LANES: usize = 4;
 
 /// What resizing from one size to another takes besides the pixels: each axis's taps, the
