@@ -430,6 +430,11 @@ mod tests {
         })
     }
 
+    /// The values' bits, to compare floats exactly (and show where they differ).
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|x| x.to_bits()).collect()
+    }
+
     #[test]
     fn the_resize_is_the_documented_sums_bit_for_bit() {
         // docs/models.md, written out plainly: columns first, each sum taken in tap order
@@ -452,7 +457,6 @@ mod tests {
                     }
                 }
             }
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&resize_rgb(&img, w, h)), bits(&want), "61x37 -> {w}x{h}");
         }
     }
@@ -472,7 +476,6 @@ mod tests {
             unsafe { resize_rows_avx2(&img, &plan, &mut avx2) };
             let mut portable = Interleaved(vec![0f32; w * h * 3]);
             resize_rows_portable(&img, &plan, &mut portable);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&avx2.0), bits(&portable.0), "61x37 -> {w}x{h}");
         }
     }
