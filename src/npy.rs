@@ -29,9 +29,12 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     out
 }
 
+/// The largest `.npy` file read: a model's input or output tensor, far below this.
+const MAX_NPY_FILE: u64 = 1 << 30;
+
 /// Reads a little-endian f32, C-order `.npy` file: (shape, data).
 pub fn read_f32(path: &Path) -> std::io::Result<(Vec<usize>, Vec<f32>)> {
-    decode_f32(&std::fs::read(path)?, &path.display().to_string())
+    decode_f32(&crate::files::read_capped(path, MAX_NPY_FILE)?, &path.display().to_string())
 }
 
 /// Decodes the bytes of a `.npy` file; `name` is for messages.

@@ -242,3 +242,122 @@ fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
     assert!(built.success(), "cc failed on {}", c.display());
     library
 }
+
+/// Makes a FIFO (named pipe) at `path`: opening it for reading would wait for a writer.
+fn fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+/// A model file that never ends (`/dev/zero`), a 3 GB sparse `.onnx`, a FIFO, a folder: each
+/// refused from what it is, naming it, before a byte is read (it was all of it read into
+/// memory first, or a wait for ever on the FIFO).
+#[test]
+fn model_files_that_are_not_small_regular_files_are_refused_before_reading() {
+    let dir = scratch("endless-model");
+    let sparse = dir.join("sparse.onnx");
+    std::fs::File::create(&sparse).unwrap().set_len(3 << 30).unwrap();
+    fifo(&dir.join("fifo.onnx"));
+    std::fs::create_dir_all(dir.join("folder.onnx")).unwrap();
+    for (file, why) in [
+        ("/dev/zero".to_string(), "a device, not a regular file"),
+        (sparse.display().to_string(), "3221225472 bytes, larger than the limit of"),
+        (dir.join("fifo.onnx").display().to_string(), "a FIFO (named pipe), not a regular file"),
+        (dir.join("folder.onnx").display().to_string(), "a folder, not a file"),
+    ] {
+        let m = variant(&dir, "blazeface.toml", |t| {
+            t.replace(&format!("{}/blazeface.onnx", root().join("models").display()), &file)
+        });
+        let started = std::time::Instant::now();
+        let (err, msg) = load_err(&m);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{file}: {:?}", started.elapsed());
+        assert!(matches!(err, ModelError::Io { .. }), "{msg}");
+        assert!(msg.contains(&file) && msg.contains(why), "{msg}");
+        assert_eq!(msg.matches(why).count(), 1, "said once: {msg}");
+    }
+}
+
+/// `vigil validate` of a replay camera whose folder holds a 3 GB sparse `.jpg`, or whose
+/// path is `/dev/zero` under an image's name, or a FIFO: refused at once, naming the file.
+#[test]
+fn replay_images_that_never_end_are_refused_by_validate() {
+    let dir = scratch("endless-replay");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    std::fs::copy(root().join("tests/photos/chelsea.png"), frames.join("a.png")).unwrap();
+    std::fs::File::create(frames.join("b.jpg")).unwrap().set_len(3 << 30).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.jpg")).unwrap();
+    fifo(&dir.join("pipe.png"));
+    let config = |path: &Path| {
+        let file = dir.join("vigil.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "device_id = \"t\"\n[mqtt]\nspool_dir = {spool:?}\n[cameras.door]\nmodel = {model:?}\n\
+                 [cameras.door.source]\nkind = \"replay\"\npath = {path:?}\n",
+                spool = dir.join("spool"),
+                model = root().join("models/blazeface.toml"),
+            ),
+        )
+        .unwrap();
+        file
+    };
+    for (path, why) in [
+        (frames.clone(), "b.jpg is not a readable image: 3221225472 bytes, larger than the limit of"),
+        (dir.join("zero.jpg"), "zero.jpg is not a readable image: a device, not a regular file"),
+        (dir.join("pipe.png"), "pipe.png is not a readable image: a FIFO (named pipe), not a regular file"),
+    ] {
+        let file = config(&path);
+        let started = std::time::Instant::now();
+        let (code, out, err) = vigil(&["validate", "--config", file.to_str().unwrap()]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        assert_eq!(code, 78, "{out}{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}
+
+/// A camera's `password_file` that is a FIFO is refused without waiting for a writer; an
+/// empty one is refused; one with notes after the password gives its first line.
+#[test]
+fn camera_password_files_are_read_safely() {
+    let dir = scratch("password-files");
+    fifo(&dir.join("fifo"));
+    std::fs::write(dir.join("empty"), "\n").unwrap();
+    let validate = |file: &str| {
+        let config = dir.join("vigil.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "device_id = \"t\"\n[mqtt]\nspool_dir = {spool:?}\n[cameras.door]\nmodel = {model:?}\n\
+                 [cameras.door.source]\nkind = \"mjpeg\"\nurl = \"http://127.0.0.1:9/stream\"\nusername = \"u\"\n\
+                 password_file = {file:?}\n",
+                spool = dir.join("spool"),
+                model = root().join("models/blazeface.toml"),
+                file = dir.join(file),
+            ),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let (code, out, err) = vigil(&["validate", "--config", config.to_str().unwrap()]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        (code, format!("{out}{err}"))
+    };
+    let (code, out) = validate("fifo");
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("cameras.door.source.password_file: cannot read") && out.contains("a FIFO"), "{out}");
+    let (code, out) = validate("empty");
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("holds no password on its first line"), "{out}");
+}
+
+/// An image argument that is a folder is named once, not "Is a directory … Is a directory".
+#[test]
+fn an_image_that_is_a_folder_is_named_once() {
+    let dir = scratch("image-folder");
+    let model = root().join("models/blazeface.toml");
+    let (code, _, stderr) = vigil(&["infer", "--model", model.to_str().unwrap(), dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.matches("a folder, not a file").count(), 1, "{stderr}");
+    assert!(!stderr.contains("os error 21"), "{stderr}");
+}

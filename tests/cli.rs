@@ -190,3 +190,15 @@ fn train_without_libtorch_says_how_to_get_it() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("built without its trainer") && stderr.contains("--features train"), "{stderr}");
 }
+
+/// The command list says what each command does today: `eval` and `train` take detectors too.
+#[test]
+fn help_says_eval_and_train_take_detectors_too() {
+    let (code, stdout, stderr) = vigil(&["--help"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = |command: &str| {
+        stdout.lines().find(|l| l.trim_start().starts_with(&format!("{command} "))).unwrap_or_default().to_string()
+    };
+    assert!(line("eval").contains("classifier") && line("eval").contains("detector"), "{stdout}");
+    assert!(line("train").contains("classifier or detector"), "{stdout}");
+}

@@ -471,6 +471,59 @@ fn an_mjpeg_snapshot_url_is_polled_at_the_camera_rate() {
     assert!(asked >= 6 && asked as f64 <= 4.0 * elapsed + 2.0, "{asked} snapshots in {elapsed:.1} s at 4 fps");
 }
 
+/// A snapshot URL that answers twice, then trickles its third snapshot a byte a second: the
+/// answer's one deadline (head and body, 15 s) ends it, and the camera is no longer said to
+/// be running (each byte used to reset the wait, so it never ended).
+#[test]
+fn an_mjpeg_snapshot_trickled_a_byte_a_second_times_out() {
+    use common::mjpeg::Hostile;
+    let dir = common::scratch("pipeline-trickle");
+    let camera = common::mjpeg::serve_hostile(
+        common::mjpeg::jpeg_of("motorcycle_left.png"),
+        Hostile::TrickledSnapshots { good: 2 },
+    );
+    let url = format!("http://127.0.0.1:{}/snapshot.jpg", camera.port);
+    let (pipeline, mut messages) = start(
+        &dir,
+        &format!("fps = 4\nsource = {{ kind = \"mjpeg\", url = {url:?} }}"),
+        Engine::Tract,
+        "models/nanodet-m.toml",
+    );
+    receive_until(&mut messages, |got| got.iter().filter(|(t, _)| t.ends_with("/detections")).count() >= 2);
+    let interval = std::time::Duration::from_secs(1);
+    assert!(pipeline.stats(0, interval).source_running);
+    let trickling = std::time::Instant::now();
+    while pipeline.stats(0, interval).source_running {
+        assert!(trickling.elapsed() < std::time::Duration::from_secs(25), "still running after 25 s of trickle");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(trickling.elapsed() > std::time::Duration::from_secs(10), "{:?}", trickling.elapsed());
+    pipeline.request_stop();
+    pipeline.join();
+}
+
+/// A stream whose parts are JPEGs cut in half, each with a Content-Length that fits: no
+/// part becomes a frame (the decoder alone would fill the missing rows with grey), and the
+/// camera is not said to be running.
+#[test]
+fn an_mjpeg_stream_of_cut_jpegs_gives_no_frame() {
+    use common::mjpeg::Hostile;
+    let dir = common::scratch("pipeline-cut-jpegs");
+    let camera = common::mjpeg::serve_hostile(common::mjpeg::jpeg_of("astronaut.png"), Hostile::CutJpegs);
+    let url = format!("http://127.0.0.1:{}/stream", camera.port);
+    let (pipeline, _messages) =
+        start(&dir, &format!("source = {{ kind = \"mjpeg\", url = {url:?} }}"), Engine::Tract, "models/nanodet-m.toml");
+    let began = std::time::Instant::now();
+    while camera.streams.load(Ordering::Relaxed) < 2 {
+        assert!(began.elapsed() < std::time::Duration::from_secs(20), "the source did not try again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stats = pipeline.stats(0, std::time::Duration::from_secs(1));
+    assert!(!stats.source_running && stats.frames == 0, "{stats:?}");
+    pipeline.request_stop();
+    pipeline.join();
+}
+
 /// An RTSP camera (GStreamer's RTSP server streaming a photo as H.264 High profile, Digest
 /// authentication): the pipeline publishes the labels a replay of the photo publishes, with
 /// capture times from the stream's clock; when the server is killed and started again, the

@@ -128,15 +128,14 @@ fn send(payload: Payload, target: &TargetArgs, broker: &BrokerArgs) -> Result<Re
     }
     let password = match &broker.password_file {
         None => None,
-        Some(path) => Some(
-            crate::files::read_text_capped(path, 64 << 10)
+        Some(path) => {
+            let bytes = crate::files::read_capped(path, 64 << 10)
                 .with_context(|| format!("reading --password-file {}", path.display()))
-                .map_err(CliError::failure)?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
+                .map_err(CliError::failure)?;
+            let password = crate::source::url::password_of(bytes)
+                .map_err(|why| usage(format!("--password-file {} {why}", path.display())))?;
+            Some(password)
+        }
     };
     let address = BrokerAddress {
         url: broker.broker.clone(),

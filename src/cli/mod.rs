@@ -100,15 +100,15 @@ pub enum Command {
     Bench(BenchArgs),
     /// Measure what a camera source costs alone: pictures decoded and CPU per picture.
     BenchSource(BenchSourceArgs),
-    /// Evaluate a classifier on a labelled image folder (one folder per class).
+    /// Evaluate a classifier (on a folder per class) or a detector (on YOLO or COCO data).
     Eval(EvalArgs),
-    /// Measure training throughput (forward, backward, Adam step) of an ONNX classifier.
+    /// Measure training throughput (forward, backward, Adam step) of a classifier or detector.
     #[cfg(feature = "train")]
     BenchTrain(BenchTrainArgs),
-    /// Fine-tune a pretrained ONNX classifier on labelled images and export it.
+    /// Fine-tune a pretrained classifier or detector on labelled images, evaluate it, export it.
     #[cfg(feature = "train")]
     Train(TrainArgs),
-    /// Fine-tune a classifier (this build has no trainer: see the message it prints).
+    /// Fine-tune a classifier or detector (this build has no trainer: see the message it prints).
     #[cfg(not(feature = "train"))]
     Train(NoTrainer),
 }

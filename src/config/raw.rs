@@ -225,7 +225,8 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
 }
 
 fn default_device_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    // A host name is at most 253 bytes; anything else there is not one.
+    let host = crate::files::read_text_capped(Path::new("/etc/hostname"), 4096).unwrap_or_default();
     let host: String =
         host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if host.is_empty() {
@@ -298,9 +299,14 @@ fn check_mqtt(
     let mut password = raw.password;
     if let Some(file) = &raw.password_file {
         let file = resolve(dir, file);
-        match crate::files::read_text_capped(&file, 64 << 10) {
-            Ok(p) if password.is_none() => password = Some(p.lines().next().unwrap_or_default().to_string()),
-            Ok(_) => problems.push("mqtt.password and mqtt.password_file: give one, not both".into()),
+        match crate::files::read_capped(&file, 64 << 10) {
+            Ok(_) if password.is_some() => {
+                problems.push("mqtt.password and mqtt.password_file: give one, not both".into())
+            }
+            Ok(bytes) => match crate::source::url::password_of(bytes) {
+                Ok(p) => password = Some(p),
+                Err(why) => problems.push(format!("mqtt.password_file: {} {why}", file.display())),
+            },
             Err(e) => problems.push(format!("mqtt.password_file: cannot read {}: {e}", file.display())),
         }
     }
@@ -313,9 +319,16 @@ fn check_mqtt(
     }
     let topic_prefix = raw.topic_prefix.unwrap_or_else(|| format!("vigil/{device_id}"));
     check_prefix("mqtt.topic_prefix", &topic_prefix, problems);
-    let max_packet_size = raw.max_packet_size.unwrap_or(8 << 20);
+    // Room for a deploy bundle of any bundled model (14-16 MB) and a retrained one several
+    // times their size; only what arrives costs memory.
+    let max_packet_size = raw.max_packet_size.unwrap_or(64 << 20);
     if max_packet_size < 4096 {
         problems.push(format!("mqtt.max_packet_size: {max_packet_size} bytes is too small (at least 4096)"));
+    } else if max_packet_size > crate::mqtt::MQTT_MAX_PACKET {
+        problems.push(format!(
+            "mqtt.max_packet_size: {max_packet_size} bytes is over MQTT's own limit of {}",
+            crate::mqtt::MQTT_MAX_PACKET
+        ));
     }
     let keep_alive = raw.keep_alive_s.unwrap_or(30);
     if !(5..=3600).contains(&keep_alive) {

@@ -197,7 +197,7 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
 /// CPU seconds this process has used, user and system (Linux `/proc/self/stat`, in clock
 /// ticks of `sysconf(_SC_CLK_TCK)`); NaN where it cannot be read.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let Ok(stat) = crate::files::read_text_capped(std::path::Path::new("/proc/self/stat"), 1 << 20) else { return f64::NAN };
     // The command name (field 2) may hold spaces: count fields after its closing ')'.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -218,7 +218,7 @@ pub fn cpu_seconds() -> f64 {
 
 /// Resident memory now and at its peak, bytes (`/proc/self/status`; 0 where unreadable).
 pub fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = crate::files::read_text_capped(std::path::Path::new("/proc/self/status"), 1 << 20).unwrap_or_default();
     let field = |name: &str| -> u64 {
         status
             .lines()

@@ -44,6 +44,7 @@ dynamic_filters = true
         })
         .map_err(|e| format!("cannot start the embedded broker's thread: {e}"))?;
     wait_listening(settings.listen, Duration::from_secs(5))?;
+    crate::service::logging::embedded_broker_limit(max_packet_size);
     log::info!("listen={} embedded MQTT broker started", settings.listen);
     Ok(())
 }

@@ -194,6 +194,12 @@ fn parse_instances(
         problems.push(format!("{}: the categories must be listed, each id once", json.display()));
         return None;
     }
+    let names: Vec<String> = categories.iter().map(|c| c.name.clone()).collect();
+    if let Some(twice) = crate::model::manifest::first_repeated(&names) {
+        let twice = crate::service::logging::shown(twice.as_bytes());
+        problems.push(format!("{}: two categories are named {twice}: each class needs a name of its own", json.display()));
+        return None;
+    }
     let class_of: HashMap<i64, usize> = categories.iter().enumerate().map(|(k, c)| (c.id, k)).collect();
     let mut images: Vec<DetectionImage> = Vec::with_capacity(file.images.len());
     let mut index_of: HashMap<i64, usize> = HashMap::new();

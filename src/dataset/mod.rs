@@ -39,9 +39,12 @@ impl Problems {
     }
 }
 
-/// The image's size from its header, without decoding the pixels.
+/// The image's size from its header, without decoding the pixels. What is not a regular
+/// file of at most [`MAX_IMAGE_FILE`] bytes is refused before reading (the JPEG decoder
+/// reads the whole file to find the size).
 pub(crate) fn image_size(path: &Path) -> anyhow::Result<(u32, u32)> {
-    let reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    let file = crate::files::open_capped(path, MAX_IMAGE_FILE)?.into_inner();
+    let reader = image::ImageReader::new(std::io::BufReader::new(file)).with_guessed_format()?;
     match reader.format() {
         Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => Ok(reader.into_dimensions()?),
         _ => anyhow::bail!("not PNG or JPEG"),
@@ -176,8 +179,8 @@ pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 /// Why a dataset could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("cannot read dataset folder {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read dataset folder {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("dataset folder {0} has no class folders (expected one folder of images per class)")]
     NoClasses(PathBuf),
     #[error("class folder {0} holds no images (.png, .jpg, .jpeg)")]
@@ -205,7 +208,7 @@ pub struct ImageFolder {
 impl ImageFolder {
     /// Reads `root/<class>/<image>`; every class folder must hold at least one image.
     pub fn scan(root: &Path) -> Result<ImageFolder, DatasetError> {
-        let io = |e| DatasetError::Io { path: root.to_path_buf(), source: e };
+        let io = |e| DatasetError::Io { path: root.to_path_buf(), error: e };
         let mut classes: Vec<String> = std::fs::read_dir(root)
             .map_err(io)?
             .filter_map(Result::ok)
@@ -220,7 +223,7 @@ impl ImageFolder {
         for (class, name) in classes.iter().enumerate() {
             let dir = root.join(name);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| DatasetError::Io { path: dir.clone(), source: e })?
+                .map_err(|e| DatasetError::Io { path: dir.clone(), error: e })?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {

@@ -133,6 +133,9 @@ fn class_names(doc: &Yaml) -> anyhow::Result<Vec<String>> {
     if names.is_empty() {
         anyhow::bail!("`names` is empty");
     }
+    if let Some(twice) = crate::model::manifest::first_repeated(&names) {
+        anyhow::bail!("`names` lists {twice:?} twice: each class needs a name of its own");
+    }
     match &doc["nc"] {
         Yaml::BadValue | Yaml::Null => {}
         Yaml::Integer(n) if *n == names.len() as i64 => {}
@@ -182,19 +185,13 @@ fn read_split(source: &Path, key: &str, classes: usize, problems: &mut Problems)
     images
 }
 
+/// The images under `dir` (each folder once: [`crate::files::files_under`]).
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>, problems: &mut Problems) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => return problems.push(format!("cannot read {}: {e}", dir.display())),
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_images(&path, out, problems);
-        } else if is_image(&path) {
-            out.push(path);
-        }
+    let (files, failed) = crate::files::files_under(dir);
+    for (folder, e) in failed {
+        problems.push(format!("cannot read {}: {e}", folder.display()));
     }
+    out.extend(files.into_iter().filter(|p| is_image(p)));
 }
 
 fn is_image(path: &Path) -> bool {
@@ -229,14 +226,8 @@ fn orphan_labels(images_dir: &Path, images: &[PathBuf], problems: &mut Problems)
 }
 
 fn collect_files(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, extension, out);
-        } else if path.extension().is_some_and(|e| e == extension) {
-            out.push(path);
-        }
-    }
+    let (files, _) = crate::files::files_under(dir);
+    out.extend(files.into_iter().filter(|p| p.extension().is_some_and(|e| e == extension)));
 }
 
 /// The boxes of one label file; each bad line is a problem, named with its line number.
@@ -430,6 +421,7 @@ mod tests {
             ("train: images/train\nval: images/train\nnames: {0: a, 2: b}\n", "must map every class id from 0 to 1"),
             ("train: images/train\nval: images/train\nnames: [a, b]\nnc: 3\n", "`nc` is Integer(3) but `names` has 2"),
             ("train: images/train\nval: images/train\nnames: []\n", "`names` is empty"),
+            ("train: images/train\nval: images/train\nnames: [car, person, car]\n", "`names` lists \"car\" twice"),
             ("train: &t images/train\nval: *t\nnames: [a]\n", "line 2: YAML aliases (*name) are not supported"),
             ("train: [images/train\n", "not valid YAML"),
         ];
@@ -440,6 +432,36 @@ mod tests {
                 load(&root.join("data.yaml"), crate::dataset::ALL_SPLITS, crate::dataset::TRAINING_SPLITS).unwrap_err()
             );
             assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    /// A link back into the split (`loop -> .`) adds no image, and two of them end; a sparse
+    /// 3 GB `.jpg`, a FIFO and a link to `/dev/zero` are refused from what they are, without
+    /// reading them.
+    #[test]
+    fn links_loops_and_endless_files_in_a_split_are_not_followed_or_read() {
+        let root = scratch("links");
+        image(&root, "test", "a", Some("0 0.5 0.5 0.2 0.2\n"));
+        std::os::unix::fs::symlink(".", root.join("images/test/loop")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("images/test/up")).unwrap();
+        std::fs::write(root.join("data.yaml"), "train: images/test\nval: images/test\ntest: images/test\nnames: [a]\n")
+            .unwrap();
+        let data = load(&root.join("data.yaml"), &["test"], &["test"]).unwrap();
+        assert_eq!(data.test.as_ref().map(Vec::len), Some(1), "{:?}", data.test);
+        let images = root.join("images/test");
+        std::fs::File::create(images.join("sparse.jpg")).unwrap().set_len(3 << 30).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", images.join("zero.jpg")).unwrap();
+        let fifo = std::ffi::CString::new(images.join("fifo.png").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let started = std::time::Instant::now();
+        let err = format!("{:#}", load(&root.join("data.yaml"), &["test"], &["test"]).unwrap_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        for want in ["sparse.jpg: not a readable PNG or JPEG image (3221225472 bytes, larger than the limit of",
+            "zero.jpg: not a readable PNG or JPEG image (a device, not a regular file)",
+            "fifo.png: not a readable PNG or JPEG image (a FIFO (named pipe), not a regular file)"]
+        {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
         }
     }
 

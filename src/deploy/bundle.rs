@@ -72,7 +72,7 @@ pub struct DeployBundle {
 /// on a fixed synthetic image.
 pub fn build(manifest_path: &Path, key: &SigningKey, target: Target, tolerance: f32) -> Result<Vec<u8>, DeployError> {
     let model = Model::load(manifest_path)?;
-    let onnx = std::fs::read(&model.manifest.model_path).map_err(|error| DeployError::Io {
+    let onnx = crate::files::read_capped(&model.manifest.model_path, crate::model::MAX_ONNX_BYTES).map_err(|error| DeployError::Io {
         what: "reading",
         path: model.manifest.model_path.clone(),
         error,
@@ -127,7 +127,7 @@ fn output_file(i: usize) -> String {
 /// The manifest as it travels: `model = "model.onnx"` and the labels written inline, so the
 /// bundle needs nothing beside it.
 pub(crate) fn bundled_manifest(path: &Path, model: &Model) -> Result<String, DeployError> {
-    let text = std::fs::read_to_string(path).map_err(|error| DeployError::Io {
+    let text = crate::files::read_text_capped(path, crate::model::manifest::MAX_TEXT_FILE).map_err(|error| DeployError::Io {
         what: "reading",
         path: path.to_path_buf(),
         error,

@@ -58,7 +58,7 @@ pub fn receive(
         .clone();
     let current = newest.manifest.version.clone();
     let store = Store::new(&settings.store);
-    if store.withdrawn(&name).contains(&version) {
+    if store.withdrawn(&name)?.contains(&version) {
         return Err(DeployError::Withdrawn { name, version });
     }
     let onnx_sha = bundle.header.files.iter().find(|f| f.name == MODEL_FILE).map(|f| f.sha256.clone());
@@ -120,10 +120,12 @@ pub fn rollback(name: &str, settings: &DeploySettings, serving: &[ServingCamera]
     let cameras = serving_model(serving, &name)?;
     let from = cameras[0].model.manifest.version.clone();
     let store = Store::new(&settings.store);
-    let Some(to) = store.rollback_target(&name, &from) else {
+    let Some(to) = store.rollback_target(&name, &from)? else {
         return Err(DeployError::NothingToRollBack { name, version: from });
     };
-    let manifest = store.manifest(&name, &to).expect("rollback_target names stored versions");
+    let Some(manifest) = store.manifest(&name, &to) else {
+        return Err(DeployError::NothingToRollBack { name, version: from });
+    };
     let model = Model::load(&manifest)?;
     check_labels(&cameras, &model)?;
     store.roll_back(&name, &from, &to)?;

@@ -60,16 +60,19 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     writeln!(f, "{text}")
 }
 
+/// The largest key file read: a key is one line of 64 hex digits.
+const MAX_KEY_FILE: u64 = 4096;
+
 /// Reads a secret key file written by [`generate`].
 pub fn read_secret(path: &Path) -> Result<SigningKey, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::files::read_text_capped(path, MAX_KEY_FILE).map_err(|e| format!("{}: {e}", path.display()))?;
     let bytes = unhex::<32>(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(SigningKey::from_bytes(&bytes))
 }
 
 /// Reads a public key file (`<key>.pub`).
 pub fn read_public(path: &Path) -> Result<VerifyingKey, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::files::read_text_capped(path, MAX_KEY_FILE).map_err(|e| format!("{}: {e}", path.display()))?;
     parse_public(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 /// Why a bundle was refused; each names what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("bundle is {size} bytes, above the limit of {max}")]
+    #[error("bundle is {size} bytes, above the limit of {max} (deploy.max_bundle_bytes, at most mqtt.max_packet_size \
+             − 64 KiB: raise both on the device to take larger models)")]
     TooLarge { size: usize, max: usize },
     #[error("not a vigil deploy bundle: {0}")]
     NotABundle(String),
@@ -46,8 +47,9 @@ pub enum DeployError {
     RollbackWhich { names: String },
     #[error("camera {camera}: {reason}")]
     CameraSettings { camera: String, reason: String },
+    // Not `#[from]`: a source would print its text a second time after this one.
     #[error("bundle model refused: {0}")]
-    Model(#[from] crate::model::ModelError),
+    Model(crate::model::ModelError),
     #[error("bundle test vector: {0}")]
     TestVector(String),
     /// A check that did not finish (a panic in the model runtime, say).
@@ -55,4 +57,10 @@ pub enum DeployError {
     Internal(String),
     #[error("{what} {path}: {error}")]
     Io { what: &'static str, path: PathBuf, error: std::io::Error },
+}
+
+impl From<crate::model::ModelError> for DeployError {
+    fn from(e: crate::model::ModelError) -> DeployError {
+        DeployError::Model(e)
+    }
 }

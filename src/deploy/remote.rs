@@ -109,6 +109,15 @@ pub enum RemoteError {
     Refused { broker: String, what: String, code: String },
     #[error("no answer from the broker {broker} within {secs} s")]
     Timeout { broker: String, secs: u64 },
+    /// The connection ended while the broker was taking a large message: most likely its
+    /// size limit (MQTT 3.1.1 has no way to say so but closing the connection).
+    #[error(
+        "MQTT broker {broker} closed the connection while taking the {bytes}-byte message ({error}): a broker \
+         drops a client whose message is over its size limit. vigil's embedded broker takes messages up to the \
+         device's mqtt.max_packet_size (default 64 MiB), Mosquitto up to its message_size_limit: raise the limit \
+         on the broker's side"
+    )]
+    Dropped { broker: String, bytes: usize, error: String },
 }
 
 /// The largest deploy state read; a device's is well under 1 KiB.
@@ -233,6 +242,8 @@ async fn exchange(
     let mut published: BTreeMap<u16, String> = BTreeMap::new();
     let mut unacked = publish_topics.len();
     let mut started: Option<Instant> = None;
+    // Between queuing the publishes and the broker's acknowledgement of the last.
+    let mut publishing = false;
     let mut last_tick = Instant::now();
     loop {
         let limit = started.map_or(setup_limit, |t| t + request.timeout);
@@ -245,6 +256,9 @@ async fn exchange(
                     broker: broker.to_string(),
                     error: "the connection ended".into(),
                 })
+            }
+            Ok(Some(Err(e))) if publishing && matches!(request.payload, Payload::Bundle { .. }) => {
+                return Err(RemoteError::Dropped { broker: broker.to_string(), bytes: bytes.len(), error: e.to_string() })
             }
             Ok(Some(Err(e))) => return Err(connection(e)),
             Ok(Some(Ok(event))) => match event {
@@ -266,6 +280,7 @@ async fn exchange(
                     subscribed += 1;
                     // Subscribed to every answer: now publish, so none is missed.
                     if subscribed == filters.len() {
+                        publishing = true;
                         for topic in publish_topics {
                             client
                                 .publish(topic.clone(), QoS::AtLeastOnce, retain, bytes.to_vec())
@@ -286,6 +301,7 @@ async fn exchange(
                         unacked -= 1;
                         if unacked == 0 {
                             started = Some(Instant::now());
+                            publishing = false;
                         }
                     }
                 }

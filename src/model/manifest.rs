@@ -429,7 +429,7 @@ pub struct ModelManifest {
 }
 
 /// The largest manifest or label file read, bytes.
-const MAX_TEXT_FILE: u64 = 4 << 20;
+pub(crate) const MAX_TEXT_FILE: u64 = 4 << 20;
 /// The most labels a model may have (a large-vocabulary classifier has some 22 000).
 const MAX_LABELS: usize = 100_000;
 /// The largest input side: 4096 pixels, far above what an edge model takes, and small enough
@@ -442,7 +442,7 @@ impl ModelManifest {
         let text = crate::files::read_text_capped(path, MAX_TEXT_FILE).map_err(|e| ModelError::Io {
             path: path.to_path_buf(),
             what: "model manifest",
-            source: e,
+            error: e,
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, dir).map_err(|problems| ModelError::Manifest { path: path.to_path_buf(), problems })
@@ -451,9 +451,35 @@ impl ModelManifest {
     /// Parses and checks manifest text; relative paths are resolved against `dir`.
     /// Returns every problem found.
     pub fn from_toml(text: &str, dir: &Path) -> Result<ModelManifest, Vec<String>> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| vec![decoder_problem(text).unwrap_or_else(|| e.to_string())])?;
         raw.check(dir)
     }
+}
+
+/// The `[decoder]` table's problem under its key (`decoder.class_offset: invalid type: …`),
+/// when that table is what the manifest's text cannot be read for. Its kinds share one table
+/// (serde reads it whole), so a parse error points at the table, not the key: the key is
+/// found by reading the table again without each key in turn.
+fn decoder_problem(text: &str) -> Option<String> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let toml::Value::Table(table) = doc.get("decoder")? else { return None };
+    let read = |table: &toml::Table| RawDecoder::deserialize(toml::Value::Table(table.clone())).err();
+    let error = read(table)?;
+    let message = error.message().to_string();
+    let without = |key: &str| {
+        let mut rest = table.clone();
+        rest.remove(key);
+        read(&rest)
+    };
+    // The key whose absence cures the table; else a required key (its absence is then "missing").
+    let culprit = table.keys().find(|k| without(k).is_none()).or_else(|| {
+        table.keys().find(|k| without(k).is_some_and(|e| e.message().contains(&format!("missing field `{k}`"))))
+    });
+    Some(match culprit {
+        Some(key) => format!("decoder.{key}: {message}"),
+        None => format!("decoder: {message}"),
+    })
 }
 
 impl RawManifest {
@@ -487,6 +513,12 @@ impl RawManifest {
         let labels = labels.unwrap_or_default();
         if labels.len() > MAX_LABELS {
             problems.push(format!("labels: {} labels, more than the {MAX_LABELS} vigil takes", labels.len()));
+        }
+        if let Some(twice) = first_repeated(&labels) {
+            let twice = crate::service::logging::shown(twice.as_bytes());
+            problems.push(format!(
+                "labels: {twice} is listed twice (a label names one class: detections, counts and filters go by it)"
+            ));
         }
 
         let i = &self.input;
@@ -663,6 +695,12 @@ impl DecoderSpec {
 /// The most keypoints a decoder reads per detection (COCO's people have 17, faces 68).
 const MAX_KEYPOINTS: usize = 256;
 
+/// The first name given twice, if any (labels, class names).
+pub(crate) fn first_repeated(names: &[String]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names.iter().find(|n| !seen.insert(n.as_str())).map(String::as_str)
+}
+
 /// Keypoint names: each a non-empty name, given once.
 fn check_keypoints(names: &[String]) -> Result<(), String> {
     if names.len() > MAX_KEYPOINTS {
@@ -731,6 +769,22 @@ kind = "yolov8"
         assert_eq!(m.input.resize, Resize::Letterbox);
         assert_eq!(m.thresholds.score, 0.35);
         assert_eq!(m.decoder, DecoderSpec::Yolov8 { keypoints: vec![] });
+    }
+
+    /// A type error in `[decoder]` names its key, not the table.
+    #[test]
+    fn decoder_type_errors_name_the_key() {
+        for (decoder, want) in [
+            ("kind = \"end2end\"\nclass_offset = \"one\"", "decoder.class_offset: invalid type: string \"one\", expected u32"),
+            ("kind = \"nanodet\"\nreg_max = -7", "decoder.reg_max: invalid value: integer `-7`, expected usize"),
+            ("kind = \"ssd\"\nnormalized = \"yes\"", "decoder.normalized: invalid type: string \"yes\", expected a boolean"),
+            ("kind = \"blazeface\"\nanchors = 5", "decoder.anchors: invalid type: integer `5`, expected a sequence"),
+            ("kind = \"yolo9\"", "decoder.kind: unknown variant `yolo9`"),
+        ] {
+            let text = GOOD.replace("kind = \"yolov8\"", decoder);
+            let err = ModelManifest::from_toml(&text, Path::new(".")).unwrap_err();
+            assert!(err[0].starts_with(want), "{decoder:?}: {err:?}");
+        }
     }
 
     #[test]

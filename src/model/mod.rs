@@ -27,8 +27,9 @@ pub use preprocess::{preprocess, InputTensor, Transform};
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read {what} {path}: {source}")]
-    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    // `error`, not `source`: a source would print its text a second time after this one.
+    #[error("cannot read {what} {path}: {error}")]
+    Io { path: PathBuf, what: &'static str, error: std::io::Error },
     #[error("model manifest {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
     Manifest { path: PathBuf, problems: Vec<String> },
     #[error("{path} is not a usable ONNX model: {reason}")]
@@ -208,7 +209,7 @@ impl Model {
         let bytes = crate::files::read_capped(&onnx_path, MAX_ONNX_BYTES).map_err(|e| ModelError::Io {
             path: onnx_path.clone(),
             what: "ONNX model",
-            source: e,
+            error: e,
         })?;
         let model = Model::from_onnx_bytes(manifest, manifest_path, &bytes);
         drop(bytes);

@@ -106,8 +106,8 @@ pub struct Link {
 /// Why the MQTT settings could not be turned into a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("mqtt TLS: cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("mqtt TLS: cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("mqtt TLS: {0}")]
     Tls(String),
 }
@@ -135,8 +135,11 @@ pub fn options(settings: &MqttSettings, topics: &Topics) -> Result<MqttOptions, 
     Ok(options)
 }
 
+/// The largest certificate or key file read (a chain of a few PEM certificates is some KiB).
+const MAX_PEM_FILE: u64 = 1 << 20;
+
 fn read(path: &std::path::Path) -> Result<Vec<u8>, LinkError> {
-    std::fs::read(path).map_err(|e| LinkError::Read { path: path.display().to_string(), source: e })
+    crate::files::read_capped(path, MAX_PEM_FILE).map_err(|e| LinkError::Read { path: path.display().to_string(), error: e })
 }
 
 /// A rustls client configuration with the ring provider (no aws-lc build), the configured

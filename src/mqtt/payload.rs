@@ -291,7 +291,7 @@ pub struct Stats<'a> {
 
 /// Resident set size (VmRSS in /proc/self/status; page-size independent).
 pub fn resident_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let status = crate::files::read_text_capped(std::path::Path::new("/proc/self/status"), 1 << 20).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)

@@ -6,8 +6,33 @@
 //! rumqttd in particular reports every routed packet through `tracing`, some at error level.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::{LevelFilter, Log, Metadata, Record};
+
+/// The embedded broker's message size limit, once it runs (0: not running).
+static BROKER_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the log the embedded broker's limit (`mqtt.max_packet_size`): a client it drops for a
+/// larger message is then said in vigil's words, naming the key. (rumqttd says it only in
+/// its own records, which the log keeps to trace level.)
+pub fn embedded_broker_limit(bytes: usize) {
+    BROKER_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// What the log says for an embedded broker's record about a message over its limit.
+fn over_the_limit(text: &str) -> Option<String> {
+    let limit = BROKER_LIMIT.load(Ordering::Relaxed);
+    let (_, rest) = text.split_once("PayloadSizeLimitExceeded(")?;
+    let size: usize = rest.split(')').next()?.trim().parse().ok()?;
+    (limit > 0).then(|| {
+        format!(
+            "bytes={size} max_packet_size={limit} the embedded MQTT broker dropped a client sending a message over \
+             mqtt.max_packet_size (a deploy bundle, say): raise mqtt.max_packet_size (and deploy.max_bundle_bytes) to \
+             take it"
+        )
+    })
+}
 
 /// Installs the logger once per process; later calls only change the level.
 pub fn init(level: LevelFilter) {
@@ -44,6 +69,17 @@ impl Log for Filtered {
     fn log(&self, record: &Record) {
         let ours = record.target().starts_with("vigil");
         let noisy = record.target().starts_with("rumqttd");
+        if noisy {
+            if let Some(text) = over_the_limit(&record.args().to_string()) {
+                self.inner.log(
+                    &Record::builder()
+                        .level(log::Level::Warn)
+                        .target("vigil::daemon::broker")
+                        .args(format_args!("{text}"))
+                        .build(),
+                );
+            }
+        }
         let trace = log::max_level() >= LevelFilter::Trace;
         if ours || trace || (!noisy && record.level() <= log::Level::Warn) {
             self.inner.log(record);
@@ -94,6 +130,16 @@ pub fn shown(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_embedded_broker_dropping_a_large_message_is_said_with_the_key() {
+        let record = "Remote link error error=Network(Protocol(PayloadSizeLimitExceeded(15307201)))";
+        super::embedded_broker_limit(8 << 20);
+        let said = super::over_the_limit(record).unwrap();
+        assert!(said.starts_with("bytes=15307201 max_packet_size=8388608 "), "{said}");
+        assert!(said.contains("raise mqtt.max_packet_size"), "{said}");
+        assert_eq!(super::over_the_limit("Remote link error error=Network(Io(reset))"), None);
+    }
+
     #[test]
     fn outside_text_is_escaped_and_cut() {
         assert_eq!(super::shown(b"ON"), "\"ON\"");

@@ -136,10 +136,21 @@ impl Connection for Http {
     }
 }
 
-/// A part's JPEG as a frame, within [`MAX_SIDE`] pixels a side.
+/// How far before a part's end its JPEG's end-of-image marker may be (cameras pad parts
+/// with line ends or zeros).
+const MAX_PADDING: usize = 64;
+
+/// A part's JPEG as a frame, within [`MAX_SIDE`] pixels a side. A JPEG cut short (no
+/// end-of-image marker at its end: a camera that lost power or a connection cut mid-frame)
+/// is refused: the decoder would fill its missing rows with grey, and the model would see
+/// a frame that never was.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Err(format!("a part of {} bytes is not a JPEG image", bytes.len()));
+    }
+    let tail = &bytes[bytes.len().saturating_sub(MAX_PADDING + 2)..];
+    if memchr::memmem::rfind(tail, &[0xFF, 0xD9]).is_none() {
+        return Err(format!("a JPEG of {} bytes is cut short (it has no end-of-image marker)", bytes.len()));
     }
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg);
     let mut limits = image::Limits::default();
@@ -171,11 +182,25 @@ pub struct Head {
 }
 
 /// The camera's socket, read patiently: each read waits in [`POLL`] steps, beating the
-/// source's heartbeat, and fails when the source is told to stop or nothing has come for
-/// [`FRAME_TIMEOUT`].
+/// source's heartbeat, and fails when the source is told to stop, nothing has come for
+/// [`FRAME_TIMEOUT`], or the whole answer passes its `deadline` (a snapshot's head and body
+/// together: a camera trickling a byte a second never resets it).
 struct Patient {
     stream: TcpStream,
     ctx: SourceContext,
+    deadline: Option<Instant>,
+}
+
+impl Patient {
+    fn past_deadline(&self) -> std::io::Result<()> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the camera's answer took over {} s", FRAME_TIMEOUT.as_secs()),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Read for Patient {
@@ -183,6 +208,7 @@ impl Read for Patient {
         use std::io::ErrorKind;
         let began = Instant::now();
         loop {
+            self.past_deadline()?;
             match self.stream.read(buf) {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
                     self.ctx.heartbeat.beat();
@@ -240,9 +266,11 @@ const REFUSED: &str = "the camera refused the credentials (HTTP 401): check the 
 /// Sends a GET for the URL and reads the response head; a 401's challenge is answered once,
 /// on a new request, when the URL has a user.
 fn request(url: &CameraUrl, auth: &mut Auth, ctx: &SourceContext) -> Result<(Head, Box<dyn Read>), String> {
+    // One deadline for the answer, a challenge answered on the way included.
+    let deadline = Instant::now() + FRAME_TIMEOUT;
     let mut challenged = false;
     loop {
-        let (head, body) = exchange(url, auth.authorization(url)?.as_deref(), ctx)?;
+        let (head, body) = exchange(url, auth.authorization(url)?.as_deref(), ctx, deadline)?;
         match head.body {
             Body::Challenge(challenges) if url.username.is_some() && !challenged => {
                 auth.challenged(&challenges)?;
@@ -254,11 +282,14 @@ fn request(url: &CameraUrl, auth: &mut Auth, ctx: &SourceContext) -> Result<(Hea
     }
 }
 
-/// One request on a new connection (HTTP/1.0: the camera closes it after the body).
+/// One request on a new connection (HTTP/1.0: the camera closes it after the body). The
+/// head must come by `deadline`, and a snapshot's body too; a stream's parts have deadlines
+/// of their own ([`Parts`]).
 fn exchange(
     url: &CameraUrl,
     authorization: Option<&str>,
     ctx: &SourceContext,
+    deadline: Instant,
 ) -> Result<(Head, Box<dyn Read>), String> {
     let addresses: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
@@ -293,8 +324,7 @@ fn exchange(
     }
     head += "\r\n";
     stream.write_all(head.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
-    let mut socket = Patient { stream, ctx: ctx.clone() };
-    let began = Instant::now();
+    let mut socket = Patient { stream, ctx: ctx.clone(), deadline: Some(deadline) };
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let length = loop {
@@ -304,7 +334,7 @@ fn exchange(
         if buffer.len() > MAX_HEAD {
             return Err(format!("the response head is over {MAX_HEAD} bytes"));
         }
-        if began.elapsed() > FRAME_TIMEOUT {
+        if Instant::now() >= deadline {
             return Err(format!("the response head took over {} s", FRAME_TIMEOUT.as_secs()));
         }
         let n = socket.read(&mut chunk).map_err(|e| format!("reading the response: {e}"))?;
@@ -315,6 +345,9 @@ fn exchange(
     };
     let rest = buffer.split_off(length);
     let head = parse_head(&buffer)?;
+    if matches!(head.body, Body::Multipart(_)) {
+        socket.deadline = None;
+    }
     let body: Box<dyn Read> = Box::new(std::io::Cursor::new(rest).chain(socket));
     let body = if head.chunked { Box::new(Chunked::new(body)) } else { body };
     Ok((head, body))
@@ -800,6 +833,12 @@ mod tests {
         let mut parts = Parts::new(endless, b"f");
         assert!(parts.next_part().unwrap_err().contains("is over"), "a part without an end is bounded");
         assert!(decode(b"<html>").unwrap_err().contains("not a JPEG"));
+        // Half a JPEG: the decoder alone would make a frame of it.
+        let e = decode(&a[..a.len() / 2]).unwrap_err();
+        assert!(e.contains("is cut short (it has no end-of-image marker)"), "{e}");
+        let mut padded = a.clone();
+        padded.extend(b"\r\n\0\0\0\0");
+        assert!(decode(&padded).is_ok(), "padding after the marker is allowed");
         // Part headers over the bound, in lines short and long, arriving in one read.
         for line in [vec![b'a'; 100], vec![b'a'; 20_000]] {
             let mut body = b"--f\r\n".to_vec();

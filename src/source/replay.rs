@@ -67,9 +67,7 @@ pub(super) fn check(value: Value, key: &str, dir: &Path, problems: &mut Vec<Stri
 /// sorted by name. Each must at least have a readable header; a file that does not is a
 /// problem named here, not a frame skipped for ever at run time.
 pub fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
-    let files = if path.is_file() {
-        vec![path.to_path_buf()]
-    } else if path.is_dir() {
+    let files = if path.is_dir() {
         let entries = std::fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -84,16 +82,14 @@ pub fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
             return Err(format!("{} holds no images (.png, .jpg, .jpeg)", path.display()));
         }
         files
+    } else if path.exists() {
+        // A file, or what only looks like one (a FIFO, a device): the header read says which.
+        vec![path.to_path_buf()]
     } else {
         return Err(format!("{} does not exist", path.display()));
     };
     for file in &files {
-        let header = image::ImageReader::open(file).and_then(|r| r.with_guessed_format());
-        let readable = header.map_err(|e| e.to_string()).and_then(|r| match r.format() {
-            Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => r.into_dimensions().map_err(|e| e.to_string()),
-            _ => Err("not a PNG or JPEG image".into()),
-        });
-        if let Err(e) = readable {
+        if let Err(e) = crate::dataset::image_size(file) {
             return Err(format!("{} is not a readable image: {e}", file.display()));
         }
     }

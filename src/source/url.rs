@@ -1,7 +1,9 @@
 //! Camera URLs (`http://` for MJPEG, `rtsp://` for RTSP) and the credentials that go with
 //! them: from the URL's user information or from `username` + `password_file`. A password
-//! is never shown: [`CameraUrl`] prints as `user:***@`, secret-looking query values are
-//! masked, and no error repeats the text it was given.
+//! is never shown: [`CameraUrl`] prints as `user:***@`, every `key=value` of its path and
+//! query shows `key=***` unless the key is on a short list of harmless ones ([`SHOWN_KEYS`]:
+//! cheap cameras take credentials as `?loginuse=admin&loginpas=…`, `?user=…&psw=…`,
+//! `/user=admin&password=…&channel=1`), and no error repeats the text it was given.
 
 use std::path::{Path, PathBuf};
 
@@ -70,23 +72,34 @@ impl std::fmt::Display for CameraUrl {
     }
 }
 
-/// A request target with the values of secret-looking query keys (`pwd=`, `password=`,
-/// `token=`, …: some cameras take credentials so) shown as `***`.
-fn masked_query(target: &str) -> String {
-    let Some((path, query)) = target.split_once('?') else { return target.to_string() };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", pairs.join("&"))
-}
+/// Keys whose values a logged URL shows: they pick a stream, never hold a secret. Every
+/// other `key=value` in a camera URL's path or query is shown as `key=***`, whatever the
+/// key is called (`pwd`, `psw`, `loginpas`, `passwd`, `token`, a brand's own spelling).
+pub const SHOWN_KEYS: &[&str] = &[
+    "action", "bitrate", "ch", "channel", "chn", "cmd", "codec", "compression", "fps", "framerate", "height",
+    "media", "mode", "profile", "quality", "res", "resolution", "size", "stream", "streamtype", "subtype",
+    "transportmode", "type", "unicast", "width",
+];
 
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["pw", "pass", "token", "key", "auth", "secret", "sig"].iter().any(|s| key.contains(s))
+/// A request target as the log shows it: each `key=value` between `/`, `?`, `&` and `;` whose
+/// key is not in [`SHOWN_KEYS`] with its value as `***`.
+fn masked_query(target: &str) -> String {
+    let mut out = String::with_capacity(target.len());
+    for piece in target.split_inclusive(['/', '?', '&', ';']) {
+        let (word, separator) = match piece.char_indices().last() {
+            Some((i, c)) if "/?&;".contains(c) => (&piece[..i], &piece[i..]),
+            _ => (piece, ""),
+        };
+        match word.split_once('=') {
+            Some((key, _)) if !SHOWN_KEYS.contains(&key.to_ascii_lowercase().as_str()) => {
+                out.push_str(key);
+                out.push_str("=***");
+            }
+            _ => out.push_str(word),
+        }
+        out.push_str(separator);
+    }
+    out
 }
 
 impl std::fmt::Debug for CameraUrl {
@@ -210,6 +223,17 @@ fn percent_decode(text: &str) -> Result<String, String> {
 /// The largest password file read.
 const MAX_PASSWORD_FILE: u64 = 4096;
 
+/// A password file's password: its first line (a trailing newline, or notes on the lines
+/// after it, are not part of it), which must not be empty. The reason is never the text.
+pub fn password_of(bytes: Vec<u8>) -> Result<String, &'static str> {
+    let text = String::from_utf8(bytes).map_err(|_| "is not UTF-8 text")?;
+    let first = text.lines().next().unwrap_or_default().trim_end_matches('\r');
+    if first.is_empty() {
+        return Err("holds no password on its first line");
+    }
+    Ok(first.to_string())
+}
+
 /// Reads a source's `url` with its `username` and `password_file` keys (`key` is the
 /// source table's path, relative paths start at `dir`), adding every problem to `problems`.
 pub fn check(
@@ -252,9 +276,9 @@ pub fn check(
             problems.push(format!("{key}.password_file: needs a user name (`username`, or user@ in the url)"));
         }
         match crate::files::read_capped(&file, MAX_PASSWORD_FILE) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => url.password = Some(text.trim_end_matches(['\n', '\r']).to_string()),
-                Err(_) => problems.push(format!("{key}.password_file: {} is not UTF-8 text", file.display())),
+            Ok(bytes) => match password_of(bytes) {
+                Ok(password) => url.password = Some(password),
+                Err(why) => problems.push(format!("{key}.password_file: {} {why}", file.display())),
             },
             Err(e) => problems.push(format!("{key}.password_file: cannot read {}: {e}", file.display())),
         }
@@ -280,7 +304,7 @@ mod tests {
         assert_eq!(url.without_credentials(), "http://[::1]:80/");
         assert_eq!(http("http://10.0.0.9?x=1").unwrap().target, "/?x=1");
         let url = http("http://cam/cgi-bin/snap.cgi?chn=0&usr=admin&pwd=hunter2").unwrap();
-        assert_eq!(url.to_string(), "http://cam:80/cgi-bin/snap.cgi?chn=0&usr=admin&pwd=***");
+        assert_eq!(url.to_string(), "http://cam:80/cgi-bin/snap.cgi?chn=0&usr=***&pwd=***");
         assert!(url.target.ends_with("pwd=hunter2"), "the request still carries it");
         let url = CameraUrl::parse("rtsp://admin:s3cret@192.168.1.64/Streaming/Channels/102", Scheme::Rtsp).unwrap();
         assert_eq!((url.port, url.target.as_str()), (554, "/Streaming/Channels/102"));
@@ -306,5 +330,41 @@ mod tests {
             let e = CameraUrl::parse(bad, scheme).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    /// The forms cheap and big-brand cameras take credentials in, each shown without the
+    /// secret; the keys that pick a stream are still shown.
+    #[test]
+    fn credentials_in_paths_and_queries_are_masked_whatever_their_key() {
+        for (url, shown) in [
+            // Wanscam, Loftek and other "IPCAM" firmware.
+            ("http://cam/snapshot.cgi?loginuse=admin&loginpas=SECRET", "http://cam:80/snapshot.cgi?loginuse=***&loginpas=***"),
+            ("http://cam/videostream.cgi?user=x&psw=SECRET&res=32", "http://cam:80/videostream.cgi?user=***&psw=***&res=32"),
+            // Foscam.
+            ("http://cam:88/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=admin&pwd=SECRET", "http://cam:88/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=***&pwd=***"),
+            // XMeye / "NetSurveillance" DVRs: the credentials in the path.
+            ("rtsp://cam/user=admin&password=SECRET&channel=1&stream=0.sdp", "rtsp://cam:554/user=***&password=***&channel=1&stream=0.sdp"),
+            ("rtsp://cam/user=admin_password=SECRET_channel=1_stream=0.sdp", "rtsp://cam:554/user=***"),
+            // Dahua and Amcrest take the user info; their stream keys stay readable.
+            ("rtsp://admin:SECRET@cam/cam/realmonitor?channel=1&subtype=1", "rtsp://admin:***@cam:554/cam/realmonitor?channel=1&subtype=1"),
+            ("http://cam/axis-cgi/mjpg/video.cgi?resolution=640x480;auth_token=SECRET", "http://cam:80/axis-cgi/mjpg/video.cgi?resolution=640x480;auth_token=***"),
+            ("http://cam/video?account=a&passwd=SECRET&t=SECRET", "http://cam:80/video?account=***&passwd=***&t=***"),
+        ] {
+            let scheme = if url.starts_with("rtsp") { Scheme::Rtsp } else { Scheme::Http };
+            let parsed = CameraUrl::parse(url, scheme).unwrap();
+            assert_eq!(parsed.to_string(), shown);
+            assert!(!format!("{parsed:?}").contains("SECRET"));
+        }
+    }
+
+    #[test]
+    fn a_password_file_gives_its_first_line_and_may_not_be_empty() {
+        assert_eq!(password_of(b"s3cret\n".to_vec()), Ok("s3cret".into()));
+        assert_eq!(password_of(b"s3cret\r\nrotated 2026-11-02\nold: hunter2\n".to_vec()), Ok("s3cret".into()));
+        assert_eq!(password_of(b" spaces kept \n".to_vec()), Ok(" spaces kept ".into()));
+        for empty in [&b""[..], b"\n", b"\nsecond line"] {
+            assert_eq!(password_of(empty.to_vec()), Err("holds no password on its first line"));
+        }
+        assert_eq!(password_of(vec![0xff, b'\n']), Err("is not UTF-8 text"));
     }
 }

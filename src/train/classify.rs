@@ -316,7 +316,8 @@ fn chance_floor(chance: f64) -> f64 {
 
 /// Reads history.csv back (for resuming).
 fn read_history(path: &Path) -> anyhow::Result<Vec<EpochRecord>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot resume: no {}", path.display()))?;
+    let text = crate::files::read_text_capped(path, super::MAX_RUN_FILE)
+        .with_context(|| format!("cannot resume: no {}", path.display()))?;
     text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())

@@ -295,7 +295,7 @@ pub fn train_detector(opts: &TrainOptions) -> anyhow::Result<DetectReport> {
     // a resumed run (which starts from a trained checkpoint).
     let untrained_path = opts.out.join("untrained.json");
     let untrained: DetectionEvaluation = if opts.resume {
-        let text = std::fs::read_to_string(&untrained_path)
+        let text = crate::files::read_text_capped(&untrained_path, super::MAX_RUN_FILE)
             .with_context(|| format!("cannot resume: no {}", untrained_path.display()))?;
         serde_json::from_str(&text)
             .with_context(|| format!("cannot resume: {} is damaged", untrained_path.display()))?
@@ -648,7 +648,8 @@ fn test_vector(
 }
 
 fn read_history(path: &Path) -> anyhow::Result<Vec<DetectEpoch>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot resume: no {}", path.display()))?;
+    let text = crate::files::read_text_capped(path, super::MAX_RUN_FILE)
+        .with_context(|| format!("cannot resume: no {}", path.display()))?;
     let mut lines = text.lines();
     if lines.next() != Some(HISTORY_HEADER) {
         bail!("cannot resume: {} is not a detection run's history", path.display());

@@ -192,7 +192,8 @@ impl std::fmt::Debug for GraphModule {
 impl GraphModule {
     /// Loads `path` onto `device`, refusing unsupported operators by name.
     pub fn load(path: &Path, device: Device) -> anyhow::Result<GraphModule> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = crate::files::read_capped(path, crate::model::MAX_ONNX_BYTES)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let proto = pb::ModelProto::decode(bytes.as_slice())
             .with_context(|| format!("{} is not an ONNX model", path.display()))?;
         GraphModule::from_proto(proto, device).with_context(|| format!("cannot import {}", path.display()))

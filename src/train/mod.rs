@@ -36,6 +36,9 @@ pub use graph::GraphModule;
 pub use options::{Augment, OptimizerKind, Recipe, TrainOptions};
 pub use run::schedule;
 
+/// The largest file of a run read back to resume it (history, evaluation JSON).
+const MAX_RUN_FILE: u64 = 64 << 20;
+
 /// Parses "cpu", "cuda", "cuda:N" or "auto" (CUDA when present).
 pub fn parse_device(s: &str) -> anyhow::Result<Device> {
     Ok(match s {

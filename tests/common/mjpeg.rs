@@ -162,3 +162,75 @@ pub struct Camera {
     /// Snapshots served.
     pub snapshots: Arc<AtomicUsize>,
 }
+
+/// What a hostile camera ([`serve_hostile`]) does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hostile {
+    /// A snapshot URL: the first `good` snapshots are whole, then each answer's head comes
+    /// at once and its body one byte a second, for ever.
+    TrickledSnapshots { good: usize },
+    /// A multipart stream whose parts are JPEGs cut in half (no end-of-image marker), each
+    /// with the Content-Length of what is sent: the framing is right, the images are not.
+    CutJpegs,
+}
+
+/// Starts a camera on 127.0.0.1 that misbehaves as `how` says, serving `jpeg`; no
+/// authentication. Counts the requests it answered in `snapshots` (snapshots) or `streams`.
+pub fn serve_hostile(jpeg: Vec<u8>, how: Hostile) -> Camera {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let camera = Camera { port, streams: Arc::default(), refusals: Arc::default(), snapshots: Arc::default() };
+    let (streams, snapshots) = (camera.streams.clone(), camera.snapshots.clone());
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                match connection.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let jpeg = jpeg.clone();
+            match how {
+                Hostile::TrickledSnapshots { good } => {
+                    let n = snapshots.fetch_add(1, Ordering::Relaxed);
+                    std::thread::spawn(move || -> std::io::Result<()> {
+                        let head = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                            jpeg.len()
+                        );
+                        connection.write_all(head.as_bytes())?;
+                        if n < good {
+                            return connection.write_all(&jpeg);
+                        }
+                        for b in &jpeg {
+                            connection.write_all(std::slice::from_ref(b))?;
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                        Ok(())
+                    });
+                }
+                Hostile::CutJpegs => {
+                    streams.fetch_add(1, Ordering::Relaxed);
+                    std::thread::spawn(move || -> std::io::Result<()> {
+                        let half = &jpeg[..jpeg.len() / 2];
+                        connection.write_all(
+                            b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
+                        )?;
+                        loop {
+                            let head = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", half.len());
+                            connection.write_all(head.as_bytes())?;
+                            connection.write_all(half)?;
+                            connection.write_all(b"\r\n")?;
+                            std::thread::sleep(std::time::Duration::from_millis(40));
+                        }
+                    });
+                }
+            }
+        }
+    });
+    camera
+}

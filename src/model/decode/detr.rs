@@ -33,6 +33,8 @@ pub struct Detr {
     unit: (f32, f32),
     /// Warned that the class values look like probabilities already.
     warned: Once,
+    /// Warned that boxes said to be normalised look like pixels.
+    warned_pixels: Once,
 }
 
 /// The decoder's settings from the manifest.
@@ -101,6 +103,7 @@ pub(super) fn bind(s: &Settings, g: GraphOutputs) -> Result<Detr, String> {
         format: s.box_format,
         unit,
         warned: Once::default(),
+        warned_pixels: Once::default(),
     })
 }
 
@@ -122,12 +125,14 @@ impl Detr {
             }
         }
         let mut candidates = Vec::new();
+        let mut largest = 0.0f32;
         for q in 0..self.queries {
             let values = &scores[q * stride + first..q * stride + first + self.classes];
             let b = &boxes[q * box_stride..q * box_stride + 4];
             let bbox = self.bbox(b);
             let mut push = |class_id: usize, score: f32| {
                 if score > p.score {
+                    largest = largest.max(super::largest_value(b));
                     candidates.push(Candidate { class_id, score, bbox, keypoints: Vec::new() });
                 }
             };
@@ -153,6 +158,9 @@ impl Detr {
                     }
                 }
             }
+        }
+        if self.unit != (1.0, 1.0) {
+            super::warn_if_pixels("detr", largest, &self.warned_pixels);
         }
         best_first(candidates, p.max_detections)
     }
@@ -229,6 +237,20 @@ mod tests {
         assert!(!d.warned.given(), "a logit outside 0–1: no warning");
         d.decode(&[tensor(&[1, 1, 6], vec![0.5, 0.5, 0.2, 0.4, 0.1, 0.5])], &P);
         assert!(d.warned.given(), "every value within 0–1: warned");
+    }
+
+    /// `normalized = true` (the default) on a model whose boxes are pixels: every box would
+    /// land in the input's far corner; warned once, naming the setting.
+    #[test]
+    fn pixel_boxes_read_as_normalised_are_named_once() {
+        let names = ["pred".to_string()];
+        let d = bind(&settings(DetrScores::Sigmoid), graph(&names, &[vec![1, 1, 6]], 2)).unwrap();
+        d.decode(&[tensor(&[1, 1, 6], vec![0.5, 0.5, 0.2, 0.4, 3.0, -3.0])], &P);
+        assert!(!d.warned_pixels.given(), "normalised boxes: no warning");
+        d.decode(&[tensor(&[1, 1, 6], vec![250.0, 250.0, 40.0, 60.0, -3.0, -3.0])], &P);
+        assert!(!d.warned_pixels.given(), "no box above the score: nothing to judge");
+        d.decode(&[tensor(&[1, 1, 6], vec![250.0, 250.0, 40.0, 60.0, 3.0, -3.0])], &P);
+        assert!(d.warned_pixels.given(), "pixel boxes: warned");
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl End2end {
     pub(super) fn decode(&self, outputs: &[OutputTensor], p: &DecodeParams) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         let mut beyond = None;
+        let mut largest = 0.0f32;
         let rows = match self.layout {
             Layout::Split { count: Some(i), .. } => {
                 let n = outputs[i].data[0];
@@ -198,6 +199,11 @@ impl End2end {
                 continue;
             }
             let (ux, uy) = self.unit;
+            let raw = match self.boxes {
+                BoxColumns::Corners { x1, y1, x2, y2 } => [values[x1], values[y1], values[x2], values[y2]],
+                BoxColumns::Centre { cx, cy, w, h } => [values[cx], values[cy], values[w], values[h]],
+            };
+            largest = largest.max(super::largest_value(&raw));
             let bbox = match self.boxes {
                 BoxColumns::Corners { x1, y1, x2, y2 } => {
                     BBox { x1: values[x1] * ux, y1: values[y1] * uy, x2: values[x2] * ux, y2: values[y2] * uy }
@@ -231,6 +237,9 @@ impl End2end {
                 "decoder \"end2end\": every box lies within one pixel of the input's corner; the model's boxes \
                  look normalised (0–1): set decoder.normalized = true"
             );
+        }
+        if self.unit != (1.0, 1.0) {
+            super::warn_if_pixels("end2end", largest, &self.warned_pixel);
         }
         if self.nms {
             nms(candidates, p.iou, p.max_detections)
@@ -298,6 +307,11 @@ mod tests {
         let b = out[0].bbox;
         assert!((b.x1 - 40.0).abs() < 1e-4 && (b.x2 - 60.0).abs() < 1e-4, "{b:?}");
         assert!((b.y1 - 15.0).abs() < 1e-4 && (b.y2 - 35.0).abs() < 1e-4, "{b:?}");
+        assert!(!d.warned_pixel.given(), "normalised boxes: no warning");
+        // The same rows in pixels of a 512 input: each box would land at the far corner.
+        let rows = vec![3.0, 0.98, 256.0, 256.0, 100.0, 120.0, 3.0, 0.9, 300.0, 200.0, 50.0, 50.0];
+        d.decode(&[tensor(&[2, 6], rows)], &P);
+        assert!(d.warned_pixel.given(), "pixel boxes under normalized = true: warned");
     }
 
     #[test]

@@ -233,6 +233,27 @@ pub fn select_outputs(
     Ok(picked)
 }
 
+/// Normalised box values (0–1, a little beyond at the edges) never reach this; pixel ones
+/// do (an input is tens to thousands of pixels a side).
+const PIXEL_LIKE: f32 = 4.0;
+
+/// Warns once (per loaded model) when a decoder told `decoder.normalized = true` read a box
+/// value as large as `largest`: the model's boxes are in pixels, and scaling them by the input
+/// size again puts every box in the input's far corner.
+fn warn_if_pixels(decoder: &str, largest: f32, warned: &Once) {
+    if largest > PIXEL_LIKE && warned.first() {
+        log::warn!(
+            "decoder \"{decoder}\": a box value of {largest} is far beyond 1, so the model's boxes look like pixels, \
+             not normalised (0–1): set decoder.normalized = false (every box now lands in the input's far corner)"
+        );
+    }
+}
+
+/// The largest magnitude among a box's raw values (NaN counts as 0).
+fn largest_value(values: &[f32]) -> f32 {
+    values.iter().map(|v| v.abs()).filter(|v| !v.is_nan()).fold(0.0, f32::max)
+}
+
 /// A warning a decoder gives once per loaded model (its clones share it). Not part of what a
 /// decoder is: decoders compare equal whatever it holds.
 #[derive(Debug, Clone, Default)]

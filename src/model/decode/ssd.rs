@@ -1,7 +1,7 @@
 //! SSD-style outputs: boxes [1, N, 4] and per-box class scores [1, N, C] (or C + 1 with a
 //! background column first). Each box proposes its best class, then class-wise NMS.
 
-use super::{argmax, logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, OutputTensor};
+use super::{argmax, logit_floor, sigmoid, unbatched, DecodeParams, GraphOutputs, Once, OutputTensor};
 use crate::model::manifest::BoxFormat;
 use crate::model::nms::nms;
 use crate::model::{BBox, Candidate};
@@ -17,6 +17,8 @@ pub struct Ssd {
     /// Multipliers from box units to input pixels (x, y).
     unit: (f32, f32),
     sigmoid: bool,
+    /// Warned that boxes said to be normalised look like pixels.
+    warned_pixels: Once,
 }
 
 pub(super) fn bind(
@@ -45,7 +47,7 @@ pub(super) fn bind(
         return Err(format!("decoder \"ssd\": boxes and scores disagree on the number of boxes: {}", g.describe()));
     }
     let unit = if normalized { (g.input_width as f32, g.input_height as f32) } else { (1.0, 1.0) };
-    Ok(Ssd { boxes, scores, anchors, columns, background, format, unit, sigmoid })
+    Ok(Ssd { boxes, scores, anchors, columns, background, format, unit, sigmoid, warned_pixels: Once::default() })
 }
 
 impl Ssd {
@@ -55,6 +57,7 @@ impl Ssd {
         let skip = usize::from(self.background);
         let floor = logit_floor(p.score);
         let mut candidates = Vec::new();
+        let mut largest = 0.0f32;
         for a in 0..self.anchors {
             let row = &scores[a * self.columns + skip..(a + 1) * self.columns];
             let (class_id, mut score) = argmax(row);
@@ -68,6 +71,7 @@ impl Ssd {
                 continue;
             }
             let b = &boxes[a * 4..a * 4 + 4];
+            largest = largest.max(super::largest_value(b));
             let (ux, uy) = self.unit;
             let bbox = match self.format {
                 BoxFormat::Xyxy => BBox { x1: b[0] * ux, y1: b[1] * uy, x2: b[2] * ux, y2: b[3] * uy },
@@ -80,6 +84,9 @@ impl Ssd {
                 },
             };
             candidates.push(Candidate { class_id, score, bbox, keypoints: Vec::new() });
+        }
+        if self.unit != (1.0, 1.0) {
+            super::warn_if_pixels("ssd", largest, &self.warned_pixels);
         }
         nms(candidates, p.iou, p.max_detections)
     }
@@ -111,6 +118,12 @@ mod tests {
         let b = out[0].bbox;
         assert!((b.x1 - 20.0).abs() < 1e-4 && (b.y1 - 5.0).abs() < 1e-4);
         assert!((b.x2 - 60.0).abs() < 1e-4 && (b.y2 - 25.0).abs() < 1e-4);
+        assert!(!d.warned_pixels.given(), "normalised boxes: no warning");
+        // The same model, had it given pixels: warned once that the setting looks wrong.
+        let mut pixels = outs.clone();
+        pixels[1].data = vec![10.0, 20.0, 50.0, 60.0, 0.0, 0.0, 100.0, 50.0];
+        d.decode(&pixels, &p);
+        assert!(d.warned_pixels.given(), "pixel boxes under normalized = true: warned");
     }
 
     #[test]
