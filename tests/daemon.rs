@@ -1499,3 +1499,115 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/jpeg", tr
     signal(&daemon.child, "TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
 }
+
+/// What became of one hostile camera run by `vigil bench-source`.
+struct HostileRun {
+    /// The source's log (stderr).
+    log: String,
+    /// How long until the log said `expected` (or the limit).
+    took: Duration,
+    /// The process's peak resident memory (VmHWM), in bytes.
+    peak: u64,
+    /// The most bytes one connection took from the camera.
+    taken: u64,
+}
+
+/// Runs `vigil bench-source` (the source as the daemon runs it, with no model) on a hostile
+/// camera until its log says `expected` or `limit` passes, watching its peak memory.
+fn run_hostile(how: common::rtsp::Hostile, expected: &str, limit: Duration) -> HostileRun {
+    use std::io::BufRead;
+    let camera = common::rtsp::hostile(how);
+    let url = format!("rtsp://127.0.0.1:{}/hostile", camera.port);
+    let mut child = common::vigil_command()
+        .args(["bench-source", &url, "--seconds", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = lines.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let status = format!("/proc/{}/status", child.id());
+    let peak = || {
+        let status = std::fs::read_to_string(&status).unwrap_or_default();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().strip_suffix("kB"));
+        kb.and_then(|kb| kb.trim().parse::<u64>().ok()).unwrap_or(0) * 1024
+    };
+    let started = Instant::now();
+    let mut highest = 0;
+    while started.elapsed() < limit && !log.lock().unwrap().contains(expected) {
+        highest = highest.max(peak());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    highest = highest.max(peak());
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.lock().unwrap().clone();
+    HostileRun { log, took, peak: highest, taken: camera.most_taken.load(std::sync::atomic::Ordering::Relaxed) }
+}
+
+/// Hostile RTSP cameras (tests/common/rtsp.rs), each against `vigil bench-source`: an answer
+/// with a 2 GB Content-Length and an endless body, a 50 MB SDP line, an answer head that does
+/// not end, an H.264 fragment that never ends and packets of one timestamp with no marker
+/// are each cut by vigil's guard at its cap within seconds, having taken no more than the cap
+/// (and the socket buffers) from the camera and little memory, and the log says which cap;
+/// junk in answer is said in one line without retina's hex dump; a camera that never answers,
+/// sends no picture or only pictures that cannot be decoded is said in words (not "no the
+/// camera's answer …", not OpenH264's debugging text).
+#[test]
+fn hostile_rtsp_cameras_are_cut_at_vigils_caps_and_each_error_says_what_happened() {
+    use common::rtsp::Hostile;
+    const MIB: u64 = 1 << 20;
+    let unit = "the camera sent over 32 MiB of stream without completing an access unit (vigil's cap for one picture)";
+    let cases = [
+        (
+            Hostile::EndlessAnswer,
+            "the camera's RTSP message declares a body of 2000000000 bytes (Content-Length), over vigil's cap of \
+             32 MiB for one RTSP message",
+        ),
+        (Hostile::LongSdpLine, "declares a body of 50000000 bytes (Content-Length), over vigil's cap of 32 MiB"),
+        (Hostile::EndlessHead, "the camera sent an RTSP message head of over 64 KiB with no blank line to end it"),
+        (Hostile::EndlessFragment, unit),
+        (Hostile::NoMarker, unit),
+        (Hostile::Junk, "cannot open the stream: the camera sent something that is not RTSP ("),
+        (Hostile::Silent, "cannot open the stream: the camera did not answer DESCRIBE in 15 s"),
+        (Hostile::NoPictures, "stream lost: the camera sent no picture in 15 s"),
+        (
+            Hostile::Undecodable,
+            "stream lost: no picture decoded in 15 s (the decoder said: OpenH264 cannot decode the access unit: no \
+             parameter sets (SPS and PPS) came before it (state ",
+        ),
+    ];
+    // All at once: the slow ones wait out the source's 15 s.
+    let runs: Vec<_> = cases
+        .iter()
+        .map(|&(how, expected)| std::thread::spawn(move || run_hostile(how, expected, Duration::from_secs(40))))
+        .collect();
+    let runs: Vec<HostileRun> = runs.into_iter().map(|run| run.join().unwrap()).collect();
+    // What the process takes anyway (the binary, its libraries): the least of the peaks.
+    let baseline = runs.iter().map(|run| run.peak).min().unwrap_or(0);
+    for ((how, expected), HostileRun { log, took, peak, taken }) in cases.iter().zip(runs) {
+        let summary = format!("{how:?}: took {took:.1?}, peak {} MiB, {} MiB taken", peak / MIB, taken / MIB);
+        eprintln!("{summary}");
+        let report = format!("{summary}\n{log}");
+        assert!(log.lines().any(|l| l.contains("camera=bench") && l.contains(expected)), "{expected}\n{report}");
+        for unwanted in ["Native:", "Backtraces", "0000:", "buffered", "no the ", "no a "] {
+            assert!(!log.contains(unwanted), "{unwanted:?} in the log of {report}");
+        }
+        let cut = !matches!(how, Hostile::Junk | Hostile::Silent | Hostile::NoPictures | Hostile::Undecodable);
+        if cut {
+            assert!(took < Duration::from_secs(10), "cut long before the source's 15 s wait: {report}");
+            assert!(taken < 64 * MIB, "no more than the cap and the socket buffers taken from the camera: {report}");
+        }
+        let without = baseline / MIB;
+        assert!(peak < baseline + 96 * MIB, "the source's memory stays bounded ({without} MiB without): {report}");
+    }
+}

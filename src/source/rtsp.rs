@@ -15,6 +15,12 @@
 //! the RTSP connection, the default: it passes NAT and firewalls and loses nothing) or UDP.
 //! Not supported, with an error that says so: H.265 and other codecs, RTSP over TLS
 //! (`rtsps://`), interlaced video.
+//!
+//! retina caps nothing a camera sends, so the source connects to the camera itself and
+//! relays the connection to retina through its [`guard`]: one RTSP message at most 32 MiB
+//! (its head 64 KiB), and at most 32 MiB of stream without a completed access unit, over TCP;
+//! a camera over a cap is cut off with an error naming the cap. Over UDP, RTP goes straight
+//! to retina's sockets, and one access unit is bounded only by the 15 s wait for a picture.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -28,9 +34,12 @@ use retina::codec::{CodecItem, FrameFormat};
 use serde::Deserialize;
 use serde_json::Value;
 
+use self::guard::Relay;
 use super::url::{CameraUrl, Scheme};
 use super::{Backoff, Connection, SourceContext};
 use crate::settings::section_as;
+
+pub mod guard;
 
 /// `kind = "rtsp"`: an RTSP camera.
 #[derive(Clone, PartialEq)]
@@ -123,6 +132,8 @@ const MAX_LAG: Duration = Duration::from_secs(5);
 struct Stream<'r> {
     runtime: &'r tokio::runtime::Runtime,
     demuxed: Demuxed,
+    /// The guarded connection retina reads the camera through.
+    relay: Relay,
     /// The video stream's index among the session's streams.
     video: usize,
     h264: H264,
@@ -170,8 +181,11 @@ impl<'r> Stream<'r> {
             password: url.password.clone().unwrap_or_default(),
         });
         let options = SessionOptions::default().creds(creds).user_agent(format!("vigil/{}", env!("CARGO_PKG_VERSION")));
-        let mut session = wait(runtime, ctx, "the camera's answer to DESCRIBE", Session::describe(address, options))?
-            .map_err(|e| explain(&e))?;
+        let relay = wait(runtime, ctx, "the camera did not accept a connection", Relay::open(&address))??;
+        // A connection the guard cut fails in retina as a lost connection: the guard says why.
+        let failed = |e: retina::Error| relay.cut().map_or_else(|| explain(&e), |cut| cut.to_string());
+        let describe = Session::describe(relay.url().clone(), options);
+        let mut session = wait(runtime, ctx, "the camera did not answer DESCRIBE", describe)?.map_err(failed)?;
         let video = pick_video(session.streams().iter().map(|s| (s.media(), s.encoding_name())))?;
         let (width, height, profile) = match session.streams()[video].parameters() {
             Some(retina::codec::ParametersRef::Video(v)) => {
@@ -186,14 +200,14 @@ impl<'r> Stream<'r> {
         };
         // Annex B with the parameter sets before each key frame: what OpenH264 reads.
         let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
-        wait(runtime, ctx, "the camera's answer to SETUP", session.setup(video, setup))?.map_err(|e| explain(&e))?;
-        let playing = wait(runtime, ctx, "the camera's answer to PLAY", session.play(PlayOptions::default()))?
-            .map_err(|e| explain(&e))?;
-        let demuxed = playing.demuxed().map_err(|e| explain(&e))?;
+        wait(runtime, ctx, "the camera did not answer SETUP", session.setup(video, setup))?.map_err(failed)?;
+        let playing = wait(runtime, ctx, "the camera did not answer PLAY", session.play(PlayOptions::default()))?
+            .map_err(failed)?;
+        let demuxed = playing.demuxed().map_err(failed)?;
         let h264 = H264::new()?;
         let size = if width > 0 { format!(" {width}x{height}") } else { String::new() };
         let mode = format!("H.264{profile}{size}, {}", settings.transport.name());
-        Ok(Stream { runtime, demuxed, video, h264, mode, clock: None, captured: None })
+        Ok(Stream { runtime, demuxed, relay, video, h264, mode, clock: None, captured: None })
     }
 
     /// The capture time of a picture at `ticks` (of `clock_rate` a second) into the stream,
@@ -242,16 +256,18 @@ impl Connection for Stream<'_> {
             if last_picture.elapsed() > TIMEOUT {
                 return Err(match last_error {
                     Some(e) => format!("no picture decoded in {} s (the decoder said: {e})", TIMEOUT.as_secs()),
-                    None => format!("no picture in {} s", TIMEOUT.as_secs()),
+                    None => format!("the camera sent no picture in {} s", TIMEOUT.as_secs()),
                 });
             }
-            let next = wait(self.runtime, ctx, "a picture", self.demuxed.next())?;
+            let next = wait(self.runtime, ctx, "the camera sent no picture", self.demuxed.next())?;
+            let cut = || self.relay.cut().map(|cut| cut.to_string());
             let frame = match next {
-                None => return Err("the camera ended the stream".into()),
-                Some(Err(e)) => return Err(explain(&e)),
+                None => return Err(cut().unwrap_or_else(|| "the camera ended the stream".into())),
+                Some(Err(e)) => return Err(cut().unwrap_or_else(|| explain(&e))),
                 Some(Ok(CodecItem::VideoFrame(frame))) if frame.stream_id() == self.video => frame,
                 Some(Ok(_)) => continue,
             };
+            self.relay.unit_completed();
             let timestamp = frame.timestamp();
             let clock_rate = timestamp.clock_rate().get();
             let wanted = || match ctx.slot.waiting_since() {
@@ -300,7 +316,9 @@ pub enum Decoded {
 
 impl H264 {
     pub fn new() -> Result<H264, String> {
-        openh264::decoder::Decoder::new().map(H264).map_err(|e| format!("cannot start the H.264 decoder: {e}"))
+        openh264::decoder::Decoder::new()
+            .map(H264)
+            .map_err(|e| format!("cannot start the H.264 decoder (OpenH264 error {})", e.native_code()))
     }
 
     /// Decodes an access unit; a picture it completes is converted to RGB when `convert`
@@ -309,7 +327,7 @@ impl H264 {
         let picture = match self.0.decode(unit) {
             Ok(Some(picture)) => picture,
             Ok(None) => return Ok(Decoded::Nothing(None)),
-            Err(e) => return Ok(Decoded::Nothing(Some(e.to_string()))),
+            Err(e) => return Ok(Decoded::Nothing(Some(decoder_refused(&e)))),
         };
         let (width, height) = picture.dimensions();
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
@@ -325,12 +343,37 @@ impl H264 {
     }
 }
 
+/// What OpenH264 says of an access unit it cannot decode, as vigil says it: its state's
+/// flags in words, and their number (the crate's own text is a debugging dump).
+fn decoder_refused(e: &openh264::Error) -> String {
+    const STATES: [(i64, &str); 11] = [
+        (1, "a picture is still pending"),
+        (2, "a picture it refers to was lost"),
+        (4, "the bitstream is broken"),
+        (8, "a layer it depends on was lost"),
+        (16, "no parameter sets (SPS and PPS) came before it"),
+        (32, "errors in it were concealed"),
+        (64, "its reference list is empty"),
+        (4096, "an invalid argument"),
+        (8192, "the decoder was not set up"),
+        (16384, "out of memory"),
+        (32768, "the picture is larger than the decoder's buffer"),
+    ];
+    let code = e.native_code();
+    let known: Vec<&str> = STATES.iter().filter(|(flag, _)| code & flag != 0).map(|(_, what)| *what).collect();
+    if known.is_empty() {
+        return format!("OpenH264 cannot decode the access unit (state {code})");
+    }
+    format!("OpenH264 cannot decode the access unit: {} (state {code})", known.join(", "))
+}
+
 /// Runs `future` on the source's runtime, beating the heartbeat and looking for a stop every
-/// [`POLL`]; `what` (the thing awaited) names it in the error when it takes over [`TIMEOUT`].
+/// [`POLL`]; past [`TIMEOUT`] it ends with `overdue` ("the camera did not answer PLAY") and
+/// the time waited.
 fn wait<F: Future>(
     runtime: &tokio::runtime::Runtime,
     ctx: &SourceContext,
-    what: &str,
+    overdue: &str,
     future: F,
 ) -> Result<F::Output, String> {
     runtime.block_on(async {
@@ -342,7 +385,7 @@ fn wait<F: Future>(
                 return Err("stopped".to_string());
             }
             if started.elapsed() > TIMEOUT {
-                return Err(format!("no {what} in {} s", TIMEOUT.as_secs()));
+                return Err(format!("{overdue} in {} s", TIMEOUT.as_secs()));
             }
             if let Ok(output) = tokio::time::timeout(POLL, &mut future).await {
                 return Ok(output);
@@ -372,18 +415,41 @@ fn pick_video<'a>(streams: impl Iterator<Item = (&'a str, &'a str)>) -> Result<u
     ))
 }
 
-/// A retina error as the log says it: what the camera answered and what to change. retina's
-/// own text (its first paragraph; the rest is connection detail) follows.
+/// A retina error as the log says it, in one line: what the camera did and what to change.
+/// Otherwise retina's own first line, without what follows it (connection detail, and a hex
+/// dump of the bytes it could not read) and cut at [`MAX_EXPLAINED`] characters.
 fn explain(e: &retina::Error) -> String {
-    let text = e.to_string();
-    let first = text.split("\n\n").next().unwrap_or(&text).trim();
     match e.status_code() {
-        Some(401) => "the camera refused the credentials (RTSP 401): check username and password".into(),
-        Some(403) => "the camera forbids this user the stream (RTSP 403)".into(),
-        Some(404) => "the camera has no stream at this path (RTSP 404): check the url's path".into(),
-        Some(454) => "the camera lost the session (RTSP 454)".into(),
-        Some(461) => "the camera refused the transport (RTSP 461): try transport = \"tcp\" or \"udp\"".into(),
-        _ => first.to_string(),
+        Some(401) => return "the camera refused the credentials (RTSP 401): check username and password".into(),
+        Some(403) => return "the camera forbids this user the stream (RTSP 403)".into(),
+        Some(404) => return "the camera has no stream at this path (RTSP 404): check the url's path".into(),
+        Some(454) => return "the camera lost the session (RTSP 454)".into(),
+        Some(461) => return "the camera refused the transport (RTSP 461): try transport = \"tcp\" or \"udp\"".into(),
+        _ => {}
+    }
+    explain_text(&e.to_string())
+}
+
+/// The longest line [`explain`] passes on of retina's text.
+const MAX_EXPLAINED: usize = 240;
+
+/// [`explain`] for retina's text `text`.
+fn explain_text(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    // retina ends the line before a hex dump with "; buffered:" or a colon.
+    let first = first.split("; buffered:").next().unwrap_or_default().trim().trim_end_matches(':').trim_end();
+    let line = if let Some(why) = first.strip_prefix("RTSP framing error: Invalid RTSP message: ") {
+        format!("the camera sent something that is not RTSP ({why})")
+    } else if first.starts_with("RTSP framing error: Incomplete RTSP message at EOF") {
+        "the camera closed the connection in the middle of an RTSP message".to_string()
+    } else if let Some(channel) = first.strip_prefix("Received interleaved data on unassigned channel ") {
+        format!("the camera sent stream data on channel {channel}, which vigil did not set up")
+    } else {
+        first.to_string()
+    };
+    match line.char_indices().nth(MAX_EXPLAINED) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
     }
 }
 
@@ -402,6 +468,50 @@ mod tests {
         );
         let e = pick_video([("audio", "pcma"), ("application", "vnd.onvif.metadata")].into_iter()).unwrap_err();
         assert_eq!(e, "the camera's stream has no video");
+    }
+
+    #[test]
+    fn retina_s_error_for_junk_is_one_line_without_its_hex_dump() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let camera = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap();
+            let _ = connection.read(&mut [0; 4096]);
+            connection.write_all(b"\x00\x01\x02\x03 HELLO \xff\xfe not RTSP\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let url = url::Url::parse(&format!("rtsp://127.0.0.1:{port}/stream")).unwrap();
+        let e = runtime.block_on(Session::describe(url, SessionOptions::default())).err().unwrap();
+        camera.join().unwrap();
+        let said = explain(&e);
+        assert!(said.starts_with("the camera sent something that is not RTSP ("), "{said}\n(retina: {e})");
+        assert!(!said.contains('\n') && !said.contains("buffered") && !said.contains("0000"), "{said}");
+        assert_eq!(
+            explain_text("Received interleaved data on unassigned channel 5: \nLength: 3 (0x3) bytes\n0000: 01 02 03"),
+            "the camera sent stream data on channel 5, which vigil did not set up"
+        );
+        assert_eq!(explain_text(&"x".repeat(1000)).chars().count(), MAX_EXPLAINED + 1);
+    }
+
+    #[test]
+    fn the_decoder_s_refusal_is_said_in_words_with_its_state() {
+        let mut h264 = H264::new().unwrap();
+        // A P slice of a stream whose parameter sets never came.
+        let unit = [0, 0, 0, 1, 0x41, 0x9a, 0x02, 0x04, 0x08, 0x10, 0x20];
+        let mut said = None;
+        for _ in 0..3 {
+            match h264.decode(&unit, || true) {
+                Ok(Decoded::Nothing(Some(why))) => said = Some(why),
+                Ok(Decoded::Nothing(None)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let said = said.expect("the decoder refuses the unit");
+        assert!(said.starts_with("OpenH264 cannot decode the access unit: "), "{said}");
+        assert!(said.contains("no parameter sets (SPS and PPS) came before it") && said.contains("(state "), "{said}");
+        assert!(!said.contains("Native") && !said.contains("Backtrace"), "{said}");
     }
 
     #[test]
