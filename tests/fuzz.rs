@@ -598,3 +598,74 @@ fn fuzz_h264_pictures() {
         matches!(h264.decode(bytes, || true), Ok(Decoded::Picture(_)))
     });
 }
+
+/// What an RTSP camera sends on its connection, as the RTSP source's guard reads it before
+/// retina does (src/source/rtsp/guard.rs): answers, the camera's own requests and interleaved
+/// RTP, in pieces of any size (the input's first byte picks them, and whether access units
+/// complete between them). The guard passes on exactly what came, holding back at most one
+/// message head or one frame; with the camera's address known (a UDP SETUP answer gains it)
+/// it frames the stream the same way.
+#[test]
+fn fuzz_rtsp_guard() {
+    use vigil::source::rtsp::guard::{Guard, MAX_HEAD};
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.168.1.64\r\ns=cam\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n\
+               a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;sprop-parameter-sets=Z0IAH5WoFAFuQA==,aM48gA==\r\n\
+               a=control:trackID=1\r\n";
+    let mut exchange = format!(
+        "RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm=\"cam\", nonce=\"4e6a\"\r\n\r\n\
+         RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Base: rtsp://192.168.1.64/live/\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}\r\n\
+         RTSP/1.0 200 OK\r\nCSeq: 3\r\nSession: 5E2A;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=1A2B3C4D\r\n\r\n\
+         RTSP/1.0 200 OK\r\nCSeq: 4\r\nSession: 5E2A\r\nRTP-Info: url=rtsp://192.168.1.64/live/trackID=1;seq=1;rtptime=0\r\n\r\n",
+        sdp.len()
+    )
+    .into_bytes();
+    // RTP on channel 0 (an FU-A start, middle and end, the last with the marker), RTCP on 1,
+    // the camera's own request and a keepalive's answer between them.
+    let rtp = |sequence: u8, marker: bool, payload: &[u8]| {
+        let mut frame =
+            vec![b'$', 0, 0, 12 + payload.len() as u8, 0x80, 96 | if marker { 0x80 } else { 0 }, 0, sequence];
+        frame.extend_from_slice(&[0, 0, 0x03, 0x84, 0x1a, 0x2b, 0x3c, 0x4d]);
+        frame.extend_from_slice(payload);
+        frame
+    };
+    exchange.extend(rtp(1, false, &[0x7c, 0x85, 0x88, 0x84, 0x21]));
+    exchange.extend(rtp(2, false, &[0x7c, 0x05, 0xab, 0xcd]));
+    exchange.extend(rtp(3, true, &[0x7c, 0x45, 0xef]));
+    exchange.extend(b"$\x01\x00\x08\x80\xc8\x00\x06\x1a\x2b\x3c\x4d");
+    exchange.extend(b"SET_PARAMETER rtsp://192.168.1.64/live RTSP/1.0\r\nCSeq: 9\r\nContent-Length: 5\r\n\r\nping\n");
+    exchange.extend(b"RTSP/1.0 200 OK\r\nCSeq: 5\r\nSession: 5E2A\r\n\r\n");
+    let udp =
+        b"RTSP/1.0 200 OK\r\nCSeq: 3\r\nTransport: RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971\r\n\r\n";
+    let seeds = vec![[&[0u8][..], &exchange].concat(), [&[0x85u8][..], &exchange].concat(), [&[7u8][..], udp].concat()];
+    let camera = Some(std::net::IpAddr::from([192, 168, 1, 64]));
+    fuzz("rtsp-guard", seeds, iterations(), |bytes| {
+        let Some((&pick, stream)) = bytes.split_first() else { return false };
+        let piece = 1 + usize::from(pick & 0x3f) * 37;
+        let (mut plain, mut addressed) = (Guard::new(None), Guard::new(camera));
+        let (mut out, mut rewritten) = (Vec::new(), Vec::new());
+        let mut read = 0;
+        for (i, chunk) in stream.chunks(piece).enumerate() {
+            if pick & 0x80 != 0 && i % 3 == 0 {
+                plain.unit_completed();
+                addressed.unit_completed();
+            }
+            let fed = plain.feed(chunk, &mut out);
+            assert_eq!(
+                fed.is_ok(),
+                addressed.feed(chunk, &mut rewritten).is_ok(),
+                "the camera's address changes framing"
+            );
+            if fed.is_err() {
+                return false;
+            }
+            read += chunk.len();
+            assert!(
+                stream.get(..read).is_some_and(|came| came.starts_with(&out)),
+                "the guard passed on what did not come"
+            );
+            assert!(read - out.len() <= MAX_HEAD.max(4 + 65535), "{} bytes held back", read - out.len());
+        }
+        true
+    });
+}
