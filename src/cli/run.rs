@@ -20,7 +20,8 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| {
         let code = match &e {
-            DaemonError::Config(_) | DaemonError::Labels(_) => exit::BAD_CONFIG,
+            // The event journal's folder (mqtt.spool_dir) is the user's to fix, like a setting.
+            DaemonError::Config(_) | DaemonError::Labels(_) | DaemonError::Journal(_) => exit::BAD_CONFIG,
             DaemonError::Model { .. } => exit::BAD_MODEL,
             _ => exit::FAILURE,
         };

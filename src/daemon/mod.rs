@@ -24,7 +24,7 @@ use crate::config::{Config, ConfigError};
 use crate::deploy::bundle::is_store_word;
 use crate::deploy::store::{Choice, Store};
 use crate::model::{Model, ModelError};
-use crate::mqtt::journal::{EventJournal, Sequence, SharedJournal};
+use crate::mqtt::journal::{EventJournal, JournalError, Sequence, SharedJournal};
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::publisher::Deadline;
 use crate::mqtt::{
@@ -49,6 +49,14 @@ pub enum DaemonError {
     Broker(String),
     #[error("{what}: {error}")]
     Io { what: String, error: std::io::Error },
+    /// A task the daemon cannot run without ended (the MQTT publisher): vigil stops, with a
+    /// failure for systemd to restart it, rather than run on without publishing.
+    #[error("{0}")]
+    Died(String),
+    /// The event journal cannot be used: the error names the file or folder in
+    /// `mqtt.spool_dir` and what is wrong with it (exit 78, like a refused configuration).
+    #[error("the event journal (mqtt.spool_dir) cannot be opened: {0}")]
+    Journal(JournalError),
     /// A camera's configuration names labels its model does not have.
     #[error("{0}")]
     Labels(String),
@@ -104,8 +112,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         let mut reloading: Option<tokio::task::JoinHandle<Result<Reloaded, DaemonError>>> = None;
         let next = loop {
             tokio::select! {
-                _ = term.recv() => break None,
-                _ = int.recv() => break None,
+                _ = term.recv() => break Ok(None),
+                _ = int.recv() => break Ok(None),
                 _ = hup.recv() => {
                     if reloading.is_some() {
                         log::warn!("SIGHUP: a reload is already in progress");
@@ -118,13 +126,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 done = async { reloading.as_mut().expect("guarded by is_some").await }, if reloading.is_some() => {
                     reloading = None;
                     match reload_outcome(done) {
-                        Ok(reloaded) => break Some(reloaded),
+                        Ok(reloaded) => break Ok(Some(reloaded)),
                         Err(e) => {
                             log::error!("the new configuration is refused; the running one stays: {e}");
                             notifier.status("reload refused; see the log");
                         }
                     }
                 }
+                died = publisher_end(&mut running.publisher) => break Err(died),
                 Some(command) = running.commands.recv() => running.apply(command).await,
                 _ = stats_tick.tick() => running.publish_stats().await,
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
@@ -140,13 +149,19 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             }
         };
         match next {
-            None => {
+            Err(died) => {
+                log::error!("{died}; vigil stops, to be restarted (by systemd's Restart=)");
+                notifier.stopping("stopping: the MQTT publisher ended");
+                running.stop(config.service.drain_timeout).await;
+                return Err(died);
+            }
+            Ok(None) => {
                 notifier.stopping("stopping: draining the pipelines");
                 log::info!("stopping");
                 running.stop(config.service.drain_timeout).await;
                 return Ok(());
             }
-            Some((new, mut new_models)) => {
+            Ok(Some((new, mut new_models))) => {
                 notifier.status("reloading: restarting the pipelines");
                 running.stop(config.service.drain_timeout).await;
                 if store_moved(&new, &new_models) {
@@ -282,10 +297,7 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
 /// Opens the event journal (kept for the life of the process, across reloads) and the
 /// event numbering that continues from it.
 fn open_journal(mqtt: &crate::config::MqttSettings) -> Result<(SharedJournal, Arc<Sequence>), DaemonError> {
-    let opened = EventJournal::open(&mqtt.spool_dir, mqtt.spool_bytes).map_err(|error| DaemonError::Io {
-        what: format!("opening the event journal in {} (mqtt.spool_dir)", mqtt.spool_dir.display()),
-        error,
-    })?;
+    let opened = EventJournal::open(&mqtt.spool_dir, mqtt.spool_bytes).map_err(DaemonError::Journal)?;
     log::info!(
         "path={} pending={} damaged={} event journal opened",
         mqtt.spool_dir.display(),
@@ -306,6 +318,19 @@ fn reload_outcome(
     done: Result<Result<Reloaded, DaemonError>, tokio::task::JoinError>,
 ) -> Result<Reloaded, DaemonError> {
     done.unwrap_or_else(|e| Err(DaemonError::Internal(format!("loading it failed: {}", panic_text(e)))))
+}
+
+/// Waits for the publisher task to end, which it must not while its configuration runs,
+/// and says how it ended: the select loop's watch on it. Once it has ended (`None`), this
+/// waits forever.
+async fn publisher_end(publisher: &mut Option<tokio::task::JoinHandle<()>>) -> DaemonError {
+    let Some(handle) = publisher.as_mut() else { return std::future::pending().await };
+    let done = handle.await;
+    *publisher = None;
+    DaemonError::Died(match done {
+        Ok(()) => "the MQTT publisher task ended while vigil was running".into(),
+        Err(e) => format!("the MQTT publisher task failed: {}", panic_text(e)),
+    })
 }
 
 /// The message of a task that panicked (or "cancelled").
@@ -340,7 +365,8 @@ struct Running {
     pipelines: Vec<Pipeline>,
     out: mpsc::Sender<Message>,
     commands: mpsc::Receiver<Command>,
-    publisher: tokio::task::JoinHandle<()>,
+    /// None once it has ended (watched by the select loop).
+    publisher: Option<tokio::task::JoinHandle<()>>,
     publisher_deadline: Deadline,
     link: tokio::task::JoinHandle<()>,
     publisher_stats: Arc<PublisherStats>,
@@ -436,7 +462,7 @@ impl Running {
             pipelines,
             out,
             commands,
-            publisher,
+            publisher: Some(publisher),
             publisher_deadline,
             link: link.task,
             publisher_stats,
@@ -560,10 +586,11 @@ impl Running {
             deployer.finish(now + limit.saturating_duration_since(now) / 2).await;
         }
         drop(out);
-        let mut publisher = publisher;
-        if tokio::time::timeout_at(limit + Duration::from_millis(200), &mut publisher).await.is_err() {
-            log::error!("the MQTT publisher did not finish within the drain deadline; unsent messages are lost");
-            publisher.abort();
+        if let Some(mut publisher) = publisher {
+            if tokio::time::timeout_at(limit + Duration::from_millis(200), &mut publisher).await.is_err() {
+                log::error!("the MQTT publisher did not finish within the drain deadline; unsent messages are lost");
+                publisher.abort();
+            }
         }
         let mut link = link;
         if tokio::time::timeout(Duration::from_secs(1), &mut link).await.is_err() {
@@ -663,5 +690,26 @@ mod tests {
         assert_eq!(e.to_string(), "loading it failed: an absurd model");
         let task = tokio::spawn(async { panic!("{} anchors", 7) });
         assert!(reload_outcome(task.await).unwrap_err().to_string().contains("7 anchors"));
+    }
+
+    /// The select loop's watch on the publisher: nothing while it runs; its end (a panic, or
+    /// returning while it should run) is an error naming it, once (the handle is not polled
+    /// again), which `run` returns after stopping the rest (exit 1 for systemd's Restart=).
+    #[tokio::test]
+    async fn a_publisher_that_ends_stops_the_daemon_naming_it() {
+        async fn waits(publisher: &mut Option<tokio::task::JoinHandle<()>>) -> bool {
+            tokio::time::timeout(Duration::from_millis(100), publisher_end(publisher)).await.is_err()
+        }
+        let mut publisher = Some(tokio::spawn(std::future::pending::<()>()));
+        assert!(waits(&mut publisher).await, "a running publisher is no error");
+        assert!(publisher.is_some(), "kept for the stop");
+        let mut publisher = Some(tokio::spawn(async { panic!("attempt to add with overflow") }));
+        let e = publisher_end(&mut publisher).await;
+        assert_eq!(e.to_string(), "the MQTT publisher task failed: attempt to add with overflow");
+        assert!(matches!(e, DaemonError::Died(_)) && publisher.is_none());
+        assert!(waits(&mut publisher).await, "said once");
+        let mut publisher = Some(tokio::spawn(async {}));
+        let e = publisher_end(&mut publisher).await;
+        assert_eq!(e.to_string(), "the MQTT publisher task ended while vigil was running");
     }
 }
