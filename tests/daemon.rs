@@ -1356,6 +1356,119 @@ fn events_survive_a_crash_while_the_broker_is_away() {
     assert_eq!(second.wait_exit(Duration::from_secs(20)), 0, "{}", second.log());
 }
 
+/// A journal record as vigil frames it (magic 0xE5, kind, body length, crc32 of the body),
+/// whatever its body holds: docs/mqtt.md "Reconnects and what is kept".
+fn journal_record(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut r = vec![0xE5, kind];
+    r.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    r.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+/// A journal segment holding checksummed records whose numbers no journal reaches (as a
+/// crafted file or a bad restore leaves them): a reservation, an event and an
+/// acknowledgement at 2^64 - 1. They panicked the publisher task (`attempt to add with
+/// overflow`) and vigil ran on without publishing an event; now they are refused with a
+/// warning naming the file and offset, and the events go out numbered from 1.
+#[test]
+fn journal_records_with_numbers_past_the_limit_are_refused_and_events_go_on() {
+    let _serial = serial();
+    let dir = scratch("daemon-journal-limit");
+    let broker = Mosquitto::start(&dir);
+    let sub = Subscriber::start(broker.port, "test-journal-limit");
+    let config = write_config(&dir, broker.port, "");
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mut event = u64::MAX.to_le_bytes().to_vec();
+    let topic = b"vigil/test/yard/events";
+    event.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    event.extend_from_slice(topic);
+    event.extend_from_slice(br#"{"crafted":true}"#);
+    let segment = spool.join("0000000000000001.log");
+    let records = [
+        journal_record(b'R', &u64::MAX.to_le_bytes()),
+        journal_record(b'E', &event),
+        journal_record(b'A', &u64::MAX.to_le_bytes()),
+    ];
+    std::fs::write(&segment, records.concat()).unwrap();
+
+    let mut daemon = Daemon::start(&config, &[]);
+    let limit = Duration::from_secs(90);
+    let made = |sub: &Subscriber| -> Vec<Value> {
+        sub.on("vigil/test/yard/events").iter().map(Received::json).filter(|e| e["type"] == "new").collect()
+    };
+    wait_until("two events made by this vigil", limit, || {
+        assert!(daemon.child.try_wait().unwrap().is_none(), "vigil exited:\n{}", daemon.log());
+        made(&sub).len() >= 2
+    });
+    let seqs: Vec<u64> = made(&sub).iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.iter().all(|&s| (1..=2 * 1000).contains(&s)), "numbered from 1 again: {seqs:?}");
+    assert!(
+        sub.on("vigil/test/yard/events").iter().all(|r| r.json()["crafted"].is_null()),
+        "the refused event was sent"
+    );
+    let log = daemon.log();
+    for offset in [0, records[0].len(), records[0].len() + records[1].len()] {
+        let warning = format!("path={} offset={offset} event journal record damaged", segment.display());
+        assert!(log.contains(&warning), "no {warning:?} in:\n{log}");
+    }
+    assert!(log.contains("above 2^63"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
+
+/// A segment `chattr +i` made immutable until this is dropped (then mutable again, so the
+/// scratch folder can be removed).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    /// None where chattr cannot (not root, or a file system without the flag).
+    fn set(path: &Path) -> Option<Immutable> {
+        let out = Command::new("chattr").arg("+i").arg(path).output().ok()?;
+        out.status.success().then(|| Immutable(path.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A journal segment vigil cannot use stops `vigil run` at start-up with exit 78 (the
+/// configuration refused: `mqtt.spool_dir` is the user's to fix) and a message naming the
+/// file; it was exit 1 with "Is a directory (os error 21)". A folder in a segment's place,
+/// and (as root, on a file system with the flag) an immutable segment.
+#[test]
+fn an_unusable_journal_segment_is_refused_at_start_naming_it() {
+    let _serial = serial();
+    let dir = scratch("daemon-journal-unusable");
+    let config = write_config(&dir, free_port(), "");
+    let segment = dir.join("spool/0000000000000001.log");
+    std::fs::create_dir_all(&segment).unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), 78, "{}", daemon.log());
+    let expected = format!("{}: cannot be read as an event journal segment", segment.display());
+    assert_eq!(daemon.log().matches(&expected).count(), 1, "{expected:?} once in:\n{}", daemon.log());
+
+    std::fs::remove_dir(&segment).unwrap();
+    std::fs::write(&segment, journal_record(b'R', &1000u64.to_le_bytes())).unwrap();
+    let Some(_immutable) = Immutable::set(&segment) else {
+        eprintln!(
+            "NOT CHECKED: an immutable journal segment (chattr +i {} failed: this needs root and a file \
+             system with the flag)",
+            segment.display()
+        );
+        return;
+    };
+    let mut daemon = Daemon::start(&config, &[]);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), 78, "{}", daemon.log());
+    let expected = format!("{}: cannot be opened for writing", segment.display());
+    assert_eq!(daemon.log().matches(&expected).count(), 1, "{expected:?} once in:\n{}", daemon.log());
+}
+
 /// HTTP MJPEG cameras in the daemon, beside a replay: the one with the right password
 /// publishes on MQTT the labels the replay of the same JPEG publishes, and goes on after its
 /// stream is cut in the middle of a frame; the one with a wrong password is reported not

@@ -504,6 +504,42 @@ fn fuzz_event_journal() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The event journal's record decoder (`decode_records`, what opening reads each segment
+/// with), with seeds holding numbers at their limits (tests/fuzz/journal-records: `seq` 0,
+/// 2^63, 2^63 + 1 and 2^64 - 1, a reservation of 2^64 - 1, a body length of u32::MAX, a
+/// topic length of u16::MAX). It never panics, what it takes lies within the input, and no
+/// number it takes is above `MAX_NUMBER` (2^63), so the numbering's `+ 1` cannot overflow.
+#[test]
+fn fuzz_event_journal_records() {
+    use vigil::mqtt::journal::{decode_records, Record, MAX_NUMBER};
+    let record = |kind: u8, body: &[u8]| {
+        let mut r = vec![0xE5, kind];
+        r.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        r.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        r.extend_from_slice(body);
+        r
+    };
+    let mut event = 7u64.to_le_bytes().to_vec();
+    event.extend_from_slice(&19u16.to_le_bytes());
+    event.extend_from_slice(b"vigil/d/yard/events{\"seq\":7}");
+    let segment = [record(b'R', &1000u64.to_le_bytes()), record(b'E', &event), record(b'A', &7u64.to_le_bytes())];
+    fuzz("journal-records", vec![segment.concat()], iterations(), |bytes| {
+        let decoded = decode_records(bytes);
+        assert!(decoded.good_len <= bytes.len() as u64, "{} of {} bytes good", decoded.good_len, bytes.len());
+        let offsets: Vec<u64> = decoded.damage.iter().map(|(at, _)| *at).collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "damage out of order: {offsets:?}");
+        assert!(offsets.iter().all(|&at| at < bytes.len() as u64), "damage past the end: {offsets:?}");
+        for r in &decoded.records {
+            let n = match r {
+                Record::Event(e) => e.seq,
+                Record::Ack(n) | Record::Reserve(n) => *n,
+            };
+            assert!(n <= MAX_NUMBER, "a number above 2^63 taken: {r:?}");
+        }
+        decoded.damage.is_empty() && !decoded.records.is_empty()
+    });
+}
+
 /// A graph that makes tract's importer panic (an output no node produces) is an error that
 /// names the file, not the end of vigil.
 #[test]
