@@ -892,7 +892,8 @@ mod tests {
 
     /// A segment of overlapping record heads, each claiming a 2 MiB body whose checksum
     /// fails, after a damaged first byte: looking for the next good record is bounded (it
-    /// took minutes, one checksum of 2 MiB per head).
+    /// checksummed 2 MiB per head: 13.6 s for these 4 MiB here, growing with the square of
+    /// the size).
     #[test]
     fn looking_past_damage_is_bounded() {
         let d = dir("resync");
