@@ -1716,7 +1716,9 @@ fn hostile_rtsp_cameras_are_cut_at_vigils_caps_and_each_error_says_what_happened
                 wrong.push(format!("{summary}: {what}\n{log}"));
             }
         };
-        check(log.lines().any(|l| l.contains("camera=bench") && l.contains(expected)), format!("no {expected:?}"));
+        let said = log.lines().find(|l| l.contains("camera=bench") && l.contains(expected));
+        eprintln!("  {}", said.unwrap_or("(not said)"));
+        check(said.is_some(), format!("no {expected:?}"));
         for unwanted in ["Native:", "Backtraces", "0000:", "buffered", "no the ", "no a "] {
             check(!log.contains(unwanted), format!("{unwanted:?} in the log"));
         }

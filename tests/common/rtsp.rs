@@ -125,7 +125,7 @@ const HOSTILE_LIMIT: u64 = 256 << 20;
 /// every request is answered by its CSeq (DESCRIBE with one H.264 video stream, SETUP with
 /// interleaved channels 0-1), no authentication.
 pub fn hostile(how: Hostile) -> HostileCamera {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let most_taken = std::sync::Arc::new(AtomicU64::new(0));
@@ -134,10 +134,7 @@ pub fn hostile(how: Hostile) -> HostileCamera {
         for connection in listener.incoming() {
             let Ok(connection) = connection else { continue };
             let most = most.clone();
-            std::thread::spawn(move || {
-                let taken = serve_hostile(connection, how);
-                most.fetch_max(taken, Ordering::Relaxed);
-            });
+            std::thread::spawn(move || serve_hostile(connection, how, most));
         }
     });
     HostileCamera { port, most_taken }
@@ -147,6 +144,8 @@ pub fn hostile(how: Hostile) -> HostileCamera {
 struct Sending {
     out: std::net::TcpStream,
     taken: u64,
+    /// The most any connection took, kept up to date as it is written.
+    most: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sending {
@@ -156,6 +155,7 @@ impl Sending {
         let written = self.out.write_all(bytes).is_ok();
         if written {
             self.taken += bytes.len() as u64;
+            self.most.fetch_max(self.taken, std::sync::atomic::Ordering::Relaxed);
         }
         written && self.taken < HOSTILE_LIMIT
     }
@@ -166,11 +166,12 @@ impl Sending {
     }
 }
 
-/// One connection to a hostile camera; the bytes written to it.
-fn serve_hostile(connection: std::net::TcpStream, how: Hostile) -> u64 {
+/// One connection to a hostile camera, until the client is gone or the camera is done with
+/// it; `most` is the most bytes any connection took.
+fn serve_hostile(connection: std::net::TcpStream, how: Hostile, most: std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use std::io::{BufReader, Read};
     let mut reader = BufReader::new(connection.try_clone().unwrap());
-    let mut out = Sending { out: connection, taken: 0 };
+    let mut out = Sending { out: connection, taken: 0, most };
     loop {
         // A request head (retina sends no bodies).
         let mut head = Vec::new();
@@ -178,7 +179,7 @@ fn serve_hostile(connection: std::net::TcpStream, how: Hostile) -> u64 {
         while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
             match reader.read(&mut byte) {
                 Ok(1) => head.push(byte[0]),
-                _ => return out.taken,
+                _ => return,
             }
         }
         let head = String::from_utf8_lossy(&head).to_string();
@@ -193,7 +194,7 @@ fn serve_hostile(connection: std::net::TcpStream, how: Hostile) -> u64 {
         match (method.as_str(), how) {
             ("DESCRIBE", Hostile::Silent) => {
                 std::thread::sleep(std::time::Duration::from_secs(60));
-                return out.taken;
+                return;
             }
             ("DESCRIBE", Hostile::EndlessAnswer | Hostile::LongSdpLine) => {
                 let length = if how == Hostile::EndlessAnswer { 2_000_000_000 } else { 50_000_000 };
@@ -201,18 +202,18 @@ fn serve_hostile(connection: std::net::TcpStream, how: Hostile) -> u64 {
                 if out.send(head.as_bytes()) {
                     out.send_forever(&line);
                 }
-                return out.taken;
+                return;
             }
             ("DESCRIBE", Hostile::EndlessHead) => {
                 if out.send(format!("{ok}X-Junk: ").as_bytes()) {
                     out.send_forever(&line);
                 }
-                return out.taken;
+                return;
             }
             ("DESCRIBE", Hostile::Junk) => {
                 out.send(b"\x00\x01\x02\x03 HELLO \xff\xfe not RTSP at all\r\n\r\n");
                 std::thread::sleep(std::time::Duration::from_secs(5));
-                return out.taken;
+                return;
             }
             ("DESCRIBE", _) => {
                 let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n\
@@ -233,7 +234,7 @@ fn serve_hostile(connection: std::net::TcpStream, how: Hostile) -> u64 {
                 if out.send(format!("{ok}Session: 1234\r\n\r\n").as_bytes()) {
                     play_hostile(&mut out, how);
                 }
-                return out.taken;
+                return;
             }
             _ => {
                 out.send(format!("{ok}\r\n").as_bytes());

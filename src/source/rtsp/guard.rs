@@ -295,7 +295,8 @@ const CHUNK: usize = 64 << 10;
 /// What the relay and its source share.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Why the guard cut the session's connection.
+    /// Why the guard cut a connection (the first it cut: the session's, but for a TEARDOWN's
+    /// after it).
     cut: Mutex<Option<GuardError>>,
     /// Access units completed, as the source counts them.
     units: AtomicU64,
@@ -305,7 +306,7 @@ struct Shared {
 /// Its tasks run on the runtime it was opened on, and end [`TEARDOWN_GRACE`] after it is
 /// dropped, or when either side closes.
 #[derive(Debug)]
-pub struct Relay {
+pub(crate) struct Relay {
     /// The camera's URL at the relay's address: what retina is given.
     url: url::Url,
     shared: Arc<Shared>,
@@ -316,7 +317,7 @@ pub struct Relay {
 impl Relay {
     /// Connects to the camera `camera` names (without credentials) and listens for retina on
     /// 127.0.0.1, on the current tokio runtime.
-    pub async fn open(camera: &url::Url) -> Result<Relay, String> {
+    pub(crate) async fn open(camera: &url::Url) -> Result<Relay, String> {
         let address = Address::of(camera)?;
         let connection = address.connect().await?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -335,17 +336,17 @@ impl Relay {
     }
 
     /// What retina is to be given instead of the camera's URL.
-    pub fn url(&self) -> &url::Url {
+    pub(crate) fn url(&self) -> &url::Url {
         &self.url
     }
 
     /// The source got an access unit: the count towards [`MAX_UNIT`] starts again.
-    pub fn unit_completed(&self) {
+    pub(crate) fn unit_completed(&self) {
         self.shared.units.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Why the guard cut the session's connection, if it did.
-    pub fn cut(&self) -> Option<GuardError> {
+    pub(crate) fn cut(&self) -> Option<GuardError> {
         self.shared.cut.lock().ok().and_then(|cut| cut.clone())
     }
 }
@@ -390,7 +391,9 @@ impl Address {
 
 /// Relays retina's first connection (the session's) to `camera`, and each later one (a
 /// TEARDOWN on a fresh connection) to a fresh connection of its own, until the relay has been
-/// dropped for [`TEARDOWN_GRACE`].
+/// dropped for [`TEARDOWN_GRACE`]. Every connection reports to `shared`, so that whichever
+/// carries the session is counted and explained, even if another local process connected
+/// first.
 async fn serve(
     listener: TcpListener,
     camera: TcpStream,
@@ -399,7 +402,7 @@ async fn serve(
     released: watch::Receiver<()>,
 ) {
     let Ok(Ok((retina, _))) = tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await else { return };
-    tokio::spawn(pipe(retina, camera, Some(shared), released.clone()));
+    tokio::spawn(pipe(retina, camera, shared.clone(), released.clone()));
     let later = async {
         loop {
             let Ok((retina, _)) = listener.accept().await else {
@@ -407,7 +410,7 @@ async fn serve(
                 continue;
             };
             let Ok(camera) = address.connect().await else { continue };
-            tokio::spawn(pipe(retina, camera, None, released.clone()));
+            tokio::spawn(pipe(retina, camera, shared.clone(), released.clone()));
         }
     };
     tokio::select! {
@@ -423,9 +426,8 @@ async fn let_go(mut released: watch::Receiver<()>) {
 }
 
 /// Passes bytes both ways between retina and the camera, the camera's through a guard, until
-/// either side closes, the guard cuts (saying why in `report`, for the session's connection)
-/// or the relay has been let go.
-async fn pipe(retina: TcpStream, camera: TcpStream, report: Option<Arc<Shared>>, released: watch::Receiver<()>) {
+/// either side closes, the guard cuts (saying why in `shared`) or the relay has been let go.
+async fn pipe(retina: TcpStream, camera: TcpStream, shared: Arc<Shared>, released: watch::Receiver<()>) {
     let _ = retina.set_nodelay(true);
     let guard = Guard::new(camera.peer_addr().ok().map(|a| a.ip()));
     let upstream = async {
@@ -437,11 +439,11 @@ async fn pipe(retina: TcpStream, camera: TcpStream, report: Option<Arc<Shared>>,
         }
     };
     tokio::select! {
-        cut = downstream(&camera, &retina, guard, report.as_deref()) => {
-            if let (Some(why), Some(report)) = (cut, &report) {
+        cut = downstream(&camera, &retina, guard, &shared) => {
+            if let Some(why) = cut {
                 log::debug!("the RTSP guard cut the camera's connection: {why}");
-                if let Ok(mut slot) = report.cut.lock() {
-                    *slot = Some(why);
+                if let Ok(mut slot) = shared.cut.lock() {
+                    slot.get_or_insert(why);
                 }
             }
         }
@@ -451,12 +453,7 @@ async fn pipe(retina: TcpStream, camera: TcpStream, report: Option<Arc<Shared>>,
 }
 
 /// Camera to retina through `guard`, until the camera closes (`None`) or the guard cuts.
-async fn downstream(
-    camera: &TcpStream,
-    retina: &TcpStream,
-    mut guard: Guard,
-    shared: Option<&Shared>,
-) -> Option<GuardError> {
+async fn downstream(camera: &TcpStream, retina: &TcpStream, mut guard: Guard, shared: &Shared) -> Option<GuardError> {
     let mut buf = vec![0; CHUNK];
     let mut out = Vec::with_capacity(CHUNK);
     let mut units = 0;
@@ -465,11 +462,10 @@ async fn downstream(
             Ok(n @ 1..) => n,
             _ => return None,
         };
-        if let Some(completed) = shared.map(|s| s.units.load(Ordering::Relaxed)) {
-            if completed != units {
-                units = completed;
-                guard.unit_completed();
-            }
+        let completed = shared.units.load(Ordering::Relaxed);
+        if completed != units {
+            units = completed;
+            guard.unit_completed();
         }
         out.clear();
         let fed = guard.feed(buf.get(..n).unwrap_or_default(), &mut out);
