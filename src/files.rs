@@ -188,8 +188,7 @@ mod tests {
         std::os::unix::fs::symlink("..", dir.join("test/sub/up")).unwrap();
         std::os::unix::fs::symlink("sub", dir.join("test/again")).unwrap();
         let (files, failed) = files_under(&dir.join("test"));
-        let names: Vec<String> =
-            files.iter().map(|f| f.strip_prefix(&dir).unwrap().display().to_string()).collect();
+        let names: Vec<String> = files.iter().map(|f| f.strip_prefix(&dir).unwrap().display().to_string()).collect();
         assert_eq!(names, ["test/a.jpg", "test/sub/b.jpg"], "each once, under its real path");
         assert!(failed.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1244,6 +1244,115 @@ fn deploy_command_sends_a_large_bundle_and_names_a_silent_device() {
     assert!(kept.retain && kept.payload == bytes, "the broker keeps the whole bundle, retained");
 }
 
+/// A device on the embedded broker, defaults throughout, serving the bundled MobileNetV2:
+/// `max_packet_size` (when given) set under `[mqtt]`.
+fn embedded_mobilenet_device(
+    dir: &Path,
+    port: u16,
+    key: &ed25519_dalek::SigningKey,
+    max_packet: Option<usize>,
+) -> PathBuf {
+    let config = dir.join("vigil.toml");
+    let mqtt = max_packet.map(|n| format!("[mqtt]\nmax_packet_size = {n}\n")).unwrap_or_default();
+    let text = format!(
+        r#"device_id = "test"
+[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+{mqtt}[deploy]
+trusted_keys = ["{public}"]
+store = "store"
+[cameras.door]
+model = "{model}"
+fps = 2
+[cameras.door.source]
+kind = "replay"
+path = "{photo}"
+fps = 2
+"#,
+        public = vigil::deploy::keys::hex(key.verifying_key().as_bytes()),
+        model = root().join("models/mobilenet-v2.toml").display(),
+        photo = root().join("tests/photos/chelsea.png").display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The bundled MobileNetV2 as a version 9.0.0 bundle (14 MB, more than the old 8 MiB
+/// default packet limit), written to `dir`.
+fn mobilenet_bundle(dir: &Path, key: &ed25519_dalek::SigningKey) -> (PathBuf, usize) {
+    let text = std::fs::read_to_string(root().join("models/mobilenet-v2.toml")).unwrap();
+    let version = text.lines().find_map(|l| l.strip_prefix("version = ")).unwrap().to_string();
+    let models = root().join("models");
+    let text = text
+        .replace(&format!("version = {version}"), "version = \"9.0.0\"")
+        .replace("model = \"", &format!("model = \"{}/", models.display()))
+        .replace("file = \"labels/", &format!("file = \"{}/labels/", models.display()));
+    let manifest = dir.join("mobilenet-v2-9.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let bytes = vigil::deploy::bundle::build(&manifest, key, vigil::deploy::Target::default(), 1e-4).unwrap();
+    let file = dir.join("mobilenet-9.bundle");
+    std::fs::write(&file, &bytes).unwrap();
+    (file, bytes.len())
+}
+
+/// The bundled MobileNetV2 (a 14 MB bundle) deploys to a device on the embedded broker with
+/// every limit at its default: accepted, and its detections then carry the new version.
+#[test]
+fn the_bundled_model_deploys_through_the_embedded_broker_with_the_defaults() {
+    let _serial = serial();
+    let dir = scratch("daemon-deploy-embedded");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let port = free_port();
+    let config = embedded_mobilenet_device(&dir, port, &key, None);
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let sub = Subscriber::start(port, "test-deploy-embedded");
+    let limit = Duration::from_secs(90);
+    sub.wait_for("detections", limit, |g| g.iter().any(|r| r.topic == "vigil/test/door/detections"));
+    let (bundle, bytes) = mobilenet_bundle(&dir, &key);
+    assert!(bytes > 8 << 20, "{bytes} bytes");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let args =
+        ["deploy", "--bundle", bundle.to_str().unwrap(), "--device", "test", "--broker", &url, "--timeout", "60"];
+    let (code, out) = HostCommand::start(&dir, "deploy", &args).finish(Duration::from_secs(120));
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    assert!(out.contains("test: accepted"), "{out}");
+    sub.wait_for("detections from 9.0.0", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "9.0.0")
+    });
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
+
+/// A bundle over the embedded broker's limit (`mqtt.max_packet_size` set to 4 MiB): the
+/// broker drops the sender, and both sides say so naming the key that raises it.
+#[test]
+fn a_bundle_over_the_embedded_brokers_limit_is_named_on_both_sides() {
+    let _serial = serial();
+    let dir = scratch("daemon-deploy-embedded-limit");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let port = free_port();
+    let config = embedded_mobilenet_device(&dir, port, &key, Some(4 << 20));
+    let daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let (bundle, bytes) = mobilenet_bundle(&dir, &key);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let args =
+        ["deploy", "--bundle", bundle.to_str().unwrap(), "--device", "test", "--broker", &url, "--timeout", "10"];
+    let (code, out) = HostCommand::start(&dir, "deploy", &args).finish(Duration::from_secs(120));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("closed the connection while taking the {bytes}-byte message"))
+            && out.contains("mqtt.max_packet_size"),
+        "{out}"
+    );
+    wait_until("the device's log", Duration::from_secs(30), || {
+        daemon.log().contains("the embedded MQTT broker dropped a client sending a message over mqtt.max_packet_size")
+    });
+    assert!(daemon.log().contains("max_packet_size=4194304"), "{}", daemon.log());
+}
+
 /// Hostile messages on the topics a device subscribes to: a retained message larger than
 /// `mqtt.max_packet_size` on the deploy topic and on a command topic costs one refused
 /// message each — the connection stays up (no reconnect loop), the oversized bundle is

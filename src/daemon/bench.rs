@@ -197,7 +197,9 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
 /// CPU seconds this process has used, user and system (Linux `/proc/self/stat`, in clock
 /// ticks of `sysconf(_SC_CLK_TCK)`); NaN where it cannot be read.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = crate::files::read_text_capped(std::path::Path::new("/proc/self/stat"), 1 << 20) else { return f64::NAN };
+    let Ok(stat) = crate::files::read_text_capped(std::path::Path::new("/proc/self/stat"), 1 << 20) else {
+        return f64::NAN;
+    };
     // The command name (field 2) may hold spaces: count fields after its closing ')'.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -49,17 +49,20 @@ pub enum DaemonError {
     Broker(String),
     #[error("{what}: {error}")]
     Io { what: String, error: std::io::Error },
-    /// A task the daemon cannot run without ended (the MQTT publisher): vigil stops, with a
-    /// failure for systemd to restart it, rather than run on without publishing.
-    #[error("{0}")]
-    Died(String),
     /// The event journal cannot be used: the error names the file or folder in
     /// `mqtt.spool_dir` and what is wrong with it (exit 78, like a refused configuration).
     #[error("the event journal (mqtt.spool_dir) cannot be opened: {0}")]
     Journal(JournalError),
+    /// A task the daemon cannot run without ended (the MQTT publisher): vigil stops, with a
+    /// failure for systemd to restart it, rather than run on without publishing.
+    #[error("{0}")]
+    Died(String),
     /// A camera's configuration names labels its model does not have.
     #[error("{0}")]
     Labels(String),
+    /// The model store cannot be read, so which version to serve cannot be decided.
+    #[error("the model store (deploy.store) cannot be read, so vigil cannot tell which version to serve: {0}")]
+    Store(crate::deploy::DeployError),
     /// A panic caught where it cannot take the daemon down.
     #[error("{0}")]
     Internal(String),
@@ -208,15 +211,16 @@ pub fn one_malloc_arena() {
 }
 
 /// With deploys on: keeps the configured model in the store (so a rollback can return to
-/// it) and serves the store's current version when that was deployed after it.
-fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model> {
+/// it) and serves the store's current version when that was deployed after it. A store that
+/// cannot be read is an error: serving the configured version might serve one rolled back.
+fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Result<Arc<Model>, DaemonError> {
     let (name, version) = (configured.manifest.name.clone(), configured.manifest.version.clone());
     if !is_store_word(&name) || !is_store_word(&version) {
         log::error!(
             "model={name:?} version={version:?} not a plain folder name (letters, digits, '.', '-', '_', '+'): \
              this model is served as configured, and deploys and rollbacks of it are off"
         );
-        return configured;
+        return Ok(configured);
     }
     if let Err(e) = store.keep(&configured, manifest) {
         log::error!("model={name} version={version} cannot keep the configured model in the store: {e}");
@@ -227,7 +231,7 @@ fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model
         }
         configured
     };
-    match store.choose_at_start(&name, &version) {
+    Ok(match store.choose_at_start(&name, &version).map_err(DaemonError::Store)? {
         Choice::Configured => serve_configured(configured),
         Choice::Stored { version: stored, manifest } => {
             match Model::load(&manifest) {
@@ -244,7 +248,7 @@ fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model
                 }
             }
         }
-    }
+    })
 }
 
 /// True when a deploy or rollback finished after `models` were chosen from the store (it
@@ -252,7 +256,10 @@ fn deployed(store: &Store, configured: Arc<Model>, manifest: &Path) -> Arc<Model
 fn store_moved(config: &Config, models: &BTreeMap<String, Arc<Model>>) -> bool {
     let Some(d) = &config.deploy else { return false };
     let store = Store::new(&d.store);
-    models.values().any(|m| store.current(&m.manifest.name).is_some_and(|v| v != m.manifest.version))
+    // A store that cannot be read: the models are chosen again, and that says why.
+    models
+        .values()
+        .any(|m| store.current(&m.manifest.name).map_or(true, |v| v.is_some_and(|v| v != m.manifest.version)))
 }
 
 /// Loads each camera's model once per manifest path (or its deployed version), off the
@@ -272,7 +279,7 @@ async fn load_models(config: &Config) -> Result<BTreeMap<String, Arc<Model>>, Da
                         Model::load(&path).map_err(|error| DaemonError::Model { camera: camera.clone(), error })?,
                     );
                     let m = match &store {
-                        Some(store) => deployed(store, m, &path),
+                        Some(store) => deployed(store, m, &path)?,
                         None => m,
                     };
                     log::info!(

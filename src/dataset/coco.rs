@@ -197,7 +197,8 @@ fn parse_instances(
     let names: Vec<String> = categories.iter().map(|c| c.name.clone()).collect();
     if let Some(twice) = crate::model::manifest::first_repeated(&names) {
         let twice = crate::service::logging::shown(twice.as_bytes());
-        problems.push(format!("{}: two categories are named {twice}: each class needs a name of its own", json.display()));
+        problems
+            .push(format!("{}: two categories are named {twice}: each class needs a name of its own", json.display()));
         return None;
     }
     let class_of: HashMap<i64, usize> = categories.iter().enumerate().map(|(k, c)| (c.id, k)).collect();

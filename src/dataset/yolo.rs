@@ -457,10 +457,11 @@ mod tests {
         let started = std::time::Instant::now();
         let err = format!("{:#}", load(&root.join("data.yaml"), &["test"], &["test"]).unwrap_err());
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
-        for want in ["sparse.jpg: not a readable PNG or JPEG image (3221225472 bytes, larger than the limit of",
+        for want in [
+            "sparse.jpg: not a readable PNG or JPEG image (3221225472 bytes, larger than the limit of",
             "zero.jpg: not a readable PNG or JPEG image (a device, not a regular file)",
-            "fifo.png: not a readable PNG or JPEG image (a FIFO (named pipe), not a regular file)"]
-        {
+            "fifo.png: not a readable PNG or JPEG image (a FIFO (named pipe), not a regular file)",
+        ] {
             assert!(err.contains(want), "missing {want:?} in:\n{err}");
         }
     }

@@ -72,11 +72,8 @@ pub struct DeployBundle {
 /// on a fixed synthetic image.
 pub fn build(manifest_path: &Path, key: &SigningKey, target: Target, tolerance: f32) -> Result<Vec<u8>, DeployError> {
     let model = Model::load(manifest_path)?;
-    let onnx = crate::files::read_capped(&model.manifest.model_path, crate::model::MAX_ONNX_BYTES).map_err(|error| DeployError::Io {
-        what: "reading",
-        path: model.manifest.model_path.clone(),
-        error,
-    })?;
+    let onnx = crate::files::read_capped(&model.manifest.model_path, crate::model::MAX_ONNX_BYTES)
+        .map_err(|error| DeployError::Io { what: "reading", path: model.manifest.model_path.clone(), error })?;
     let manifest = bundled_manifest(manifest_path, &model)?;
     let (input, _) = crate::model::preprocess(&test_image(&model), &model.manifest.input);
     let outputs = model.run_raw(&input)?;
@@ -127,11 +124,8 @@ fn output_file(i: usize) -> String {
 /// The manifest as it travels: `model = "model.onnx"` and the labels written inline, so the
 /// bundle needs nothing beside it.
 pub(crate) fn bundled_manifest(path: &Path, model: &Model) -> Result<String, DeployError> {
-    let text = crate::files::read_text_capped(path, crate::model::manifest::MAX_TEXT_FILE).map_err(|error| DeployError::Io {
-        what: "reading",
-        path: path.to_path_buf(),
-        error,
-    })?;
+    let text = crate::files::read_text_capped(path, crate::model::manifest::MAX_TEXT_FILE)
+        .map_err(|error| DeployError::Io { what: "reading", path: path.to_path_buf(), error })?;
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| DeployError::NotABundle(format!("{}: {e}", path.display())))?;
     doc.insert("model".into(), toml::Value::String(MODEL_FILE.into()));

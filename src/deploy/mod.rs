@@ -18,8 +18,10 @@ use std::path::PathBuf;
 /// Why a bundle was refused; each names what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("bundle is {size} bytes, above the limit of {max} (deploy.max_bundle_bytes, at most mqtt.max_packet_size \
-             − 64 KiB: raise both on the device to take larger models)")]
+    #[error(
+        "bundle is {size} bytes, above the limit of {max} (deploy.max_bundle_bytes, at most mqtt.max_packet_size \
+             − 64 KiB: raise both on the device to take larger models)"
+    )]
     TooLarge { size: usize, max: usize },
     #[error("not a vigil deploy bundle: {0}")]
     NotABundle(String),

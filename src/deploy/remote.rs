@@ -258,7 +258,11 @@ async fn exchange(
                 })
             }
             Ok(Some(Err(e))) if publishing && matches!(request.payload, Payload::Bundle { .. }) => {
-                return Err(RemoteError::Dropped { broker: broker.to_string(), bytes: bytes.len(), error: e.to_string() })
+                return Err(RemoteError::Dropped {
+                    broker: broker.to_string(),
+                    bytes: bytes.len(),
+                    error: e.to_string(),
+                })
             }
             Ok(Some(Err(e))) => return Err(connection(e)),
             Ok(Some(Ok(event))) => match event {

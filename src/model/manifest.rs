@@ -775,9 +775,15 @@ kind = "yolov8"
     #[test]
     fn decoder_type_errors_name_the_key() {
         for (decoder, want) in [
-            ("kind = \"end2end\"\nclass_offset = \"one\"", "decoder.class_offset: invalid type: string \"one\", expected u32"),
+            (
+                "kind = \"end2end\"\nclass_offset = \"one\"",
+                "decoder.class_offset: invalid type: string \"one\", expected u32",
+            ),
             ("kind = \"nanodet\"\nreg_max = -7", "decoder.reg_max: invalid value: integer `-7`, expected usize"),
-            ("kind = \"ssd\"\nnormalized = \"yes\"", "decoder.normalized: invalid type: string \"yes\", expected a boolean"),
+            (
+                "kind = \"ssd\"\nnormalized = \"yes\"",
+                "decoder.normalized: invalid type: string \"yes\", expected a boolean",
+            ),
             ("kind = \"blazeface\"\nanchors = 5", "decoder.anchors: invalid type: integer `5`, expected a sequence"),
             ("kind = \"yolo9\"", "decoder.kind: unknown variant `yolo9`"),
         ] {

@@ -139,7 +139,8 @@ pub fn options(settings: &MqttSettings, topics: &Topics) -> Result<MqttOptions, 
 const MAX_PEM_FILE: u64 = 1 << 20;
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, LinkError> {
-    crate::files::read_capped(path, MAX_PEM_FILE).map_err(|e| LinkError::Read { path: path.display().to_string(), error: e })
+    crate::files::read_capped(path, MAX_PEM_FILE)
+        .map_err(|e| LinkError::Read { path: path.display().to_string(), error: e })
 }
 
 /// A rustls client configuration with the ring provider (no aws-lc build), the configured

@@ -76,9 +76,31 @@ impl std::fmt::Display for CameraUrl {
 /// other `key=value` in a camera URL's path or query is shown as `key=***`, whatever the
 /// key is called (`pwd`, `psw`, `loginpas`, `passwd`, `token`, a brand's own spelling).
 pub const SHOWN_KEYS: &[&str] = &[
-    "action", "bitrate", "ch", "channel", "chn", "cmd", "codec", "compression", "fps", "framerate", "height",
-    "media", "mode", "profile", "quality", "res", "resolution", "size", "stream", "streamtype", "subtype",
-    "transportmode", "type", "unicast", "width",
+    "action",
+    "bitrate",
+    "ch",
+    "channel",
+    "chn",
+    "cmd",
+    "codec",
+    "compression",
+    "fps",
+    "framerate",
+    "height",
+    "media",
+    "mode",
+    "profile",
+    "quality",
+    "res",
+    "resolution",
+    "size",
+    "stream",
+    "streamtype",
+    "subtype",
+    "transportmode",
+    "type",
+    "unicast",
+    "width",
 ];
 
 /// A request target as the log shows it: each `key=value` between `/`, `?`, `&` and `;` whose
@@ -338,16 +360,34 @@ mod tests {
     fn credentials_in_paths_and_queries_are_masked_whatever_their_key() {
         for (url, shown) in [
             // Wanscam, Loftek and other "IPCAM" firmware.
-            ("http://cam/snapshot.cgi?loginuse=admin&loginpas=SECRET", "http://cam:80/snapshot.cgi?loginuse=***&loginpas=***"),
-            ("http://cam/videostream.cgi?user=x&psw=SECRET&res=32", "http://cam:80/videostream.cgi?user=***&psw=***&res=32"),
+            (
+                "http://cam/snapshot.cgi?loginuse=admin&loginpas=SECRET",
+                "http://cam:80/snapshot.cgi?loginuse=***&loginpas=***",
+            ),
+            (
+                "http://cam/videostream.cgi?user=x&psw=SECRET&res=32",
+                "http://cam:80/videostream.cgi?user=***&psw=***&res=32",
+            ),
             // Foscam.
-            ("http://cam:88/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=admin&pwd=SECRET", "http://cam:88/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=***&pwd=***"),
+            (
+                "http://cam:88/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=admin&pwd=SECRET",
+                "http://cam:88/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=***&pwd=***",
+            ),
             // XMeye / "NetSurveillance" DVRs: the credentials in the path.
-            ("rtsp://cam/user=admin&password=SECRET&channel=1&stream=0.sdp", "rtsp://cam:554/user=***&password=***&channel=1&stream=0.sdp"),
+            (
+                "rtsp://cam/user=admin&password=SECRET&channel=1&stream=0.sdp",
+                "rtsp://cam:554/user=***&password=***&channel=1&stream=0.sdp",
+            ),
             ("rtsp://cam/user=admin_password=SECRET_channel=1_stream=0.sdp", "rtsp://cam:554/user=***"),
             // Dahua and Amcrest take the user info; their stream keys stay readable.
-            ("rtsp://admin:SECRET@cam/cam/realmonitor?channel=1&subtype=1", "rtsp://admin:***@cam:554/cam/realmonitor?channel=1&subtype=1"),
-            ("http://cam/axis-cgi/mjpg/video.cgi?resolution=640x480;auth_token=SECRET", "http://cam:80/axis-cgi/mjpg/video.cgi?resolution=640x480;auth_token=***"),
+            (
+                "rtsp://admin:SECRET@cam/cam/realmonitor?channel=1&subtype=1",
+                "rtsp://admin:***@cam:554/cam/realmonitor?channel=1&subtype=1",
+            ),
+            (
+                "http://cam/axis-cgi/mjpg/video.cgi?resolution=640x480;auth_token=SECRET",
+                "http://cam:80/axis-cgi/mjpg/video.cgi?resolution=640x480;auth_token=***",
+            ),
             ("http://cam/video?account=a&passwd=SECRET&t=SECRET", "http://cam:80/video?account=***&passwd=***&t=***"),
         ] {
             let scheme = if url.starts_with("rtsp") { Scheme::Rtsp } else { Scheme::Http };

@@ -221,7 +221,10 @@ pub fn serve_hostile(jpeg: Vec<u8>, how: Hostile) -> Camera {
                             b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
                         )?;
                         loop {
-                            let head = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", half.len());
+                            let head = format!(
+                                "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                                half.len()
+                            );
                             connection.write_all(head.as_bytes())?;
                             connection.write_all(half)?;
                             connection.write_all(b"\r\n")?;
