@@ -445,6 +445,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
 fn read_body(body: Box<dyn Read>, length: Option<usize>) -> Result<Vec<u8>, String> {
     let limit = length.unwrap_or(MAX_PART + 1);
     let mut bytes = Vec::new();
+    // capped: by `take`, at the length the head gave or one byte past the largest part.
     body.take(limit as u64).read_to_end(&mut bytes).map_err(|e| format!("reading the snapshot: {e}"))?;
     match length {
         Some(n) if bytes.len() < n => Err(format!("the snapshot ended after {} of {n} bytes", bytes.len())),

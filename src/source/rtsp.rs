@@ -438,6 +438,8 @@ fn explain_text(text: &str) -> String {
     let first = text.lines().next().unwrap_or_default();
     // retina ends the line before a hex dump with "; buffered:" or a colon.
     let first = first.split("; buffered:").next().unwrap_or_default().trim().trim_end_matches(':').trim_end();
+    // A URL in it (the one retina was given, say) with its secrets masked.
+    let first = &super::url::scrub_urls(first);
     let line = if let Some(why) = first.strip_prefix("RTSP framing error: Invalid RTSP message: ") {
         format!("the camera sent something that is not RTSP ({why})")
     } else if first.starts_with("RTSP framing error: Incomplete RTSP message at EOF") {

@@ -124,6 +124,27 @@ fn masked_query(target: &str) -> String {
     out
 }
 
+/// `text` (another library's error, say) with every `rtsp://` or `http://` URL in it shown
+/// as [`CameraUrl`] shows one: the password and the values of every key not in
+/// [`SHOWN_KEYS`] masked; one that does not parse is replaced whole.
+pub fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["rtsp://", "http://"].iter().filter_map(|s| rest.find(s)).min() {
+        out.push_str(&rest[..at]);
+        let url_len = rest[at..].find(|c: char| c.is_whitespace() || "\"'<>(),".contains(c)).unwrap_or(rest.len() - at);
+        let url = &rest[at..at + url_len];
+        let scheme = if url.starts_with("rtsp") { Scheme::Rtsp } else { Scheme::Http };
+        match CameraUrl::parse(url, scheme) {
+            Ok(parsed) => out.push_str(&parsed.to_string()),
+            Err(_) => out.push_str("(a URL)"),
+        }
+        rest = &rest[at + url_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl std::fmt::Debug for CameraUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{self}")
@@ -395,6 +416,17 @@ mod tests {
             assert_eq!(parsed.to_string(), shown);
             assert!(!format!("{parsed:?}").contains("SECRET"));
         }
+    }
+
+    #[test]
+    fn urls_in_other_text_are_scrubbed() {
+        assert_eq!(
+            scrub_urls("DESCRIBE rtsp://127.0.0.1:8554/live?user=admin&psw=SECRET failed (rtsp://a:SECRET@cam/x)"),
+            "DESCRIBE rtsp://127.0.0.1:8554/live?user=***&psw=*** failed (rtsp://a:***@cam:554/x)"
+        );
+        assert_eq!(scrub_urls("no url here"), "no url here");
+        assert_eq!(scrub_urls("at http://cam/a b"), "at http://cam:80/a b");
+        assert!(!scrub_urls("rtsp://x:SE CRET@").contains("SE"));
     }
 
     #[test]

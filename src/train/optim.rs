@@ -219,6 +219,9 @@ impl FlatOptimizer {
     /// Restores what [`FlatOptimizer::save`] wrote, if it is for this optimiser and these
     /// parameters.
     pub fn load(&mut self, path: &Path) -> anyhow::Result<()> {
+        // libtorch reads the file itself: what is not a regular file of a sane size is refused
+        // first (the state is two values per parameter, far below this).
+        crate::files::open_capped(path, 8 << 30).with_context(|| format!("cannot read {}", path.display()))?;
         let saved = Tensor::load_multi_with_device(path, self.flat.device())
             .with_context(|| format!("cannot read {}", path.display()))?;
         let get = |name: &str| {
