@@ -6,6 +6,7 @@
 
 pub mod annotate;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod dataset;

@@ -119,6 +119,8 @@ pub struct CameraSettings {
     pub in_flight: Count,
     /// Motion gating; `None`: the model runs on every frame.
     pub motion: Option<MotionSettings>,
+    /// Collection of frames for labelling; `None`: no `[cameras.<id>.collect]` table.
+    pub collect: Option<crate::collect::CollectSettings>,
 }
 
 /// A count that is either given or left to vigil.

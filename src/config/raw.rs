@@ -89,6 +89,7 @@ struct RawCamera {
     threads: Option<Value>,
     in_flight: Option<Value>,
     motion: Option<RawMotion>,
+    collect: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,7 +213,7 @@ pub(super) fn check(value: Value, dir: &Path) -> Result<Config, Vec<String>> {
             ));
         }
         let Some(raw) = section::<RawCamera>(value, &key, &mut problems) else { continue };
-        if let Some(camera) = check_camera(raw, &key, dir, &mut problems) {
+        if let Some(camera) = check_camera(raw, &key, &id, dir, &mut problems) {
             cameras.insert(id, camera);
         }
     }
@@ -460,7 +461,7 @@ pub(crate) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
     Ok((tls, host.to_string(), port))
 }
 
-fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String>) -> Option<CameraSettings> {
+fn check_camera(raw: RawCamera, key: &str, id: &str, dir: &Path, problems: &mut Vec<String>) -> Option<CameraSettings> {
     let before = problems.len();
     let source = match raw.source {
         Some(v) => crate::source::check(v, &format!("{key}.source"), dir, problems),
@@ -560,6 +561,10 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
             problems.push(format!("{key}.in_flight: {f} frames at once need at least as many threads, not {t}"));
         }
     }
+    let collect_root = state_directory().join("collect");
+    let collect = raw
+        .collect
+        .and_then(|c| crate::collect::settings::check(c, &format!("{key}.collect"), id, dir, &collect_root, problems));
     let motion = raw.motion.and_then(|m| {
         let defaults = MotionSettings::default();
         let threshold = m.threshold.unwrap_or(defaults.threshold);
@@ -595,6 +600,7 @@ fn check_camera(raw: RawCamera, key: &str, dir: &Path, problems: &mut Vec<String
         threads,
         in_flight,
         motion,
+        collect,
     })
 }
 

@@ -28,7 +28,8 @@ use crate::mqtt::journal::{EventJournal, JournalError, Sequence, SharedJournal};
 use crate::mqtt::payload::{self, ModelInfo};
 use crate::mqtt::publisher::Deadline;
 use crate::mqtt::{
-    discovery, link, Class, Command, CommandKind, DeployTopics, Message, Publisher, PublisherStats, Topics,
+    discovery, link, Class, CollectCommand, Command, CommandKind, DeployTopics, Message, Publisher, PublisherStats,
+    Topics,
 };
 use crate::service::logging::shown;
 use crate::service::notify::Notifier;
@@ -450,6 +451,11 @@ impl Running {
                 cpu_share: pipeline::cpu_share(config.cameras.len()),
             })
             .map_err(|error| DaemonError::Io { what: format!("starting camera {camera}"), error })?;
+            if let Some(collect) = &pipeline.collect {
+                // Behind the announcements; the channel holds them (a camera's first frames
+                // come later).
+                let _ = out.try_send(pipeline::collect_state_message(&topics, &device, camera, collect));
+            }
             pipelines.push(pipeline);
         }
         let deployer = config.deploy.as_ref().map(|settings| {
@@ -511,6 +517,25 @@ impl Running {
             CommandKind::Threshold(t) => {
                 *p.control.threshold.lock().unwrap() = t;
                 ("threshold", format!("{t}").into_bytes())
+            }
+            CommandKind::Collect(what) => {
+                let Some(collect) = &p.collect else {
+                    log::warn!(
+                        "camera={camera} setting=collect command refused: the camera has no [cameras.{camera}.collect] \
+                         table (add one to collect frames)"
+                    );
+                    return;
+                };
+                match what {
+                    CollectCommand::On => collect.enabled.store(true, Ordering::Relaxed),
+                    CollectCommand::Off => collect.enabled.store(false, Ordering::Relaxed),
+                    // Answered with the item's id once the frame is saved.
+                    CollectCommand::Now => collect.requested.store(true, Ordering::Relaxed),
+                }
+                log::info!("camera={camera} setting=collect value={what:?} command applied");
+                let message = pipeline::collect_state_message(&self.topics, &self.device, camera, collect);
+                let _ = self.out.send(message).await;
+                return;
             }
             CommandKind::Deploy { .. } | CommandKind::Rollback { .. } | CommandKind::Invalid { .. } => {
                 unreachable!("deploy requests go to apply, refusals are logged above")
@@ -632,6 +657,13 @@ pub(crate) fn check_labels(
     settings: &crate::config::CameraSettings,
     model: &Model,
 ) -> Result<(), String> {
+    if settings.collect.is_some() && model.manifest.task == crate::model::manifest::Task::Classify {
+        return Err(format!(
+            "cameras.{camera}.collect: collection saves boxes as pre-labels, and {} {} is a classifier: \
+             remove [cameras.{camera}.collect] (collection is for detectors)",
+            model.manifest.name, model.manifest.version
+        ));
+    }
     let missing: Vec<String> =
         labels_named(settings).into_iter().filter(|l| !model.manifest.labels.contains(l)).collect();
     if missing.is_empty() {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 use tokio::sync::mpsc;
 
+use crate::collect::{self, Collector, Policy};
 use crate::config::{CameraSettings, Count};
 use crate::detect::motion::MotionGate;
 use crate::detect::{FrameFilter, Observation, TrackEvent, Tracker};
@@ -126,6 +127,9 @@ struct Context {
     closed: AtomicBool,
     /// The publisher has gone: the workers stop.
     gone: AtomicBool,
+    /// The camera's collection, when it has a `[collect]` table: its rules (the reporter's
+    /// alone; the lock is never contended) and its collector.
+    collecting: Option<(Mutex<Policy>, Collector)>,
 }
 
 /// A running camera.
@@ -138,6 +142,8 @@ pub struct Pipeline {
     pub source_heartbeat: Arc<Heartbeat>,
     pub source_status: Arc<SourceStatus>,
     pub inference_heartbeat: Arc<Heartbeat>,
+    /// The camera's collection (commands, stats), when it has one.
+    pub collect: Option<Arc<collect::Control>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -173,6 +179,28 @@ impl Pipeline {
         let inference_heartbeat = Arc::new(Heartbeat::default());
         source_heartbeat.beat();
         inference_heartbeat.beat();
+        let collecting = match &spec.settings.collect {
+            None => None,
+            Some(settings) => {
+                let control = Arc::new(collect::Control::default());
+                control.enabled.store(settings.enabled, Ordering::Relaxed);
+                let (out, topics, device, cam) =
+                    (spec.out.clone(), spec.topics.clone(), spec.device.to_string(), camera.clone());
+                let owner = collect::Owner {
+                    device: spec.device.to_string(),
+                    camera: camera.clone(),
+                    // A frame asked for over MQTT is answered on the state topic, with its id.
+                    on_requested: Box::new(move |control: &collect::Control| {
+                        let _ = out.blocking_send(collect_state_message(&topics, &device, &cam, control));
+                    }),
+                };
+                let collector = Collector::start(settings.clone(), owner, control).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("collection in {}: {e}", settings.dir.display()))
+                })?;
+                Some((Mutex::new(Policy::new(settings.clone())), collector))
+            }
+        };
+        let collect_control = collecting.as_ref().map(|(_, c)| c.control.clone());
         let ctx = Arc::new(Context {
             camera: camera.clone(),
             device: spec.device.to_string(),
@@ -193,6 +221,7 @@ impl Pipeline {
             reported_changed: std::sync::Condvar::new(),
             closed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
+            collecting,
         });
         // Built before any thread starts: making a thread pool can fail (it panics in tract).
         let runners = std::panic::catch_unwind(|| {
@@ -240,6 +269,7 @@ impl Pipeline {
             source_heartbeat,
             source_status,
             inference_heartbeat,
+            collect: collect_control,
             stop,
             threads,
         })
@@ -289,6 +319,7 @@ impl Pipeline {
             source_reconnects: self.source_status.reconnects(),
             threads: plan.in_flight * plan.threads_per_frame,
             in_flight: plan.in_flight,
+            collect: self.collect.as_ref().map(|c| c.stats()),
         }
     }
 }
@@ -603,8 +634,15 @@ impl Context {
         match prediction {
             Prediction::Classes(classes) => document.classes = Some(classes),
             Prediction::Detections(detections) => {
+                // The model's every detection, before the camera's filters: pre-labels label
+                // everything in view.
+                let all = self.collecting.as_ref().map(|_| detections.clone());
                 let mut observed = filter.apply(detections, width, height);
                 let events = tracker.update(&mut observed, frame.captured_at);
+                if let Some(all) = all {
+                    let new_track = events.iter().any(|e| e.kind == crate::detect::EventKind::New);
+                    self.collect(frame, serving, all, new_track);
+                }
                 document.detections = Some(observed.iter().map(payload::DetectedObject::from).collect());
                 self.event_messages(&events, frame.number, now, &serving.info, &mut messages);
                 if self.settings.snapshots && events.iter().any(|e| e.kind == crate::detect::EventKind::New) {
@@ -677,6 +715,36 @@ impl Context {
         counts_message(&self.topics, &self.device, &self.camera, counts, now)
     }
 
+    /// Offers the frame to the collector when the camera's rules (or a request) pick it.
+    fn collect(
+        &self,
+        frame: &Frame,
+        serving: &ServingModel,
+        detections: Vec<crate::model::Detection>,
+        new_track: bool,
+    ) {
+        let Some((policy, collector)) = &self.collecting else { return };
+        let control = &collector.control;
+        let requested = control.requested.swap(false, Ordering::Relaxed);
+        let enabled = control.enabled.load(Ordering::Relaxed);
+        let mut policy = policy.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(why) = policy.consider(Instant::now(), &detections, new_track, enabled, requested) else { return };
+        let info = &serving.info;
+        collector.offer(collect::Job {
+            image: frame.image.clone(),
+            jpeg: frame.jpeg.clone(),
+            detections,
+            why,
+            captured_at: frame.captured_at,
+            model: collect::item::ItemModel {
+                name: info.name.clone(),
+                version: info.version.clone(),
+                sha256: info.sha256.clone(),
+            },
+            labels: serving.model.manifest.labels.clone().into(),
+        });
+    }
+
     /// Ends every track (detection off, or stopping); false when the publisher is gone.
     fn finish_tracks(&self, tracker: &mut Tracker, counts: &mut BTreeMap<String, u32>, frame: u64) -> bool {
         let now = unix_ms();
@@ -716,6 +784,27 @@ impl Context {
             retain: true,
             class: Class::Latest,
         })
+    }
+}
+
+/// `<prefix>/<camera>/collect/state` (retained): the camera's collection, and the id of the
+/// last frame saved on request.
+pub fn collect_state_message(topics: &Topics, device: &str, camera: &str, control: &collect::Control) -> Message {
+    let last = control.last_requested.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let doc = payload::CollectState {
+        v: payload::VERSION,
+        device,
+        camera,
+        ts: unix_ms(),
+        stats: control.stats(),
+        last_requested: last.as_deref(),
+    };
+    Message {
+        topic: topics.state(camera, "collect"),
+        payload: serde_json::to_vec(&doc).expect("collect state serialises"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        class: Class::Latest,
     }
 }
 

@@ -151,10 +151,17 @@ impl DetectionData {
 
 /// Reads an image file (PNG or JPEG, told by its content) as RGB, naming the file in the error.
 pub fn read_image(path: &Path) -> anyhow::Result<image::RgbImage> {
+    read_image_file(path).map(|(_, image)| image)
+}
+
+/// As [`read_image`], with the file's bytes.
+pub fn read_image_file(path: &Path) -> anyhow::Result<(Vec<u8>, image::RgbImage)> {
     use anyhow::Context;
     let bytes = crate::files::read_capped(path, MAX_IMAGE_FILE)
         .with_context(|| format!("cannot open image {}", path.display()))?;
-    decode_image(&bytes).map_err(|e| anyhow::anyhow!("{} is not a readable PNG or JPEG image: {e}", path.display()))
+    let image = decode_image(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a readable PNG or JPEG image: {e}", path.display()))?;
+    Ok((bytes, image))
 }
 
 /// The largest image file read, bytes.

@@ -41,6 +41,8 @@ pub struct Command {
 pub enum CommandKind {
     Detect(bool),
     Threshold(f32),
+    /// `…/<camera>/collect/set`: the camera's collection of frames for labelling.
+    Collect(CollectCommand),
     /// Unknown setting or unreadable value: answered with an error in the log.
     Invalid {
         setting: String,
@@ -84,16 +86,33 @@ impl CommandKind {
                 "OFF" | "FALSE" | "0" => CommandKind::Detect(false),
                 _ => invalid("is not ON or OFF"),
             },
+            "collect" => match text.to_ascii_uppercase().as_str() {
+                "ON" => CommandKind::Collect(CollectCommand::On),
+                "OFF" => CommandKind::Collect(CollectCommand::Off),
+                "NOW" => CommandKind::Collect(CollectCommand::Now),
+                _ => invalid("is not ON, OFF or NOW"),
+            },
             "threshold" => match text.parse::<f32>() {
                 Ok(v) if (0.0..=1.0).contains(&v) => CommandKind::Threshold(v),
                 _ => invalid("is not a number between 0 and 1"),
             },
             _ => CommandKind::Invalid {
                 setting: shown(setting.as_bytes()),
-                why: "unknown setting (detect, threshold)".into(),
+                why: "unknown setting (detect, threshold, collect)".into(),
             },
         }
     }
+}
+
+/// What a `collect/set` command asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectCommand {
+    /// Collect on the camera's rules.
+    On,
+    /// Stop collecting on the rules (a frame asked for is still saved).
+    Off,
+    /// Save the next inferred frame, whatever the rules say.
+    Now,
 }
 
 /// The client half handed to the publisher, and the state the link reports.

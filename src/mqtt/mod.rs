@@ -8,7 +8,7 @@ pub mod link;
 pub mod payload;
 pub mod publisher;
 
-pub use link::{Command, CommandKind, DeployTopics, Link, LinkState};
+pub use link::{CollectCommand, Command, CommandKind, DeployTopics, Link, LinkState};
 pub use publisher::{Class, Message, Publisher, PublisherStats};
 
 /// The largest packet MQTT can carry (its remaining-length field's maximum), bytes.

@@ -122,6 +122,19 @@ pub struct Counts<'a> {
     pub counts: &'a BTreeMap<String, u32>,
 }
 
+/// `…/<camera>/collect/state` (retained): the camera's collection of frames for labelling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectState<'a> {
+    pub v: u32,
+    pub device: &'a str,
+    pub camera: &'a str,
+    pub ts: u64,
+    #[serde(flatten)]
+    pub stats: crate::collect::CollectStats,
+    /// The item id of the last frame saved on request (`NOW`), if any.
+    pub last_requested: Option<&'a str>,
+}
+
 /// `…/<camera>/model` (retained): the model serving this camera.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelState<'a> {
@@ -262,6 +275,9 @@ pub struct CameraStats {
     /// CPU threads the camera's inference uses, and frames it works on at once.
     pub threads: usize,
     pub in_flight: usize,
+    /// The camera's collection, when it has one (`[cameras.<id>.collect]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collect: Option<crate::collect::CollectStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

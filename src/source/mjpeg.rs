@@ -77,8 +77,8 @@ const MAX_SIDE: u32 = 8192;
 
 /// An open camera: a stream of parts, or a snapshot URL asked again for each frame.
 pub(super) enum Http {
-    Stream { parts: Parts<Box<dyn Read>>, mode: String },
-    Snapshot { url: CameraUrl, auth: Auth, first: Option<RgbImage>, last: Instant },
+    Stream { parts: Parts<Box<dyn Read>>, mode: String, jpeg: Option<Vec<u8>> },
+    Snapshot { url: CameraUrl, auth: Auth, first: Option<(RgbImage, Vec<u8>)>, last: Instant, jpeg: Option<Vec<u8>> },
 }
 
 impl Http {
@@ -91,11 +91,18 @@ impl Http {
                 // Inside the log's mode="…": no double quotes of its own.
                 let shown = crate::service::logging::shown(&boundary).replace('"', "'");
                 let mode = format!("multipart stream{chunked}, boundary {shown}");
-                Ok(Http::Stream { parts: Parts::new(body, &boundary), mode })
+                Ok(Http::Stream { parts: Parts::new(body, &boundary), mode, jpeg: None })
             }
             Body::Jpeg(length) => {
-                let first = decode(&read_body(body, length)?)?;
-                Ok(Http::Snapshot { url: url.clone(), auth, first: Some(first), last: Instant::now() })
+                let bytes = read_body(body, length)?;
+                let first = decode(&bytes)?;
+                Ok(Http::Snapshot {
+                    url: url.clone(),
+                    auth,
+                    first: Some((first, bytes)),
+                    last: Instant::now(),
+                    jpeg: None,
+                })
             }
             // `request` answers a challenge or says it was refused.
             Body::Challenge(_) => Err(REFUSED.into()),
@@ -113,11 +120,23 @@ impl Connection for Http {
         }
     }
 
+    fn take_jpeg(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Http::Stream { jpeg, .. } | Http::Snapshot { jpeg, .. } => jpeg.take(),
+        }
+    }
+
     fn frame(&mut self, ctx: &SourceContext) -> Result<RgbImage, String> {
         match self {
-            Http::Stream { parts, .. } => decode(&parts.next_part()?),
-            Http::Snapshot { url, auth, first, last } => {
-                if let Some(image) = first.take() {
+            Http::Stream { parts, jpeg, .. } => {
+                let bytes = parts.next_part()?;
+                let image = decode(&bytes)?;
+                *jpeg = Some(bytes);
+                Ok(image)
+            }
+            Http::Snapshot { url, auth, first, last, jpeg } => {
+                if let Some((image, bytes)) = first.take() {
+                    *jpeg = Some(bytes);
                     return Ok(image);
                 }
                 let interval = Duration::from_secs_f64(1.0 / ctx.fps);
@@ -127,7 +146,12 @@ impl Connection for Http {
                 *last = Instant::now();
                 let (head, body) = request(url, auth, ctx)?;
                 match head.body {
-                    Body::Jpeg(length) => decode(&read_body(body, length)?),
+                    Body::Jpeg(length) => {
+                        let bytes = read_body(body, length)?;
+                        let image = decode(&bytes)?;
+                        *jpeg = Some(bytes);
+                        Ok(image)
+                    }
                     Body::Multipart(_) => Err("the snapshot URL now serves a stream".into()),
                     Body::Challenge(_) => Err(REFUSED.into()),
                 }

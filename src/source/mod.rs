@@ -84,18 +84,26 @@ pub struct Frame {
     pub captured_at: u64,
     /// The same moment on the monotonic clock (for latencies).
     pub captured: Instant,
+    /// The JPEG the camera sent for it (an MJPEG part, a replayed `.jpg`), kept so that a
+    /// collected frame is the camera's own bytes, not a second encoding.
+    pub jpeg: Option<Arc<Vec<u8>>>,
 }
 
 impl Frame {
     /// A frame captured now.
     pub fn new(image: Arc<RgbImage>, number: u64) -> Frame {
-        Frame { image, number, captured_at: unix_ms(), captured: Instant::now() }
+        Frame { image, number, captured_at: unix_ms(), captured: Instant::now(), jpeg: None }
     }
 
     /// A frame captured at a moment the source knows (`unix_ms`, and `at` on the monotonic
     /// clock), as a stream's timestamps tell it.
     pub fn captured_at(image: Arc<RgbImage>, number: u64, (unix_ms, at): (u64, Instant)) -> Frame {
-        Frame { image, number, captured_at: unix_ms, captured: at }
+        Frame { image, number, captured_at: unix_ms, captured: at, jpeg: None }
+    }
+
+    /// The same frame with the camera's JPEG of it.
+    pub fn with_jpeg(self, jpeg: Option<Arc<Vec<u8>>>) -> Frame {
+        Frame { jpeg, ..self }
     }
 }
 
@@ -354,6 +362,11 @@ pub trait Connection {
     fn captured(&self) -> Option<(u64, Instant)> {
         None
     }
+    /// The JPEG bytes the frame `frame` returned last was decoded from, if it came as JPEG
+    /// (taken: a second call gives `None`).
+    fn take_jpeg(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Runs a source that opens something that can fail or go away, until told to stop: opens
@@ -392,6 +405,7 @@ pub fn supervise<C: Connection>(
                                 Some(at) => Frame::captured_at(Arc::new(image), number, at),
                                 None => Frame::new(Arc::new(image), number),
                             };
+                            let frame = frame.with_jpeg(connection.take_jpeg().map(Arc::new));
                             ctx.slot.put(frame);
                         }
                         Err(_) if ctx.stopped() => break,

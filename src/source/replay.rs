@@ -106,8 +106,9 @@ pub(super) fn run(settings: &ReplaySettings, ctx: &SourceContext) {
     loop {
         let mut shown = 0;
         for file in &settings.files {
-            let image = match crate::dataset::read_image(file) {
-                Ok(image) => Arc::new(image),
+            let (image, jpeg) = match crate::dataset::read_image_file(file) {
+                // A JPEG's own bytes go with its frames (a collected frame is then the file).
+                Ok((bytes, image)) => (Arc::new(image), bytes.starts_with(&[0xFF, 0xD8]).then(|| Arc::new(bytes))),
                 Err(e) => {
                     log::warn!("camera={camera} file={} replay skips an unreadable image: {e:#}", file.display());
                     continue;
@@ -123,11 +124,11 @@ pub(super) fn run(settings: &ReplaySettings, ctx: &SourceContext) {
                         }
                     }
                     number += 1;
-                    slot.put(Frame::new(image.clone(), number));
+                    slot.put(Frame::new(image.clone(), number).with_jpeg(jpeg.clone()));
                     continue;
                 }
                 number += 1;
-                slot.put(Frame::new(image.clone(), number));
+                slot.put(Frame::new(image.clone(), number).with_jpeg(jpeg.clone()));
                 next += interval;
                 let wait = next.saturating_duration_since(Instant::now());
                 if !ctx.sleep(wait) {

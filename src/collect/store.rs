@@ -1,0 +1,343 @@
+//! A camera's collection folder on the device (docs/dataset.md, "A collection"): its items,
+//! its class names, and the bound on what it keeps. Only the camera's collector thread
+//! writes it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use super::item::{self, Layout, ReviewStatus, Sidecar};
+
+/// What the collection holds, oldest first.
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    bytes: u64,
+    status: ReviewStatus,
+    saved_at: u64,
+}
+
+/// A collection folder, opened.
+#[derive(Debug)]
+pub struct Collection {
+    root: PathBuf,
+    layout: Layout,
+    /// `data.yaml`'s names: append-only, so every label file's class ids stay right.
+    names: Vec<String>,
+    entries: VecDeque<Entry>,
+    bytes: u64,
+}
+
+/// Why an item was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("the collection holds {items} items, {bytes} bytes, all reviewed: none may be deleted to make room")]
+    Full { items: usize, bytes: u64 },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The largest `data.yaml` read.
+const MAX_DATA_YAML: u64 = 4 << 20;
+
+impl Collection {
+    /// Opens (creating) the collection at `root`. Items are read by their sidecars; a
+    /// sidecar that cannot be read is left where it is and named in the returned warnings;
+    /// files without a sidecar (an item cut short by a crash) and temporary files are
+    /// deleted.
+    pub fn open(root: &Path) -> std::io::Result<(Collection, Vec<String>)> {
+        let layout = Layout::collection(root);
+        for dir in [&layout.images, &layout.labels, &layout.items] {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut warnings = Vec::new();
+        let names = match crate::files::read_text_capped(&root.join("data.yaml"), MAX_DATA_YAML) {
+            Ok(text) => names_of(&text).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", root.join("data.yaml").display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", root.join("data.yaml").display()))),
+        };
+        let mut entries = Vec::new();
+        // Every item with a sidecar, readable or not: the files of the others are leftovers.
+        let mut kept = std::collections::HashSet::new();
+        for path in list(&layout.items)? {
+            let Some(id) = stem(&path) else { continue };
+            kept.insert(id.clone());
+            match item::read_sidecar(&path, &id) {
+                Ok(sidecar) => {
+                    let size = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+                    let bytes = size(&path) + size(&layout.image(&sidecar)) + size(&layout.label(&id));
+                    entries.push(Entry { id, bytes, status: sidecar.review.status, saved_at: sidecar.saved_at });
+                }
+                Err(e) => warnings.push(format!("{}: {e}; left as it is", path.display())),
+            }
+        }
+        for dir in [&layout.images, &layout.labels] {
+            for path in list(dir)? {
+                if !stem(&path).is_some_and(|id| kept.contains(&id)) {
+                    std::fs::remove_file(&path)?;
+                    warnings.push(format!("{}: no sidecar (an item cut short); deleted", path.display()));
+                }
+            }
+        }
+        entries.sort_by(|a, b| (a.saved_at, &a.id).cmp(&(b.saved_at, &b.id)));
+        let bytes = entries.iter().map(|e| e.bytes).sum();
+        let collection = Collection { root: root.to_path_buf(), layout, names, entries: entries.into(), bytes };
+        Ok((collection, warnings))
+    }
+
+    pub fn items(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The class id of `label`, adding it to the names (and rewriting `data.yaml`) when new.
+    pub fn class_of(&mut self, label: &str) -> std::io::Result<usize> {
+        if let Some(i) = self.names.iter().position(|n| n == label) {
+            return Ok(i);
+        }
+        self.names.push(label.to_string());
+        self.write_names()?;
+        Ok(self.names.len() - 1)
+    }
+
+    /// Adds `labels` (a model's, in its order) to the names where missing; writes
+    /// `data.yaml` when it changed or is not there yet.
+    pub fn know(&mut self, labels: &[String]) -> std::io::Result<()> {
+        let before = self.names.len();
+        for l in labels {
+            if !self.names.contains(l) {
+                self.names.push(l.clone());
+            }
+        }
+        if self.names.len() != before || !self.root.join("data.yaml").is_file() {
+            self.write_names()?;
+        }
+        Ok(())
+    }
+
+    fn write_names(&self) -> std::io::Result<()> {
+        let mut text = String::from(
+            "# A vigil collection (docs/dataset.md): a YOLO data set, names append-only.\nvigil_dataset: 1\n\
+             train: images\nval: images\nnames:\n",
+        );
+        for n in &self.names {
+            // A JSON string is a YAML double-quoted scalar: any label, escaped.
+            text += &format!("  - {}\n", serde_json::to_string(n).map_err(std::io::Error::other)?);
+        }
+        crate::files::replace_durably(&self.root.join("data.yaml"), text.as_bytes())
+    }
+
+    /// Makes room for `bytes` more in one more item (deleting the oldest unreviewed items),
+    /// then writes the item. Reviewed items are never deleted: when only they remain and
+    /// there is no room, the item is refused.
+    pub fn add(
+        &mut self,
+        sidecar: &Sidecar,
+        image: &[u8],
+        labels: &str,
+        max_items: usize,
+        max_bytes: u64,
+    ) -> Result<u64, AddError> {
+        let incoming = (image.len() + labels.len() + 4096) as u64;
+        while self.entries.len() + 1 > max_items || self.bytes + incoming > max_bytes {
+            if !self.evict_one()? {
+                return Err(AddError::Full { items: self.entries.len(), bytes: self.bytes });
+            }
+        }
+        let bytes = self.layout.write(sidecar, image, labels)?;
+        self.bytes += bytes;
+        self.entries.push_back(Entry {
+            id: sidecar.id.clone(),
+            bytes,
+            status: sidecar.review.status,
+            saved_at: sidecar.saved_at,
+        });
+        Ok(bytes)
+    }
+
+    /// Deletes the oldest unreviewed item; false when there is none. An item's status is
+    /// read again first: someone may have reviewed it in place since.
+    fn evict_one(&mut self) -> std::io::Result<bool> {
+        let mut at = 0;
+        while at < self.entries.len() {
+            if self.entries[at].status != ReviewStatus::Unreviewed {
+                at += 1;
+                continue;
+            }
+            let id = self.entries[at].id.clone();
+            let path = self.layout.sidecar(&id);
+            match item::read_sidecar(&path, &id) {
+                Ok(s) if s.review.status != ReviewStatus::Unreviewed => {
+                    self.entries[at].status = s.review.status;
+                    at += 1;
+                }
+                Ok(s) => {
+                    self.layout.remove(&s)?;
+                    self.forget(at);
+                    return Ok(true);
+                }
+                // Gone or damaged since: it holds nothing to keep.
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    self.forget(at);
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn forget(&mut self, at: usize) {
+        if let Some(e) = self.entries.remove(at) {
+            self.bytes = self.bytes.saturating_sub(e.bytes);
+        }
+    }
+}
+
+/// The file names in `dir`, temporary ones (starting with '.') deleted on the way.
+fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The item id a file name gives (`<id>.json`, `<id>.jpg`, …).
+fn stem(path: &Path) -> Option<String> {
+    let id = path.file_stem()?.to_str()?;
+    item::is_item_id(id).then(|| id.to_string())
+}
+
+/// The class names of a collection's `data.yaml` (a list under `names`).
+pub fn names_of(text: &str) -> Result<Vec<String>, String> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let Some(doc) = docs.first() else { return Ok(Vec::new()) };
+    match &doc["names"] {
+        Yaml::Array(items) => items
+            .iter()
+            .map(|n| match n {
+                Yaml::String(s) => Ok(s.clone()),
+                other => Err(format!("a name that is not text: {other:?}")),
+            })
+            .collect(),
+        Yaml::BadValue | Yaml::Null => Ok(Vec::new()),
+        _ => Err("`names` is not a list".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::item::{ItemModel, Review, Why, FORMAT};
+
+    fn sidecar(id: &str, saved_at: u64) -> Sidecar {
+        Sidecar {
+            v: FORMAT,
+            id: id.into(),
+            image: format!("{id}.jpg"),
+            sha256: "ab".repeat(32),
+            width: 4,
+            height: 4,
+            device: None,
+            camera: Some("door".into()),
+            captured_at: None,
+            saved_at,
+            why: vec![Why::Background],
+            model: ItemModel { name: "m".into(), version: "1".into(), sha256: "cd".repeat(32) },
+            prelabel_score: 0.5,
+            detections: vec![],
+            review: Review { status: ReviewStatus::Unreviewed, revision: 0, at: None },
+            other: Default::default(),
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vigil-collection-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn the_oldest_unreviewed_item_goes_first_and_reviewed_ones_stay() {
+        let root = scratch("quota");
+        let (mut c, _) = Collection::open(&root).unwrap();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            c.add(&sidecar(id, i as u64), &[0u8; 1000], "", 3, 1 << 20).unwrap();
+        }
+        // "a" (the oldest) is reviewed in place; the next add deletes "b".
+        let layout = Layout::collection(&root);
+        let mut a = item::read_sidecar(&layout.sidecar("a"), "a").unwrap();
+        a.review.status = ReviewStatus::Reviewed;
+        layout.write_sidecar(&a).unwrap();
+        c.add(&sidecar("d", 3), &[0u8; 1000], "", 3, 1 << 20).unwrap();
+        let ids = |root: &Path| {
+            let mut ids: Vec<String> = std::fs::read_dir(root.join("items"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&root), ["a", "c", "d"]);
+        assert!(!root.join("images/b.jpg").exists());
+        // Reopened: the same three; all reviewed and full, the next is refused.
+        let (mut c, warnings) = Collection::open(&root).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.items(), 3);
+        for id in ["c", "d"] {
+            let mut s = item::read_sidecar(&layout.sidecar(id), id).unwrap();
+            s.review.status = ReviewStatus::Negative;
+            layout.write_sidecar(&s).unwrap();
+        }
+        assert!(matches!(c.add(&sidecar("e", 4), &[0u8; 10], "", 3, 1 << 20), Err(AddError::Full { items: 3, .. })));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_item_cut_short_is_cleaned_up_and_names_are_append_only() {
+        let root = scratch("crash");
+        let (mut c, _) = Collection::open(&root).unwrap();
+        c.know(&["person".into(), "car".into()]).unwrap();
+        c.add(&sidecar("a", 1), b"jpeg", "1 0.5 0.5 0.1 0.1\n", 10, 1 << 20).unwrap();
+        // A crash between the image and the sidecar, and a temporary file.
+        std::fs::write(root.join("images/b.jpg"), b"half").unwrap();
+        std::fs::write(root.join("items/.b.json.tmp"), b"{").unwrap();
+        std::fs::write(root.join("items/c.json"), b"not json").unwrap();
+        std::fs::write(root.join("images/c.jpg"), b"kept with its damaged sidecar").unwrap();
+        let (mut c, warnings) = Collection::open(&root).unwrap();
+        assert_eq!(c.items(), 1);
+        assert!(!root.join("images/b.jpg").exists() && !root.join("items/.b.json.tmp").exists());
+        assert!(warnings.iter().any(|w| w.contains("c.json") && w.contains("not a sidecar")), "{warnings:?}");
+        assert!(root.join("images/c.jpg").exists());
+        // A new model knows "dog" and not "car": car keeps id 1, dog is added at the end.
+        c.know(&["dog".into(), "person".into()]).unwrap();
+        assert_eq!(c.class_of("car").unwrap(), 1);
+        assert_eq!(c.class_of("dog").unwrap(), 2);
+        let text = std::fs::read_to_string(root.join("data.yaml")).unwrap();
+        assert_eq!(names_of(&text).unwrap(), ["person", "car", "dog"]);
+        assert!(text.contains("vigil_dataset: 1"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
