@@ -68,6 +68,13 @@ pub fn evaluate_detection_data(model: &Model, path: &Path, split: Option<&str>) 
         bail!("the {split} split of {} has no images", path.display());
     }
     let class_map = class_map(&data.names, &model.manifest.labels)?;
+    if let Some(r) = &data.review {
+        eprintln!(
+            "vigil data set: {} reviewed and {} negative item(s) read; skipped {} unreviewed, {} discarded, {} without a \
+             sidecar (docs/dataset.md)",
+            r.reviewed, r.negative, r.unreviewed, r.discarded, r.without_sidecar
+        );
+    }
     eprintln!("evaluating {} on the {split} split: {} images", model.manifest.name, images.len());
     evaluate_detector(model, images, &class_map)
 }

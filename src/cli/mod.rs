@@ -4,6 +4,7 @@ mod bench;
 mod bench_source;
 #[cfg(feature = "train")]
 mod bench_train;
+mod dataset;
 mod deploy;
 pub mod eval;
 mod infer;
@@ -102,6 +103,9 @@ pub enum Command {
     BenchSource(BenchSourceArgs),
     /// Evaluate a classifier (on a folder per class) or a detector (on YOLO or COCO data).
     Eval(EvalArgs),
+    /// Turn collected frames or photos into a training set: prelabel, merge, stats, accept.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Measure training throughput (forward, backward, Adam step) of a classifier or detector.
     #[cfg(feature = "train")]
     BenchTrain(BenchTrainArgs),
@@ -267,6 +271,95 @@ pub struct EvalArgs {
     /// with feature `onnxruntime` and the library, docs/models.md "Engines").
     #[arg(long, value_parser = parse_engine)]
     pub engine: Option<Engine>,
+}
+
+/// `vigil dataset …` (docs/dataset.md).
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Run a detector on photos and write them as a collection, its detections as pre-labels.
+    Prelabel(PrelabelArgs),
+    /// Merge collections (copied from devices) into a data set for `vigil train` and `vigil eval`.
+    Merge(MergeArgs),
+    /// Count a collection's or data set's items by split, camera, review state and class.
+    Stats(StatsArgs),
+    /// Mark items reviewed (their label files as they are), negative (nothing in them) or discarded.
+    Accept(AcceptArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PrelabelArgs {
+    /// The detector's manifest.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Image files (PNG, JPEG) or folders of them (searched with their subfolders).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The collection to write (created, or added to).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Detections scored at least this become pre-labels.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    pub score: f32,
+    #[arg(long, value_parser = parse_engine)]
+    pub engine: Option<Engine>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The data set to write (created, or added to).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Collections (or data sets) to merge in.
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    /// The share of items for validation [default: 0.15 for a new data set; an existing one
+    /// keeps its own].
+    #[arg(long, value_parser = unit_interval_f64)]
+    pub val: Option<f64>,
+    /// The share of items for testing [default: 0.10, as --val].
+    #[arg(long, value_parser = unit_interval_f64)]
+    pub test: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// A collection or a data set.
+    pub folder: PathBuf,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AcceptArgs {
+    /// A collection or a data set.
+    pub folder: PathBuf,
+    /// The items (their ids, the file names' stems).
+    pub ids: Vec<String>,
+    /// Every unreviewed item.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Mark them negative: nothing to label in them (their label files are emptied).
+    #[arg(long, conflicts_with = "discard")]
+    pub negative: bool,
+    /// Mark them discarded: not to be used.
+    #[arg(long)]
+    pub discard: bool,
+}
+
+/// A score or share: 0 to 1.
+fn unit_interval(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
+}
+
+fn unit_interval_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
 }
 
 /// Any arguments, for the `train` command of a build without the trainer.
@@ -550,6 +643,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(args),
         Command::BenchSource(args) => bench_source::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Dataset(command) => dataset::run(command),
         #[cfg(feature = "train")]
         Command::BenchTrain(args) => bench_train::run(args),
         #[cfg(feature = "train")]

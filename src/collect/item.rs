@@ -253,6 +253,27 @@ pub fn parse_sidecar(bytes: &[u8], id: &str) -> Result<Sidecar, String> {
     Ok(sidecar)
 }
 
+/// Parses the YAML text, refusing aliases (`*name`): each one copies its anchor, so a few
+/// hundred bytes of nested aliases can expand without bound.
+pub fn parse_yaml(text: &str) -> anyhow::Result<yaml_rust2::Yaml> {
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    loop {
+        match parser.next_token() {
+            Ok((yaml_rust2::Event::StreamEnd, _)) => break,
+            Ok((yaml_rust2::Event::Alias(_), mark)) => {
+                anyhow::bail!("line {}: YAML aliases (*name) are not supported here", mark.line())
+            }
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("not valid YAML: {e}"),
+        }
+    }
+    let mut docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML: {e}"))?;
+    match docs.len() {
+        1 => Ok(docs.remove(0)),
+        n => anyhow::bail!("expected one YAML document, found {n}"),
+    }
+}
+
 /// The folders an item's files go in: a collection's `images/`, `labels/`, `items/`, or a
 /// data set's `images/<split>/`, `labels/<split>/`, `items/`.
 #[derive(Debug, Clone, PartialEq)]

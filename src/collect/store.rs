@@ -231,9 +231,8 @@ fn stem(path: &Path) -> Option<String> {
 
 /// The class names of a collection's `data.yaml` (a list under `names`).
 pub fn names_of(text: &str) -> Result<Vec<String>, String> {
-    use yaml_rust2::{Yaml, YamlLoader};
-    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    let Some(doc) = docs.first() else { return Ok(Vec::new()) };
+    use yaml_rust2::Yaml;
+    let doc = item::parse_yaml(text).map_err(|e| e.to_string())?;
     match &doc["names"] {
         Yaml::Array(items) => items
             .iter()

@@ -139,6 +139,7 @@ pub fn load(dir: &Path, read: &[&str], required: &[&str]) -> anyhow::Result<Dete
         train: splits.remove("train").unwrap_or_default(),
         val: splits.remove("val").unwrap_or_default(),
         test: splits.remove("test"),
+        review: None,
     })
 }
 

@@ -6,6 +6,7 @@
 //! folders that each hold the same class folders.
 
 pub mod coco;
+pub mod folder;
 pub mod yolo;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,21 @@ pub struct DetectionData {
     pub train: Vec<DetectionImage>,
     pub val: Vec<DetectionImage>,
     pub test: Option<Vec<DetectionImage>>,
+    /// For a vigil data set (docs/dataset.md): what its review states let in and kept out.
+    pub review: Option<ReviewCounts>,
+}
+
+/// The items of a vigil data set's splits read, by what review made of them: only reviewed
+/// items (and negatives, as background) are ground truth.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewCounts {
+    pub reviewed: usize,
+    pub negative: usize,
+    /// Skipped: their labels are a model's guesses.
+    pub unreviewed: usize,
+    pub discarded: usize,
+    /// Images with no sidecar (an item cut short, or added by hand): skipped.
+    pub without_sidecar: usize,
 }
 
 impl DetectionData {
@@ -144,6 +160,13 @@ impl DetectionData {
             out += &format!("{name}: {} images ({background} background), {boxes} boxes", images.len());
             let counts: Vec<String> = self.names.iter().zip(&per_class).map(|(n, c)| format!("{n} {c}")).collect();
             out += &format!(" ({})\n", counts.join(", "));
+        }
+        if let Some(r) = &self.review {
+            out += &format!(
+                "review: {} reviewed and {} negative used; skipped {} unreviewed (pre-labels are a model's guesses: \
+                 review them, docs/dataset.md), {} discarded, {} without a sidecar\n",
+                r.reviewed, r.negative, r.unreviewed, r.discarded, r.without_sidecar
+            );
         }
         out
     }
@@ -381,8 +404,13 @@ mod tests {
     #[test]
     fn a_model_is_tested_on_test_images_or_else_on_val() {
         let image = DetectionImage { path: "a.png".into(), width: 4, height: 4, boxes: vec![] };
-        let mut data =
-            DetectionData { names: vec!["a".into()], train: vec![image.clone()], val: vec![image.clone()], test: None };
+        let mut data = DetectionData {
+            names: vec!["a".into()],
+            train: vec![image.clone()],
+            val: vec![image.clone()],
+            test: None,
+            review: None,
+        };
         assert_eq!(data.default_test_split(), "val");
         data.test = Some(vec![]);
         assert_eq!(data.default_test_split(), "val", "an empty test split is no test split");

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use yaml_rust2::Yaml;
 
-use super::{image_size, DetectionBox, DetectionData, DetectionImage, Problems, IMAGE_EXTENSIONS};
+use crate::collect::item::parse_yaml;
+
+use super::{image_size, DetectionBox, DetectionData, DetectionImage, Problems, ReviewCounts, IMAGE_EXTENSIONS};
 use crate::model::BBox;
 
 /// The largest data.yaml read, bytes.
@@ -70,32 +72,26 @@ pub fn load(yaml: &Path, read: &[&str], required: &[&str]) -> anyhow::Result<Det
         }
         Some(images)
     };
-    let train = split("train", required.contains(&"train"));
-    let val = split("val", required.contains(&"val"));
-    let test = split("test", required.contains(&"test"));
-    problems.finish(&format!("the detection data of {}", yaml.display()))?;
-    Ok(DetectionData { names, train: train.unwrap_or_default(), val: val.unwrap_or_default(), test })
-}
-
-/// Parses the YAML text, refusing aliases (`*name`): each one copies its anchor, so a few
-/// hundred bytes of nested aliases can expand without bound.
-fn parse_yaml(text: &str) -> anyhow::Result<Yaml> {
-    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
-    loop {
-        match parser.next_token() {
-            Ok((yaml_rust2::Event::StreamEnd, _)) => break,
-            Ok((yaml_rust2::Event::Alias(_), mark)) => {
-                anyhow::bail!("line {}: YAML aliases (*name) are not supported here", mark.line())
+    let mut train = split("train", required.contains(&"train"));
+    let mut val = split("val", required.contains(&"val"));
+    let mut test = split("test", required.contains(&"test"));
+    let review = match &doc["vigil_dataset"] {
+        Yaml::BadValue | Yaml::Null => None,
+        Yaml::Integer(v) if *v == i64::from(crate::collect::item::FORMAT) => {
+            let mut counts = ReviewCounts::default();
+            for images in [&mut train, &mut val, &mut test].into_iter().flatten() {
+                keep_ground_truth(&root, images, &mut counts, &mut problems);
             }
-            Ok(_) => {}
-            Err(e) => anyhow::bail!("not valid YAML: {e}"),
+            Some(counts)
         }
-    }
-    let mut docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML: {e}"))?;
-    match docs.len() {
-        1 => Ok(docs.remove(0)),
-        n => anyhow::bail!("expected one YAML document, found {n}"),
-    }
+        other => anyhow::bail!(
+            "{}: vigil_dataset {other:?} is not format version {} (docs/dataset.md)",
+            yaml.display(),
+            crate::collect::item::FORMAT
+        ),
+    };
+    problems.finish(&format!("the detection data of {}", yaml.display()))?;
+    Ok(DetectionData { names, train: train.unwrap_or_default(), val: val.unwrap_or_default(), test, review })
 }
 
 /// The class names a data.yaml text declares (what [`load`] reads first; the fuzz target's
@@ -186,6 +182,46 @@ fn read_split(source: &Path, key: &str, classes: usize, problems: &mut Problems)
 }
 
 /// The images under `dir` (each folder once: [`crate::files::files_under`]).
+/// A vigil data set's images as training and evaluation take them (docs/dataset.md): only
+/// items whose sidecar says a person reviewed them; a negative one as background, whatever
+/// its label file holds.
+fn keep_ground_truth(
+    root: &Path,
+    images: &mut Vec<DetectionImage>,
+    counts: &mut ReviewCounts,
+    problems: &mut Problems,
+) {
+    use crate::collect::ReviewStatus;
+    images.retain_mut(|image| {
+        let Some(id) = image.path.file_stem().and_then(|s| s.to_str()) else {
+            counts.without_sidecar += 1;
+            return false;
+        };
+        let path = root.join("items").join(format!("{id}.json"));
+        let sidecar = match crate::collect::item::read_sidecar(&path, id) {
+            Ok(s) => s,
+            Err(_) if !path.exists() => {
+                counts.without_sidecar += 1;
+                return false;
+            }
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                return false;
+            }
+        };
+        match sidecar.review.status {
+            ReviewStatus::Reviewed => counts.reviewed += 1,
+            ReviewStatus::Negative => {
+                counts.negative += 1;
+                image.boxes.clear();
+            }
+            ReviewStatus::Unreviewed => counts.unreviewed += 1,
+            ReviewStatus::Discarded => counts.discarded += 1,
+        }
+        sidecar.review.status.is_ground_truth()
+    });
+}
+
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>, problems: &mut Problems) {
     let (files, failed) = crate::files::files_under(dir);
     for (folder, e) in failed {
