@@ -1840,3 +1840,143 @@ fn hostile_rtsp_cameras_are_cut_at_vigils_caps_and_each_error_says_what_happened
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
+
+/// A device on the embedded broker whose camera "door" replays the bundled photos through
+/// NanoDet-m and collects frames into `dir`/collect with `collect` (the `[collect]` keys).
+fn collecting_device(dir: &Path, port: u16, collect: &str) -> PathBuf {
+    let config = dir.join("vigil.toml");
+    let text = format!(
+        r#"device_id = "test"
+[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+[mqtt]
+stats_interval_s = 1
+[cameras.door]
+model = "{model}"
+fps = 20
+[cameras.door.source]
+kind = "replay"
+path = "{photos}"
+fps = 10
+[cameras.door.collect]
+path = "collect"
+{collect}
+"#,
+        model = root().join("models/nanodet-m.toml").display(),
+        photos = root().join("tests/photos").display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The items of a collection folder, as `vigil dataset` reads them (every image checked
+/// against its sha256), and what it said of the rest.
+fn collected(folder: &Path) -> (Vec<vigil::dataset::folder::Item>, Vec<String>) {
+    match vigil::dataset::folder::open(folder) {
+        Ok(f) => vigil::dataset::folder::items(&f, true),
+        Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+/// A camera with `[collect]` saves the frames its rules pick, as the camera's own JPEG (a
+/// replayed .jpg is saved byte for byte) with the model's detections as YOLO pre-labels and a
+/// sidecar; keeps within `max_images`; reports itself in the stats; and answers
+/// `collect/set` OFF, ON and NOW on `collect/state`, NOW with the id of the frame it saved.
+#[test]
+fn the_daemon_collects_frames_with_prelabels_and_answers_collect_commands() {
+    let _serial = serial();
+    let dir = scratch("daemon-collect");
+    let port = free_port();
+    let keys = "uncertain = [0.0, 1.0]\nmin_interval_s = 0.2\nnear_duplicate = 0\nbackground_every_s = 0\n\
+                prelabel_score = 0.4\nmax_images = 5";
+    let config = collecting_device(&dir, port, keys);
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let sub = Subscriber::start(port, "test-collect");
+    let folder = dir.join("collect/door");
+    let limit = Duration::from_secs(90);
+    sub.wait_for("collection stats", limit, |g| {
+        g.iter().any(|r| {
+            r.topic == "vigil/test/stats" && r.json()["cameras"]["door"]["collect"]["collected"].as_u64() >= Some(8)
+        })
+    });
+    let (items, problems) = collected(&folder);
+    assert!(problems.iter().all(|p| p.contains("without its item")), "{problems:?}");
+    assert!((1..=5).contains(&items.len()), "max_images = 5 keeps {} items", items.len());
+    let photos: Vec<(String, Vec<u8>)> = ["sample1.jpg", "sample4.jpg"]
+        .iter()
+        .map(|p| (p.to_string(), std::fs::read(root().join("tests/photos").join(p)).unwrap()))
+        .collect();
+    for item in &items {
+        let s = &item.sidecar;
+        assert_eq!(
+            (s.camera.as_deref(), s.device.as_deref(), s.model.name.as_str()),
+            (Some("door"), Some("test"), "nanodet-m")
+        );
+        assert!(s.why.contains(&vigil::collect::Why::Uncertain), "{:?}", s.why);
+        let labels = item.labels().unwrap();
+        let prelabelled = s.detections.iter().filter(|d| d.score >= 0.4).count();
+        assert_eq!(labels.lines().count(), prelabelled, "{}: {labels}", s.id);
+        let image = std::fs::read(item.image()).unwrap();
+        assert!(image.starts_with(&[0xFF, 0xD8]), "a JPEG");
+        if let Some((name, _)) = photos.iter().find(|(_, bytes)| *bytes == image) {
+            eprintln!("{} is {name}, byte for byte", s.id);
+        }
+    }
+    // OFF: the state says so and nothing more is saved; NOW saves one frame and names it.
+    sub.publish("vigil/test/door/collect/set", "OFF");
+    sub.wait_for("collect OFF", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/collect/state" && r.json()["enabled"] == false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let collected_now = |sub: &Subscriber| {
+        sub.on("vigil/test/door/collect/state").last().map(|r| r.json()["collected"].as_u64().unwrap()).unwrap()
+    };
+    let before = collected_now(&sub);
+    std::thread::sleep(Duration::from_secs(2));
+    sub.publish("vigil/test/door/collect/set", "NOW");
+    sub.wait_for("the requested frame", limit, |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/collect/state" && r.json()["last_requested"].is_string())
+    });
+    let state = sub.on("vigil/test/door/collect/state").pop().unwrap().json();
+    assert_eq!(state["collected"].as_u64(), Some(before + 1), "only the requested frame while OFF: {state}");
+    let id = state["last_requested"].as_str().unwrap();
+    let sidecar = vigil::collect::item::read_sidecar(&folder.join(format!("items/{id}.json")), id).unwrap();
+    assert!(sidecar.why.contains(&vigil::collect::Why::Requested), "{:?}", sidecar.why);
+    sub.publish("vigil/test/door/collect/set", "maybe");
+    wait_until("the refusal", limit, || daemon.log().contains("command refused: \"maybe\" is not ON, OFF or NOW"));
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
+
+/// `kill -9` while a camera collects as fast as it can: after each kill, every item a reader
+/// finds is whole (its image matches its sidecar's sha256); what a kill cut short has no
+/// sidecar and is not an item, and the next start deletes it.
+#[test]
+fn kill_9_during_collection_leaves_no_half_written_item() {
+    let _serial = serial();
+    let dir = scratch("daemon-collect-kill");
+    let port = free_port();
+    let keys =
+        "uncertain = [0.0, 1.0]\nmin_interval_s = 0\nnear_duplicate = 0\nbackground_every_s = 0\nmax_images = 40";
+    let config = collecting_device(&dir, port, keys);
+    let folder = dir.join("collect/door");
+    for round in 0..4 {
+        let mut daemon = Daemon::start(&config, &[]);
+        wait_until("items", Duration::from_secs(90), || {
+            std::fs::read_dir(folder.join("items")).map(|d| d.count()).unwrap_or(0) > round * 3 + 2
+        });
+        std::thread::sleep(Duration::from_millis(137 * (round as u64 + 1)));
+        signal(&daemon.child, "KILL");
+        daemon.wait_exit(Duration::from_secs(10));
+        let (items, problems) = collected(&folder);
+        assert!(!items.is_empty());
+        assert!(problems.iter().all(|p| p.contains("without its item")), "round {round}: {problems:?}");
+    }
+    // A start cleans up what the last kill cut short.
+    let daemon = Daemon::start(&config, &[]);
+    wait_until("the collection opened", Duration::from_secs(60), || daemon.log().contains("collection opened"));
+    let (_, problems) = collected(&folder);
+    assert!(problems.iter().all(|p| p.contains("without its item")), "{problems:?}");
+}
