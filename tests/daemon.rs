@@ -1980,3 +1980,143 @@ fn kill_9_during_collection_leaves_no_half_written_item() {
     let (_, problems) = collected(&folder);
     assert!(problems.iter().all(|p| p.contains("without its item")), "{problems:?}");
 }
+
+/// Variants of the bundled photos (whole and three crops each), as JPEGs in `dir`: frames of
+/// a scene that differ, so each is an item of its own.
+#[cfg(feature = "train")]
+fn scene_frames(dir: &Path) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut n = 0;
+    for photo in ["astronaut.png", "chelsea.png", "coffee.png", "group.png", "motorcycle_left.png", "sample1.jpg", "sample4.jpg"] {
+        let image = image::open(root().join("tests/photos").join(photo)).unwrap().into_rgb8();
+        let (w, h) = image.dimensions();
+        let crops = [(0, 0, w, h), (0, 0, w * 4 / 5, h * 4 / 5), (w / 5, h / 5, w * 4 / 5, h * 4 / 5), (w / 8, 0, w * 3 / 4, h)];
+        for (x, y, cw, ch) in crops {
+            let crop = image::imageops::crop_imm(&image, x, y, cw, ch).to_image();
+            crop.save(dir.join(format!("{n:03}.jpg"))).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The loop vigil exists for, on real parts (issue 28): a device collects frames of its
+/// camera with pre-labels → `vigil dataset merge` → a few pre-labels corrected and the items
+/// accepted (by `vigil dataset accept` and by the documented edit of a sidecar) → `vigil
+/// train` (two epochs at 160 px) reads only the reviewed items → `vigil eval` → `vigil
+/// bundle` → `vigil deploy` to the running device over its embedded broker → the device's
+/// detections carry the retrained model's version.
+#[cfg(feature = "train")]
+#[test]
+fn from_the_camera_to_a_retrained_model_deployed_on_it() {
+    let _serial = serial();
+    let dir = scratch("daemon-loop");
+    let port = free_port();
+    let frames = scene_frames(&dir.join("frames"));
+    let run = |args: &[&str]| {
+        let (code, out) = HostCommand::start(&dir, args[0], args).finish(Duration::from_secs(300));
+        assert_eq!(code, 0, "vigil {}:\n{out}", args.join(" "));
+        out
+    };
+    let key = dir.join("deploy.key");
+    run(&["keygen", "--out", key.to_str().unwrap()]);
+    let public = std::fs::read_to_string(dir.join("deploy.key.pub")).unwrap().trim().to_string();
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"device_id = "test"
+[broker]
+enabled = true
+listen = "127.0.0.1:{port}"
+[deploy]
+trusted_keys = ["{public}"]
+store = "store"
+[cameras.door]
+model = "{model}"
+fps = 20
+[cameras.door.source]
+kind = "replay"
+path = "frames"
+fps = 10
+[cameras.door.collect]
+path = "collect"
+uncertain = [0.0, 1.0]
+min_interval_s = 0
+near_duplicate = 0
+background_every_s = 0
+"#,
+            model = root().join("models/nanodet-m.toml").display(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let sub = Subscriber::start(port, "test-loop");
+    let collection = dir.join("collect/door");
+    // Every frame once at least (the replay loops: later rounds are the same images).
+    wait_until("a collected item of every frame", Duration::from_secs(120), || {
+        let (items, _) = collected(&collection);
+        items.iter().map(|i| i.sidecar.sha256.clone()).collect::<BTreeSet<_>>().len() >= frames
+    });
+
+    let set = dir.join("set");
+    let out = run(&["dataset", "merge", "--out", set.to_str().unwrap(), "--val", "0.25", "--test", "0.25", collection.to_str().unwrap()]);
+    assert!(out.contains(&format!("{frames} item(s) added")), "{out}");
+    let folder = vigil::dataset::folder::open(&set).unwrap();
+    let (items, problems) = vigil::dataset::folder::items(&folder, true);
+    assert!(problems.is_empty(), "{problems:?}");
+    for split in ["train", "val", "test"] {
+        assert!(items.iter().any(|i| i.split == Some(split)), "no {split} item");
+    }
+    // Corrections: the first item loses its last pre-label, the second is said to be empty.
+    let first = &items[0];
+    let text = first.labels().unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(first.label(), kept[..kept.len().saturating_sub(1)].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    run(&["dataset", "accept", set.to_str().unwrap(), "--negative", &items[1].sidecar.id]);
+    // The last item is reviewed by hand, as docs/dataset.md says: the sidecar edited and renamed into place.
+    let last = items.last().unwrap();
+    let path = last.layout.sidecar(&last.sidecar.id);
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["review"] = serde_json::json!({"status": "reviewed", "revision": 1, "at": 1_765_000_000_000u64});
+    let tmp = path.with_file_name(format!(".{}.json.tmp", last.sidecar.id));
+    std::fs::write(&tmp, serde_json::to_vec(&doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    // Two more left unreviewed: training must skip them.
+    let unreviewed: Vec<String> = items[2..4].iter().map(|i| i.sidecar.id.clone()).collect();
+    let mut accept = vec!["dataset", "accept", set.to_str().unwrap()];
+    let others: Vec<String> = items[..items.len() - 1]
+        .iter()
+        .skip(2)
+        .filter(|i| !unreviewed.contains(&i.sidecar.id))
+        .map(|i| i.sidecar.id.clone())
+        .collect();
+    accept.extend(std::iter::once(items[0].sidecar.id.as_str()).chain(others.iter().map(String::as_str)));
+    run(&accept);
+    let stats = run(&["dataset", "stats", set.to_str().unwrap(), "--json"]);
+    let stats: Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(stats["review"]["unreviewed"], 2, "{stats}");
+    assert_eq!(stats["review"]["negative"], 1, "{stats}");
+
+    let trained = dir.join("run");
+    let yaml = set.join("data.yaml");
+    let out = run(&[
+        "train", "--model", "models/nanodet-m.toml", "--data", yaml.to_str().unwrap(), "--out", trained.to_str().unwrap(),
+        "--device", "cpu", "--size", "160", "--epochs", "2", "--batch", "8", "--name", "nanodet-m", "--version", "2.0.0",
+    ]);
+    assert!(out.contains("skipped 2 unreviewed"), "{out}");
+    let manifest = trained.join("model.toml");
+    let out = run(&["eval", "--model", manifest.to_str().unwrap(), "--data", yaml.to_str().unwrap(), "--json"]);
+    assert!(out.contains("\"map50\""), "{out}");
+    let bundle = dir.join("door-2.bundle");
+    run(&["bundle", "--model", manifest.to_str().unwrap(), "--key", key.to_str().unwrap(), "--out", bundle.to_str().unwrap()]);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let out = run(&["deploy", "--bundle", bundle.to_str().unwrap(), "--device", "test", "--broker", &url, "--timeout", "60"]);
+    assert!(out.contains("test: accepted") && out.contains("serving nanodet-m 2.0.0"), "{out}");
+    sub.wait_for("detections from 2.0.0", Duration::from_secs(60), |g| {
+        g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "2.0.0")
+    });
+    signal(&daemon.child, "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+}
