@@ -1987,10 +1987,17 @@ fn kill_9_during_collection_leaves_no_half_written_item() {
 fn scene_frames(dir: &Path) -> usize {
     std::fs::create_dir_all(dir).unwrap();
     let mut n = 0;
-    for photo in ["astronaut.png", "chelsea.png", "coffee.png", "group.png", "motorcycle_left.png", "sample1.jpg", "sample4.jpg"] {
+    for photo in
+        ["astronaut.png", "chelsea.png", "coffee.png", "group.png", "motorcycle_left.png", "sample1.jpg", "sample4.jpg"]
+    {
         let image = image::open(root().join("tests/photos").join(photo)).unwrap().into_rgb8();
         let (w, h) = image.dimensions();
-        let crops = [(0, 0, w, h), (0, 0, w * 4 / 5, h * 4 / 5), (w / 5, h / 5, w * 4 / 5, h * 4 / 5), (w / 8, 0, w * 3 / 4, h)];
+        let crops = [
+            (0, 0, w, h),
+            (0, 0, w * 4 / 5, h * 4 / 5),
+            (w / 5, h / 5, w * 4 / 5, h * 4 / 5),
+            (w / 8, 0, w * 3 / 4, h),
+        ];
         for (x, y, cw, ch) in crops {
             let crop = image::imageops::crop_imm(&image, x, y, cw, ch).to_image();
             crop.save(dir.join(format!("{n:03}.jpg"))).unwrap();
@@ -2061,7 +2068,17 @@ background_every_s = 0
     });
 
     let set = dir.join("set");
-    let out = run(&["dataset", "merge", "--out", set.to_str().unwrap(), "--val", "0.25", "--test", "0.25", collection.to_str().unwrap()]);
+    let out = run(&[
+        "dataset",
+        "merge",
+        "--out",
+        set.to_str().unwrap(),
+        "--val",
+        "0.25",
+        "--test",
+        "0.25",
+        collection.to_str().unwrap(),
+    ]);
     assert!(out.contains(&format!("{frames} item(s) added")), "{out}");
     let folder = vigil::dataset::folder::open(&set).unwrap();
     let (items, problems) = vigil::dataset::folder::items(&folder, true);
@@ -2073,7 +2090,11 @@ background_every_s = 0
     let first = &items[0];
     let text = first.labels().unwrap();
     let kept: Vec<&str> = text.lines().collect();
-    std::fs::write(first.label(), kept[..kept.len().saturating_sub(1)].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        first.label(),
+        kept[..kept.len().saturating_sub(1)].iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
     run(&["dataset", "accept", set.to_str().unwrap(), "--negative", &items[1].sidecar.id]);
     // The last item is reviewed by hand, as docs/dataset.md says: the sidecar edited and renamed into place.
     let last = items.last().unwrap();
@@ -2102,17 +2123,43 @@ background_every_s = 0
     let trained = dir.join("run");
     let yaml = set.join("data.yaml");
     let out = run(&[
-        "train", "--model", "models/nanodet-m.toml", "--data", yaml.to_str().unwrap(), "--out", trained.to_str().unwrap(),
-        "--device", "cpu", "--size", "160", "--epochs", "2", "--batch", "8", "--name", "nanodet-m", "--version", "2.0.0",
+        "train",
+        "--model",
+        "models/nanodet-m.toml",
+        "--data",
+        yaml.to_str().unwrap(),
+        "--out",
+        trained.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--size",
+        "160",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--name",
+        "nanodet-m",
+        "--version",
+        "2.0.0",
     ]);
     assert!(out.contains("skipped 2 unreviewed"), "{out}");
     let manifest = trained.join("model.toml");
     let out = run(&["eval", "--model", manifest.to_str().unwrap(), "--data", yaml.to_str().unwrap(), "--json"]);
     assert!(out.contains("\"map50\""), "{out}");
     let bundle = dir.join("door-2.bundle");
-    run(&["bundle", "--model", manifest.to_str().unwrap(), "--key", key.to_str().unwrap(), "--out", bundle.to_str().unwrap()]);
+    run(&[
+        "bundle",
+        "--model",
+        manifest.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
     let url = format!("mqtt://127.0.0.1:{port}");
-    let out = run(&["deploy", "--bundle", bundle.to_str().unwrap(), "--device", "test", "--broker", &url, "--timeout", "60"]);
+    let out =
+        run(&["deploy", "--bundle", bundle.to_str().unwrap(), "--device", "test", "--broker", &url, "--timeout", "60"]);
     assert!(out.contains("test: accepted") && out.contains("serving nanodet-m 2.0.0"), "{out}");
     sub.wait_for("detections from 2.0.0", Duration::from_secs(60), |g| {
         g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "2.0.0")

@@ -575,6 +575,50 @@ fn fuzz_yolo_labels_and_data_yaml() {
     fuzz("yolo-data-yaml", yaml, iterations(), |bytes| vigil::dataset::yolo::class_names_of(&text(bytes)).is_ok());
 }
 
+/// A collection's or data set's sidecar (`items/<id>.json`, docs/dataset.md) and its
+/// `data.yaml` names: an accepted sidecar passes its own checks again after a round trip
+/// through JSON, and names are read or refused, never a panic.
+#[test]
+fn fuzz_collection_items() {
+    let sidecar =
+        br#"{"v": 1, "id": "door_20261207-035853-123_01234567", "image": "door_20261207-035853-123_01234567.jpg",
+        "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "width": 640, "height": 480,
+        "device": "garage", "camera": "door", "captured_at": 1796615933123, "saved_at": 1796615933200,
+        "why": ["uncertain", "new_track"], "model": {"name": "nanodet-m", "version": "1.0.0", "sha256": "ab"},
+        "prelabel_score": 0.5, "detections": [{"label": "car", "score": 0.42, "box": [10.5, 20, 200, 180.25]}],
+        "review": {"status": "unreviewed", "revision": 0, "at": null}, "note": {"by": "another tool"}}"#;
+    let id = "door_20261207-035853-123_01234567";
+    fuzz("collection-sidecar", vec![sidecar.to_vec()], iterations(), |bytes| {
+        match vigil::collect::item::parse_sidecar(bytes, id) {
+            Ok(s) => {
+                let again = serde_json::to_vec(&s).unwrap();
+                let back =
+                    vigil::collect::item::parse_sidecar(&again, id).expect("a sidecar it accepted, written back");
+                // Other tools' fields are kept as JSON values, whose floats serde_json reads
+                // back to the nearest number only.
+                let ours = |s: vigil::collect::Sidecar| vigil::collect::Sidecar { other: Default::default(), ..s };
+                assert_eq!(ours(back), ours(s.clone()));
+                assert!(s.width >= 1 && s.height >= 1 && s.detections.iter().all(|d| d.score.is_finite()));
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    let yaml = vec![
+        br#"# A vigil collection
+vigil_dataset: 1
+train: images
+val: images
+names:
+  - "person"
+  - "car \"x\""
+"#
+        .to_vec(),
+        b"vigil_dataset: 1\nvigil_split: {val: 0.15, test: 0.1}\nnames: [a, b]\n".to_vec(),
+    ];
+    fuzz("collection-data-yaml", yaml, iterations(), |bytes| vigil::collect::store::names_of(&text(bytes)).is_ok());
+}
+
 /// COCO instances JSON (the image files are not read: their sizes are taken as given).
 #[test]
 fn fuzz_coco_instances() {

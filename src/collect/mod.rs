@@ -388,6 +388,48 @@ mod tests {
         assert_eq!(tiny.len(), 32 * 24, "any size, even one pixel");
     }
 
+    /// Offers far faster than frames can be written: none waits, the queue never holds
+    /// more than its few frames, and every frame not taken is counted as dropped.
+    #[test]
+    fn a_full_queue_drops_and_counts_never_waits() {
+        let root = std::env::temp_dir().join(format!("vigil-collector-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut problems = Vec::new();
+        let settings = settings::check(
+            serde_json::json!({"near_duplicate": 0, "min_free_megabytes": 0, "max_images": 10}),
+            "c",
+            "door",
+            &root,
+            &root,
+            &mut problems,
+        )
+        .unwrap();
+        let control = Arc::new(Control::default());
+        let owner = Owner { device: "d".into(), camera: "door".into(), on_requested: Box::new(|_| {}) };
+        let collector = Collector::start(settings, owner, control.clone()).unwrap();
+        let image = Arc::new(RgbImage::from_pixel(640, 480, image::Rgb([9, 9, 9])));
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            collector.offer(Job {
+                image: image.clone(),
+                jpeg: None,
+                detections: Vec::new(),
+                why: vec![Why::Background],
+                captured_at: i,
+                model: item::ItemModel { name: "m".into(), version: "1".into(), sha256: "ab".repeat(32) },
+                labels: Arc::new(vec!["car".into()]),
+            });
+        }
+        let offering = started.elapsed();
+        drop(collector);
+        let s = control.stats();
+        assert!(offering < std::time::Duration::from_millis(500), "offers waited: {offering:?}");
+        assert_eq!(s.collected + s.dropped + s.skipped + s.duplicates, 200, "{s:?}");
+        assert!(s.dropped > 0, "{s:?}");
+        assert!(s.items <= 10, "the quota: {s:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn free_space_is_read() {
         assert!(free_bytes(std::path::Path::new("/")).is_some_and(|b| b > 0));
