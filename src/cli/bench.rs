@@ -124,7 +124,11 @@ fn run_pipeline(args: &BenchArgs, model: Model, jpeg: Vec<u8>) -> Result<(), Cli
         fps: args.fps,
         seconds: args.seconds,
         motion: args.motion,
+        collect: false,
     };
+    if args.collect {
+        return compare_collection(args, &model, bench);
+    }
     let report = pipeline(&bench).map_err(|e| CliError::failure(anyhow::anyhow!("{e}")))?;
     let mut latency = report.latency_ms.clone();
     let latency = Summary::of(&mut latency);
@@ -169,6 +173,47 @@ fn run_pipeline(args: &BenchArgs, model: Model, jpeg: Vec<u8>) -> Result<(), Cli
             "  memory:             {:.1} MB resident, {:.1} MB at peak",
             mb(report.rss_bytes),
             mb(report.peak_rss_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// `--pipeline --collect`: the pipeline with collection off and on, twice each in turns
+/// (off, on, off, on: a drift of the machine's speed weighs on both alike), and the ratio of
+/// their frames/s.
+fn compare_collection(args: &BenchArgs, model: &Model, bench: PipelineBench) -> Result<(), CliError> {
+    let mut rounds = Vec::new();
+    for collect in [false, true, false, true] {
+        let run = PipelineBench { collect, ..bench.clone() };
+        let report = pipeline(&run).map_err(|e| CliError::failure(anyhow::anyhow!("{e}")))?;
+        eprintln!(
+            "collection {}: {:.2} frames/s, {} saved, {} dropped",
+            if collect { "on " } else { "off" },
+            report.frames_per_s,
+            report.collected,
+            report.collect_dropped
+        );
+        rounds.push((collect, report));
+    }
+    let total = |on: bool| -> (f64, f64, u64) {
+        rounds.iter().filter(|(c, _)| *c == on).fold((0.0, 0.0, 0), |(f, s, n), (_, r)| {
+            (f + r.frames as f64, s + r.seconds, n + r.collected)
+        })
+    };
+    let ((f_off, s_off, _), (f_on, s_on, saved)) = (total(false), total(true));
+    let (off, on) = (f_off / s_off, f_on / s_on);
+    if args.json {
+        println!(
+            "{}",
+            json!({"model": model.manifest.name, "frames_per_s_off": off, "frames_per_s_on": on, "ratio": on / off,
+                   "saved": saved, "seconds_on": s_on})
+        );
+    } else {
+        println!(
+            "{} on {}: collection on ÷ off = {:.3} ({on:.2} ÷ {off:.2} frames/s; {saved} frames saved in {s_on:.1} s on)",
+            model.manifest.name,
+            model.engine().name(),
+            on / off
         );
     }
     Ok(())

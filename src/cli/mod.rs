@@ -595,6 +595,10 @@ pub struct BenchArgs {
     /// With --pipeline: motion gating on (its defaults).
     #[arg(long, requires = "pipeline")]
     pub motion: bool,
+    /// With --pipeline: run it with collection off and on (a frame saved each second), twice
+    /// each, alternately, and report the ratio of frames/s.
+    #[arg(long, requires = "pipeline")]
+    pub collect: bool,
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {

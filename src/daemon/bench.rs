@@ -36,6 +36,9 @@ pub struct PipelineBench {
     pub seconds: f64,
     /// Motion gating on, with its defaults.
     pub motion: bool,
+    /// Collection on, saving a frame a second (every detection in its uncertain band),
+    /// into the benchmark's scratch folder.
+    pub collect: bool,
 }
 
 /// What it measured.
@@ -58,6 +61,9 @@ pub struct PipelineReport {
     /// Resident memory at the end, and its peak, bytes.
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// Frames collection saved while timed, and those its full queue dropped.
+    pub collected: u64,
+    pub collect_dropped: u64,
 }
 
 /// Runs the benchmark in a runtime of its own.
@@ -110,9 +116,19 @@ threads = {threads}
 in_flight = {in_flight}
 source = {{ kind = "replay", path = {frame:?}, loop = true, fps = {fps} }}
 {motion}
+{collect}
 "#,
         fps = bench.fps.unwrap_or(1000.0),
         motion = if bench.motion { "motion = {}" } else { "" },
+        collect = if bench.collect {
+            format!(
+                "[cameras.bench.collect]\npath = {:?}\nuncertain = [0.0, 1.0]\nmin_interval_s = 1\nnear_duplicate = 0\n\
+                 background_every_s = 0\nmin_free_megabytes = 0",
+                dir.join("collect")
+            )
+        } else {
+            String::new()
+        },
         spool = dir.join("spool"),
         model = std::path::absolute(&bench.manifest).unwrap_or_else(|_| bench.manifest.clone()),
         threads = count(bench.threads),
@@ -147,6 +163,8 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
             + counters.failed.load(Ordering::Relaxed)
     };
     let inferred = || counters.inferred.load(Ordering::Relaxed);
+    let collect = running.pipelines[0].collect.clone();
+    let saved = || collect.as_ref().map_or((0, 0), |c| (c.stats().collected, c.stats().dropped));
 
     // Waits until `n` frames are done; an error if the pipeline stops making progress.
     let wait_for = |n: u64| async move {
@@ -163,20 +181,20 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
     };
     let outcome = async {
         wait_for(bench.warmup.max(1)).await?;
-        let (start, cpu0, n0, i0) = (Instant::now(), cpu_seconds(), done(), inferred());
+        let (start, cpu0, n0, i0, s0) = (Instant::now(), cpu_seconds(), done(), inferred(), saved());
         match bench.fps {
             None => wait_for(n0 + bench.frames.max(1)).await?,
             Some(_) => tokio::time::sleep(Duration::from_secs_f64(bench.seconds.max(0.1))).await,
         }
-        let (seconds, cpu1, n1, i1) = (start.elapsed().as_secs_f64(), cpu_seconds(), done(), inferred());
-        Ok::<_, DaemonError>((seconds, cpu1 - cpu0, n1 - n0, i1 - i0))
+        let (seconds, cpu1, n1, i1, s1) = (start.elapsed().as_secs_f64(), cpu_seconds(), done(), inferred(), saved());
+        Ok::<_, DaemonError>((seconds, cpu1 - cpu0, n1 - n0, i1 - i0, (s1.0 - s0.0, s1.1 - s0.1)))
     }
     .await;
     let latency: Vec<f64> =
         counters.recent_processing_ms.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
     let plan = counters.plan;
     running.stop(Duration::from_secs(5)).await;
-    let (seconds, cpu, frames, inferred) = outcome?;
+    let (seconds, cpu, frames, inferred, (collected, collect_dropped)) = outcome?;
     let keep = latency.len().min(inferred as usize);
     let (rss_bytes, peak_rss_bytes) = memory();
     Ok(PipelineReport {
@@ -191,6 +209,8 @@ async fn run(config: Config, bench: &PipelineBench) -> Result<PipelineReport, Da
         in_flight: plan.in_flight,
         rss_bytes,
         peak_rss_bytes,
+        collected,
+        collect_dropped,
     })
 }
 
