@@ -1888,7 +1888,7 @@ fn the_daemon_collects_frames_with_prelabels_and_answers_collect_commands() {
     let _serial = serial();
     let dir = scratch("daemon-collect");
     let port = free_port();
-    let keys = "uncertain = [0.0, 1.0]\nmin_interval_s = 0.2\nnear_duplicate = 0\nbackground_every_s = 0\n\
+    let keys = "uncertain = [0.05, 1.0]\nmin_interval_s = 0.2\nnear_duplicate = 0\nbackground_every_s = 0\n\
                 prelabel_score = 0.4\nmax_images = 5";
     let config = collecting_device(&dir, port, keys);
     let mut daemon = Daemon::start(&config, &[]);
@@ -1959,7 +1959,7 @@ fn kill_9_during_collection_leaves_no_half_written_item() {
     let dir = scratch("daemon-collect-kill");
     let port = free_port();
     let keys =
-        "uncertain = [0.0, 1.0]\nmin_interval_s = 0\nnear_duplicate = 0\nbackground_every_s = 0\nmax_images = 40";
+        "uncertain = [0.05, 1.0]\nmin_interval_s = 0\nnear_duplicate = 0\nbackground_every_s = 0\nmax_images = 40";
     let config = collecting_device(&dir, port, keys);
     let folder = dir.join("collect/door");
     for round in 0..4 {
@@ -2048,7 +2048,7 @@ path = "frames"
 fps = 10
 [cameras.door.collect]
 path = "collect"
-uncertain = [0.0, 1.0]
+uncertain = [0.05, 1.0]
 min_interval_s = 0
 near_duplicate = 0
 background_every_s = 0
@@ -2214,7 +2214,7 @@ fn from_the_camera_long_run_reports_map_before_and_after() {
             "device_id = \"test\"\n[broker]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n[deploy]\n\
              trusted_keys = [\"{public}\"]\nstore = \"store\"\n[cameras.door]\nmodel = \"{model}\"\nfps = 50\n\
              [cameras.door.source]\nkind = \"replay\"\npath = \"frames\"\nfps = 25\n[cameras.door.collect]\n\
-             path = \"collect\"\nuncertain = [0.0, 1.0]\nmin_interval_s = 0\nnear_duplicate = 0\nbackground_every_s = 1\n\
+             path = \"collect\"\nuncertain = [0.05, 1.0]\nmin_interval_s = 0\nnear_duplicate = 0\nbackground_every_s = 1\n\
              max_images = 2000\n",
             model = root().join("models/nanodet-m.toml").display(),
         ),
@@ -2258,15 +2258,41 @@ fn from_the_camera_long_run_reports_map_before_and_after() {
     run(&["dataset", "accept", data.to_str().unwrap(), "--all"]);
     let yaml = data.join("data.yaml");
     let map50 = |manifest: &Path| {
-        let out = run(&["eval", "--model", manifest.to_str().unwrap(), "--data", yaml.to_str().unwrap(), "--split", "test", "--json"]);
+        let out = run(&[
+            "eval",
+            "--model",
+            manifest.to_str().unwrap(),
+            "--data",
+            yaml.to_str().unwrap(),
+            "--split",
+            "test",
+            "--json",
+        ]);
         let doc: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
         doc["map50"].as_f64().unwrap()
     };
     let before = map50(&root().join("models/nanodet-m.toml"));
     let trained = dir.join("run");
     run(&[
-        "train", "--model", "models/nanodet-m.toml", "--data", yaml.to_str().unwrap(), "--out", trained.to_str().unwrap(),
-        "--device", "cpu", "--size", "192", "--epochs", "12", "--batch", "16", "--name", "nanodet-m", "--version", "1.1.0",
+        "train",
+        "--model",
+        "models/nanodet-m.toml",
+        "--data",
+        yaml.to_str().unwrap(),
+        "--out",
+        trained.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--size",
+        "192",
+        "--epochs",
+        "12",
+        "--batch",
+        "16",
+        "--name",
+        "nanodet-m",
+        "--version",
+        "1.1.0",
     ]);
     let after = map50(&trained.join("model.toml"));
     let stats = run(&["dataset", "stats", data.to_str().unwrap()]);
@@ -2274,7 +2300,15 @@ fn from_the_camera_long_run_reports_map_before_and_after() {
     eprintln!("handbag mAP50 on the data set's test split: NanoDet-m {before:.3} before, {after:.3} after fine-tuning");
     let bundle = dir.join("door.bundle");
     let manifest = trained.join("model.toml");
-    run(&["bundle", "--model", manifest.to_str().unwrap(), "--key", key.to_str().unwrap(), "--out", bundle.to_str().unwrap()]);
+    run(&[
+        "bundle",
+        "--model",
+        manifest.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
     let url = format!("mqtt://127.0.0.1:{port}");
     run(&["deploy", "--bundle", bundle.to_str().unwrap(), "--device", "test", "--broker", &url, "--timeout", "60"]);
     sub.wait_for("detections from 1.1.0", Duration::from_secs(60), |g| {

@@ -471,6 +471,39 @@ fn an_mjpeg_snapshot_url_is_polled_at_the_camera_rate() {
     assert!(asked >= 6 && asked as f64 <= 4.0 * elapsed + 2.0, "{asked} snapshots in {elapsed:.1} s at 4 fps");
 }
 
+/// Collection's uncertain band below the camera's threshold: the model decodes down to the
+/// band, the frame is collected with those detections in its sidecar, and what is published
+/// still keeps to the threshold (a replayed JPEG, saved byte for byte).
+#[test]
+fn collection_sees_below_the_threshold_and_mqtt_does_not() {
+    let dir = common::scratch("pipeline-collect-band");
+    let frame = dir.join("moto.jpg");
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    photo("motorcycle_left.png").write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    std::fs::write(&frame, jpeg.get_ref()).unwrap();
+    let collect = dir.join("collect");
+    let keys = format!(
+        "min_score = 0.5\ncollect = {{ path = {collect:?}, uncertain = [0.1, 0.45], min_interval_s = 0, \
+         near_duplicate = 0, background_every_s = 0, new_tracks = false, prelabel_score = 0.3 }}"
+    );
+    let run = run(&dir, &frame, &keys);
+    let published: Vec<f64> = run.on("detections")[0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["score"].as_f64().unwrap())
+        .collect();
+    assert!(!published.is_empty() && published.iter().all(|s| *s >= 0.5), "{published:?}");
+    let folder = vigil::dataset::folder::open(&collect.join("cam")).unwrap();
+    let (items, problems) = vigil::dataset::folder::items(&folder, true);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(items.len(), 1);
+    let s = &items[0].sidecar;
+    assert!(s.detections.iter().any(|d| (0.1..0.45).contains(&d.score)), "{:?}", s.detections);
+    assert!(s.detections.iter().all(|d| d.score >= 0.1));
+    assert_eq!(std::fs::read(items[0].image()).unwrap(), jpeg.into_inner(), "the replayed JPEG, byte for byte");
+}
+
 /// A snapshot URL that answers twice, then trickles its third snapshot a byte a second: the
 /// answer's one deadline (head and body, 15 s) ends it, and the camera is no longer said to
 /// be running (each byte used to reset the wait, so it never ended).

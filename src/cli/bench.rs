@@ -196,9 +196,10 @@ fn compare_collection(args: &BenchArgs, model: &Model, bench: PipelineBench) -> 
         rounds.push((collect, report));
     }
     let total = |on: bool| -> (f64, f64, u64) {
-        rounds.iter().filter(|(c, _)| *c == on).fold((0.0, 0.0, 0), |(f, s, n), (_, r)| {
-            (f + r.frames as f64, s + r.seconds, n + r.collected)
-        })
+        rounds
+            .iter()
+            .filter(|(c, _)| *c == on)
+            .fold((0.0, 0.0, 0), |(f, s, n), (_, r)| (f + r.frames as f64, s + r.seconds, n + r.collected))
     };
     let ((f_off, s_off, _), (f_on, s_on, saved)) = (total(false), total(true));
     let (off, on) = (f_off / s_off, f_on / s_on);

@@ -231,7 +231,7 @@ impl Sidecar {
             return Err(format!("{} detections, more than {MAX_DETECTIONS}", self.detections.len()));
         }
         for (i, d) in self.detections.iter().enumerate() {
-            if !(d.score.is_finite() && (0.0..=1.0).contains(&d.score)) || !d.bbox.iter().all(|v| v.is_finite()) {
+            if !(d.score.is_finite() && (0.0..=1.0).contains(&d.score) && d.bbox.iter().all(|v| v.is_finite())) {
                 return Err(format!("detections[{i}] has a score or box that is not a finite number in range"));
             }
         }

@@ -350,6 +350,8 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let stat = unsafe { stat.assume_init() };
+    // 32-bit counts on 32-bit ARM, 64-bit ones elsewhere.
+    #[allow(clippy::unnecessary_cast)]
     Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 

@@ -59,6 +59,10 @@ struct RawCollect {
     jpeg_quality: Option<u8>,
 }
 
+/// The lowest score the uncertain band may start at: the model decodes down to it, and
+/// below it a detector's scores are noise that costs decoding time.
+pub const MIN_UNCERTAIN: f32 = 0.05;
+
 /// The longest interval a setting takes: a day.
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -81,8 +85,11 @@ pub fn check(
         Some(Value::Array(band)) => match band.as_slice() {
             [Value::Number(lo), Value::Number(hi)] => {
                 let (lo, hi) = (lo.as_f64().unwrap_or(f64::NAN) as f32, hi.as_f64().unwrap_or(f64::NAN) as f32);
-                if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi && hi <= 1.0) {
-                    problems.push(format!("{key}.uncertain: [{lo}, {hi}] must be two scores, 0 ≤ low ≤ high ≤ 1"));
+                if !(lo.is_finite() && hi.is_finite() && MIN_UNCERTAIN <= lo && lo <= hi && hi <= 1.0) {
+                    problems.push(format!(
+                        "{key}.uncertain: [{lo}, {hi}] must be two scores, {MIN_UNCERTAIN} ≤ low ≤ high ≤ 1 (the model \
+                         decodes down to low)"
+                    ));
                 }
                 Some((lo, hi))
             }
@@ -97,7 +104,7 @@ pub fn check(
         }
     };
     let mut seconds = |v: f64, name: &str, zero_ok: bool| -> Duration {
-        if !v.is_finite() || v < 0.0 || v > MAX_SECONDS || (!zero_ok && v == 0.0) {
+        if !(v.is_finite() && (0.0..=MAX_SECONDS).contains(&v)) || (!zero_ok && v == 0.0) {
             let low = if zero_ok { "0 (off)" } else { "above 0" };
             problems.push(format!("{key}.{name}: {v} must be {low} to {MAX_SECONDS} seconds"));
             return Duration::ZERO;

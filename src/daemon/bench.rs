@@ -122,7 +122,7 @@ source = {{ kind = "replay", path = {frame:?}, loop = true, fps = {fps} }}
         motion = if bench.motion { "motion = {}" } else { "" },
         collect = if bench.collect {
             format!(
-                "[cameras.bench.collect]\npath = {:?}\nuncertain = [0.0, 1.0]\nmin_interval_s = 1\nnear_duplicate = 0\n\
+                "[cameras.bench.collect]\npath = {:?}\nuncertain = [0.05, 1.0]\nmin_interval_s = 1\nnear_duplicate = 0\n\
                  background_every_s = 0\nmin_free_megabytes = 0",
                 dir.join("collect")
             )

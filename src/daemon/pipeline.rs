@@ -101,6 +101,14 @@ impl ModelSlot {
     }
 }
 
+/// One frame's answer, as the reporter publishes it.
+struct Inferred<'a> {
+    serving: &'a ServingModel,
+    prediction: Prediction,
+    timings: Timings,
+    threshold: f32,
+}
+
 /// What the workers and the reporter share.
 struct Context {
     camera: String,
@@ -130,6 +138,8 @@ struct Context {
     /// The camera's collection, when it has a `[collect]` table: its rules (the reporter's
     /// alone; the lock is never contended) and its collector.
     collecting: Option<(Mutex<Policy>, Collector)>,
+    /// The lowest score collection looks at (its uncertain band's), when it has one.
+    collect_floor: Option<f32>,
 }
 
 /// A running camera.
@@ -221,6 +231,7 @@ impl Pipeline {
             reported_changed: std::sync::Condvar::new(),
             closed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
+            collect_floor: spec.settings.collect.as_ref().and_then(|c| c.uncertain).map(|(lo, _)| lo),
             collecting,
         });
         // Built before any thread starts: making a thread pool can fail (it panics in tract).
@@ -393,8 +404,9 @@ enum Plan {
     /// Motion gating skips the model.
     Gated,
     /// The model and its parameters, chosen in frame order (a deploy's swap falls between
-    /// two tickets, never among them).
-    Run(Arc<ServingModel>, DecodeParams),
+    /// two tickets, never among them), and the camera's score threshold (the parameters' may
+    /// be lower, for collection's uncertain band).
+    Run(Arc<ServingModel>, DecodeParams, f32),
 }
 
 /// Waits until `ok(frames out)` holds, frames out being those handed out before `ticket`
@@ -465,8 +477,11 @@ impl Intake {
                 _ => {
                     let serving = ctx.model.current();
                     let mut params = serving.model.default_params();
-                    params.score = *ctx.control.threshold.lock().unwrap_or_else(|e| e.into_inner());
-                    Plan::Run(serving, params)
+                    let threshold = *ctx.control.threshold.lock().unwrap_or_else(|e| e.into_inner());
+                    // Collection's uncertain band may reach below the threshold: decoded down to
+                    // it, and the reporter holds the rest to the threshold.
+                    params.score = ctx.collect_floor.map_or(threshold, |floor| floor.min(threshold));
+                    Plan::Run(serving, params, threshold)
                 }
             }
         };
@@ -483,6 +498,8 @@ enum Work {
         serving: Arc<ServingModel>,
         prediction: Prediction,
         timings: Timings,
+        /// The camera's score threshold for what is published.
+        threshold: f32,
     },
     /// The model failed on it (logged).
     Failed,
@@ -514,7 +531,9 @@ impl Context {
             let work = match plan {
                 Plan::Off => Work::Off,
                 Plan::Gated => Work::Gated,
-                Plan::Run(serving, params) => self.run_model(&mut runner, serving, &params, &frame),
+                Plan::Run(serving, params, threshold) => {
+                    self.run_model(&mut runner, serving, &params, threshold, &frame)
+                }
             };
             if done.send(Done { ticket, frame, taken, work }).is_err() {
                 break;
@@ -522,12 +541,19 @@ impl Context {
         }
     }
 
-    fn run_model(&self, runner: &mut Runner, serving: Arc<ServingModel>, params: &DecodeParams, frame: &Frame) -> Work {
+    fn run_model(
+        &self,
+        runner: &mut Runner,
+        serving: Arc<ServingModel>,
+        params: &DecodeParams,
+        threshold: f32,
+        frame: &Frame,
+    ) -> Work {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             serving.model.predict_in(runner, &frame.image, params)
         }));
         match ran {
-            Ok(Ok((prediction, timings))) => Work::Inferred { serving, prediction, timings },
+            Ok(Ok((prediction, timings))) => Work::Inferred { serving, prediction, timings, threshold },
             Ok(Err(e)) => {
                 log::error!("camera={} frame={} inference failed: {e}", self.camera, frame.number);
                 Work::Failed
@@ -572,9 +598,9 @@ impl Context {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
                         true
                     }
-                    Work::Inferred { serving, prediction, timings } => {
-                        let sent =
-                            self.publish(&frame, &serving, prediction, timings, &filter, &mut tracker, &mut counts);
+                    Work::Inferred { serving, prediction, timings, threshold } => {
+                        let inferred = Inferred { serving: &serving, prediction, timings, threshold };
+                        let sent = self.publish(&frame, inferred, &filter, &mut tracker, &mut counts);
                         let since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
                         self.counters.record(&self.counters.recent_latency_ms, since(frame.captured));
                         self.counters.record(&self.counters.recent_processing_ms, since(taken));
@@ -600,17 +626,15 @@ impl Context {
     }
 
     /// Publishes one inferred frame's results; false when the publisher is gone.
-    #[allow(clippy::too_many_arguments)]
     fn publish(
         &self,
         frame: &Frame,
-        serving: &ServingModel,
-        prediction: Prediction,
-        timings: Timings,
+        inferred: Inferred,
         filter: &FrameFilter,
         tracker: &mut Tracker,
         counts: &mut BTreeMap<String, u32>,
     ) -> bool {
+        let Inferred { serving, prediction, timings, threshold } = inferred;
         let inference_ms = (timings.preprocess + timings.inference + timings.decode).as_secs_f64() * 1000.0;
         self.counters.inferred.fetch_add(1, Ordering::Relaxed);
         self.counters.record(&self.counters.recent_ms, inference_ms);
@@ -637,6 +661,8 @@ impl Context {
                 // The model's every detection, before the camera's filters: pre-labels label
                 // everything in view.
                 let all = self.collecting.as_ref().map(|_| detections.clone());
+                let mut detections = detections;
+                detections.retain(|d| d.score >= threshold);
                 let mut observed = filter.apply(detections, width, height);
                 let events = tracker.update(&mut observed, frame.captured_at);
                 if let Some(all) = all {

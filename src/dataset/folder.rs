@@ -559,7 +559,10 @@ mod tests {
     }
 
     /// A collection at `root` with `names`, holding an item per (image bytes, [(class name, box)]).
-    fn collection(root: &Path, names: &[&str], items: &[(&[u8], &[(&str, BBox)])]) -> Vec<String> {
+    /// An item to write: its image bytes and its boxes by class name.
+    type Written<'a> = (&'a [u8], &'a [(&'a str, BBox)]);
+
+    fn collection(root: &Path, names: &[&str], items: &[Written]) -> Vec<String> {
         let (mut c, _) = Collection::open(root).unwrap();
         c.know(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let mut ids = Vec::new();
