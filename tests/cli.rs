@@ -202,3 +202,40 @@ fn help_says_eval_and_train_take_detectors_too() {
     assert!(line("eval").contains("classifier") && line("eval").contains("detector"), "{stdout}");
     assert!(line("train").contains("classifier or detector"), "{stdout}");
 }
+
+/// `vigil dataset` from photos: prelabel writes a collection (again: nothing new), stats
+/// counts it, merge makes a data set of it, accept marks items, and a bad argument is named.
+#[test]
+fn dataset_commands_from_photos_to_a_data_set() {
+    let dir = scratch("cli-dataset");
+    let (photos, collection, set) = (dir.join("photos"), dir.join("collection"), dir.join("set"));
+    std::fs::create_dir_all(photos.join("more")).unwrap();
+    std::fs::copy(root().join("tests/photos/motorcycle_left.png"), photos.join("moto.png")).unwrap();
+    std::fs::copy(root().join("tests/photos/sample1.jpg"), photos.join("more/people.jpg")).unwrap();
+    std::fs::write(photos.join("broken.jpg"), b"not a jpeg").unwrap();
+    let prelabel = ["dataset", "prelabel", "--model", "models/nanodet-m.toml", "--out", collection.to_str().unwrap(), photos.to_str().unwrap()];
+    let (code, stdout, stderr) = vigil(&prelabel);
+    assert_eq!(code, 1, "one photo cannot be read:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("2 photo(s) added") && stderr.contains("broken.jpg"), "{stdout}\n{stderr}");
+    std::fs::remove_file(photos.join("broken.jpg")).unwrap();
+    let (code, stdout, _) = vigil(&prelabel);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("0 photo(s) added") && stdout.contains("2 there already"), "{stdout}");
+    let (code, stdout, stderr) = vigil(&["dataset", "stats", collection.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((stats["items"].as_u64(), stats["review"]["unreviewed"].as_u64()), (Some(2), Some(2)), "{stats}");
+    assert!(stats["boxes"]["motorcycle"].as_u64() >= Some(1) && stats["boxes"]["person"].as_u64() >= Some(2), "{stats}");
+    let (code, stdout, stderr) = vigil(&["dataset", "merge", "--out", set.to_str().unwrap(), collection.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("2 item(s) added"), "{stdout}");
+    let (code, stdout, _) = vigil(&["dataset", "accept", set.to_str().unwrap(), "--all"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("2 item(s) marked reviewed"), "{stdout}");
+    let (code, _, stderr) = vigil(&["dataset", "accept", set.to_str().unwrap(), "no-such-item"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("has no item [\"no-such-item\"]"), "{stderr}");
+    let (code, _, stderr) = vigil(&["dataset", "stats", dir.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not a vigil collection or data set"), "{stderr}");
+}

@@ -302,8 +302,15 @@ pub fn merge(out: &Path, sources: &[PathBuf], ratios: Option<(f64, f64)>) -> any
             incoming.push((item, boxes));
         }
     }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    write_data_yaml(out, &names, (val, test))?;
+    for split in ["train", "val"] {
+        // There even while empty, so that a reader says "holds no images" of it.
+        let images = out.join("images").join(split);
+        std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))?;
+    }
+    // A test split is named once it has an item (YOLO readers refuse a split without images).
+    let has_test = existing.iter().any(|i| i.split == Some("test"))
+        || incoming.iter().any(|(i, _)| item::split_of(&i.sidecar.sha256, val, test) == "test");
+    write_data_yaml(out, &names, (val, test), has_test)?;
     let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     for (item, boxes) in incoming {
         let bytes = crate::files::read_capped(&item.image(), item::MAX_IMAGE_BYTES)
@@ -320,12 +327,12 @@ pub fn merge(out: &Path, sources: &[PathBuf], ratios: Option<(f64, f64)>) -> any
 }
 
 /// A data set's `data.yaml`, replaced atomically.
-fn write_data_yaml(root: &Path, names: &[String], (val, test): (f64, f64)) -> anyhow::Result<()> {
+fn write_data_yaml(root: &Path, names: &[String], (val, test): (f64, f64), has_test: bool) -> anyhow::Result<()> {
     let mut text = format!(
         "# A vigil data set (docs/dataset.md), made by `vigil dataset merge`.\nvigil_dataset: {}\n\
-         vigil_split: {{val: {val}, test: {test}}}\npath: .\ntrain: images/train\nval: images/val\ntest: images/test\n\
-         names:\n",
-        item::FORMAT
+         vigil_split: {{val: {val}, test: {test}}}\npath: .\ntrain: images/train\nval: images/val\n{}names:\n",
+        item::FORMAT,
+        if has_test { "test: images/test\n" } else { "" }
     );
     for n in names {
         text += &format!("  - {}\n", serde_json::to_string(n)?);
