@@ -36,8 +36,9 @@ pub struct PipelineBench {
     pub seconds: f64,
     /// Motion gating on, with its defaults.
     pub motion: bool,
-    /// Collection on, saving a frame a second (every detection in its uncertain band),
-    /// into the benchmark's scratch folder.
+    /// Collection on, saving a frame a second (every detection in its uncertain band, and a
+    /// background sample each second, so an empty frame too), into the benchmark's scratch
+    /// folder.
     pub collect: bool,
 }
 
@@ -123,7 +124,7 @@ source = {{ kind = "replay", path = {frame:?}, loop = true, fps = {fps} }}
         collect = if bench.collect {
             format!(
                 "[cameras.bench.collect]\npath = {:?}\nuncertain = [0.05, 1.0]\nmin_interval_s = 1\nnear_duplicate = 0\n\
-                 background_every_s = 0\nmin_free_megabytes = 0",
+                 background_every_s = 1\nmax_per_label_per_hour = 100000\nmin_free_megabytes = 0",
                 dir.join("collect")
             )
         } else {
