@@ -213,7 +213,15 @@ fn dataset_commands_from_photos_to_a_data_set() {
     std::fs::copy(root().join("tests/photos/motorcycle_left.png"), photos.join("moto.png")).unwrap();
     std::fs::copy(root().join("tests/photos/sample1.jpg"), photos.join("more/people.jpg")).unwrap();
     std::fs::write(photos.join("broken.jpg"), b"not a jpeg").unwrap();
-    let prelabel = ["dataset", "prelabel", "--model", "models/nanodet-m.toml", "--out", collection.to_str().unwrap(), photos.to_str().unwrap()];
+    let prelabel = [
+        "dataset",
+        "prelabel",
+        "--model",
+        "models/nanodet-m.toml",
+        "--out",
+        collection.to_str().unwrap(),
+        photos.to_str().unwrap(),
+    ];
     let (code, stdout, stderr) = vigil(&prelabel);
     assert_eq!(code, 1, "one photo cannot be read:\n{stdout}\n{stderr}");
     assert!(stdout.contains("2 photo(s) added") && stderr.contains("broken.jpg"), "{stdout}\n{stderr}");
@@ -225,8 +233,12 @@ fn dataset_commands_from_photos_to_a_data_set() {
     assert_eq!(code, 0, "{stderr}");
     let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((stats["items"].as_u64(), stats["review"]["unreviewed"].as_u64()), (Some(2), Some(2)), "{stats}");
-    assert!(stats["boxes"]["motorcycle"].as_u64() >= Some(1) && stats["boxes"]["person"].as_u64() >= Some(2), "{stats}");
-    let (code, stdout, stderr) = vigil(&["dataset", "merge", "--out", set.to_str().unwrap(), collection.to_str().unwrap()]);
+    assert!(
+        stats["boxes"]["motorcycle"].as_u64() >= Some(1) && stats["boxes"]["person"].as_u64() >= Some(2),
+        "{stats}"
+    );
+    let (code, stdout, stderr) =
+        vigil(&["dataset", "merge", "--out", set.to_str().unwrap(), collection.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("2 item(s) added"), "{stdout}");
     let (code, stdout, _) = vigil(&["dataset", "accept", set.to_str().unwrap(), "--all"]);

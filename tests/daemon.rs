@@ -224,7 +224,13 @@ fn start_with_cameras(dir: &Path, port: u16, cameras: &str, client: &str) -> (Da
         "device_id = \"test\"\n[broker]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nstats_interval_s = 1\n"
     );
     std::fs::write(&config, head + cameras).unwrap();
-    let daemon = Daemon::start(&config, &[]);
+    start_embedded(&config, port, client)
+}
+
+/// vigil with `config`, whose embedded broker listens on `port`, and once it does a
+/// subscriber to everything.
+fn start_embedded(config: &Path, port: u16, client: &str) -> (Daemon, Subscriber) {
+    let daemon = Daemon::start(config, &[]);
     wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
     (daemon, Subscriber::start(port, client))
 }
@@ -305,6 +311,12 @@ impl Daemon {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and a clean exit (0) within 20 s.
+    fn stop(&mut self) {
+        signal(&self.child, "TERM");
+        assert_eq!(self.wait_exit(Duration::from_secs(20)), 0, "{}", self.log());
     }
 
     fn wait_exit(&mut self, limit: Duration) -> i32 {
@@ -1305,9 +1317,7 @@ fn the_bundled_model_deploys_through_the_embedded_broker_with_the_defaults() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let port = free_port();
     let config = embedded_mobilenet_device(&dir, port, &key, None);
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let sub = Subscriber::start(port, "test-deploy-embedded");
+    let (mut daemon, sub) = start_embedded(&config, port, "test-deploy-embedded");
     let limit = Duration::from_secs(90);
     sub.wait_for("detections", limit, |g| g.iter().any(|r| r.topic == "vigil/test/door/detections"));
     let (bundle, bytes) = mobilenet_bundle(&dir, &key);
@@ -1321,8 +1331,7 @@ fn the_bundled_model_deploys_through_the_embedded_broker_with_the_defaults() {
     sub.wait_for("detections from 9.0.0", limit, |g| {
         g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "9.0.0")
     });
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// A bundle over the embedded broker's limit (`mqtt.max_packet_size` set to 4 MiB): the
@@ -1334,8 +1343,7 @@ fn a_bundle_over_the_embedded_brokers_limit_is_named_on_both_sides() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let port = free_port();
     let config = embedded_mobilenet_device(&dir, port, &key, Some(4 << 20));
-    let daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let (daemon, _sub) = start_embedded(&config, port, "test-deploy-embedded-limit");
     let (bundle, bytes) = mobilenet_bundle(&dir, &key);
     let url = format!("mqtt://127.0.0.1:{port}");
     let args =
@@ -1401,8 +1409,7 @@ fn oversized_and_malformed_messages_cost_one_refusal_not_the_connection() {
     assert!(!log.contains("lost the MQTT connection"), "{log}");
     assert!(sub.on("vigil/test/deploy/state").iter().all(|r| r.json()["action"] == "deploy"), "no rollback state");
     assert_eq!(sub.on("vigil/test/availability").iter().filter(|r| r.payload == b"offline").count(), 0);
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// The `seq` of every event a daemon's log says it made.
@@ -1524,8 +1531,7 @@ fn journal_records_with_numbers_past_the_limit_are_refused_and_events_go_on() {
     }
     assert!(log.contains("above 2^63"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// A segment `chattr +i` made immutable until this is dropped (then mutable again, so the
@@ -1632,8 +1638,7 @@ source = {{ kind = "mjpeg", url = "http://vigil:hunter2@127.0.0.1:{camera_port}/
     );
     assert!(log.contains("url=http://vigil:***@127.0.0.1:"), "{log}");
     assert!(!log.contains("hunter2") && !log.contains("s3cret"), "a password in the log:\n{log}");
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// RTSP cameras over MQTT (GStreamer's RTSP server streaming a photo as H.264 High profile):
@@ -1718,8 +1723,7 @@ source = {{ kind = "rtsp", url = "rtsp://vigil:s3cret@127.0.0.1:{rtsp}/jpeg", tr
         "the restart is in the log:\n{log}"
     );
     assert!(!log.contains("hunter2") && !log.contains("s3cret"), "a password in the log:\n{log}");
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// What became of one hostile camera run by `vigil bench-source`.
@@ -1891,9 +1895,7 @@ fn the_daemon_collects_frames_with_prelabels_and_answers_collect_commands() {
     let keys = "uncertain = [0.05, 1.0]\nmin_interval_s = 0.2\nnear_duplicate = 0\nbackground_every_s = 0\n\
                 prelabel_score = 0.4\nmax_images = 5";
     let config = collecting_device(&dir, port, keys);
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let sub = Subscriber::start(port, "test-collect");
+    let (mut daemon, sub) = start_embedded(&config, port, "test-collect");
     let folder = dir.join("collect/door");
     let limit = Duration::from_secs(90);
     sub.wait_for("collection stats", limit, |g| {
@@ -1946,8 +1948,7 @@ fn the_daemon_collects_frames_with_prelabels_and_answers_collect_commands() {
     assert!(sidecar.why.contains(&vigil::collect::Why::Requested), "{:?}", sidecar.why);
     sub.publish("vigil/test/door/collect/set", "maybe");
     wait_until("the refusal", limit, || daemon.log().contains("command refused: \"maybe\" is not ON, OFF or NOW"));
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// `kill -9` while a camera collects as fast as it can: after each kill, every item a reader
@@ -2058,9 +2059,7 @@ max_per_label_per_hour = 100000
         ),
     )
     .unwrap();
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let sub = Subscriber::start(port, "test-loop");
+    let (mut daemon, sub) = start_embedded(&config, port, "test-loop");
     let collection = dir.join("collect/door");
     // Every frame once at least (the replay loops: later rounds are the same images).
     wait_until("a collected item of every frame", Duration::from_secs(120), || {
@@ -2165,8 +2164,7 @@ max_per_label_per_hour = 100000
     sub.wait_for("detections from 2.0.0", Duration::from_secs(60), |g| {
         g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "2.0.0")
     });
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }
 
 /// The loop of [`from_the_camera_to_a_retrained_model_deployed_on_it`], longer and with a
@@ -2221,9 +2219,7 @@ fn from_the_camera_long_run_reports_map_before_and_after() {
         ),
     )
     .unwrap();
-    let mut daemon = Daemon::start(&config, &[]);
-    wait_until("the embedded broker", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let sub = Subscriber::start(port, "test-loop-long");
+    let (mut daemon, sub) = start_embedded(&config, port, "test-loop-long");
     let collection = dir.join("collect/door");
     wait_until("every frame collected", Duration::from_secs(600), || {
         std::thread::sleep(Duration::from_secs(1));
@@ -2325,6 +2321,5 @@ fn from_the_camera_long_run_reports_map_before_and_after() {
         g.iter().any(|r| r.topic == "vigil/test/door/detections" && r.json()["model"]["version"] == "1.1.0")
     });
     assert!(after > before, "mAP50 {after} after, {before} before");
-    signal(&daemon.child, "TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0, "{}", daemon.log());
+    daemon.stop();
 }

@@ -340,9 +340,10 @@ impl Layout {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A sidecar as a collection writes one, for tests.
     pub(crate) fn sample(id: &str) -> Sidecar {
         Sidecar {
             v: FORMAT,

@@ -240,39 +240,23 @@ impl Worker {
         let sha256 = crate::model::sha256_hex(&image);
         let id = item::item_id(camera, job.captured_at, &sha256);
         self.collection.know(&job.labels)?;
-        let mut prelabels = Vec::new();
-        for d in job.detections.iter().filter(|d| d.score >= self.settings.prelabel_score) {
-            prelabels.push((self.collection.class_of(&d.label)?, d.bbox));
-        }
-        let sidecar = Sidecar {
-            v: item::FORMAT,
+        let new = store::NewItem {
             id: id.clone(),
-            image: format!("{id}.jpg"),
             sha256,
+            image: &image,
+            extension: "jpg",
             width,
             height,
             device: Some(self.owner.device.clone()),
             camera: Some(camera.clone()),
             captured_at: Some(job.captured_at),
-            saved_at: crate::source::unix_ms(),
             why: job.why,
             model: job.model,
             prelabel_score: self.settings.prelabel_score,
-            detections: job
-                .detections
-                .iter()
-                .map(|d| item::ItemDetection {
-                    label: d.label.clone(),
-                    score: d.score,
-                    bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2],
-                })
-                .collect(),
-            review: item::Review { status: ReviewStatus::Unreviewed, revision: 0, at: None },
-            other: Default::default(),
+            detections: &job.detections,
         };
-        let labels = item::yolo_lines(&prelabels, width, height);
-        match self.collection.add(&sidecar, &image, &labels, self.settings.max_images, self.settings.max_bytes) {
-            Ok(_) => {
+        match self.collection.save(new, self.settings.max_images, self.settings.max_bytes) {
+            Ok(sidecar) => {
                 self.warned_full = false;
                 self.last_thumb = Some(thumb);
                 log::debug!("camera={camera} item={id} why={:?} frame collected", sidecar.why);

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use super::item::{self, Layout, ReviewStatus, Sidecar};
+use super::item::{self, ItemDetection, ItemModel, Layout, Review, ReviewStatus, Sidecar, Why};
+use crate::model::Detection;
 
 /// What the collection holds, oldest first.
 #[derive(Debug)]
@@ -34,6 +35,27 @@ pub enum AddError {
     Full { items: usize, bytes: u64 },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A frame (or photo) to save as an item, with the model's detections.
+pub struct NewItem<'a> {
+    /// Its id ([`item::item_id`] for a camera's frame) and its image's sha256.
+    pub id: String,
+    pub sha256: String,
+    pub image: &'a [u8],
+    /// The image file's extension: "jpg" or "png".
+    pub extension: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub device: Option<String>,
+    pub camera: Option<String>,
+    pub captured_at: Option<u64>,
+    pub why: Vec<Why>,
+    pub model: ItemModel,
+    pub prelabel_score: f32,
+    /// Every detection the model reported; those scored at least `prelabel_score` become
+    /// the pre-labels.
+    pub detections: &'a [Detection],
 }
 
 /// The largest `data.yaml` read.
@@ -136,6 +158,44 @@ impl Collection {
             text += &format!("  - {}\n", serde_json::to_string(n).map_err(std::io::Error::other)?);
         }
         crate::files::replace_durably(&self.root.join("data.yaml"), text.as_bytes())
+    }
+
+    /// Saves a new item: its pre-labels in the label file (class ids into the collection's
+    /// names, new labels added), its sidecar, within the bounds of [`Collection::add`].
+    pub fn save(&mut self, new: NewItem, max_items: usize, max_bytes: u64) -> Result<Sidecar, AddError> {
+        let mut prelabels = Vec::new();
+        for d in new.detections.iter().filter(|d| d.score >= new.prelabel_score) {
+            prelabels.push((self.class_of(&d.label)?, d.bbox));
+        }
+        let sidecar = Sidecar {
+            v: item::FORMAT,
+            image: format!("{}.{}", new.id, new.extension),
+            id: new.id,
+            sha256: new.sha256,
+            width: new.width,
+            height: new.height,
+            device: new.device,
+            camera: new.camera,
+            captured_at: new.captured_at,
+            saved_at: crate::source::unix_ms(),
+            why: new.why,
+            model: new.model,
+            prelabel_score: new.prelabel_score,
+            detections: new
+                .detections
+                .iter()
+                .map(|d| ItemDetection {
+                    label: d.label.clone(),
+                    score: d.score,
+                    bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2],
+                })
+                .collect(),
+            review: Review { status: ReviewStatus::Unreviewed, revision: 0, at: None },
+            other: Default::default(),
+        };
+        let labels = item::yolo_lines(&prelabels, new.width, new.height);
+        self.add(&sidecar, new.image, &labels, max_items, max_bytes)?;
+        Ok(sidecar)
     }
 
     /// Makes room for `bytes` more in one more item (deleting the oldest unreviewed items),
@@ -249,27 +309,9 @@ pub fn names_of(text: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::item::{ItemModel, Review, Why, FORMAT};
 
     fn sidecar(id: &str, saved_at: u64) -> Sidecar {
-        Sidecar {
-            v: FORMAT,
-            id: id.into(),
-            image: format!("{id}.jpg"),
-            sha256: "ab".repeat(32),
-            width: 4,
-            height: 4,
-            device: None,
-            camera: Some("door".into()),
-            captured_at: None,
-            saved_at,
-            why: vec![Why::Background],
-            model: ItemModel { name: "m".into(), version: "1".into(), sha256: "cd".repeat(32) },
-            prelabel_score: 0.5,
-            detections: vec![],
-            review: Review { status: ReviewStatus::Unreviewed, revision: 0, at: None },
-            other: Default::default(),
-        }
+        Sidecar { saved_at, ..crate::collect::item::tests::sample(id) }
     }
 
     fn scratch(name: &str) -> PathBuf {

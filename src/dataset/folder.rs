@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::collect::item::{self, Layout, ReviewStatus, Sidecar};
-use crate::collect::store::{names_of, Collection};
+use crate::collect::store::{names_of, Collection, NewItem};
 
 /// The largest data.yaml read.
 const MAX_DATA_YAML: u64 = 4 << 20;
@@ -505,27 +505,22 @@ pub fn prelabel(
                 continue;
             }
         };
-        let mut prelabels = Vec::new();
-        for d in detections.iter().filter(|d| d.score >= score) {
-            prelabels.push((collection.class_of(&d.label)?, d.bbox));
-        }
-        let ext = match item::image_extension(&photo.to_string_lossy()) {
+        let extension = match item::image_extension(&photo.to_string_lossy()) {
             Some("png") => "png",
             _ if bytes.starts_with(&[0x89, b'P', b'N', b'G']) => "png",
             _ => "jpg",
         };
         let (width, height) = image.dimensions();
-        let sidecar = Sidecar {
-            v: item::FORMAT,
-            id: id.clone(),
-            image: format!("{id}.{ext}"),
+        let new = NewItem {
+            id,
             sha256,
+            image: &bytes,
+            extension,
             width,
             height,
             device: None,
             camera: None,
             captured_at: None,
-            saved_at: crate::source::unix_ms(),
             why: vec![item::Why::Photo],
             model: item::ItemModel {
                 name: model.manifest.name.clone(),
@@ -533,20 +528,10 @@ pub fn prelabel(
                 sha256: model.sha256.clone(),
             },
             prelabel_score: score,
-            detections: detections
-                .iter()
-                .map(|d| item::ItemDetection {
-                    label: d.label.clone(),
-                    score: d.score,
-                    bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2],
-                })
-                .collect(),
-            review: item::Review { status: ReviewStatus::Unreviewed, revision: 0, at: None },
-            other: Default::default(),
+            detections: &detections,
         };
-        let labels = item::yolo_lines(&prelabels, width, height);
         collection
-            .add(&sidecar, &bytes, &labels, usize::MAX, u64::MAX)
+            .save(new, usize::MAX, u64::MAX)
             .map_err(|e| anyhow::anyhow!("cannot write {} into {}: {e}", photo.display(), out.display()))?;
         report.added += 1;
     }
@@ -556,7 +541,7 @@ pub fn prelabel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::item::{ItemModel, Review, Why};
+    use crate::collect::item::{ItemModel, Why};
     use crate::model::BBox;
 
     fn scratch(name: &str) -> PathBuf {
@@ -565,10 +550,10 @@ mod tests {
         d
     }
 
-    /// A collection at `root` with `names`, holding an item per (image bytes, [(class name, box)]).
     /// An item to write: its image bytes and its boxes by class name.
     type Written<'a> = (&'a [u8], &'a [(&'a str, BBox)]);
 
+    /// A collection at `root` with `names`, holding an item per (image bytes, [(class name, box)]).
     fn collection(root: &Path, names: &[&str], items: &[Written]) -> Vec<String> {
         let (mut c, _) = Collection::open(root).unwrap();
         c.know(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
@@ -576,26 +561,32 @@ mod tests {
         for (i, (bytes, boxes)) in items.iter().enumerate() {
             let sha256 = crate::model::sha256_hex(bytes);
             let id = item::item_id("door", 1_000 + i as u64, &sha256);
-            let boxes: Vec<(usize, BBox)> = boxes.iter().map(|(n, b)| (c.class_of(n).unwrap(), *b)).collect();
-            let sidecar = Sidecar {
-                v: item::FORMAT,
+            let detections: Vec<crate::model::Detection> = boxes
+                .iter()
+                .map(|(label, bbox)| crate::model::Detection {
+                    label: label.to_string(),
+                    class_id: 0,
+                    score: 0.9,
+                    bbox: *bbox,
+                    keypoints: Default::default(),
+                })
+                .collect();
+            let new = NewItem {
                 id: id.clone(),
-                image: format!("{id}.jpg"),
                 sha256,
+                image: bytes,
+                extension: "jpg",
                 width: 100,
                 height: 100,
                 device: Some("garage".into()),
                 camera: Some("door".into()),
                 captured_at: Some(1_000 + i as u64),
-                saved_at: 2_000 + i as u64,
                 why: vec![Why::Uncertain],
                 model: ItemModel { name: "m".into(), version: "1".into(), sha256: "cd".repeat(32) },
                 prelabel_score: 0.5,
-                detections: vec![],
-                review: Review { status: ReviewStatus::Unreviewed, revision: 0, at: None },
-                other: Default::default(),
+                detections: &detections,
             };
-            c.add(&sidecar, bytes, &item::yolo_lines(&boxes, 100, 100), usize::MAX, u64::MAX).unwrap();
+            c.save(new, usize::MAX, u64::MAX).unwrap();
             ids.push(id);
         }
         ids

@@ -26,7 +26,7 @@ pub fn jpeg_of(name: &str) -> Vec<u8> {
 /// then half a part, and the connection is cut; every later one gives `then` until the
 /// client hangs up.
 pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let camera = Camera { port, streams: Arc::default(), refusals: Arc::default(), snapshots: Arc::default() };
@@ -34,15 +34,7 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
     std::thread::spawn(move || {
         for connection in listener.incoming() {
             let Ok(mut connection) = connection else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                match connection.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let head = String::from_utf8_lossy(&head).to_string();
+            let head = request_head(&mut connection);
             let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
             let authorised = head.lines().any(|line| {
                 line.split_once(':').is_some_and(|(name, value)| {
@@ -121,6 +113,20 @@ pub fn serve(first: Vec<u8>, then: Vec<u8>, parts: usize) -> Camera {
     camera
 }
 
+/// A request's head as a camera reads it: up to the blank line (at most 8 KiB).
+fn request_head(connection: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match connection.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// What `/digest.jpg` answers a request without a right Digest answer: Digest only (RFC
 /// 7616, MD5, qop auth), as IP cameras' snapshot URLs ask.
 const DIGEST_CHALLENGE: &str = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"cam\", \
@@ -177,7 +183,7 @@ pub enum Hostile {
 /// Starts a camera on 127.0.0.1 that misbehaves as `how` says, serving `jpeg`; no
 /// authentication. Counts the requests it answered in `snapshots` (snapshots) or `streams`.
 pub fn serve_hostile(jpeg: Vec<u8>, how: Hostile) -> Camera {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let camera = Camera { port, streams: Arc::default(), refusals: Arc::default(), snapshots: Arc::default() };
@@ -185,14 +191,7 @@ pub fn serve_hostile(jpeg: Vec<u8>, how: Hostile) -> Camera {
     std::thread::spawn(move || {
         for connection in listener.incoming() {
             let Ok(mut connection) = connection else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                match connection.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
+            request_head(&mut connection);
             let jpeg = jpeg.clone();
             match how {
                 Hostile::TrickledSnapshots { good } => {
