@@ -10,29 +10,42 @@ use std::path::Path;
 /// blocking (the open does not wait for a FIFO's writer), and so is a larger file, before
 /// anything is read. The reader stops one byte past `max`, for a file that grows meanwhile.
 pub fn open_capped(path: &Path, max: u64) -> std::io::Result<std::io::Take<std::fs::File>> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
     let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        return Err(refuse("a folder, not a file".into()));
+    let kind_of = |meta: &std::fs::Metadata| -> Result<(), std::io::Error> {
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            return Err(refuse("a folder, not a file".into()));
+        }
+        if !kind.is_file() {
+            let what = if kind.is_fifo() {
+                "a FIFO (named pipe)"
+            } else if kind.is_socket() {
+                "a socket"
+            } else if kind.is_char_device() || kind.is_block_device() {
+                "a device"
+            } else {
+                "not a plain file"
+            };
+            return Err(refuse(format!("{what}, not a regular file")));
+        }
+        if meta.len() > max {
+            return Err(refuse(format!("{} bytes, larger than the limit of {max} bytes", meta.len())));
+        }
+        Ok(())
+    };
+    // What it is, before opening it: opening a device can act (a watchdog arms, a terminal
+    // becomes the controlling one).
+    let before = std::fs::metadata(path)?;
+    kind_of(&before)?;
+    // Never blocking, never a controlling terminal, whatever replaced it meanwhile; and it
+    // must still be what was looked at.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let after = file.metadata()?;
+    if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
+        return Err(refuse("replaced while it was being opened".into()));
     }
-    if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO (named pipe)"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else {
-            "not a plain file"
-        };
-        return Err(refuse(format!("{what}, not a regular file")));
-    }
-    if meta.len() > max {
-        return Err(refuse(format!("{} bytes, larger than the limit of {max} bytes", meta.len())));
-    }
+    kind_of(&after)?;
     Ok(file.take(max.saturating_add(1)))
 }
 

@@ -1840,7 +1840,10 @@ fn hostile_rtsp_cameras_are_cut_at_vigils_caps_and_each_error_says_what_happened
             check(taken < 64 * MIB, "more than the cap and the socket buffers taken from the camera".into());
         }
         let without = baseline / MIB;
-        check(peak < baseline + 96 * MIB, format!("memory not bounded ({without} MiB without)"));
+        // retina holds a unit's bytes more than once (its read buffer, grown by doubling, and
+        // the unit's pieces): a unit cut at the 32 MiB cap cost up to 148 MiB over the least
+        // of the runs (seen in CI; 37 MiB in another run). Before the guard: 540 and rising.
+        check(peak < baseline + 192 * MIB, format!("memory not bounded ({without} MiB without)"));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }

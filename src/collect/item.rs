@@ -19,6 +19,9 @@ pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 pub const MAX_SIDE: u32 = 8192;
 /// The most detections a sidecar may list (a model reports at most 10 000 a frame).
 pub const MAX_DETECTIONS: usize = 10_000;
+/// The most a collection writes into one sidecar: the best-scored ones (a sidecar then
+/// stays far below [`MAX_SIDECAR`]).
+pub const MAX_SAVED_DETECTIONS: usize = 1000;
 
 /// Why a frame was saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,7 +71,6 @@ impl ReviewStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Review {
     pub status: ReviewStatus,
     /// Changes made to the item's labels or review since it was saved.
@@ -79,7 +81,6 @@ pub struct Review {
 
 /// The model that made an item's pre-labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ItemModel {
     pub name: String,
     pub version: String,
@@ -88,7 +89,6 @@ pub struct ItemModel {
 
 /// One detection the model reported, box in image pixels (x1, y1, x2, y2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ItemDetection {
     pub label: String,
     pub score: f32,

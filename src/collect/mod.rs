@@ -87,6 +87,8 @@ pub struct Control {
     pub counters: Counters,
     /// The id of the last frame saved on request, for the state topic.
     pub last_requested: Mutex<Option<String>>,
+    /// Why the last frame asked for was not saved, if it was not.
+    pub last_refusal: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -124,7 +126,8 @@ pub struct Owner {
 impl Collector {
     /// Opens the camera's collection folder and starts its thread.
     pub fn start(settings: CollectSettings, owner: Owner, control: Arc<Control>) -> std::io::Result<Collector> {
-        let (collection, warnings) = store::Collection::open(&settings.dir)?;
+        // A reload's new collector waits for the old one to finish its queue.
+        let (collection, warnings) = store::Collection::open(&settings.dir, std::time::Duration::from_secs(10))?;
         for w in warnings {
             log::warn!("camera={} collection: {w}", owner.camera);
         }
@@ -139,22 +142,30 @@ impl Collector {
             control.enabled.load(Ordering::Relaxed)
         );
         let (jobs, queue) = sync_channel(QUEUE);
-        let worker =
-            Worker { settings, owner, control: control.clone(), collection, last_thumb: None, warned_full: false };
+        let worker = Worker {
+            settings,
+            owner,
+            control: control.clone(),
+            collection,
+            last_thumb: None,
+            warned_disk: false,
+            warned_full: false,
+        };
         let name = format!("collect-{}", worker.owner.camera);
         let thread = std::thread::Builder::new().name(name).spawn(move || worker.run(queue))?;
         Ok(Collector { jobs: Some(jobs), control, thread: Some(thread) })
     }
 
-    /// Offers a frame; a full queue drops it (counted).
-    pub fn offer(&self, job: Job) {
-        let Some(jobs) = &self.jobs else { return };
+    /// Offers a frame; a full queue drops it (counted). False when it was not taken.
+    pub fn offer(&self, job: Job) -> bool {
+        let Some(jobs) = &self.jobs else { return false };
         match jobs.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.control.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 }
@@ -174,6 +185,8 @@ struct Worker {
     control: Arc<Control>,
     collection: store::Collection,
     last_thumb: Option<Vec<u8>>,
+    /// Said once: the volume's floor reached; the collection full of items it may not delete.
+    warned_disk: bool,
     warned_full: bool,
 }
 
@@ -181,57 +194,63 @@ impl Worker {
     fn run(mut self, queue: std::sync::mpsc::Receiver<Job>) {
         for job in queue {
             let requested = job.why.contains(&Why::Requested);
-            match self.save(job) {
-                Ok(Some(id)) => {
+            let refused = match self.save(job) {
+                Ok(Ok(id)) => {
                     self.control.counters.collected.fetch_add(1, Ordering::Relaxed);
                     if requested {
                         *self.control.last_requested.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
-                        (self.owner.on_requested)(&self.control);
+                        *self.control.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     }
+                    None
                 }
-                Ok(None) => {}
+                Ok(Err(why)) => Some(why),
                 Err(e) => {
                     self.control.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                    log::error!(
-                        "camera={} path={} cannot save a frame: {e}",
-                        self.owner.camera,
-                        self.settings.dir.display()
-                    );
+                    let why = format!("cannot save a frame: {e}");
+                    log::error!("camera={} path={} {why}", self.owner.camera, self.settings.dir.display());
+                    Some(why)
                 }
-            }
+            };
             self.control.counters.items.store(self.collection.items() as u64, Ordering::Relaxed);
             self.control.counters.bytes.store(self.collection.bytes(), Ordering::Relaxed);
+            if requested {
+                // Whoever asked is answered, saved or not.
+                if let Some(why) = refused {
+                    *self.control.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                }
+                (self.owner.on_requested)(&self.control);
+            }
         }
     }
 
-    /// Saves one frame: its id, or `None` when it was skipped (counted).
-    fn save(&mut self, job: Job) -> std::io::Result<Option<String>> {
-        let camera = &self.owner.camera;
-        let requested = job.why.contains(&Why::Requested);
+    /// Saves one frame: its id, or why it was not saved (counted).
+    fn save(&mut self, job: Job) -> std::io::Result<Result<String, String>> {
+        let camera = self.owner.camera.clone();
+        let camera = &camera;
+        // A frame asked for, or the background sample, is saved whatever it looks like.
+        let any_look = job.why.iter().any(|w| matches!(w, Why::Requested | Why::Background));
         let thumb = thumbnail(&job.image);
-        if !requested && self.settings.near_duplicate > 0.0 {
+        if !any_look && self.settings.near_duplicate > 0.0 {
             if let Some(last) = &self.last_thumb {
                 if difference(last, &thumb) < self.settings.near_duplicate {
                     self.control.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return Ok(None);
+                    return Ok(Err("a near duplicate of the last saved frame".into()));
                 }
             }
         }
-        match free_bytes(self.collection.root()) {
-            Some(free) if free < self.settings.min_free_bytes => {
-                self.control.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                if !self.warned_full {
-                    self.warned_full = true;
-                    log::warn!(
-                        "camera={camera} free_bytes={free} min_free_bytes={} the volume is nearly full: collection \
-                         stops until there is room (detection goes on)",
-                        self.settings.min_free_bytes
-                    );
-                }
-                return Ok(None);
+        if let Some(free) = self.make_free_space()? {
+            self.control.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            if !self.warned_disk {
+                self.warned_disk = true;
+                log::warn!(
+                    "camera={camera} free_bytes={free} min_free_bytes={} the volume is nearly full and no unreviewed \
+                     item is left to delete: collection stops until there is room (detection goes on)",
+                    self.settings.min_free_bytes
+                );
             }
-            _ => {}
+            return Ok(Err(format!("the volume has {free} bytes free, below collect.min_free_megabytes")));
         }
+        self.warned_disk = false;
         let (width, height) = job.image.dimensions();
         let image = match &job.jpeg {
             Some(jpeg) => jpeg.as_ref().clone(),
@@ -260,7 +279,7 @@ impl Worker {
                 self.warned_full = false;
                 self.last_thumb = Some(thumb);
                 log::debug!("camera={camera} item={id} why={:?} frame collected", sidecar.why);
-                Ok(Some(id))
+                Ok(Ok(id))
             }
             Err(store::AddError::Full { items, bytes }) => {
                 self.control.counters.skipped.fetch_add(1, Ordering::Relaxed);
@@ -271,9 +290,24 @@ impl Worker {
                          are never deleted): move them off the device, or raise collect.max_images / max_megabytes"
                     );
                 }
-                Ok(None)
+                Ok(Err(format!("the collection is full ({items} items, {bytes} bytes) of items it may not delete")))
             }
             Err(store::AddError::Io(e)) => Err(e),
+        }
+    }
+
+    /// Keeps the volume's free space above the floor by deleting the oldest unreviewed
+    /// items; the free bytes when it cannot (none is left to delete), else `None`.
+    fn make_free_space(&mut self) -> std::io::Result<Option<u64>> {
+        loop {
+            match free_bytes(self.collection.root()) {
+                Some(free) if free < self.settings.min_free_bytes => {
+                    if !self.collection.free_one()? {
+                        return Ok(Some(free));
+                    }
+                }
+                _ => return Ok(None),
+            }
         }
     }
 }

@@ -63,6 +63,9 @@ struct RawCollect {
 /// below it a detector's scores are noise that costs decoding time.
 pub const MIN_UNCERTAIN: f32 = 0.05;
 
+/// The longest camera id a collection names its items after.
+pub const MAX_CAMERA_ID: usize = 99;
+
 /// The longest interval a setting takes: a day.
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -78,6 +81,13 @@ pub fn check(
 ) -> Option<CollectSettings> {
     let raw: RawCollect = section_as(value, key, problems, "not a key of [collect]")?;
     let before = problems.len();
+    if camera.len() > MAX_CAMERA_ID {
+        // An item id is `<camera>_<time>_<hash>`, at most 128 characters.
+        problems.push(format!(
+            "{key}: a camera id of {} characters is too long to collect under (at most {MAX_CAMERA_ID})",
+            camera.len()
+        ));
+    }
     let root = raw.path.map(|p| resolve(dir, &p)).unwrap_or_else(|| default_root.to_path_buf());
     let uncertain = match raw.uncertain {
         None => Some((0.3, 0.6)),

@@ -521,8 +521,8 @@ impl Running {
             CommandKind::Collect(what) => {
                 let Some(collect) = &p.collect else {
                     log::warn!(
-                        "camera={camera} setting=collect command refused: the camera has no [cameras.{camera}.collect] \
-                         table (add one to collect frames)"
+                        "camera={camera} setting=collect command refused: the camera collects nothing (no \
+                         [cameras.{camera}.collect] table, or its collection could not start: see the log)"
                     );
                     return;
                 };

@@ -204,10 +204,18 @@ impl Pipeline {
                         let _ = out.blocking_send(collect_state_message(&topics, &device, &cam, control));
                     }),
                 };
-                let collector = Collector::start(settings.clone(), owner, control).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("collection in {}: {e}", settings.dir.display()))
-                })?;
-                Some((Mutex::new(Policy::new(settings.clone())), collector))
+                // Collection is never in detection's way: a folder it cannot use leaves the
+                // camera detecting, without it, and says why.
+                match Collector::start(settings.clone(), owner, control) {
+                    Ok(collector) => Some((Mutex::new(Policy::new(settings.clone())), collector)),
+                    Err(e) => {
+                        log::error!(
+                            "camera={camera} path={} collection cannot start, and is off for this camera: {e}",
+                            settings.dir.display()
+                        );
+                        None
+                    }
+                }
             }
         };
         let collect_control = collecting.as_ref().map(|(_, c)| c.control.clone());
@@ -480,7 +488,12 @@ impl Intake {
                     let threshold = *ctx.control.threshold.lock().unwrap_or_else(|e| e.into_inner());
                     // Collection's uncertain band may reach below the threshold: decoded down to
                     // it, and the reporter holds the rest to the threshold.
-                    params.score = ctx.collect_floor.map_or(threshold, |floor| floor.min(threshold));
+                    // (Detectors only: a classifier's classes are not held to the threshold after.)
+                    if serving.model.manifest.task == crate::model::manifest::Task::Detect {
+                        params.score = ctx.collect_floor.map_or(threshold, |floor| floor.min(threshold));
+                    } else {
+                        params.score = threshold;
+                    }
                     Plan::Run(serving, params, threshold)
                 }
             }
@@ -756,7 +769,7 @@ impl Context {
         let mut policy = policy.lock().unwrap_or_else(|e| e.into_inner());
         let Some(why) = policy.consider(Instant::now(), &detections, new_track, enabled, requested) else { return };
         let info = &serving.info;
-        collector.offer(collect::Job {
+        let offered = collector.offer(collect::Job {
             image: frame.image.clone(),
             jpeg: frame.jpeg.clone(),
             detections,
@@ -769,6 +782,10 @@ impl Context {
             },
             labels: serving.model.manifest.labels.clone().into(),
         });
+        if requested && !offered {
+            // The queue was full: the next frame is the one asked for.
+            control.requested.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Ends every track (detection off, or stopping); false when the publisher is gone.
@@ -817,6 +834,7 @@ impl Context {
 /// last frame saved on request.
 pub fn collect_state_message(topics: &Topics, device: &str, camera: &str, control: &collect::Control) -> Message {
     let last = control.last_requested.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let refusal = control.last_refusal.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let doc = payload::CollectState {
         v: payload::VERSION,
         device,
@@ -824,6 +842,7 @@ pub fn collect_state_message(topics: &Topics, device: &str, camera: &str, contro
         ts: unix_ms(),
         stats: control.stats(),
         last_requested: last.as_deref(),
+        last_refusal: refusal.as_deref(),
     };
     Message {
         topic: topics.state(camera, "collect"),

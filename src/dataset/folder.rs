@@ -260,12 +260,22 @@ pub fn merge(out: &Path, sources: &[PathBuf], ratios: Option<(f64, f64)>) -> any
         Folder { root: out.to_path_buf(), names: Vec::new(), split: Some((val, test)) }
     };
     let (val, test) = target.split.expect("a data set");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // One merge at a time.
+    let _lock = crate::collect::store::lock(out, std::time::Duration::ZERO)?;
     let (existing, problems) = items(&target, false);
     for p in problems {
         eprintln!("warning: {p}");
     }
     let mut shas: HashSet<String> = existing.iter().map(|i| i.sidecar.sha256.clone()).collect();
-    let ids: HashSet<String> = existing.iter().map(|i| i.sidecar.id.clone()).collect();
+    let mut ids: HashSet<String> = existing.iter().map(|i| i.sidecar.id.clone()).collect();
+    // An item whose sidecar cannot be read (a hand edit gone wrong) is still a person's work:
+    // its id is taken, never written over.
+    for path in plain_files(&target.root.join("items"), &mut Vec::new()) {
+        if let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) {
+            ids.insert(id.to_string());
+        }
+    }
     let mut names = target.names.clone();
     // Read every source first: the data set's names are written before any item that needs them.
     let mut incoming: Vec<(Item, Vec<(String, String)>)> = Vec::new();
@@ -294,6 +304,7 @@ pub fn merge(out: &Path, sources: &[PathBuf], ratios: Option<(f64, f64)>) -> any
                 }
             };
             shas.insert(item.sidecar.sha256.clone());
+            ids.insert(item.sidecar.id.clone());
             for (name, _) in &boxes {
                 if !names.contains(name) {
                     names.push(name.clone());
@@ -323,6 +334,10 @@ pub fn merge(out: &Path, sources: &[PathBuf], ratios: Option<(f64, f64)>) -> any
         report.added += 1;
         *report.per_split.entry(split).or_default() += 1;
     }
+    // Again, naming the test split only if it has an item now (a merge cut short by an
+    // error may have left it named and empty).
+    let has_test = existing.iter().any(|i| i.split == Some("test")) || report.per_split.contains_key("test");
+    write_data_yaml(out, &names, (val, test), has_test)?;
     Ok(report)
 }
 
@@ -390,6 +405,8 @@ pub fn stats(root: &Path) -> anyhow::Result<Stats> {
 /// gets an empty label file. Returns the ids changed.
 pub fn mark(root: &Path, ids: &[String], all: bool, status: ReviewStatus) -> anyhow::Result<Vec<String>> {
     let folder = open(root)?;
+    // Not while a daemon's collector writes it (its eviction could delete an item marked).
+    let _lock = crate::collect::store::lock(root, std::time::Duration::ZERO)?;
     let (found, problems) = items(&folder, false);
     for p in problems {
         eprintln!("warning: {p}");
@@ -407,7 +424,18 @@ pub fn mark(root: &Path, ids: &[String], all: bool, status: ReviewStatus) -> any
     let now = crate::source::unix_ms();
     let mut changed = Vec::new();
     for item in chosen {
-        let mut sidecar = item.sidecar.clone();
+        // Read again: an item changed since (another tool's review) is left as it is.
+        let path = item.layout.sidecar(&item.sidecar.id);
+        let mut sidecar =
+            item::read_sidecar(&path, &item.sidecar.id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if sidecar.review.revision != item.sidecar.review.revision {
+            eprintln!(
+                "warning: {}: changed meanwhile (revision {}); left as it is",
+                path.display(),
+                sidecar.review.revision
+            );
+            continue;
+        }
         if status == ReviewStatus::Negative {
             crate::files::replace_durably(&item.label(), b"")
                 .with_context(|| format!("cannot write {}", item.label().display()))?;
@@ -435,6 +463,43 @@ fn photo_id(path: &Path, sha256: &str) -> String {
     let clean = clean.trim_start_matches('.');
     let clean = if clean.is_empty() { "photo" } else { clean };
     format!("{clean}_{}", &sha256[..8])
+}
+
+/// A photo as an item takes it: its bytes and pixels. One a camera (a phone) turned by
+/// its EXIF orientation is turned as it is shown and saved again (JPEG, quality 95) without
+/// that tag, so that its boxes are where every labelling tool shows the objects. At most
+/// [`item::MAX_SIDE`] pixels a side.
+fn photo_file(path: &Path) -> anyhow::Result<(Vec<u8>, image::RgbImage)> {
+    use image::ImageDecoder;
+    let bytes = crate::files::read_capped(path, item::MAX_IMAGE_BYTES)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    let orient = || -> image::ImageResult<Option<image::RgbImage>> {
+        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?;
+        let mut decoder = reader.into_decoder()?;
+        let orientation = decoder.orientation()?;
+        if orientation == image::metadata::Orientation::NoTransforms {
+            return Ok(None);
+        }
+        let mut turned = image::DynamicImage::from_decoder(decoder)?;
+        turned.apply_orientation(orientation);
+        Ok(Some(turned.into_rgb8()))
+    };
+    let (bytes, image) = match orient().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+        None => {
+            let image = super::decode_image(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (bytes, image)
+        }
+        Some(turned) => {
+            let mut jpeg = Vec::new();
+            turned.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95))?;
+            (jpeg, turned)
+        }
+    };
+    let (w, h) = image.dimensions();
+    if w > item::MAX_SIDE || h > item::MAX_SIDE {
+        bail!("{}: {w}x{h} pixels, over the {} a side an item may have", path.display(), item::MAX_SIDE);
+    }
+    Ok((bytes, image))
 }
 
 /// What `vigil dataset prelabel` did.
@@ -474,17 +539,19 @@ pub fn prelabel(
             photos.push(input.clone());
         }
     }
-    let (mut collection, warnings) =
-        Collection::open(out).with_context(|| format!("cannot open the collection {}", out.display()))?;
+    let (mut collection, warnings) = Collection::open(out, std::time::Duration::ZERO)
+        .with_context(|| format!("cannot open the collection {}", out.display()))?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
     collection.know(&model.manifest.labels)?;
     let mut report = Prelabelled::default();
     let mut runner = crate::model::Runner::single();
-    let params = model.default_params();
+    let mut params = model.default_params();
+    // Detections down to the pre-label score at least, for the sidecar and the pre-labels.
+    params.score = params.score.min(score);
     for photo in photos {
-        let (bytes, image) = match super::read_image_file(&photo) {
+        let (bytes, image) = match photo_file(&photo) {
             Ok(read) => read,
             Err(e) => {
                 report.failed.push(format!("{e:#}"));
@@ -492,11 +559,11 @@ pub fn prelabel(
             }
         };
         let sha256 = crate::model::sha256_hex(&bytes);
-        let id = photo_id(&photo, &sha256);
-        if Layout::collection(out).sidecar(&id).exists() {
+        if collection.has_image(&sha256) {
             report.present += 1;
             continue;
         }
+        let id = photo_id(&photo, &sha256);
         let detections = match model.predict_in(&mut runner, &image, &params) {
             Ok((Prediction::Detections(d), _)) => d,
             Ok((Prediction::Classes(_), _)) => Vec::new(),
@@ -505,11 +572,7 @@ pub fn prelabel(
                 continue;
             }
         };
-        let extension = match item::image_extension(&photo.to_string_lossy()) {
-            Some("png") => "png",
-            _ if bytes.starts_with(&[0x89, b'P', b'N', b'G']) => "png",
-            _ => "jpg",
-        };
+        let extension = if bytes.starts_with(&[0x89, b'P', b'N', b'G']) { "png" } else { "jpg" };
         let (width, height) = image.dimensions();
         let new = NewItem {
             id,
@@ -555,7 +618,7 @@ mod tests {
 
     /// A collection at `root` with `names`, holding an item per (image bytes, [(class name, box)]).
     fn collection(root: &Path, names: &[&str], items: &[Written]) -> Vec<String> {
-        let (mut c, _) = Collection::open(root).unwrap();
+        let (mut c, _) = Collection::open(root, std::time::Duration::ZERO).unwrap();
         c.know(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let mut ids = Vec::new();
         for (i, (bytes, boxes)) in items.iter().enumerate() {
@@ -636,6 +699,37 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Names that collide: two items of one id but other images (the second is skipped,
+    /// named), and a data.yaml that names a class twice (refused, named).
+    #[test]
+    fn colliding_names_are_refused_naming_them() {
+        let dir = scratch("collide");
+        let (a, b, out) = (dir.join("a"), dir.join("b"), dir.join("set"));
+        let ids = collection(&a, &["car"], &[(b"first", &[])]);
+        collection(&b, &["car"], &[(b"second", &[])]);
+        // The same id in b, for another image: its sidecar and image renamed to a's id.
+        let (layout, sha) = (Layout::collection(&b), crate::model::sha256_hex(b"second"));
+        let b_id = item::item_id("door", 1_000, &sha);
+        let mut sidecar = item::read_sidecar(&layout.sidecar(&b_id), &b_id).unwrap();
+        std::fs::remove_file(layout.sidecar(&b_id)).unwrap();
+        std::fs::rename(layout.image(&sidecar), layout.images.join(format!("{}.jpg", ids[0]))).unwrap();
+        std::fs::rename(layout.label(&b_id), layout.label(&ids[0])).unwrap();
+        sidecar.id = ids[0].clone();
+        sidecar.image = format!("{}.jpg", ids[0]);
+        layout.write_sidecar(&sidecar).unwrap();
+        let report = merge(&out, &[a, b.clone()], None).unwrap();
+        assert_eq!(report.added, 1, "{report:?}");
+        assert!(
+            report.skipped.iter().any(|s| s.contains(&format!("the data set has another item named {}", ids[0]))),
+            "{:?}",
+            report.skipped
+        );
+        std::fs::write(b.join("data.yaml"), "vigil_dataset: 1\nnames:\n  - car\n  - car\n").unwrap();
+        let e = merge(&out, &[b], None).unwrap_err().to_string();
+        assert!(e.contains("`names` lists \"car\" twice"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// What a hostile or damaged folder holds is skipped, each with a message naming the
     /// file; the good item still goes in.
     #[test]
@@ -671,6 +765,38 @@ mod tests {
         ] {
             assert!(all.contains(&want), "missing {want:?} in:\n{all}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A phone's photo, stored sideways with an EXIF tag saying to turn it: taken turned, as
+    /// every labelling tool shows it, and saved again without the tag.
+    #[test]
+    fn a_photo_turned_by_its_exif_tag_is_taken_turned() {
+        use image::ImageEncoder;
+        let dir = scratch("exif");
+        std::fs::create_dir_all(&dir).unwrap();
+        let stored = image::RgbImage::from_fn(40, 20, |x, _| image::Rgb([(x * 6) as u8, 0, 0]));
+        // A TIFF header and one IFD entry: Orientation (0x0112) = 6, turn 90° clockwise.
+        let exif: Vec<u8> = [
+            &b"MM\x00\x2a\x00\x00\x00\x08\x00\x01"[..],
+            &[0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00],
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let mut jpeg = Vec::new();
+        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
+        encoder.set_exif_metadata(exif).unwrap();
+        encoder.write_image(stored.as_raw(), 40, 20, image::ExtendedColorType::Rgb8).unwrap();
+        let path = dir.join("sideways.jpg");
+        std::fs::write(&path, &jpeg).unwrap();
+        let (bytes, image) = photo_file(&path).unwrap();
+        assert_eq!(image.dimensions(), (20, 40), "turned");
+        assert_ne!(bytes, jpeg, "saved again, without the tag");
+        assert_eq!(super::super::decode_image(&bytes).unwrap().dimensions(), (20, 40));
+        // One without the tag is taken as it is, byte for byte.
+        let plain = dir.join("plain.png");
+        stored.save(&plain).unwrap();
+        assert_eq!(photo_file(&plain).unwrap().0, std::fs::read(&plain).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -78,9 +78,9 @@ pub fn load(yaml: &Path, read: &[&str], required: &[&str]) -> anyhow::Result<Det
     let review = match &doc["vigil_dataset"] {
         Yaml::BadValue | Yaml::Null => None,
         Yaml::Integer(v) if *v == i64::from(crate::collect::item::FORMAT) => {
-            let mut counts = ReviewCounts::default();
+            let (mut counts, mut seen) = (ReviewCounts::default(), std::collections::HashSet::new());
             for images in [&mut train, &mut val, &mut test].into_iter().flatten() {
-                keep_ground_truth(&root, images, &mut counts, &mut problems);
+                keep_ground_truth(&root, images, &mut seen, &mut counts, &mut problems);
             }
             Some(counts)
         }
@@ -181,13 +181,13 @@ fn read_split(source: &Path, key: &str, classes: usize, problems: &mut Problems)
     images
 }
 
-/// The images under `dir` (each folder once: [`crate::files::files_under`]).
 /// A vigil data set's images as training and evaluation take them (docs/dataset.md): only
 /// items whose sidecar says a person reviewed them; a negative one as background, whatever
-/// its label file holds.
+/// its label file holds. `seen`: the items of the splits read before.
 fn keep_ground_truth(
     root: &Path,
     images: &mut Vec<DetectionImage>,
+    seen: &mut std::collections::HashSet<String>,
     counts: &mut ReviewCounts,
     problems: &mut Problems,
 ) {
@@ -197,6 +197,11 @@ fn keep_ground_truth(
             counts.without_sidecar += 1;
             return false;
         };
+        // One item, one image: the same id twice (in two splits, say) is a problem, not twice the data.
+        if !seen.insert(id.to_string()) {
+            problems.push(format!("{}: a second image of item {id}", image.path.display()));
+            return false;
+        }
         let path = root.join("items").join(format!("{id}.json"));
         let sidecar = match crate::collect::item::read_sidecar(&path, id) {
             Ok(s) => s,
@@ -222,6 +227,7 @@ fn keep_ground_truth(
     });
 }
 
+/// The images under `dir` (each folder once: [`crate::files::files_under`]).
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>, problems: &mut Problems) {
     let (files, failed) = crate::files::files_under(dir);
     for (folder, e) in failed {
@@ -301,6 +307,9 @@ pub fn parse_labels(text: &str, classes: usize) -> (Vec<DetectionBox>, Vec<(usiz
 fn parse_line(line: &str, classes: usize) -> Result<DetectionBox, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let class: usize = fields[0].parse().map_err(|_| format!("the class id {:?} is not a whole number", fields[0]))?;
+    if classes == 0 {
+        return Err(format!("class id {class}, but data.yaml names no class"));
+    }
     if class >= classes {
         return Err(format!(
             "class id {class} is out of range: data.yaml names {classes} classes (0 to {})",

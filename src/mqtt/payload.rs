@@ -133,6 +133,8 @@ pub struct CollectState<'a> {
     pub stats: crate::collect::CollectStats,
     /// The item id of the last frame saved on request (`NOW`), if any.
     pub last_requested: Option<&'a str>,
+    /// Why the last frame asked for was not saved (no room, say); `null` once one is.
+    pub last_refusal: Option<&'a str>,
 }
 
 /// `…/<camera>/model` (retained): the model serving this camera.

@@ -103,13 +103,30 @@ pub const SHOWN_KEYS: &[&str] = &[
     "width",
 ];
 
-/// A request target as the log shows it: each `key=value` between `/`, `?`, `&` and `;` whose
-/// key is not in [`SHOWN_KEYS`] with its value as `***`.
+/// A request target as the log shows it: each `key=value` whose key is not in
+/// [`SHOWN_KEYS`] with its value as `***`. In the path, pairs end at `/`, `&` or `;`
+/// (`/user=admin&password=…&channel=1`); in the query, at `&` or `;` only, so a value
+/// holding a `/` is masked whole.
 fn masked_query(target: &str) -> String {
-    let mut out = String::with_capacity(target.len());
-    for piece in target.split_inclusive(['/', '?', '&', ';']) {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let mut out = masked_pairs(path, &['/', '&', ';']);
+    if let Some(query) = query {
+        out.push('?');
+        out += &masked_pairs(query, &['&', ';']);
+    }
+    out
+}
+
+/// `text` with the value of each `key=value` between `separators` masked, unless its key
+/// is shown.
+fn masked_pairs(text: &str, separators: &[char]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(separators) {
         let (word, separator) = match piece.char_indices().last() {
-            Some((i, c)) if "/?&;".contains(c) => (&piece[..i], &piece[i..]),
+            Some((i, c)) if separators.contains(&c) => (&piece[..i], &piece[i..]),
             _ => (piece, ""),
         };
         match word.split_once('=') {
@@ -132,7 +149,8 @@ pub fn scrub_urls(text: &str) -> String {
     let mut rest = text;
     while let Some(at) = ["rtsp://", "http://"].iter().filter_map(|s| rest.find(s)).min() {
         out.push_str(&rest[..at]);
-        let url_len = rest[at..].find(|c: char| c.is_whitespace() || "\"'<>(),".contains(c)).unwrap_or(rest.len() - at);
+        // To the next blank: a password may hold any other character (a URL cannot hold a blank).
+        let url_len = rest[at..].find(char::is_whitespace).unwrap_or(rest.len() - at);
         let url = &rest[at..at + url_len];
         let scheme = if url.starts_with("rtsp") { Scheme::Rtsp } else { Scheme::Http };
         match CameraUrl::parse(url, scheme) {
@@ -427,6 +445,9 @@ mod tests {
         assert_eq!(scrub_urls("no url here"), "no url here");
         assert_eq!(scrub_urls("at http://cam/a b"), "at http://cam:80/a b");
         assert!(!scrub_urls("rtsp://x:SE CRET@").contains("SE"));
+        let scrubbed = scrub_urls("failed (rtsp://a:SE,CR'ET@cam/x), retrying");
+        assert!(!scrubbed.contains("SE") && !scrubbed.contains("CR") && !scrubbed.contains("ET@"), "{scrubbed}");
+        assert_eq!(masked_query("/live?pwd=ab/cd;user=x&channel=2"), "/live?pwd=***;user=***&channel=2");
     }
 
     #[test]
